@@ -1,0 +1,16 @@
+"""Networks, the input contract and weights: no runtime or training code here."""
+
+from models.contract import InputContract
+from models.registry import get_model, model_names
+from models.stae import STAE
+from models.weights import (
+                            DEFAULT_WEIGHTS,
+                            WeightsError,
+                            WeightsMeta,
+                            load_weights,
+                            read_meta,
+                            save_weights,
+)
+
+__all__ = ["DEFAULT_WEIGHTS", "STAE", "InputContract", "WeightsError", "WeightsMeta",
+           "get_model", "load_weights", "model_names", "read_meta", "save_weights"]

@@ -1,0 +1,77 @@
+"""A convolutional LSTM layer unrolled over a fixed number of time steps."""
+
+from __future__ import annotations
+
+from mxnet.gluon import HybridBlock
+
+
+class ConvLSTM(HybridBlock):
+    """Convolutional LSTM over a whole sequence, as a single hybridizable block.
+
+    The arithmetic is that of ``mxnet.gluon.contrib.rnn.Conv2DLSTMCell`` (gates in the
+    order input, forget, cell, output; ``tanh`` activation; zero initial state), unrolled
+    over ``steps`` time steps. The input-to-hidden convolution does not depend on the
+    state, so it runs once over all time steps as one batched call; only the
+    hidden-to-hidden convolution is sequential.
+
+    Args:
+        in_channels: Channels of each time step's input.
+        hidden_channels: Channels of the hidden and cell state.
+        steps: Number of time steps (the window length T).
+        kernel: Square kernel size of both convolutions (odd, "same" padding).
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: int, steps: int, kernel: int = 3,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        if kernel % 2 != 1:
+            raise ValueError(f"ConvLSTM kernel must be odd for same-size padding, got {kernel}")
+        self._hidden = hidden_channels
+        self._steps = steps
+        self._kernel = kernel
+        gates = 4 * hidden_channels
+        with self.name_scope():
+            self.i2h_weight = self.params.get(
+                "i2h_weight", shape=(gates, in_channels, kernel, kernel))
+            self.h2h_weight = self.params.get(
+                "h2h_weight", shape=(gates, hidden_channels, kernel, kernel))
+            self.i2h_bias = self.params.get("i2h_bias", shape=(gates,), init="zeros")
+            self.h2h_bias = self.params.get("h2h_bias", shape=(gates,), init="zeros")
+
+    def _conv(self, F, x, weight, bias):  # noqa: N803 - Gluon's F convention
+        pad = self._kernel // 2
+        return F.Convolution(x, weight, bias, kernel=(self._kernel, self._kernel),
+                             pad=(pad, pad), num_filter=4 * self._hidden)
+
+    def hybrid_forward(self, F, x, i2h_weight, h2h_weight, i2h_bias, h2h_bias):  # noqa: N803
+        """Run the sequence.
+
+        Args:
+            x: (N, T, C, H, W) input sequence.
+
+        Returns:
+            (N, T, hidden_channels, H, W): the hidden state at every step.
+        """
+        flat = F.reshape(x, shape=(-3, -2))                       # (N*T, C, H, W)
+        i2h = self._conv(F, flat, i2h_weight, i2h_bias)
+        i2h = F.reshape(i2h, shape=(-4, -1, self._steps, -2))      # (N, T, 4h, H, W)
+        steps = F.split(i2h, num_outputs=self._steps, axis=1, squeeze_axis=True)
+        if self._steps == 1:
+            steps = [steps]
+        outputs = []
+        h = c = None
+        for t in range(self._steps):
+            gates = steps[t]
+            if h is None:
+                # Zero state: h2h(0) is just its bias, and the forget gate multiplies zero.
+                gates = F.broadcast_add(gates, F.reshape(h2h_bias, shape=(1, -1, 1, 1)))
+            else:
+                gates = gates + self._conv(F, h, h2h_weight, h2h_bias)
+            i, f, g, o = F.split(gates, num_outputs=4, axis=1)
+            i = F.sigmoid(i)
+            g = F.tanh(g)
+            o = F.sigmoid(o)
+            c = i * g if c is None else F.sigmoid(f) * c + i * g
+            h = o * F.tanh(c)
+            outputs.append(F.expand_dims(h, axis=1))
+        return F.concat(*outputs, dim=1)

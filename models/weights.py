@@ -1,0 +1,155 @@
+"""Weights on disk: Gluon ``.params`` plus a ``.json`` metadata file beside it.
+
+The metadata names the model and its arguments, the window length, the input
+contract, the scorer calibration and where the weights came from. Loading checks
+both files and fails with a message that says what to do. Nothing is unpickled:
+``.params`` is MXNet's own NDArray format and the metadata is JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mxnet as mx
+from mxnet.gluon import HybridBlock
+
+from models.contract import InputContract
+from models.registry import get_model
+
+FORMAT = "vadstream-weights"
+FORMAT_VERSION = 1
+#: Where the project's shipped weights live.
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "ped2_stae"
+
+
+class WeightsError(ValueError):
+    """Weights files are missing, malformed or do not fit the model."""
+
+
+@dataclass
+class WeightsMeta:
+    """What the ``.json`` beside a ``.params`` file records.
+
+    Args:
+        model: Registered model name.
+        model_args: Keyword arguments of the model constructor.
+        window: Frames per window (T).
+        contract: The input contract the weights were trained with.
+        calibration: Scorer calibration (thresholds) from held-out normal footage.
+        provenance: Free-form facts about how the weights were made.
+    """
+
+    model: str
+    model_args: dict
+    window: int
+    contract: InputContract
+    calibration: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-ready metadata, with format and engine versions."""
+        return {"format": FORMAT, "format_version": FORMAT_VERSION,
+                "mxnet": mx.__version__, "model": self.model, "model_args": self.model_args,
+                "window": self.window, "contract": self.contract.to_dict(),
+                "calibration": self.calibration, "provenance": self.provenance}
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str) -> WeightsMeta:
+        """Read metadata written by :meth:`to_dict`.
+
+        Raises:
+            WeightsError: On another format, a newer format version or missing keys.
+        """
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise WeightsError(f"{source} is not vadstream weights metadata "
+                               f"(expected \"format\": \"{FORMAT}\")")
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise WeightsError(f"{source} has format_version {version!r}, this vadstream reads "
+                               f"{FORMAT_VERSION}; retrain with `vadstream train` or upgrade")
+        missing = [k for k in ("model", "model_args", "window", "contract") if k not in data]
+        if missing:
+            raise WeightsError(f"{source} lacks the keys {missing}; it is incomplete, "
+                               "retrain with `vadstream train`")
+        try:
+            contract = InputContract(**data["contract"])
+        except (TypeError, ValueError) as err:
+            raise WeightsError(f"{source}: bad input contract: {err}") from err
+        return cls(model=data["model"], model_args=dict(data["model_args"]),
+                   window=int(data["window"]), contract=contract,
+                   calibration=dict(data.get("calibration") or {}),
+                   provenance=dict(data.get("provenance") or {}))
+
+
+def weights_paths(path: str | Path) -> tuple[Path, Path]:
+    """The ``.params`` and ``.json`` paths for a weights stem or either file."""
+    path = Path(path)
+    stem = path.with_suffix("") if path.suffix in (".params", ".json") else path
+    return stem.with_name(stem.name + ".params"), stem.with_name(stem.name + ".json")
+
+
+def save_weights(net: HybridBlock, meta: WeightsMeta, path: str | Path) -> Path:
+    """Write ``<path>.params`` and ``<path>.json``.
+
+    Returns:
+        The ``.params`` path.
+    """
+    params, meta_path = weights_paths(path)
+    params.parent.mkdir(parents=True, exist_ok=True)
+    net.save_parameters(str(params))
+    meta_path.write_text(json.dumps(meta.to_dict(), indent=2) + "\n")
+    return params
+
+
+def read_meta(path: str | Path) -> WeightsMeta:
+    """Read and check the metadata of a weights file.
+
+    Raises:
+        WeightsError: If the ``.json`` is missing or invalid.
+    """
+    params, meta_path = weights_paths(path)
+    if not meta_path.is_file():
+        raise WeightsError(f"weights metadata {meta_path} not found; weights need the .json "
+                           "that `vadstream train` writes beside the .params")
+    try:
+        data = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as err:
+        raise WeightsError(f"{meta_path} is not valid JSON ({err}); retrain with "
+                           "`vadstream train`") from err
+    return WeightsMeta.from_dict(data, str(meta_path))
+
+
+def load_weights(path: str | Path, ctx: mx.Context | None = None
+                 ) -> tuple[HybridBlock, WeightsMeta]:
+    """Build the network the metadata names and load its parameters.
+
+    Args:
+        path: Weights stem, ``.params`` or ``.json`` path.
+        ctx: MXNet context (default CPU).
+
+    Returns:
+        The network (not hybridized) and its metadata.
+
+    Raises:
+        WeightsError: On a missing file, a model the metadata cannot build, or
+            parameters whose names or shapes do not fit that model.
+    """
+    params, _ = weights_paths(path)
+    meta = read_meta(path)
+    if not params.is_file():
+        raise WeightsError(f"weights file {params} not found; train one with `vadstream train`")
+    try:
+        net = get_model(meta.model, **meta.model_args)
+    except ValueError as err:
+        raise WeightsError(f"{params}: {err}") from err
+    try:
+        net.load_parameters(str(params), ctx=ctx or mx.cpu())
+    except (AssertionError, mx.base.MXNetError, ValueError, RuntimeError) as err:
+        # Gluon signals a wrong shape or missing/extra names with AssertionError.
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise WeightsError(f"{params} does not fit model {meta.model!r} with "
+                           f"{meta.model_args}: {first}") from err
+    return net, meta

@@ -1,0 +1,24 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="vadstream",
+    version="0.1.0",
+    description="Real-time video anomaly detection with a Gluon ConvLSTM autoencoder",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["models", "models.*", "stream", "stream.*",
+                                    "train", "train.*"]),
+    package_data={"models": ["weights/*.params", "weights/*.json"]},
+    install_requires=[
+        "mxnet==1.9.1",
+        "numpy>=1.23,<1.24",          # MXNet 1.9.1 still uses np.bool
+        "opencv-python-headless>=4.8,<4.12",
+        "scipy>=1.10,<1.16",
+        "pyzmq>=25",
+        "pillow>=10",
+        "PyYAML>=6",
+        "tqdm>=4.60",
+        "scikit-learn>=1.3,<1.8",
+    ],
+    extras_require={"test": ["pytest>=8", "hypothesis>=6", "ruff>=0.5"]},
+    entry_points={"console_scripts": ["vadstream=stream.cli:main"]},
+)
