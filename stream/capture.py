@@ -1,0 +1,158 @@
+"""The capture process: read a source and PUSH its frames to the detector."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import zmq
+
+from stream.protocol import check_stream_id, encode_eos, encode_frame
+from stream.sources import FrameSource
+
+log = logging.getLogger(__name__)
+
+
+class FramePusher:
+    """A PUSH socket that never blocks the read loop.
+
+    Frames are queued up to a small high-water mark and only towards a connected
+    detector (``ZMQ_IMMEDIATE``); beyond that, :meth:`send` drops and says so.
+
+    Args:
+        connect: Detector endpoint, e.g. ``tcp://127.0.0.1:5555``.
+        hwm: Frames queued before sends are dropped.
+        linger_ms: How long ``close()`` may wait to deliver what is queued.
+        context: ZeroMQ context (default: the process's shared one).
+    """
+
+    def __init__(self, connect: str, hwm: int = 8, linger_ms: int = 2000,
+                 context: zmq.Context | None = None) -> None:
+        # An own context unless one is given: close() then terminates it, so libzmq is
+        # done with every zero-copy frame buffer before the interpreter frees them.
+        self._own_context = context is None
+        self._context = context or zmq.Context()
+        self._socket = self._context.socket(zmq.PUSH)
+        self._socket.setsockopt(zmq.SNDHWM, hwm)
+        self._socket.setsockopt(zmq.IMMEDIATE, 1)
+        self._socket.setsockopt(zmq.LINGER, linger_ms)
+        self._socket.connect(connect)
+        self.endpoint = connect
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        """Wait until a detector is connected and can take a frame."""
+        return bool(self._socket.poll(int(timeout_s * 1000), zmq.POLLOUT))
+
+    def send(self, parts: list) -> bool:
+        """Queue one message without blocking; False if it was dropped."""
+        try:
+            self._socket.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.Again:
+            return False
+
+    def send_blocking(self, parts: list, timeout_s: float) -> bool:
+        """Send one message, waiting up to ``timeout_s`` for room (end-of-stream marker)."""
+        if not self._socket.poll(int(timeout_s * 1000), zmq.POLLOUT):
+            return False
+        return self.send(parts)
+
+    def close(self) -> None:
+        """Close the socket (waits up to ``linger_ms`` to deliver queued frames)."""
+        self._socket.close()
+        if self._own_context:
+            self._context.term()
+
+    def __enter__(self) -> FramePusher:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Pacer:
+    """Sleeps so that successive ticks are ``1/fps`` apart, without drift (fps 0: no wait)."""
+
+    def __init__(self, fps: float) -> None:
+        self._period = 1.0 / fps if fps > 0 else 0.0
+        self._next = time.monotonic()
+
+    def wait(self, stop: threading.Event | None = None) -> None:
+        if not self._period:
+            return
+        self._next += self._period
+        delay = self._next - time.monotonic()
+        if delay > 0:
+            if stop is not None:
+                stop.wait(delay)
+            else:
+                time.sleep(delay)
+        elif delay < -self._period:
+            self._next = time.monotonic()  # fell behind: do not burst to catch up
+
+
+@dataclass
+class CaptureStats:
+    """What a capture run did."""
+
+    read: int = 0
+    sent: int = 0
+    dropped: int = 0
+
+
+def run_capture(source: FrameSource, stream: str, pusher: FramePusher, encoding: str = "raw",
+                fps: float | None = None, loop: bool = False, wait_s: float = 10.0,
+                stop: threading.Event | None = None) -> CaptureStats:
+    """Read ``source`` and push every frame until it ends (or ``stop`` is set).
+
+    Args:
+        source: Frame source.
+        stream: Stream id.
+        pusher: Socket to push on.
+        encoding: ``raw`` or ``jpeg``.
+        fps: Replay rate (None: the source's own; 0: as fast as possible). Live sources
+            are never paced.
+        loop: Replay a finite source forever.
+        wait_s: For a finite source, how long to wait for the detector before the first
+            frame (frames are dropped, not queued, while none is connected).
+        stop: Event that ends the loop.
+
+    Returns:
+        Counts of frames read, sent and dropped.
+    """
+    check_stream_id(stream)
+    stop = stop or threading.Event()
+    stats = CaptureStats()
+    rate = 0.0 if source.live else (source.fps if fps is None else fps) or 0.0
+    if not source.live and not pusher.wait_connected(wait_s):
+        log.warning("no detector at %s after %.0f s; frames are dropped until one connects",
+                    pusher.endpoint, wait_s)
+    pacer = Pacer(rate)
+    last_report = time.monotonic()
+    while not stop.is_set():
+        item = source.read()
+        if item is None:
+            if loop and not source.live:
+                source.rewind()
+                item = source.read()
+            if item is None:
+                break
+        parts = encode_frame(stream, stats.read, time.time(), item.image, encoding,
+                             clip=item.clip, frame=item.index)
+        stats.read += 1
+        if pusher.send(parts):
+            stats.sent += 1
+        else:
+            stats.dropped += 1
+        now = time.monotonic()
+        if now - last_report >= 10:
+            log.info("%s: %d frames read, %d sent, %d dropped", stream, stats.read,
+                     stats.sent, stats.dropped)
+            last_report = now
+        pacer.wait(stop)
+    if not source.live and not pusher.send_blocking(encode_eos(stream, stats.read),
+                                                           timeout_s=5.0):
+        log.warning("%s: end-of-stream marker not delivered (no detector)", stream)
+    return stats

@@ -1,0 +1,203 @@
+"""The ``vadstream`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+log = logging.getLogger("vadstream")
+DEFAULT_FRAMES = "tcp://127.0.0.1:5555"
+DEFAULT_TOPICS = "tcp://127.0.0.1:5556"
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event set by SIGINT or SIGTERM, so loops end cleanly."""
+    stop = threading.Event()
+
+    def handler(signum, _frame):
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def cmd_capture(args: argparse.Namespace) -> int:
+    from stream.capture import FramePusher, run_capture
+    from stream.sources import open_source
+
+    stop = _stop_on_signals()
+    with open_source(args.source, fps=args.fps) as source, \
+            FramePusher(args.connect, hwm=args.hwm) as pusher:
+        log.info("capturing %s as stream %s to %s", source.name, args.stream_id, args.connect)
+        stats = run_capture(source, args.stream_id, pusher, encoding=args.encoding,
+                            fps=args.fps, loop=args.loop, stop=stop)
+    log.info("capture %s done: %d read, %d sent, %d dropped", args.stream_id, stats.read,
+             stats.sent, stats.dropped)
+    return 0
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from stream.detector import Detector
+    from stream.pipeline import load_pipeline
+
+    pipe = load_pipeline(args.config, bind=args.bind, publish=args.publish, model=args.model,
+                         device=args.device, stride=args.stride, max_batch=args.max_batch)
+    stop = _stop_on_signals()
+    detector = Detector(pipe.detector, pipe.scorer, pipe.events, pipe.annotator.build())
+    detector.run(stop)
+    return 0
+
+
+def cmd_subscribe(args: argparse.Namespace) -> int:
+    from stream.subscriber import Subscriber, print_messages
+
+    stop = _stop_on_signals()
+    with Subscriber(args.connect, args.topic or [""]) as sub:
+        print_messages(sub, sys.stdout, stop, save_overlays=args.save_overlays, count=args.count)
+    return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from stream.subscriber import Subscriber, record
+
+    stop = _stop_on_signals()
+    with Subscriber(args.connect, [f"overlay.{args.stream}", f"eos.{args.stream}"]) as sub:
+        frames = record(sub, args.stream, args.out, args.fps, stop)
+    log.info("wrote %d frames to %s", frames, args.out)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from stream.pipeline import load_pipeline
+    from stream.supervisor import supervise
+
+    pipe = load_pipeline(args.config)
+    if not pipe.streams:
+        raise ValueError(f"{args.config} configures no streams; add entries under `streams:`")
+    supervise(args.config, pipe, _stop_on_signals())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from stream.demo import DEFAULT_SOURCE, run_demo, write_summary
+
+    source = args.source or str(DEFAULT_SOURCE)
+    stop = _stop_on_signals()
+    print(f"vadstream demo: {source} -> detector -> alerts (video: {args.video})", flush=True)
+    result = run_demo(source, args.model, args.video, stream=args.stream_id, fps=args.fps,
+                      device=args.device, stop=stop)
+    print(f"demo: {result.frames} frames scored at {result.fps:.1f} frames/s, "
+          f"{sum(a['type'] == 'start' for a in result.alerts)} event(s), "
+          f"{len(result.alerts)} alert message(s); overlay video {args.video}", flush=True)
+    if args.json:
+        write_summary(args.json, result, source=source, model=args.model,
+                      video=str(args.video), interrupted=stop.is_set())
+    return 130 if stop.is_set() else 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from train.config import load_train_config
+    from train.trainer import train
+
+    job = load_train_config(args.config)
+    path = train(args.data or job.data, args.out or job.out, model=job.model,
+                 model_args=job.model_args, contract=job.contract, config=job.training,
+                 scorer=job.scorer, stride=job.stride, ctx=job.context(args.device),
+                 resume=args.resume)
+    print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    from models.weights import DEFAULT_WEIGHTS
+
+    p = argparse.ArgumentParser(prog="vadstream", description="Real-time video anomaly "
+                                "detection with a ConvLSTM autoencoder.")
+    p.add_argument("--verbose", "-v", action="store_true", help="debug logs and tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("capture", help="read a source and push its frames to a detector")
+    c.add_argument("--source", required=True, help="camera index, URL, video file or folder")
+    c.add_argument("--stream-id", required=True)
+    c.add_argument("--connect", default=DEFAULT_FRAMES)
+    c.add_argument("--fps", type=float, help="replay rate (folders 10, files their own; 0: max)")
+    c.add_argument("--loop", action="store_true", help="replay a finite source forever")
+    c.add_argument("--encoding", choices=["raw", "jpeg"], default="raw")
+    c.add_argument("--hwm", type=int, default=8, help="frames queued before dropping")
+    c.set_defaults(func=cmd_capture)
+
+    d = sub.add_parser("detect", help="score frames and publish alerts, scores and overlays")
+    d.add_argument("--config", type=Path, help="pipeline YAML (its detector/scorer/events)")
+    d.add_argument("--bind", help=f"frame endpoint (default {DEFAULT_FRAMES})")
+    d.add_argument("--publish", help=f"topic endpoint (default {DEFAULT_TOPICS})")
+    d.add_argument("--model", help=f"weights (default {DEFAULT_WEIGHTS})")
+    d.add_argument("--device", choices=["auto", "cpu", "gpu"])
+    d.add_argument("--stride", type=int, help="frames between windows")
+    d.add_argument("--max-batch", type=int, help="windows per forward pass")
+    d.set_defaults(func=cmd_detect)
+
+    s = sub.add_parser("subscribe", help="print published messages as JSON Lines")
+    s.add_argument("--connect", default=DEFAULT_TOPICS)
+    s.add_argument("--topic", action="append", help="topic prefix (repeatable; default all)")
+    s.add_argument("--save-overlays", type=Path, help="folder for overlay JPEGs")
+    s.add_argument("--count", type=int, default=0, help="exit after this many messages")
+    s.set_defaults(func=cmd_subscribe)
+
+    r = sub.add_parser("record", help="write a stream's overlays to an MP4")
+    r.add_argument("--connect", default=DEFAULT_TOPICS)
+    r.add_argument("--stream", required=True)
+    r.add_argument("--out", type=Path, required=True)
+    r.add_argument("--fps", type=float, default=10.0)
+    r.set_defaults(func=cmd_record)
+
+    u = sub.add_parser("run", help="run the detector and every configured capture, supervised")
+    u.add_argument("--config", type=Path, default=Path("configs/pipeline.yaml"))
+    u.set_defaults(func=cmd_run)
+
+    m = sub.add_parser("demo", help="the whole pipeline on UCSD Ped2 (or --source)")
+    m.add_argument("--source", help="any capture source (default: UCSD Ped2 test clips in "
+                   "../shared/data)")
+    m.add_argument("--model", default=str(DEFAULT_WEIGHTS))
+    m.add_argument("--stream-id", default="demo")
+    m.add_argument("--fps", type=float, help="replay rate (0: as fast as the detector goes)")
+    m.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
+    m.add_argument("--video", type=Path, default=Path("out/demo/overlays.mp4"))
+    m.add_argument("--json", type=Path, help="write a summary with every alert here")
+    m.set_defaults(func=cmd_demo)
+
+    t = sub.add_parser("train", help="train the autoencoder on normal footage")
+    t.add_argument("--config", type=Path, default=Path("configs/ped2.yaml"))
+    t.add_argument("--data", help="dataset root, Train/ folder or clip folder")
+    t.add_argument("--out", type=Path, help="weights stem to write")
+    t.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
+    t.add_argument("--resume", action="store_true")
+    t.set_defaults(func=cmd_train)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run a subcommand; print one clear line on failure."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, OSError, RuntimeError) as err:
+        if args.verbose:
+            raise
+        print(f"vadstream {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

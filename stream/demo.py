@@ -1,0 +1,158 @@
+"""``vadstream demo``: detector, capture, alert printer and recorder as separate processes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from models.weights import read_meta
+from stream.processes import Child, stop_all, vadstream_command
+from stream.subscriber import Subscriber
+
+log = logging.getLogger(__name__)
+DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "UCSDped2"
+
+
+def free_port() -> int:
+    """A TCP port on loopback that is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class DemoResult:
+    """What the demo saw."""
+
+    frames: int = 0
+    seconds: float = 0.0
+    alerts: list = field(default_factory=list)
+    eos: dict | None = None
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self, **extra) -> dict:
+        return {"frames": self.frames, "fps": round(self.fps, 2), "alerts": self.alerts,
+                **extra}
+
+
+def describe_weights(model: str) -> str:
+    """One line on what the weights are, from their metadata."""
+    meta = read_meta(model)
+    p = meta.provenance
+    note = p.get("note", "")
+    return (f"weights {model}: {meta.model} window {meta.window}, trained {p.get('epochs', '?')} "
+            f"epoch(s) on {len(p.get('train_clips', []))} clip(s). {note}").strip()
+
+
+def run_demo(source: str, model: str, video: Path, stream: str = "demo",
+             fps: float | None = None, device: str = "auto", stop: threading.Event | None = None,
+             ready_timeout_s: float = 120.0, idle_timeout_s: float = 60.0,
+             extra_detect_args: list[str] | None = None) -> DemoResult:
+    """Run the whole pipeline on one source until it ends (or ``stop`` is set).
+
+    Args:
+        source: Any capture source (default in the CLI: the UCSD Ped2 test clips).
+        model: Weights.
+        video: Where the overlay MP4 goes.
+        stream: Stream id.
+        fps: Replay rate (None: the source's own).
+        device: Detector device.
+        stop: Ends the demo early (Ctrl-C).
+        ready_timeout_s: How long the detector may take to start.
+        idle_timeout_s: Give up when nothing arrives for this long.
+        extra_detect_args: More ``vadstream detect`` flags.
+
+    Returns:
+        Frames scored, time taken, every alert.
+
+    Raises:
+        RuntimeError: If the detector does not start or a process fails.
+    """
+    stop = stop or threading.Event()
+    bind = f"tcp://127.0.0.1:{free_port()}"
+    publish = f"tcp://127.0.0.1:{free_port()}"
+    print(describe_weights(model), flush=True)
+    detector = Child("detector", vadstream_command(
+        "detect", "--bind", bind, "--publish", publish, "--model", model, "--device", device,
+        *(extra_detect_args or [])))
+    children = [detector]
+    result = DemoResult()
+    sub = Subscriber(publish, ["alert.", f"score.{stream}", f"eos.{stream}", "status"])
+    try:
+        detector.start()
+        deadline = time.monotonic() + ready_timeout_s
+        while not stop.is_set():
+            msg = sub.recv(200)
+            if msg is not None and msg.topic == "status":
+                break
+            if not detector.running:
+                raise RuntimeError(f"the detector exited with code {detector.poll()}; "
+                                   "run `vadstream detect --verbose` to see why")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the detector did not start within {ready_timeout_s:.0f} s")
+        printer = Child("alerts", vadstream_command("subscribe", "--connect", publish,
+                                                    "--topic", "alert"))
+        recorder = Child("recorder", vadstream_command(
+            "record", "--connect", publish, "--stream", stream, "--out", str(video)))
+        for child in (printer, recorder):
+            child.start()
+            children.append(child)
+        time.sleep(1.5)  # let both subscribers connect before the first frame
+        argv = ["capture", "--source", source, "--stream-id", stream, "--connect", bind]
+        if fps is not None:
+            argv += ["--fps", str(fps)]
+        capture = Child("capture", vadstream_command(*argv))
+        capture.start()
+        children.append(capture)
+        first = last = None
+        idle_since = time.monotonic()
+        while not stop.is_set():
+            msg = sub.recv(200)
+            now = time.monotonic()
+            if msg is None:
+                if not detector.running:
+                    raise RuntimeError(f"the detector exited with code {detector.poll()}")
+                if capture.poll() not in (None, 0):
+                    raise RuntimeError(f"the capture exited with code {capture.poll()}; "
+                                       f"check the source {source!r}")
+                if now - idle_since > idle_timeout_s:
+                    raise RuntimeError(f"nothing scored for {idle_timeout_s:.0f} s")
+                continue
+            idle_since = now
+            if msg.topic.startswith("alert."):
+                result.alerts.append(msg.payload)
+            elif msg.topic.startswith("score."):
+                result.frames += 1
+                first = first or now
+                last = now
+            elif msg.topic.startswith("eos."):
+                result.eos = msg.payload
+                break
+        if first is not None and last is not None:
+            # Frames over the time between the first and last score, counting the first.
+            span = last - first
+            result.seconds = span * result.frames / max(1, result.frames - 1) if span else 0.0
+        if result.eos is not None:
+            try:  # the recorder ends by itself at the end of the stream
+                recorder.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                log.warning("the recorder did not finish the video within 10 s")
+    finally:
+        sub.close()
+        stop_all(children)
+    return result
+
+
+def write_summary(path: Path, result: DemoResult, **extra) -> None:
+    """Write the ``--json`` summary."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result.summary(**extra), indent=2) + "\n")

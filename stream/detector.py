@@ -1,0 +1,356 @@
+"""The detector: PULL frames, buffer them per stream, score windows in batches, publish."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import zmq
+
+from models.weights import DEFAULT_WEIGHTS
+from stream.annotate import Annotator, find_boxes
+from stream.engine import Engine
+from stream.events import EventTracker, FrameVerdict
+from stream.protocol import EndOfStream, Frame, ProtocolError, decode_message
+from stream.publisher import Publisher
+from stream.ring import RingBuffer
+from stream.scorer import Scorer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """``detector:`` in ``configs/pipeline.yaml``.
+
+    Args:
+        bind: Endpoint the frame PULL socket binds.
+        publish: Endpoint the topic publisher binds.
+        model: Weights stem or ``.params`` path.
+        device: ``auto`` (GPU when present), ``cpu`` or ``gpu``.
+        stride: Frames between a stream's windows; each window scores its newest
+            ``stride`` frames (1..T; smaller is lower latency and more compute).
+        max_batch: Most windows (of all streams) in one forward pass.
+        receive_hwm: Frames queued on the PULL socket before capture drops.
+        max_streams: Streams tracked at once; frames of further ones are rejected.
+        status_interval: Seconds between ``status`` messages.
+    """
+
+    bind: str = "tcp://127.0.0.1:5555"
+    publish: str = "tcp://127.0.0.1:5556"
+    model: str = str(DEFAULT_WEIGHTS)
+    device: str = "auto"
+    stride: int = 5
+    max_batch: int = 4
+    receive_hwm: int = 32
+    max_streams: int = 64
+    status_interval: float = 1.0
+
+
+@dataclass(frozen=True)
+class ScorerConfig:
+    """``scorer:`` in the configs. ``rule: auto`` takes the weights' calibrated peak
+    threshold when they have one and falls back to the area rule otherwise."""
+
+    pixel_threshold: float = 4 * 255.0
+    rule: str = "auto"
+    min_area: int = 30
+    peak_threshold: float | None = None
+
+    def build(self, calibration: dict, pixel_scale: float) -> Scorer:
+        """The scorer, with calibration from the weights filled in where asked for."""
+        rule, peak = self.rule, self.peak_threshold
+        if rule == "auto":
+            rule = "peak" if peak is not None or "peak_threshold" in calibration else "area"
+        if rule == "peak" and peak is None:
+            peak = calibration.get("peak_threshold")
+        return Scorer(pixel_threshold=self.pixel_threshold, rule=rule, min_area=self.min_area,
+                      peak_threshold=peak, pixel_scale=pixel_scale)
+
+
+@dataclass(frozen=True)
+class EventConfig:
+    """``events:`` in the configs: the hysteresis of :class:`EventTracker`."""
+
+    open_frames: int = 3
+    close_frames: int = 5
+    update_every: int = 10
+
+
+class StreamState:
+    """Everything the detector keeps for one stream."""
+
+    def __init__(self, stream: str, shape: tuple[int, ...], size: int, capacity: int,
+                 tracker: EventTracker) -> None:
+        self.stream = stream
+        self.shape = shape
+        self.ring = RingBuffer(capacity, {"x": ((size, size), np.float32),
+                                          "src": (shape, np.uint8), "seq": ((), np.int64),
+                                          "ts": ((), np.float64), "frame": ((), np.int64)})
+        self.tracker = tracker
+        self.clip: str | None = None
+        self.next_start = 0     # absolute index of the next window's first frame
+        self.scored = 0         # frames before this absolute index are scored
+        self.last_seq = -1
+        self.counts = Counter()
+        self.last_seen = time.monotonic()
+        self.rate_mark = (self.last_seen, 0)  # (time, frames received) at the last status
+
+    def reset(self) -> None:
+        self.ring.clear()
+        self.next_start = self.scored = 0
+
+
+class Detector:
+    """The live detector. ``run()`` loops until ``stop`` is set, then closes open events.
+
+    Args:
+        config: Sockets, model, batching.
+        scorer: Scoring rule.
+        events: Event hysteresis.
+        annotator: Overlay drawing.
+        context: ZeroMQ context.
+    """
+
+    def __init__(self, config: DetectorConfig, scorer: ScorerConfig | None = None,
+                 events: EventConfig | None = None, annotator: Annotator | None = None,
+                 context: zmq.Context | None = None) -> None:
+        self.config = config
+        self.engine = Engine(config.model, config.device)
+        self.window = self.engine.window
+        if not 1 <= config.stride <= self.window:
+            raise ValueError(f"detector stride must be 1..{self.window} (the window), "
+                             f"got {config.stride}")
+        if config.max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {config.max_batch}")
+        self.contract = self.engine.contract
+        self.scorer = (scorer or ScorerConfig()).build(self.engine.meta.calibration,
+                                                       self.contract.pixel_scale)
+        self.events = events or EventConfig()
+        self.annotator = annotator or Annotator()
+        self.capacity = self.window + 2 * config.stride
+        size = self.contract.size
+        self._batch = np.empty((config.max_batch, self.window, size, size), np.float32)
+        self.streams: dict[str, StreamState] = {}
+        self.rejected = Counter()
+        ctx = context or zmq.Context.instance()
+        self._pull = ctx.socket(zmq.PULL)
+        self._pull.setsockopt(zmq.RCVHWM, config.receive_hwm)
+        self._pull.setsockopt(zmq.LINGER, 0)
+        self._pull.bind(config.bind)
+        self.publisher = Publisher(config.publish, context=ctx)
+        self.started = time.time()
+        self._last_status = 0.0
+        log.info("detector: frames on %s, topics on %s, rule %s (threshold %.1f), window %d, "
+                 "stride %d", config.bind, config.publish, self.scorer.rule,
+                 self.scorer.threshold, self.window, config.stride)
+
+    # -- receiving -------------------------------------------------------------------------
+    def _reject(self, reason: str, detail: str) -> None:
+        self.rejected[reason] += 1
+        n = self.rejected[reason]
+        if n <= 3 or n % 1000 == 0:   # log the first few of each kind, then every 1000th
+            log.warning("dropped a message (%s, %d so far): %s", reason, n, detail)
+
+    def _ready_windows(self) -> int:
+        return sum((s.ring.count - s.next_start - self.window) // self.config.stride + 1
+                   for s in self.streams.values() if s.ring.count >= s.next_start + self.window)
+
+    def _drain(self) -> None:
+        """Take in queued frames until a full batch of windows is ready or a stream's ring
+        is full of unscored frames; what is left waits in the socket queue (and the
+        capture drops once that is full), so a flooded detector never overwrites frames."""
+        while self._ready_windows() < self.config.max_batch:
+            try:
+                parts = self._pull.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                state = self._accept(decode_message(parts))
+            except ProtocolError as err:
+                self._reject(err.reason, str(err))
+                continue
+            if state is not None and state.ring.count - state.next_start >= self.capacity:
+                return
+
+    def _accept(self, msg: Frame | EndOfStream) -> StreamState | None:
+        state = self.streams.get(msg.stream)
+        if isinstance(msg, EndOfStream):
+            if state is not None:
+                if msg.frames is not None and msg.frames > state.last_seq + 1:
+                    state.counts["dropped"] += msg.frames - state.last_seq - 1
+                self._finish(state, eos=True)
+            return None
+        if state is None:
+            if len(self.streams) >= self.config.max_streams:
+                raise ProtocolError("too_many_streams", f"stream {msg.stream!r} refused: "
+                                    f"{self.config.max_streams} streams already tracked")
+            state = StreamState(msg.stream, msg.image.shape, self.contract.size, self.capacity,
+                                EventTracker(msg.stream, self.scorer.threshold,
+                                             **vars(self.events)))
+            self.streams[msg.stream] = state
+            log.info("new stream %s (%s)", msg.stream, "x".join(map(str, msg.image.shape)))
+        elif msg.image.shape != state.shape:
+            raise ProtocolError("shape_changed", f"stream {msg.stream!r} frame shape "
+                                f"{msg.image.shape} differs from {state.shape}")
+        if msg.clip != state.clip:
+            if state.ring.count:
+                self._finish(state, eos=False)
+            state.clip = msg.clip
+        if msg.seq > state.last_seq + 1 and state.last_seq >= 0:
+            state.counts["dropped"] += msg.seq - state.last_seq - 1
+        state.last_seq = msg.seq
+        state.last_seen = time.monotonic()
+        state.counts["received"] += 1
+        ring = state.ring
+        if ring.count - state.next_start >= ring.capacity:
+            # The next window's first frame would be overwritten: skip the oldest frames.
+            start = ring.count - ring.capacity + 1
+            state.counts["overrun"] += max(0, start - state.scored)
+            state.scored = max(state.scored, start)
+            state.next_start = start
+        slot = ring.push()
+        self.contract.preprocess(msg.image, out=ring.fields["x"][slot])
+        ring.fields["src"][slot] = msg.image
+        ring.fields["seq"][slot] = msg.seq
+        ring.fields["ts"][slot] = msg.ts
+        ring.fields["frame"][slot] = -1 if msg.frame is None else msg.frame
+        return state
+
+    # -- scoring ---------------------------------------------------------------------------
+    def _take_windows(self, states=None) -> list[tuple[StreamState, int]]:
+        """Up to ``max_batch`` ready windows, of ``states`` (default: every stream)."""
+        taken = []
+        for state in self.streams.values() if states is None else states:
+            while (len(taken) < self.config.max_batch
+                   and state.ring.count >= state.next_start + self.window):
+                taken.append((state, state.next_start))
+                state.next_start += self.config.stride
+        return taken
+
+    def _score(self, windows: list[tuple[StreamState, int]]) -> None:
+        n = len(windows)
+        for i, (state, start) in enumerate(windows):
+            state.ring.read("x", start, self.window, out=self._batch[i])
+        recon = self.engine.reconstruct(self._batch[:n])
+        for i, (state, start) in enumerate(windows):
+            lo = max(state.scored, start) - start
+            scores = self.scorer.score(recon[i, lo:], self._batch[i, lo:])
+            for j in range(self.window - lo):
+                self._emit(state, start + lo + j, scores, j)
+            state.scored = start + self.window
+
+    def _emit(self, state: StreamState, index: int, scores, j: int) -> None:
+        ring, stream = state.ring, state.stream
+        slot = ring.slot(index)
+        seq, ts = int(ring.fields["seq"][slot]), float(ring.fields["ts"][slot])
+        frame = int(ring.fields["frame"][slot])
+        frame = None if frame < 0 else frame
+        anomalous = bool(scores.anomalous[j])
+        score = float(scores.score[j])
+        mask = scores.mask[j]
+        boxes = find_boxes(mask, state.shape) if anomalous else []
+        state.counts["scored"] += 1
+        for alert in state.tracker.update(FrameVerdict(seq, ts, anomalous, score, boxes,
+                                                       state.clip, frame)):
+            self._alert(alert)
+        now = time.time()
+        self.publisher.publish_json(f"score.{stream}", {
+            "stream": stream, "seq": seq, "ts": ts, "clip": state.clip, "frame": frame,
+            "scores": {"error": float(scores.error[j]), "area": int(scores.area[j]),
+                       "peak": float(scores.peak[j]), "score": score},
+            "threshold": self.scorer.threshold, "rule": self.scorer.rule,
+            "anomalous": anomalous, "latency_ms": round((now - ts) * 1000, 2)})
+        topic = f"overlay.{stream}"
+        if self.publisher.wants(topic):
+            label = f"{self.scorer.rule} {score:.0f} / {self.scorer.threshold:.0f}"
+            image = self.annotator.draw(ring.fields["src"][slot], mask if anomalous else
+                                        np.zeros_like(mask), boxes, label, anomalous)
+            self.publisher.publish_overlay(topic, {
+                "stream": stream, "seq": seq, "ts": ts, "clip": state.clip, "frame": frame,
+                "anomalous": anomalous, "score": score, "boxes": boxes},
+                self.annotator.encode(image))
+
+    def _alert(self, alert: dict) -> None:
+        log.info("alert %s %s on %s (score %.1f)", alert["type"], alert["id"][:8],
+                 alert["stream"], alert["score"])
+        self.publisher.publish_json(f"alert.{alert['stream']}", alert)
+
+    def _finish(self, state: StreamState, eos: bool) -> None:
+        """Score what is left of a stream (or clip), close its event, and reset or forget it."""
+        ring = state.ring
+        while windows := self._take_windows([state]):
+            self._score(windows)
+        if ring.count > state.scored:
+            if ring.count >= self.window:
+                self._score([(state, ring.count - self.window)])
+            else:
+                state.counts["unscored"] += ring.count - state.scored
+        end = state.tracker.close()
+        if end is not None:
+            self._alert(end)
+        state.reset()
+        if eos:
+            self.publisher.publish_json(f"eos.{state.stream}", {
+                "stream": state.stream, **state.counts})
+            del self.streams[state.stream]
+            log.info("stream %s ended: %s", state.stream, dict(state.counts))
+
+    # -- status and loop -------------------------------------------------------------------
+    def status(self) -> dict:
+        """The ``status`` message: per-stream counters and queue depth, rejections."""
+        now = time.monotonic()
+        streams = {}
+        for s in self.streams.values():
+            mark_t, mark_n = s.rate_mark
+            streams[s.stream] = {
+                "received": s.counts["received"], "scored": s.counts["scored"],
+                "dropped": s.counts["dropped"], "overrun": s.counts["overrun"],
+                "fps": round((s.counts["received"] - mark_n) / max(1e-3, now - mark_t), 2),
+                "queue": s.ring.count - s.scored, "event_open": s.tracker.open_event is not None,
+                "online": now - s.last_seen < 5.0, "clip": s.clip}
+            s.rate_mark = (now, s.counts["received"])
+        return {"ts": time.time(), "uptime_s": round(time.time() - self.started, 1),
+                "streams": streams, "rejected": dict(self.rejected),
+                "rule": self.scorer.rule, "threshold": self.scorer.threshold}
+
+    def step(self, timeout_ms: int = 50) -> None:
+        """One turn of the loop: take in frames and subscriptions, score, report status."""
+        events = dict(self._poller.poll(timeout_ms))
+        if self.publisher.socket in events:
+            self.publisher.read_subscriptions()
+        if self._pull in events:
+            self._drain()
+        while True:
+            windows = self._take_windows()
+            if not windows:
+                break
+            self._score(windows)
+            self._drain()
+        if time.monotonic() - self._last_status >= self.config.status_interval:
+            self._last_status = time.monotonic()
+            self.publisher.publish_json("status", self.status())
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve until ``stop`` is set; then end every open event and close the sockets."""
+        self._poller = zmq.Poller()
+        self._poller.register(self._pull, zmq.POLLIN)
+        self._poller.register(self.publisher.socket, zmq.POLLIN)
+        try:
+            while not stop.is_set():
+                self.step()
+        finally:
+            for state in list(self.streams.values()):
+                end = state.tracker.close()
+                if end is not None:
+                    self._alert(end)
+            self.close()
+
+    def close(self) -> None:
+        """Close both sockets."""
+        self._pull.close()
+        self.publisher.close()

@@ -1,0 +1,66 @@
+"""Finding frames on disk: folders of images and UCSD-style datasets of clips."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+#: Image extensions read as frames (case-insensitive); anything else is skipped.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".pgm",
+                              ".ppm", ".webp"})
+
+
+def _natural_key(path: Path) -> list:
+    return [int(part) if part.isdigit() else part.lower()
+            for part in re.split(r"(\d+)", path.name)]
+
+
+def list_frames(folder: str | Path) -> list[Path]:
+    """Image files of one clip folder, in natural order (``2.jpg`` before ``10.jpg``).
+
+    Hidden files and non-images (``.DS_Store``, ``Thumbs.db``) are skipped.
+    """
+    folder = Path(folder)
+    return sorted((p for p in folder.iterdir()
+                   if p.is_file() and not p.name.startswith(".")
+                   and p.suffix.lower() in IMAGE_EXTENSIONS), key=_natural_key)
+
+
+def list_clips(folder: str | Path) -> list[Path]:
+    """Clip folders inside a dataset split folder (UCSD ``Train/`` or ``Test/``), in order.
+
+    Ground-truth mask folders (``*_gt``) and folders without images are skipped.
+    """
+    folder = Path(folder)
+    return sorted((p for p in folder.iterdir()
+                   if p.is_dir() and not p.name.startswith(".") and not p.name.endswith("_gt")
+                   and list_frames(p)), key=_natural_key)
+
+
+def resolve_clips(path: str | Path, split: str = "Test") -> list[Path]:
+    """Clip folders for a frame folder, a split folder, or a UCSD dataset root.
+
+    Args:
+        path: A folder of frames (one clip), a folder of clip folders, or a dataset
+            root holding ``split`` (e.g. ``.../UCSDped2``).
+        split: Split to use when ``path`` is a dataset root.
+
+    Returns:
+        One or more clip folders.
+
+    Raises:
+        FileNotFoundError: If ``path`` is not a folder or holds no frames.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} is not a folder; give a folder of frames, a folder "
+                                "of clip folders, or a UCSD dataset root")
+    if (path / split).is_dir():
+        path = path / split
+    if list_frames(path):
+        return [path]
+    clips = list_clips(path)
+    if not clips:
+        raise FileNotFoundError(f"{path} holds no image frames (extensions: "
+                                f"{', '.join(sorted(IMAGE_EXTENSIONS))}) nor clip folders of them")
+    return clips

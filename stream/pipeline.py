@@ -1,0 +1,102 @@
+"""``configs/pipeline.yaml``: the detector, its scorer and events, and the streams."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from stream.annotate import Annotator
+from stream.config import ConfigError, build, check_sections, load_yaml
+from stream.detector import DetectorConfig, EventConfig, ScorerConfig
+from stream.protocol import ENCODINGS, check_stream_id
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """One camera or replayed source (one entry under ``streams:``).
+
+    Args:
+        id: Stream id (letters, digits, '_' or '-').
+        source: Camera index, URL, video file or folder of frames.
+        fps: Replay rate for files and folders (None: their own; 0: as fast as possible).
+        loop: Replay a finite source forever.
+        encoding: ``raw`` or ``jpeg`` on the wire.
+    """
+
+    id: str
+    source: str
+    fps: float | None = None
+    loop: bool = False
+    encoding: str = "raw"
+
+    def __post_init__(self) -> None:
+        check_stream_id(self.id)
+        if self.encoding not in ENCODINGS:
+            raise ValueError(f"encoding {self.encoding!r} is not one of {list(ENCODINGS)}")
+
+
+@dataclass(frozen=True)
+class AnnotatorConfig:
+    """``annotator:``: the arguments of :class:`stream.annotate.Annotator`."""
+
+    alpha: float = 0.5
+    jpeg_quality: int = 80
+
+    def build(self) -> Annotator:
+        return Annotator(alpha=self.alpha, jpeg_quality=self.jpeg_quality)
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    """``supervisor:``: how ``vadstream run`` restarts what dies.
+
+    Args:
+        restart_delay: Seconds before the first restart of a dead process.
+        max_delay: Longest wait between restarts (the delay doubles each time).
+    """
+
+    restart_delay: float = 1.0
+    max_delay: float = 30.0
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A whole pipeline config."""
+
+    detector: DetectorConfig
+    scorer: ScorerConfig
+    events: EventConfig
+    annotator: AnnotatorConfig
+    supervisor: SupervisorConfig
+    streams: tuple[StreamConfig, ...]
+
+
+SECTIONS = {"detector": DetectorConfig, "scorer": ScorerConfig, "events": EventConfig,
+            "annotator": AnnotatorConfig, "supervisor": SupervisorConfig}
+
+
+def load_pipeline(path: str | Path | None, **detector_overrides) -> Pipeline:
+    """Read a pipeline config (None: all defaults, no streams).
+
+    Args:
+        path: YAML file.
+        **detector_overrides: Command-line values for ``detector:`` keys (None: keep).
+
+    Raises:
+        ConfigError: On an unknown section or key, a wrong type, or a bad value.
+    """
+    data = load_yaml(path) if path is not None else {}
+    name = str(path) if path is not None else "(defaults)"
+    check_sections(data, name, [*SECTIONS, "streams"])
+    parts = {key: build(cls, data.get(key), f"{name}: {key}",
+                        **(detector_overrides if key == "detector" else {}))
+             for key, cls in SECTIONS.items()}
+    raw_streams = data.get("streams") or []
+    if not isinstance(raw_streams, list):
+        raise ConfigError(f"{name}: streams must be a list of entries with id and source")
+    streams = tuple(build(StreamConfig, s, f"{name}: streams[{i}]")
+                    for i, s in enumerate(raw_streams))
+    ids = [s.id for s in streams]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{name}: stream ids must be unique, got {ids}")
+    return Pipeline(streams=streams, **parts)

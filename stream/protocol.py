@@ -1,0 +1,210 @@
+"""The frame wire format: a JSON header frame and a pixel payload frame.
+
+Header (UTF-8 JSON): ``{"v": 1, "stream", "seq", "ts", "shape", "dtype", "encoding"}``
+plus the optional ``clip`` (name of the clip a replayed frame comes from) and
+``frame`` (its 1-based index in that clip). The payload is the raw pixel bytes
+(C order, ``shape``) or a JPEG. A finite source ends with
+``{"v": 1, "stream", "eos": true}`` (plus the optional ``frames``, how many frames
+the source produced) and an empty payload.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+VERSION = 1
+ENCODINGS = ("raw", "jpeg")
+DTYPES = ("uint8",)
+#: Largest frame side accepted from the wire.
+MAX_SIDE = 8192
+#: Stream ids become topic names, so they are kept to a safe alphabet.
+STREAM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow the frame protocol.
+
+    Attributes:
+        reason: Short machine-readable cause, used to count drops per reason.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A decoded frame message."""
+
+    stream: str
+    seq: int
+    ts: float
+    image: np.ndarray
+    encoding: str
+    clip: str | None = None
+    frame: int | None = None
+
+
+@dataclass(frozen=True)
+class EndOfStream:
+    """A stream's end marker, with the count of frames the source produced if known."""
+
+    stream: str
+    frames: int | None = None
+
+
+def check_stream_id(stream: str) -> str:
+    """Return ``stream`` if it is a valid id, else raise ValueError saying what is allowed."""
+    if not isinstance(stream, str) or not STREAM_ID.match(stream):
+        raise ValueError(f"stream id {stream!r} is invalid: use 1-64 letters, digits, "
+                         "'_' or '-'")
+    return stream
+
+
+def encode_frame(stream: str, seq: int, ts: float, image: np.ndarray, encoding: str = "raw",
+                 jpeg_quality: int = 90, clip: str | None = None,
+                 frame: int | None = None) -> list:
+    """Build the two message parts for one frame.
+
+    Args:
+        stream: Stream id.
+        seq: Frame counter of the stream, from 0.
+        ts: Capture time, Unix seconds.
+        image: uint8 (H, W) or (H, W, 3) BGR image.
+        encoding: ``raw`` or ``jpeg``.
+        jpeg_quality: JPEG quality when ``encoding`` is ``jpeg``.
+        clip: Optional clip name (replayed datasets).
+        frame: Optional 1-based index within ``clip``.
+
+    Returns:
+        ``[header_bytes, payload]``; a raw payload is the image's buffer, not a copy.
+    """
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding {encoding!r} is not one of {list(ENCODINGS)}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8, got {image.dtype}")
+    header = {"v": VERSION, "stream": stream, "seq": int(seq), "ts": float(ts),
+              "shape": list(image.shape), "dtype": "uint8", "encoding": encoding}
+    if clip is not None:
+        header["clip"] = clip
+    if frame is not None:
+        header["frame"] = int(frame)
+    if encoding == "raw":
+        payload = memoryview(np.ascontiguousarray(image)).cast("B")
+    else:
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+        if not ok:
+            raise ValueError(f"cannot JPEG-encode a frame of shape {image.shape}")
+        payload = buf.tobytes()
+    return [json.dumps(header).encode(), payload]
+
+
+def encode_eos(stream: str, frames: int | None = None) -> list[bytes]:
+    """The two message parts that end a stream.
+
+    Args:
+        stream: Stream id.
+        frames: Optional count of frames the source produced, so the detector can count
+            the frames dropped after the last one it received.
+    """
+    header = {"v": VERSION, "stream": stream, "eos": True}
+    if frames is not None:
+        header["frames"] = int(frames)
+    return [json.dumps(header).encode(), b""]
+
+
+def _field(header: dict, key: str, kind: type | tuple[type, ...]):
+    if key not in header:
+        raise ProtocolError("missing_key", f"header lacks {key!r}")
+    value = header[key]
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ProtocolError("bad_type", f"header {key!r} has the wrong type "
+                                        f"({type(value).__name__})")
+    return value
+
+
+def _shape(header: dict) -> tuple[int, ...]:
+    shape = _field(header, "shape", list)
+    if len(shape) not in (2, 3) or any(isinstance(s, bool) or not isinstance(s, int)
+                                       for s in shape):
+        raise ProtocolError("bad_shape", f"shape {shape!r} must be [H, W] or [H, W, C] integers")
+    if not all(1 <= s <= MAX_SIDE for s in shape[:2]) or (len(shape) == 3
+                                                          and shape[2] not in (1, 3)):
+        raise ProtocolError("bad_shape", f"shape {shape!r} out of range: sides 1..{MAX_SIDE}, "
+                                         "channels 1 or 3")
+    return tuple(shape)
+
+
+def decode_message(parts: list) -> Frame | EndOfStream:
+    """Decode and validate one received message.
+
+    Args:
+        parts: The message parts (bytes, or zmq Frames / buffers).
+
+    Returns:
+        A :class:`Frame` or :class:`EndOfStream`.
+
+    Raises:
+        ProtocolError: For anything malformed; ``reason`` says which rule it broke.
+    """
+    if len(parts) != 2:
+        raise ProtocolError("bad_parts", f"expected 2 message parts, got {len(parts)}")
+    head, payload = (p.buffer if hasattr(p, "buffer") else p for p in parts)
+    try:
+        header = json.loads(bytes(head).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise ProtocolError("bad_json", f"header is not UTF-8 JSON: {err}") from None
+    if not isinstance(header, dict):
+        raise ProtocolError("bad_json", "header is not a JSON object")
+    if header.get("v") != VERSION:
+        raise ProtocolError("bad_version", f"header version {header.get('v')!r} is not {VERSION}")
+    stream = _field(header, "stream", str)
+    if not STREAM_ID.match(stream):
+        raise ProtocolError("bad_stream", f"stream id {stream[:80]!r} is invalid")
+    if header.get("eos") is True:
+        frames = header.get("frames")
+        if frames is not None and (isinstance(frames, bool) or not isinstance(frames, int)
+                                   or frames < 0):
+            raise ProtocolError("bad_type", "end-of-stream 'frames' must be a count")
+        return EndOfStream(stream, frames)
+    seq = _field(header, "seq", int)
+    ts = float(_field(header, "ts", (int, float)))
+    if seq < 0 or not math.isfinite(ts):
+        raise ProtocolError("bad_value", f"seq {seq} or ts {ts} out of range")
+    shape = _shape(header)
+    dtype = _field(header, "dtype", str)
+    if dtype not in DTYPES:
+        raise ProtocolError("bad_dtype", f"dtype {dtype!r} is not one of {list(DTYPES)}")
+    encoding = _field(header, "encoding", str)
+    clip = header.get("clip")
+    index = header.get("frame")
+    if clip is not None and not isinstance(clip, str) or index is not None and (
+            isinstance(index, bool) or not isinstance(index, int)):
+        raise ProtocolError("bad_type", "header 'clip' must be a string and 'frame' an integer")
+    size = math.prod(shape)
+    if encoding == "raw":
+        if len(payload) != size:
+            raise ProtocolError("bad_length", f"payload has {len(payload)} bytes, shape "
+                                              f"{list(shape)} needs {size}")
+        image = np.frombuffer(payload, np.uint8).reshape(shape)
+    elif encoding == "jpeg":
+        flag = cv2.IMREAD_GRAYSCALE if len(shape) == 2 or shape[2] == 1 else cv2.IMREAD_COLOR
+        image = cv2.imdecode(np.frombuffer(payload, np.uint8), flag) if len(payload) else None
+        if image is None:
+            raise ProtocolError("bad_jpeg", "payload is not a decodable JPEG")
+        if image.shape[:2] != shape[:2]:
+            raise ProtocolError("bad_shape", f"JPEG is {list(image.shape)}, header says "
+                                             f"{list(shape)}")
+        image = image.reshape(shape)
+    else:
+        raise ProtocolError("bad_encoding", f"encoding {encoding!r} is not one of "
+                                            f"{list(ENCODINGS)}")
+    return Frame(stream=stream, seq=seq, ts=ts, image=image, encoding=encoding,
+                 clip=clip, frame=index)
