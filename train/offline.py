@@ -1,0 +1,42 @@
+"""Scoring whole clips offline, window by window, exactly as the live detector would."""
+
+from __future__ import annotations
+
+import mxnet as mx
+import numpy as np
+from mxnet.gluon import HybridBlock
+
+from stream.scorer import Scorer
+from stream.windows import window_starts
+
+
+def score_clip(net: HybridBlock, frames: np.ndarray, window: int, stride: int, scorer: Scorer,
+               ctx: mx.Context, batch_size: int = 4) -> dict[str, np.ndarray]:
+    """Per-frame scores of one preprocessed clip.
+
+    Args:
+        net: The autoencoder.
+        frames: (F, H, W) preprocessed frames.
+        window: Frames per window (T).
+        stride: Frames between windows.
+        scorer: Scorer to apply.
+        ctx: MXNet context.
+        batch_size: Windows per forward pass.
+
+    Returns:
+        ``error``, ``area``, ``peak``, ``score`` and ``anomalous`` arrays of length F
+        (NaN / False for frames of a clip shorter than one window).
+    """
+    n = len(frames)
+    out = {k: np.full(n, np.nan) for k in ("error", "area", "peak", "score")}
+    out["anomalous"] = np.zeros(n, bool)
+    plan = window_starts(n, window, stride)
+    for b in range(0, len(plan), batch_size):
+        part = plan[b:b + batch_size]
+        batch = np.stack([frames[s:s + window] for s, _, _ in part])
+        recon = net(mx.nd.array(batch, ctx=ctx)).asnumpy()
+        for (start, lo, hi), rec, x in zip(part, recon, batch, strict=True):
+            scores = scorer.score(rec[lo - start:hi - start], x[lo - start:hi - start])
+            for key in ("error", "area", "peak", "score", "anomalous"):
+                out[key][lo:hi] = getattr(scores, key)
+    return out

@@ -1,0 +1,195 @@
+"""Training the autoencoder on normal footage, with a held-out split and calibration."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import mxnet as mx
+import numpy as np
+from mxnet import autograd, gluon
+from tqdm import tqdm
+
+from models.contract import InputContract
+from models.registry import get_model
+from models.weights import WeightsMeta, load_weights, save_weights, weights_paths
+from stream.scorer import Scorer
+from train.data import gather, load_clips, make_windows
+from train.offline import score_clip
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings (``training:`` in ``configs/ped2.yaml``).
+
+    Args:
+        epochs: Maximum passes over the training windows.
+        batch_size: Windows per step.
+        learning_rate: Adam learning rate.
+        strides: Temporal strides of the training windows.
+        val_clips: Whole clips held out for validation and calibration (the last ones).
+        seed: Seed of the shuffles and the initialisation.
+        windows_per_epoch: Cap on windows drawn per epoch (0: all of them).
+        patience: Epochs without a better validation loss before stopping early.
+        false_alarm_rate: Share of held-out normal frames allowed above the calibrated
+            peak threshold.
+    """
+
+    epochs: int = 20
+    batch_size: int = 4
+    learning_rate: float = 1e-4
+    strides: tuple[int, ...] = (1, 2, 3)
+    val_clips: int = 2
+    seed: int = 0
+    windows_per_epoch: int = 0
+    patience: int = 3
+    false_alarm_rate: float = 0.01
+
+
+def _batches(n: int, size: int, rng: np.random.Generator, cap: int) -> list[np.ndarray]:
+    order = rng.permutation(n)
+    if cap:
+        order = order[:cap]
+    return [order[i:i + size] for i in range(0, len(order), size)]
+
+
+def calibrate(net, clips: list[np.ndarray], window: int, stride: int, scorer: Scorer,
+              ctx: mx.Context, false_alarm_rate: float) -> dict:
+    """Thresholds from held-out normal clips at a chosen false-alarm rate.
+
+    Returns:
+        Calibration metadata: ``peak_threshold``, ``area_threshold`` (the frame-score
+        quantiles), the rate, and the number of frames behind them.
+    """
+    peaks, areas = [], []
+    for frames in clips:
+        s = score_clip(net, frames, window, stride, scorer, ctx)
+        ok = ~np.isnan(s["peak"])
+        peaks.append(s["peak"][ok])
+        areas.append(s["area"][ok])
+    peak = np.concatenate(peaks)
+    area = np.concatenate(areas)
+    q = 1.0 - false_alarm_rate
+    return {"false_alarm_rate": false_alarm_rate, "frames": int(len(peak)), "stride": stride,
+            "pixel_threshold": scorer.pixel_threshold,
+            "peak_threshold": float(np.quantile(peak, q)),
+            "area_threshold": float(np.quantile(area, q)),
+            "peak_percentiles": {str(p): float(np.percentile(peak, p)) for p in (50, 90, 99)}}
+
+
+def train(data: str | Path, out: str | Path, model: str = "stae", model_args: dict | None = None,
+          contract: InputContract | None = None, config: TrainConfig | None = None,
+          scorer: Scorer | None = None, stride: int = 5, ctx: mx.Context | None = None,
+          resume: bool = False) -> Path:
+    """Train on normal clips, keep the best checkpoint by validation loss, calibrate it.
+
+    Args:
+        data: Dataset root, ``Train/`` folder or clip folder of normal footage.
+        out: Weights stem to write (``.params`` + ``.json``); checkpoints go beside it.
+        model: Registered model name.
+        model_args: Model constructor arguments (``window`` among them).
+        contract: Input contract.
+        config: Training settings.
+        scorer: Scorer used for calibration.
+        stride: Detector stride the calibration assumes.
+        ctx: MXNet context.
+        resume: Continue from the last checkpoint beside ``out``.
+
+    Returns:
+        The ``.params`` path of the final weights.
+    """
+    config = config or TrainConfig()
+    contract = contract or InputContract()
+    model_args = dict(model_args or {})
+    scorer = scorer or Scorer(pixel_scale=contract.pixel_scale)
+    ctx = ctx or mx.cpu()
+    out = Path(out)
+    names, clips = load_clips(data, contract)
+    if len(clips) <= config.val_clips:
+        raise ValueError(f"{data} has {len(clips)} clips; need more than val_clips="
+                         f"{config.val_clips} to hold some out for validation")
+    n_val = config.val_clips
+    train_clips, val_clips = clips[:len(clips) - n_val], clips[len(clips) - n_val:]
+    window = int(model_args.get("window", 10))
+    train_w = make_windows(train_clips, window, config.strides)
+    val_w = make_windows(val_clips, window, (1,))[::window]
+    if not train_w or not val_w:
+        raise ValueError(f"clips in {data} are shorter than one window of {window} frames")
+
+    mx.random.seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    net = get_model(model, **model_args)
+    ckpt = out.with_name(out.name + ".last")
+    state_path = out.with_name(out.name + ".state.json")
+    state = {"epoch": 0, "best_val": float("inf"), "stale": 0, "history": []}
+    if resume and state_path.is_file():
+        net, _ = load_weights(ckpt, ctx)
+        state = json.loads(state_path.read_text())
+        log.info("resuming after epoch %d", state["epoch"])
+    else:
+        net.initialize(mx.init.Xavier(), ctx=ctx)
+    net.hybridize()
+    trainer = gluon.Trainer(net.collect_params(), "adam",
+                            {"learning_rate": config.learning_rate})
+    loss_fn = gluon.loss.L2Loss()
+    meta = WeightsMeta(model=model, model_args=model_args, window=window, contract=contract,
+                       provenance={"data": str(data), "train_clips": names[:len(train_clips)],
+                                   "val_clips": names[len(train_clips):],
+                                   "config": asdict(config)})
+    for _ in range(state["epoch"]):
+        rng.permutation(len(train_w))  # keep the shuffle sequence of an uninterrupted run
+    started = time.time()
+    for epoch in range(state["epoch"] + 1, config.epochs + 1):
+        batches = _batches(len(train_w), config.batch_size, rng, config.windows_per_epoch)
+        bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch")
+        total, seen, t0 = 0.0, 0, time.time()
+        for idx in bar:
+            x = mx.nd.array(gather(train_clips, [train_w[i] for i in idx], window), ctx=ctx)
+            with autograd.record():
+                loss = loss_fn(net(x), x)
+            loss.backward()
+            trainer.step(len(idx))
+            total += float(loss.mean().asscalar()) * len(idx)
+            seen += len(idx)
+            bar.set_postfix(loss=f"{total / seen:.5f}",
+                            fps=f"{seen * window / (time.time() - t0):.1f}")
+        val = 0.0
+        for i in range(0, len(val_w), config.batch_size):
+            x = mx.nd.array(gather(val_clips, val_w[i:i + config.batch_size], window), ctx=ctx)
+            val += float(loss_fn(net(x), x).sum().asscalar())
+        val /= len(val_w)
+        state["history"].append({"epoch": epoch, "train_loss": total / seen, "val_loss": val})
+        log.info("epoch %d: train loss %.5f, validation loss %.5f", epoch, total / seen, val)
+        meta.provenance.update(epochs=epoch, train_seconds=round(time.time() - started, 1))
+        save_weights(net, meta, ckpt)
+        if val < state["best_val"]:
+            state.update(best_val=val, stale=0, best_epoch=epoch)
+            save_weights(net, meta, out.with_name(out.name + ".best"))
+        else:
+            state["stale"] += 1
+        state["epoch"] = epoch
+        state_path.write_text(json.dumps(state, indent=2))
+        if state["stale"] >= config.patience:
+            log.info("validation loss has not improved for %d epochs: stopping", config.patience)
+            break
+    best, _ = load_weights(out.with_name(out.name + ".best"), ctx)
+    best.hybridize()
+    meta.calibration = calibrate(best, val_clips, window, stride, scorer, ctx,
+                                 config.false_alarm_rate)
+    meta.provenance.update(best_epoch=state.get("best_epoch"), best_val_loss=state["best_val"],
+                           history=state["history"])
+    return save_weights(best, meta, out)
+
+
+def checkpoint_paths(out: str | Path) -> list[Path]:
+    """Files a training run writes beside its output (for cleaning up)."""
+    out = Path(out)
+    files = [out.with_name(out.name + ".state.json")]
+    for tag in (".last", ".best"):
+        files.extend(weights_paths(out.with_name(out.name + tag)))
+    return files
