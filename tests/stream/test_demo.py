@@ -1,0 +1,54 @@
+"""``vadstream demo`` as a user runs it: real processes, real clip, shipped weights."""
+
+import json
+import signal
+import subprocess
+import time
+
+import cv2
+
+from models import DEFAULT_WEIGHTS
+from tests.conftest import PED2, vadstream, wait_for
+
+
+def _strays(marker: str) -> list[str]:
+    out = subprocess.run(["pgrep", "-af", "--", marker], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if "pgrep" not in line]
+
+
+def test_demo_on_a_ucsd_clip_writes_summary_and_video(tmp_path):
+    summary, video = tmp_path / "demo.json", tmp_path / "overlays.mp4"
+    proc = vadstream("demo", "--source", str(PED2 / "Test" / "Test001"), "--fps", "10",
+                     "--json", str(summary), "--video", str(video), "--device", "cpu",
+                     stdout=subprocess.PIPE, text=True)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert f"weights {DEFAULT_WEIGHTS}" in out
+    data = json.loads(summary.read_text())
+    assert set(data) >= {"frames", "fps", "alerts"}
+    assert 100 <= data["frames"] <= 180 and data["fps"] > 0
+    starts = [a["id"] for a in data["alerts"] if a["type"] == "start"]
+    ends = [a["id"] for a in data["alerts"] if a["type"] == "end"]
+    assert starts == ends                      # every event opened is closed at the end
+    printed = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [a["id"] for a in printed] == [a["id"] for a in data["alerts"]]
+    cap = cv2.VideoCapture(str(video))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == data["frames"]
+    ok, frame = cap.read()
+    assert ok and frame.shape == (240, 360, 3)
+    assert _strays(str(video)) == []
+
+
+def test_ctrl_c_stops_everything(tmp_path):
+    video = tmp_path / "v.mp4"
+    proc = vadstream("demo", "--source", str(PED2 / "Test" / "Test002"), "--fps", "5",
+                     "--video", str(video), "--json", str(tmp_path / "s.json"),
+                     stdout=subprocess.PIPE, text=True)
+    wait_for(lambda: _strays(f"capture --source {PED2 / 'Test' / 'Test002'}"), 60,
+             "the capture process")
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert json.loads((tmp_path / "s.json").read_text())["interrupted"] is True
+    assert _strays(str(video)) == [] and _strays(str(tmp_path)) == []

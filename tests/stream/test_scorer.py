@@ -1,0 +1,62 @@
+import cv2
+import numpy as np
+import pytest
+from scipy.signal import convolve2d
+
+from stream.scorer import Scorer, window_sum
+from tests.conftest import PED2
+
+
+def test_window_sum_equals_scipy_on_random_maps():
+    rng = np.random.default_rng(1)
+    for shape in [(227, 227), (5, 7), (4, 4), (1, 9)]:
+        d = rng.uniform(0, 255, shape).astype(np.float32)
+        expected = convolve2d(d, np.ones((4, 4)), mode="same")
+        np.testing.assert_allclose(window_sum(d), expected, rtol=1e-5, atol=1e-2)
+
+
+def test_window_sum_equals_scipy_on_real_frame_differences():
+    a = cv2.imread(str(PED2 / "Test" / "Test002" / "100.jpg"), cv2.IMREAD_GRAYSCALE)
+    b = cv2.imread(str(PED2 / "Test" / "Test002" / "103.jpg"), cv2.IMREAD_GRAYSCALE)
+    d = np.abs(a.astype(np.float32) - b)
+    batch = np.stack([d, d[::-1]])
+    out = window_sum(batch)
+    for i in range(2):
+        np.testing.assert_allclose(out[i], convolve2d(batch[i], np.ones((4, 4)), mode="same"),
+                                   rtol=1e-5, atol=1e-2)
+
+
+def test_scores_on_the_0_255_scale():
+    frames = np.zeros((2, 20, 20), np.float32)
+    recon = frames.copy()
+    recon[1, 5:9, 5:9] = 0.5          # 16 pixels off by 127.5: one window sums to 2040
+    s = Scorer(rule="area", min_area=1).score(recon, frames)
+    assert s.peak[0] == 0 and s.peak[1] == pytest.approx(2040)
+    assert s.error[1] == pytest.approx(16 * 127.5 / 400)
+    assert not s.anomalous[0] and s.anomalous[1]
+    # H > 1020 where more than 8 of the 16 window pixels are off
+    expected = convolve2d((recon[1] - frames[1]) * 255, np.ones((4, 4)), mode="same") > 1020
+    np.testing.assert_array_equal(s.mask[1], expected)
+    assert s.area[1] == expected.sum()
+
+
+def test_rules_and_thresholds():
+    frames = np.zeros((1, 20, 20), np.float32)
+    recon = frames.copy()
+    recon[0, 2:6, 2:6] = 0.5
+    area = Scorer(rule="area", min_area=50).score(recon, frames)
+    assert not area.anomalous[0] and area.score[0] == area.area[0]
+    peak = Scorer(rule="peak", peak_threshold=2000).score(recon, frames)
+    assert peak.anomalous[0] and peak.score[0] == pytest.approx(2040)
+    assert Scorer(rule="peak", peak_threshold=2041).score(recon, frames).anomalous[0] == False  # noqa: E712
+    with pytest.raises(ValueError, match="rule 'peak' needs peak_threshold"):
+        Scorer(rule="peak")
+    with pytest.raises(ValueError, match="rule 'max' is not one of"):
+        Scorer(rule="max")
+
+
+def test_pixel_scale_converts_standardised_units():
+    frames = np.zeros((1, 8, 8), np.float32)
+    recon = np.full((1, 8, 8), 0.5, np.float32)
+    s = Scorer(pixel_scale=255 * 0.2).score(recon, frames)
+    assert s.error[0] == pytest.approx(0.5 * 51)

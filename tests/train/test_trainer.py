@@ -1,0 +1,41 @@
+"""A tiny but real training run on real Ped2 frames."""
+
+import json
+
+import mxnet as mx
+
+from models import InputContract, load_weights
+from stream.frames import list_frames
+from stream.scorer import Scorer
+from tests.conftest import PED2, TINY_ARGS
+from train.trainer import TrainConfig, train
+
+
+def _dataset(tmp_path, clips=3, frames=12):
+    """A dataset of links to the first frames of real training clips."""
+    root = tmp_path / "Train"
+    for c in range(1, clips + 1):
+        folder = root / f"Train{c:03d}"
+        folder.mkdir(parents=True)
+        for path in list_frames(PED2 / "Train" / f"Train{c:03d}")[:frames]:
+            (folder / path.name).symlink_to(path)
+    return tmp_path
+
+
+def test_tiny_training_lowers_the_loss_and_writes_loadable_weights(tmp_path):
+    data = _dataset(tmp_path)
+    out = tmp_path / "w" / "tiny"
+    config = TrainConfig(epochs=2, batch_size=4, learning_rate=2e-3, strides=(1, 2), val_clips=1,
+                         windows_per_epoch=16, patience=5)
+    path = train(data, out, model_args=TINY_ARGS, contract=InputContract(), config=config,
+                 scorer=Scorer(), stride=2)
+    assert path == out.with_suffix(".params") and path.is_file()
+    net, meta = load_weights(out)
+    history = meta.provenance["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert history[1]["train_loss"] < history[0]["train_loss"]
+    assert meta.provenance["val_clips"] == ["Train003"]
+    assert meta.calibration["frames"] == 12 and meta.calibration["peak_threshold"] > 0
+    assert net(mx.nd.zeros((1, 4, 227, 227))).shape == (1, 4, 227, 227)
+    state = json.loads(out.with_name("tiny.state.json").read_text())
+    assert state["epoch"] == 2
