@@ -74,6 +74,13 @@ class WeightsMeta:
         if missing:
             raise WeightsError(f"{source} lacks the keys {missing}; it is incomplete, "
                                "retrain with `vadstream train`")
+        engine = str(data.get("mxnet", ""))
+        if engine.split(".")[:1] != mx.__version__.split(".")[:1]:
+            raise WeightsError(f"{source} was written by MXNet {engine or '(unknown)'}, this is "
+                               f"MXNet {mx.__version__}; retrain with `vadstream train`")
+        if data["model_args"].get("window", data["window"]) != data["window"]:
+            raise WeightsError(f"{source}: window {data['window']} differs from the model's "
+                               f"window {data['model_args']['window']}")
         try:
             contract = InputContract(**data["contract"])
         except (TypeError, ValueError) as err:

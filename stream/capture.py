@@ -28,7 +28,7 @@ class FramePusher:
         context: ZeroMQ context (default: the process's shared one).
     """
 
-    def __init__(self, connect: str, hwm: int = 8, linger_ms: int = 2000,
+    def __init__(self, connect: str, hwm: int = 8, linger_ms: int = 30000,
                  context: zmq.Context | None = None) -> None:
         # An own context unless one is given: close() then terminates it, so libzmq is
         # done with every zero-copy frame buffer before the interpreter frees them.

@@ -9,6 +9,8 @@ import sys
 import threading
 from pathlib import Path
 
+import zmq
+
 log = logging.getLogger("vadstream")
 DEFAULT_FRAMES = "tcp://127.0.0.1:5555"
 DEFAULT_TOPICS = "tcp://127.0.0.1:5556"
@@ -192,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
-    except (ValueError, OSError, RuntimeError) as err:
+    except (ValueError, OSError, RuntimeError, zmq.ZMQError) as err:
         if args.verbose:
             raise
         print(f"vadstream {args.command}: error: {err}", file=sys.stderr)

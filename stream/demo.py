@@ -53,6 +53,23 @@ def describe_weights(model: str) -> str:
             f"epoch(s) on {len(p.get('train_clips', []))} clip(s). {note}").strip()
 
 
+def _wait_subscribed(sub: Subscriber, topics: list[str], children: list[Child],
+                     stop: threading.Event, timeout_s: float = 60.0) -> None:
+    """Wait until the detector's status lists ``topics`` among its subscriptions, so the
+    alert printer and the recorder miss nothing of the stream."""
+    deadline = time.monotonic() + timeout_s
+    while not stop.is_set():
+        msg = sub.recv(200)
+        if msg is not None and msg.topic == "status" and \
+                set(topics) <= set(msg.payload.get("subscriptions", [])):
+            return
+        for child in children:
+            if not child.running:
+                raise RuntimeError(f"the {child.name} process exited with code {child.poll()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"subscribers did not connect within {timeout_s:.0f} s")
+
+
 def run_demo(source: str, model: str, video: Path, stream: str = "demo",
              fps: float | None = None, device: str = "auto", stop: threading.Event | None = None,
              ready_timeout_s: float = 120.0, idle_timeout_s: float = 60.0,
@@ -106,7 +123,7 @@ def run_demo(source: str, model: str, video: Path, stream: str = "demo",
         for child in (printer, recorder):
             child.start()
             children.append(child)
-        time.sleep(1.5)  # let both subscribers connect before the first frame
+        _wait_subscribed(sub, ["alert", f"overlay.{stream}"], children, stop)
         argv = ["capture", "--source", source, "--stream-id", stream, "--connect", bind]
         if fps is not None:
             argv += ["--fps", str(fps)]

@@ -14,11 +14,11 @@ import zmq
 from models.weights import DEFAULT_WEIGHTS
 from stream.annotate import Annotator, find_boxes
 from stream.engine import Engine
-from stream.events import EventTracker, FrameVerdict
+from stream.events import EventConfig, EventTracker, FrameVerdict
 from stream.protocol import EndOfStream, Frame, ProtocolError, decode_message
 from stream.publisher import Publisher
 from stream.ring import RingBuffer
-from stream.scorer import Scorer
+from stream.scorer import ScorerConfig
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,10 @@ class DetectorConfig:
             ``stride`` frames (1..T; smaller is lower latency and more compute).
         max_batch: Most windows (of all streams) in one forward pass.
         receive_hwm: Frames queued on the PULL socket before capture drops.
+        publish_hwm: Messages queued per subscriber before that subscriber misses some.
         max_streams: Streams tracked at once; frames of further ones are rejected.
+        idle_timeout: Seconds without frames after which a stream is ended (its rest
+            scored, its open event closed) and forgotten.
         status_interval: Seconds between ``status`` messages.
     """
 
@@ -47,38 +50,25 @@ class DetectorConfig:
     stride: int = 5
     max_batch: int = 4
     receive_hwm: int = 32
+    publish_hwm: int = 1000
     max_streams: int = 64
+    idle_timeout: float = 30.0
     status_interval: float = 1.0
 
-
-@dataclass(frozen=True)
-class ScorerConfig:
-    """``scorer:`` in the configs. ``rule: auto`` takes the weights' calibrated peak
-    threshold when they have one and falls back to the area rule otherwise."""
-
-    pixel_threshold: float = 4 * 255.0
-    rule: str = "auto"
-    min_area: int = 30
-    peak_threshold: float | None = None
-
-    def build(self, calibration: dict, pixel_scale: float) -> Scorer:
-        """The scorer, with calibration from the weights filled in where asked for."""
-        rule, peak = self.rule, self.peak_threshold
-        if rule == "auto":
-            rule = "peak" if peak is not None or "peak_threshold" in calibration else "area"
-        if rule == "peak" and peak is None:
-            peak = calibration.get("peak_threshold")
-        return Scorer(pixel_threshold=self.pixel_threshold, rule=rule, min_area=self.min_area,
-                      peak_threshold=peak, pixel_scale=pixel_scale)
+    def __post_init__(self) -> None:
+        counts = {"stride": self.stride, "max_batch": self.max_batch,
+                  "receive_hwm": self.receive_hwm, "publish_hwm": self.publish_hwm,
+                  "max_streams": self.max_streams}
+        for key, value in counts.items():
+            if value < 1:
+                raise ValueError(f"{key} must be at least 1, got {value}")
+        if self.idle_timeout <= 0 or self.status_interval <= 0:
+            raise ValueError(f"idle_timeout and status_interval must be positive, got "
+                             f"{self.idle_timeout} and {self.status_interval}")
 
 
-@dataclass(frozen=True)
-class EventConfig:
-    """``events:`` in the configs: the hysteresis of :class:`EventTracker`."""
-
-    open_frames: int = 3
-    close_frames: int = 5
-    update_every: int = 10
+#: Per-stream counters, as the ``eos`` message reports them.
+COUNTS = ("received", "scored", "dropped", "overrun", "unscored")
 
 
 class StreamState:
@@ -122,11 +112,9 @@ class Detector:
         self.config = config
         self.engine = Engine(config.model, config.device)
         self.window = self.engine.window
-        if not 1 <= config.stride <= self.window:
-            raise ValueError(f"detector stride must be 1..{self.window} (the window), "
-                             f"got {config.stride}")
-        if config.max_batch < 1:
-            raise ValueError(f"max_batch must be at least 1, got {config.max_batch}")
+        if config.stride > self.window:
+            raise ValueError(f"detector stride must be 1..{self.window} (the window of "
+                             f"{config.model}), got {config.stride}")
         self.contract = self.engine.contract
         self.scorer = (scorer or ScorerConfig()).build(self.engine.meta.calibration,
                                                        self.contract.pixel_scale)
@@ -142,7 +130,7 @@ class Detector:
         self._pull.setsockopt(zmq.RCVHWM, config.receive_hwm)
         self._pull.setsockopt(zmq.LINGER, 0)
         self._pull.bind(config.bind)
-        self.publisher = Publisher(config.publish, context=ctx)
+        self.publisher = Publisher(config.publish, hwm=config.publish_hwm, context=ctx)
         self.started = time.time()
         self._last_status = 0.0
         log.info("detector: frames on %s, topics on %s, rule %s (threshold %.1f), window %d, "
@@ -174,6 +162,10 @@ class Detector:
             except ProtocolError as err:
                 self._reject(err.reason, str(err))
                 continue
+            except Exception as err:  # noqa: BLE001 - one message must never stop the detector
+                log.debug("message failed", exc_info=True)
+                self._reject("error", f"{type(err).__name__}: {err}")
+                continue
             if state is not None and state.ring.count - state.next_start >= self.capacity:
                 return
 
@@ -197,10 +189,12 @@ class Detector:
         elif msg.image.shape != state.shape:
             raise ProtocolError("shape_changed", f"stream {msg.stream!r} frame shape "
                                 f"{msg.image.shape} differs from {state.shape}")
-        if msg.clip != state.clip:
+        if msg.clip != state.clip or msg.seq <= state.last_seq:
+            # A cut: another clip, or a restarted capture counting from 0 again.
             if state.ring.count:
                 self._finish(state, eos=False)
             state.clip = msg.clip
+            state.last_seq = -1
         if msg.seq > state.last_seq + 1 and state.last_seq >= 0:
             state.counts["dropped"] += msg.seq - state.last_seq - 1
         state.last_seq = msg.seq
@@ -225,7 +219,9 @@ class Detector:
     def _take_windows(self, states=None) -> list[tuple[StreamState, int]]:
         """Up to ``max_batch`` ready windows, of ``states`` (default: every stream)."""
         taken = []
-        for state in self.streams.values() if states is None else states:
+        if states is None:  # the longest backlog first, so no stream starves
+            states = sorted(self.streams.values(), key=lambda s: s.next_start - s.ring.count)
+        for state in states:
             while (len(taken) < self.config.max_batch
                    and state.ring.count >= state.next_start + self.window):
                 taken.append((state, state.next_start))
@@ -296,7 +292,7 @@ class Detector:
         state.reset()
         if eos:
             self.publisher.publish_json(f"eos.{state.stream}", {
-                "stream": state.stream, **state.counts})
+                "stream": state.stream, **{k: state.counts[k] for k in COUNTS}})
             del self.streams[state.stream]
             log.info("stream %s ended: %s", state.stream, dict(state.counts))
 
@@ -316,23 +312,28 @@ class Detector:
             s.rate_mark = (now, s.counts["received"])
         return {"ts": time.time(), "uptime_s": round(time.time() - self.started, 1),
                 "streams": streams, "rejected": dict(self.rejected),
+                "subscriptions": self.publisher.subscriptions,
                 "rule": self.scorer.rule, "threshold": self.scorer.threshold}
 
     def step(self, timeout_ms: int = 50) -> None:
-        """One turn of the loop: take in frames and subscriptions, score, report status."""
-        events = dict(self._poller.poll(timeout_ms))
+        """One turn of the loop: take in subscriptions and frames, score one batch,
+        end idle streams, report status. Under overload every turn still does all of it."""
+        events = dict(self._poller.poll(0 if self._ready_windows() else timeout_ms))
         if self.publisher.socket in events:
             self.publisher.read_subscriptions()
         if self._pull in events:
             self._drain()
-        while True:
-            windows = self._take_windows()
-            if not windows:
-                break
+        windows = self._take_windows()
+        if windows:
             self._score(windows)
-            self._drain()
-        if time.monotonic() - self._last_status >= self.config.status_interval:
-            self._last_status = time.monotonic()
+        now = time.monotonic()
+        if now - self._last_status >= self.config.status_interval:
+            self._last_status = now
+            for state in [s for s in self.streams.values()
+                          if now - s.last_seen > self.config.idle_timeout]:
+                log.warning("stream %s sent nothing for %.0f s: ending it", state.stream,
+                            self.config.idle_timeout)
+                self._finish(state, eos=True)
             self.publisher.publish_json("status", self.status())
 
     def run(self, stop: threading.Event) -> None:

@@ -19,6 +19,25 @@ class FrameVerdict:
     frame: int | None = None
 
 
+@dataclass(frozen=True)
+class EventConfig:
+    """``events:`` in the configs: the hysteresis arguments of :class:`EventTracker`."""
+
+    open_frames: int = 3
+    close_frames: int = 5
+    update_every: int = 10
+
+    def __post_init__(self) -> None:
+        check_hysteresis(self.open_frames, self.close_frames, self.update_every)
+
+
+def check_hysteresis(open_frames: int, close_frames: int, update_every: int) -> None:
+    """Raise ValueError unless the counts make sense."""
+    if open_frames < 1 or close_frames < 1 or update_every < 0:
+        raise ValueError("open_frames and close_frames must be >= 1 and update_every >= 0, "
+                         f"got {open_frames}, {close_frames}, {update_every}")
+
+
 class EventTracker:
     """Opens an event after ``open_frames`` consecutive anomalous frames and closes it
     after ``close_frames`` consecutive normal ones.
@@ -37,9 +56,7 @@ class EventTracker:
 
     def __init__(self, stream: str, threshold: float, open_frames: int = 3,
                  close_frames: int = 5, update_every: int = 10) -> None:
-        if open_frames < 1 or close_frames < 1 or update_every < 0:
-            raise ValueError("open_frames and close_frames must be >= 1 and update_every >= 0, "
-                             f"got {open_frames}, {close_frames}, {update_every}")
+        check_hysteresis(open_frames, close_frames, update_every)
         self.stream = stream
         self.threshold = threshold
         self.open_frames = open_frames

@@ -7,8 +7,10 @@ from pathlib import Path
 
 from stream.annotate import Annotator
 from stream.config import ConfigError, build, check_sections, load_yaml
-from stream.detector import DetectorConfig, EventConfig, ScorerConfig
+from stream.detector import DetectorConfig
+from stream.events import EventConfig
 from stream.protocol import ENCODINGS, check_stream_id
+from stream.scorer import ScorerConfig
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ the source produced) and an empty payload.
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass
 
@@ -21,8 +20,12 @@ import numpy as np
 VERSION = 1
 ENCODINGS = ("raw", "jpeg")
 DTYPES = ("uint8",)
-#: Largest frame side accepted from the wire.
+#: Largest frame side, and most pixels, accepted from the wire (4K UHD fits).
 MAX_SIDE = 8192
+MAX_PIXELS = 4096 * 2304
+#: Largest sequence number (it is stored as int64) and latest plausible timestamp.
+MAX_SEQ = 2**63 - 1
+MAX_TS = 1e11
 #: Stream ids become topic names, so they are kept to a safe alphabet.
 STREAM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -139,6 +142,8 @@ def _shape(header: dict) -> tuple[int, ...]:
                                                           and shape[2] not in (1, 3)):
         raise ProtocolError("bad_shape", f"shape {shape!r} out of range: sides 1..{MAX_SIDE}, "
                                          "channels 1 or 3")
+    if shape[0] * shape[1] > MAX_PIXELS:
+        raise ProtocolError("bad_shape", f"shape {shape!r} has more than {MAX_PIXELS} pixels")
     return tuple(shape)
 
 
@@ -163,8 +168,9 @@ def decode_message(parts: list) -> Frame | EndOfStream:
         raise ProtocolError("bad_json", f"header is not UTF-8 JSON: {err}") from None
     if not isinstance(header, dict):
         raise ProtocolError("bad_json", "header is not a JSON object")
-    if header.get("v") != VERSION:
-        raise ProtocolError("bad_version", f"header version {header.get('v')!r} is not {VERSION}")
+    version = header.get("v")
+    if isinstance(version, bool) or version != VERSION:
+        raise ProtocolError("bad_version", f"header version {version!r} is not {VERSION}")
     stream = _field(header, "stream", str)
     if not STREAM_ID.match(stream):
         raise ProtocolError("bad_stream", f"stream id {stream[:80]!r} is invalid")
@@ -175,9 +181,11 @@ def decode_message(parts: list) -> Frame | EndOfStream:
             raise ProtocolError("bad_type", "end-of-stream 'frames' must be a count")
         return EndOfStream(stream, frames)
     seq = _field(header, "seq", int)
-    ts = float(_field(header, "ts", (int, float)))
-    if seq < 0 or not math.isfinite(ts):
-        raise ProtocolError("bad_value", f"seq {seq} or ts {ts} out of range")
+    ts = _field(header, "ts", (int, float))
+    if not 0 <= seq <= MAX_SEQ or not 0 <= ts <= MAX_TS:
+        raise ProtocolError("bad_value", f"seq {seq} or ts {ts} out of range (seq 0..2^63-1, "
+                                         "ts in Unix seconds)")
+    ts = float(ts)
     shape = _shape(header)
     dtype = _field(header, "dtype", str)
     if dtype not in DTYPES:
@@ -186,9 +194,9 @@ def decode_message(parts: list) -> Frame | EndOfStream:
     clip = header.get("clip")
     index = header.get("frame")
     if clip is not None and not isinstance(clip, str) or index is not None and (
-            isinstance(index, bool) or not isinstance(index, int)):
-        raise ProtocolError("bad_type", "header 'clip' must be a string and 'frame' an integer")
-    size = math.prod(shape)
+            isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= MAX_SEQ):
+        raise ProtocolError("bad_type", "header 'clip' must be a string and 'frame' a count")
+    size = int(np.prod(shape))
     if encoding == "raw":
         if len(payload) != size:
             raise ProtocolError("bad_length", f"payload has {len(payload)} bytes, shape "
@@ -196,7 +204,9 @@ def decode_message(parts: list) -> Frame | EndOfStream:
         image = np.frombuffer(payload, np.uint8).reshape(shape)
     elif encoding == "jpeg":
         flag = cv2.IMREAD_GRAYSCALE if len(shape) == 2 or shape[2] == 1 else cv2.IMREAD_COLOR
-        image = cv2.imdecode(np.frombuffer(payload, np.uint8), flag) if len(payload) else None
+        # Only JPEG: imdecode would take any format OpenCV knows.
+        jpeg = bytes(payload[:3]) == b"\xff\xd8\xff"
+        image = cv2.imdecode(np.frombuffer(payload, np.uint8), flag) if jpeg else None
         if image is None:
             raise ProtocolError("bad_jpeg", "payload is not a decodable JPEG")
         if image.shape[:2] != shape[:2]:

@@ -40,6 +40,11 @@ class Publisher:
             elif msg[:1] == b"\x00":
                 self._subscriptions.discard(msg[1:])
 
+    @property
+    def subscriptions(self) -> list[str]:
+        """Topic prefixes someone subscribes to."""
+        return sorted(p.decode(errors="replace") for p in self._subscriptions)
+
     def wants(self, topic: str) -> bool:
         """Whether any subscriber's prefix matches ``topic``."""
         t = topic.encode()

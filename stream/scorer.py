@@ -119,3 +119,32 @@ class Scorer:
             anomalous = peak >= self.peak_threshold
         return FrameScores(error=error, area=area, peak=peak, score=score,
                            anomalous=anomalous, mask=mask)
+
+
+@dataclass(frozen=True)
+class ScorerConfig:
+    """``scorer:`` in the configs: the :class:`Scorer`'s arguments, plus ``rule: auto``,
+    which takes the weights' calibrated peak threshold when they have one and falls back
+    to the area rule otherwise."""
+
+    pixel_threshold: float = 4 * 255.0
+    rule: str = "auto"
+    min_area: int = 30
+    peak_threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.rule not in (*RULES, "auto"):
+            raise ValueError(f"rule {self.rule!r} is not one of {[*RULES, 'auto']}")
+        if self.pixel_threshold <= 0 or self.min_area < 1:
+            raise ValueError(f"pixel_threshold must be > 0 and min_area >= 1, got "
+                             f"{self.pixel_threshold} and {self.min_area}")
+
+    def build(self, calibration: dict, pixel_scale: float) -> Scorer:
+        """The scorer, with calibration from the weights filled in where asked for."""
+        rule, peak = self.rule, self.peak_threshold
+        if rule == "auto":
+            rule = "peak" if peak is not None or "peak_threshold" in calibration else "area"
+        if rule == "peak" and peak is None:
+            peak = calibration.get("peak_threshold")
+        return Scorer(pixel_threshold=self.pixel_threshold, rule=rule, min_area=self.min_area,
+                      peak_threshold=peak, pixel_scale=pixel_scale)

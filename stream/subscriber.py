@@ -69,7 +69,7 @@ class Subscriber:
 
 def print_messages(sub: Subscriber, out: TextIO, stop: threading.Event,
                    save_overlays: Path | None = None, count: int = 0) -> int:
-    """Print every message's JSON as one line (JSON Lines); save overlay JPEGs.
+    """Print every message as one JSON line, its topic under ``"topic"``; save overlay JPEGs.
 
     Args:
         sub: Subscriber.
@@ -91,7 +91,7 @@ def print_messages(sub: Subscriber, out: TextIO, stop: threading.Event,
         if msg.jpeg is not None and save_overlays is not None:
             name = f"{msg.payload.get('stream', 'stream')}_{int(msg.payload.get('seq', n)):08d}"
             (save_overlays / f"{name}.jpg").write_bytes(msg.jpeg)
-        out.write(json.dumps(msg.payload) + "\n")
+        out.write(json.dumps({"topic": msg.topic, **msg.payload}) + "\n")
         out.flush()
         n += 1
     return n

@@ -9,9 +9,8 @@ import mxnet as mx
 
 from models.contract import InputContract
 from stream.config import build, check_sections, load_yaml
-from stream.detector import ScorerConfig
 from stream.engine import pick_context
-from stream.scorer import Scorer
+from stream.scorer import Scorer, ScorerConfig
 from train.trainer import TrainConfig
 
 

@@ -1,16 +1,23 @@
 """The detector in-process, with real ZeroMQ sockets on loopback and real frames."""
 
+import json
 import threading
 
 import cv2
+import mxnet as mx
+import numpy as np
 import pytest
 import zmq
 
-from stream.detector import Detector, DetectorConfig, EventConfig, ScorerConfig
+from models import load_weights
+from stream.detector import Detector, DetectorConfig
+from stream.events import EventConfig
 from stream.frames import list_frames
 from stream.protocol import encode_eos, encode_frame
+from stream.scorer import ScorerConfig
 from stream.subscriber import Subscriber
 from tests.conftest import PED2, free_port, wait_for
+from train.offline import score_clip
 
 
 @pytest.fixture
@@ -52,29 +59,49 @@ def _collect_until_eos(sub, stream):
 def test_every_frame_of_every_clip_is_scored_once_and_bad_messages_are_dropped(running):
     det, sub, push = running
     seq = 0
+    n = 25   # the ring holds 4 + 2*2 = 8 frames: it wraps around three times per clip
     for clip in ("Test001", "Test002"):
-        for i, image in enumerate(_frames(clip, 7)):
+        for i, image in enumerate(_frames(clip, n)):
             push.send_multipart(encode_frame("cam", seq, 1.0 + seq, image, clip=clip, frame=i + 1))
             seq += 1
-        push.send_multipart([b"{garbage", b""])
+            if i == 10:
+                push.send_multipart([b"{garbage", b""])
+                bad = json.loads(encode_frame("cam", 0, 0.0, image)[0])
+                push.send_multipart([json.dumps({**bad, "seq": 2**70}).encode(), b""])
     push.send_multipart(encode_eos("cam"))
     got = _collect_until_eos(sub, "cam")
     scores = [m.payload for m in got if m.topic == "score.cam"]
-    assert sorted(s["seq"] for s in scores) == list(range(14))
-    assert [s["seq"] for s in scores] == sorted(s["seq"] for s in scores)
-    assert {(s["clip"], s["frame"]) for s in scores} == {
-        (c, f) for c in ("Test001", "Test002") for f in range(1, 8)}
+    assert [s["seq"] for s in scores] == list(range(2 * n))
+    assert [(s["clip"], s["frame"]) for s in scores] == [
+        (c, f) for c in ("Test001", "Test002") for f in range(1, n + 1)]
     overlays = [m for m in got if m.topic == "overlay.cam"]
-    assert len(overlays) == 14 and all(m.jpeg[:2] == b"\xff\xd8" for m in overlays)
-    image = cv2.imdecode(__import__("numpy").frombuffer(overlays[0].jpeg, "uint8"), 1)
+    assert len(overlays) == 2 * n and all(m.jpeg[:2] == b"\xff\xd8" for m in overlays)
+    image = cv2.imdecode(np.frombuffer(overlays[0].jpeg, np.uint8), cv2.IMREAD_COLOR)
     assert image.shape == (240, 360, 3)
     alerts = [m.payload for m in got if m.topic == "alert.cam"]
     # random weights flag every frame: one event per clip, closed at each clip's end
     assert [a["type"] for a in alerts if a["type"] != "update"] == ["start", "end"] * 2
-    assert alerts[-1]["end_seq"] == 13
+    assert alerts[-1]["end_seq"] == 2 * n - 1
     eos = got[-1].payload
-    assert eos["scored"] == 14 and eos["received"] == 14
-    assert det.rejected["bad_json"] == 2
+    assert eos["scored"] == 2 * n and eos["received"] == 2 * n
+    assert det.rejected["bad_json"] == 2 and det.rejected["bad_value"] == 2
+
+
+def test_live_scores_equal_offline_scores(running, tiny_weights):
+    """The detector's windows and scores are those of train.offline.score_clip."""
+    det, sub, push = running
+    frames = _frames("Test004", 23)
+    for i, image in enumerate(frames):
+        push.send_multipart(encode_frame("same", i, 1.0 + i, image))
+    push.send_multipart(encode_eos("same"))
+    live = [m.payload["scores"] for m in _collect_until_eos(sub, "same")
+            if m.topic == "score.same"]
+    net, meta = load_weights(tiny_weights)
+    x = np.stack([meta.contract.preprocess(f) for f in frames])
+    offline = score_clip(net, x, meta.window, 2, det.scorer, mx.cpu())
+    assert len(live) == 23
+    np.testing.assert_allclose([s["peak"] for s in live], offline["peak"], rtol=1e-4)
+    np.testing.assert_array_equal([s["area"] for s in live], offline["area"])
 
 
 def test_frames_that_change_size_are_dropped_and_counted(running):
@@ -85,3 +112,15 @@ def test_frames_that_change_size_are_dropped_and_counted(running):
     push.send_multipart(encode_eos("cam2"))
     _collect_until_eos(sub, "cam2")
     assert det.rejected["shape_changed"] == 1
+
+
+def test_restarted_capture_starts_a_new_run(running):
+    det, sub, push = running
+    frames = _frames("Test005", 6)
+    for seq in (0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4):       # the capture restarted after seq 5
+        push.send_multipart(encode_frame("re", seq, 1.0, frames[seq]))
+    push.send_multipart(encode_eos("re"))
+    got = _collect_until_eos(sub, "re")
+    seqs = [m.payload["seq"] for m in got if m.topic == "score.re"]
+    assert seqs == [0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4]
+    assert got[-1].payload["dropped"] == 0

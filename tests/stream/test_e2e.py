@@ -38,7 +38,7 @@ def _read_until_eos(proc):
     for line in proc.stdout:
         msg = json.loads(line)
         lines.append(msg)
-        if "received" in msg and "seq" not in msg:      # the eos message
+        if msg["topic"].startswith("eos."):
             break
     stop(proc)
     return lines
@@ -53,18 +53,24 @@ def _run(detector, tmp_path, source, stream, *capture_args):
                     *capture_args)
     lines = _read_until_eos(sub)
     assert cap.wait(60) == 0
-    scores = [m for m in lines if "scores" in m]
-    overlays = [m for m in lines if "boxes" in m and "scores" not in m and "type" not in m]
-    alerts = [m for m in lines if "type" in m]
-    return scores, overlays, alerts, lines[-1]
+    by_topic = {kind: [m for m in lines if m["topic"] == f"{kind}.{stream}"]
+                for kind in ("score", "overlay", "alert", "eos")}
+    assert len(by_topic["eos"]) == 1 and lines[-1]["topic"] == f"eos.{stream}"
+    return by_topic["score"], by_topic["overlay"], by_topic["alert"], lines[-1]
+
+
+def _check_scored_once(scores, eos, total):
+    seqs = [s["seq"] for s in scores]
+    assert seqs == sorted(set(seqs))               # in order, none twice
+    assert eos["received"] + eos.get("dropped", 0) == total
+    assert len(seqs) == eos["received"] - eos.get("unscored", 0) - eos.get("overrun", 0)
+    assert max(seqs) < total
 
 
 def test_ucsd_clip_goes_through_capture_detect_subscribe(detector, tmp_path):
     scores, overlays, alerts, eos = _run(detector, tmp_path, PED2 / "Test" / "Test001", "ucsd",
                                          "--fps", "30")
-    assert eos["received"] + eos.get("dropped", 0) == 180
-    assert len(scores) == eos["scored"] == eos["received"] - eos.get("unscored", 0)
-    assert [s["seq"] for s in scores] == sorted(s["seq"] for s in scores)
+    _check_scored_once(scores, eos, 180)
     assert {s["clip"] for s in scores} == {"Test001"}
     first = scores[0]
     assert set(first["scores"]) == {"error", "area", "peak", "score"}
@@ -80,10 +86,13 @@ def test_ucsd_clip_goes_through_capture_detect_subscribe(detector, tmp_path):
 
 
 def test_vtest_video_goes_through_capture_detect_subscribe(detector, tmp_path):
-    scores, overlays, _, eos = _run(detector, tmp_path, VTEST, "vtest", "--fps", "0",
-                                    "--encoding", "jpeg")
-    assert eos["received"] + eos.get("dropped", 0) == 795
-    assert len(scores) == eos["scored"] > 0
+    scores, overlays, alerts, eos = _run(detector, tmp_path, VTEST, "vtest", "--fps", "0",
+                                         "--encoding", "jpeg")
+    _check_scored_once(scores, eos, 795)
+    assert len(overlays) == len(scores) > 0
+    assert alerts[0]["type"] == "start" and alerts[-1]["type"] == "end"
+    assert all(0 <= x and x + w <= 768 and 0 <= y and y + h <= 576
+               for a in alerts for x, y, w, h in a["boxes"])
     saved = sorted((tmp_path / "ov").glob("vtest_*.jpg"))
     image = cv2.imread(str(saved[-1]))
     assert image.shape == (576, 768, 3) and np.std(image) > 10

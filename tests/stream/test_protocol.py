@@ -4,8 +4,14 @@ import cv2
 import numpy as np
 import pytest
 
-from stream.protocol import (EndOfStream, Frame, ProtocolError, decode_message, encode_eos,
-                             encode_frame)
+from stream.protocol import (
+    EndOfStream,
+    Frame,
+    ProtocolError,
+    decode_message,
+    encode_eos,
+    encode_frame,
+)
 from tests.conftest import PED2
 
 
@@ -76,6 +82,27 @@ def test_bad_messages_are_refused_with_a_reason(parts, reason):
     assert info.value.reason == reason
 
 
-def test_invalid_stream_id_cannot_be_sent():
+def test_unknown_encoding_cannot_be_sent():
     with pytest.raises(ValueError, match="encoding 'gif'"):
         encode_frame("cam", 0, 0.0, np.zeros((2, 2), np.uint8), encoding="gif")
+
+
+@pytest.mark.parametrize("over, reason", [
+    ({"seq": 2**70}, "bad_value"),
+    ({"ts": 10**400}, "bad_value"),
+    ({"ts": -1}, "bad_value"),
+    ({"frame": 2**70}, "bad_type"),
+    ({"v": True}, "bad_version"),
+    ({"shape": [8192, 8192, 3]}, "bad_shape"),
+])
+def test_out_of_range_values_are_refused(over, reason):
+    with pytest.raises(ProtocolError) as info:
+        decode_message(_parts(_good_header(**over), b"\0" * 6))
+    assert info.value.reason == reason
+
+
+def test_png_payload_is_not_taken_for_jpeg():
+    ok, png = cv2.imencode(".png", np.zeros((2, 3), np.uint8))
+    with pytest.raises(ProtocolError) as info:
+        decode_message(_parts(_good_header(encoding="jpeg"), png.tobytes()))
+    assert info.value.reason == "bad_jpeg"
