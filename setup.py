@@ -18,6 +18,7 @@ setup(
         "PyYAML>=6",
         "tqdm>=4.60",
         "scikit-learn>=1.3,<1.8",
+        "matplotlib>=3.7,<3.10",
     ],
     extras_require={"test": ["pytest>=8", "hypothesis>=6", "ruff>=0.5"]},
     entry_points={"console_scripts": ["vadstream=stream.cli:main"]},

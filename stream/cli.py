@@ -116,6 +116,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from stream.engine import pick_context
+    from train.evaluate import evaluate, format_table, write_outputs
+
+    result, clips = evaluate(args.model, args.data, stride=args.stride,
+                             ctx=pick_context(args.device))
+    print(format_table(result))
+    write_outputs(result, clips, args.json, args.plots)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from models.weights import DEFAULT_WEIGHTS
@@ -181,6 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
     t.add_argument("--resume", action="store_true")
     t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="frame and pixel AUC on a UCSD-style test set")
+    e.add_argument("--model", default=str(DEFAULT_WEIGHTS))
+    e.add_argument("--data", required=True, help="dataset root, e.g. ../shared/data/UCSDped2")
+    e.add_argument("--stride", type=int, help="detector stride (default: the calibrated one)")
+    e.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
+    e.add_argument("--json", type=Path, help="write the results here")
+    e.add_argument("--plots", type=Path, help="folder for ROC and per-clip plots")
+    e.set_defaults(func=cmd_evaluate)
     return p
 
 

@@ -47,6 +47,7 @@ class FrameScores:
         score: (B,) the value the frame rule compares (``area`` or ``peak``).
         anomalous: (B,) the frame rule's verdict.
         mask: (B, H, W) anomalous pixels.
+        sums: (B, H, W) the 4×4 sums H themselves.
     """
 
     error: np.ndarray
@@ -55,6 +56,7 @@ class FrameScores:
     score: np.ndarray
     anomalous: np.ndarray
     mask: np.ndarray
+    sums: np.ndarray
 
 
 class Scorer:
@@ -118,7 +120,7 @@ class Scorer:
             score = peak.astype(np.float64)
             anomalous = peak >= self.peak_threshold
         return FrameScores(error=error, area=area, peak=peak, score=score,
-                           anomalous=anomalous, mask=mask)
+                           anomalous=anomalous, mask=mask, sums=sums)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ from stream.windows import window_starts
 
 
 def score_clip(net: HybridBlock, frames: np.ndarray, window: int, stride: int, scorer: Scorer,
-               ctx: mx.Context, batch_size: int = 4) -> dict[str, np.ndarray]:
+               ctx: mx.Context, batch_size: int = 4, maps: bool = False
+               ) -> dict[str, np.ndarray]:
     """Per-frame scores of one preprocessed clip.
 
     Args:
@@ -22,6 +23,7 @@ def score_clip(net: HybridBlock, frames: np.ndarray, window: int, stride: int, s
         scorer: Scorer to apply.
         ctx: MXNet context.
         batch_size: Windows per forward pass.
+        maps: Also return ``sums`` (F, H, W), the 4×4 sums of every frame.
 
     Returns:
         ``error``, ``area``, ``peak``, ``score`` and ``anomalous`` arrays of length F
@@ -30,6 +32,8 @@ def score_clip(net: HybridBlock, frames: np.ndarray, window: int, stride: int, s
     n = len(frames)
     out = {k: np.full(n, np.nan) for k in ("error", "area", "peak", "score")}
     out["anomalous"] = np.zeros(n, bool)
+    if maps:
+        out["sums"] = np.zeros(frames.shape, np.float32)
     plan = window_starts(n, window, stride)
     for b in range(0, len(plan), batch_size):
         part = plan[b:b + batch_size]
@@ -39,4 +43,6 @@ def score_clip(net: HybridBlock, frames: np.ndarray, window: int, stride: int, s
             scores = scorer.score(rec[lo - start:hi - start], x[lo - start:hi - start])
             for key in ("error", "area", "peak", "score", "anomalous"):
                 out[key][lo:hi] = getattr(scores, key)
+            if maps:
+                out["sums"][lo:hi] = scores.sums
     return out

@@ -15,10 +15,11 @@ from tqdm import tqdm
 
 from models.contract import InputContract
 from models.registry import get_model
-from models.weights import WeightsMeta, load_weights, save_weights, weights_paths
+from models.weights import WeightsMeta, load_weights, save_weights
 from stream.scorer import Scorer
 from train.data import gather, load_clips, make_windows
 from train.offline import score_clip
+from train.optstate import load_optimizer, save_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,10 @@ def _batches(n: int, size: int, rng: np.random.Generator, cap: int) -> list[np.n
 
 
 def calibrate(net, clips: list[np.ndarray], window: int, stride: int, scorer: Scorer,
-              ctx: mx.Context, false_alarm_rate: float) -> dict:
+              ctx: mx.Context, false_alarm_rate: float, histogram: Path | None = None) -> dict:
     """Thresholds from held-out normal clips at a chosen false-alarm rate.
+
+    ``histogram``, if given, is where the PNG of the score distribution goes.
 
     Returns:
         Calibration metadata: ``peak_threshold``, ``area_threshold`` (the frame-score
@@ -75,6 +78,9 @@ def calibrate(net, clips: list[np.ndarray], window: int, stride: int, scorer: Sc
     peak = np.concatenate(peaks)
     area = np.concatenate(areas)
     q = 1.0 - false_alarm_rate
+    if histogram is not None:
+        from train.plots import plot_histogram
+        plot_histogram(peak, float(np.quantile(peak, q)), histogram, "peak 4x4 sum (0-255 scale)")
     return {"false_alarm_rate": false_alarm_rate, "frames": int(len(peak)), "stride": stride,
             "pixel_threshold": scorer.pixel_threshold,
             "peak_threshold": float(np.quantile(peak, q)),
@@ -135,7 +141,10 @@ def train(data: str | Path, out: str | Path, model: str = "stae", model_args: di
         net.initialize(mx.init.Xavier(), ctx=ctx)
     net.hybridize()
     trainer = gluon.Trainer(net.collect_params(), "adam",
-                            {"learning_rate": config.learning_rate})
+                            {"learning_rate": config.learning_rate}, kvstore=None)
+    opt_path = out.with_name(out.name + ".last.optimizer")
+    if resume and state["epoch"] and not load_optimizer(trainer, opt_path, ctx):
+        log.warning("no optimizer state beside %s: Adam restarts its moments", ckpt)
     loss_fn = gluon.loss.L2Loss()
     meta = WeightsMeta(model=model, model_args=model_args, window=window, contract=contract,
                        provenance={"data": str(data), "train_clips": names[:len(train_clips)],
@@ -167,6 +176,7 @@ def train(data: str | Path, out: str | Path, model: str = "stae", model_args: di
         log.info("epoch %d: train loss %.5f, validation loss %.5f", epoch, total / seen, val)
         meta.provenance.update(epochs=epoch, train_seconds=round(time.time() - started, 1))
         save_weights(net, meta, ckpt)
+        save_optimizer(trainer, opt_path)
         if val < state["best_val"]:
             state.update(best_val=val, stale=0, best_epoch=epoch)
             save_weights(net, meta, out.with_name(out.name + ".best"))
@@ -180,16 +190,9 @@ def train(data: str | Path, out: str | Path, model: str = "stae", model_args: di
     best, _ = load_weights(out.with_name(out.name + ".best"), ctx)
     best.hybridize()
     meta.calibration = calibrate(best, val_clips, window, stride, scorer, ctx,
-                                 config.false_alarm_rate)
+                                 config.false_alarm_rate,
+                                 histogram=out.with_name(out.name + ".calibration.png"))
     meta.provenance.update(best_epoch=state.get("best_epoch"), best_val_loss=state["best_val"],
                            history=state["history"])
     return save_weights(best, meta, out)
 
-
-def checkpoint_paths(out: str | Path) -> list[Path]:
-    """Files a training run writes beside its output (for cleaning up)."""
-    out = Path(out)
-    files = [out.with_name(out.name + ".state.json")]
-    for tag in (".last", ".best"):
-        files.extend(weights_paths(out.with_name(out.name + tag)))
-    return files

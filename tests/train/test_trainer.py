@@ -39,3 +39,17 @@ def test_tiny_training_lowers_the_loss_and_writes_loadable_weights(tmp_path):
     assert net(mx.nd.zeros((1, 4, 227, 227))).shape == (1, 4, 227, 227)
     state = json.loads(out.with_name("tiny.state.json").read_text())
     assert state["epoch"] == 2
+
+
+def test_resume_continues_where_it_stopped(tmp_path):
+    data = _dataset(tmp_path, frames=10)
+    out = tmp_path / "w" / "r"
+    first = TrainConfig(epochs=1, batch_size=4, strides=(1,), val_clips=1, windows_per_epoch=8)
+    train(data, out, model_args=TINY_ARGS, config=first, stride=2)
+    opt = json.loads(out.with_name("r.last.optimizer.json").read_text())
+    assert opt["num_update"] == 2                       # 8 windows in batches of 4
+    again = TrainConfig(epochs=2, batch_size=4, strides=(1,), val_clips=1, windows_per_epoch=8)
+    train(data, out, model_args=TINY_ARGS, config=again, stride=2, resume=True)
+    _, meta = load_weights(out)
+    assert [h["epoch"] for h in meta.provenance["history"]] == [1, 2]
+    assert json.loads(out.with_name("r.last.optimizer.json").read_text())["num_update"] == 4

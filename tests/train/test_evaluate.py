@@ -1,0 +1,41 @@
+"""Evaluation on one real Ped2 test clip, end to end through the CLI."""
+
+import json
+import shutil
+
+from tests.conftest import PED2, vadstream
+
+
+def test_evaluate_one_real_clip_produces_every_output(tmp_path, tiny_weights):
+    data = tmp_path / "UCSDped2"
+    test = data / "Test"
+    test.mkdir(parents=True)
+    for name in ("Test002", "Test002_gt"):
+        (test / name).symlink_to(PED2 / "Test" / name)
+    shutil.copy(PED2 / "Test" / "UCSDped2.m", test)
+    proc = vadstream("evaluate", "--model", str(tiny_weights), "--data", str(data), "--json",
+                     str(tmp_path / "r.json"), "--plots", str(tmp_path / "plots"), "--stride", "2",
+                     "--device", "cpu", stdout=__import__("subprocess").PIPE, text=True)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert "Test002" in out and "EER paper" in out
+    r = json.loads((tmp_path / "r.json").read_text())
+    for key in ("frame_auc_paper", "frame_auc_online", "eer_paper", "eer_online", "f1_online"):
+        assert 0.0 <= r[key] <= 1.0, key
+    assert 0.0 <= r["pixel_auc"] <= 1.0 and r["box_hit_rate"] is not None
+    (clip,) = r["clips"]
+    assert clip["clip"] == "Test002" and clip["frames"] == 180 and clip["anomalous"] == 86
+    assert (tmp_path / "plots" / "roc.png").stat().st_size > 1000
+    assert (tmp_path / "plots" / "Test002.png").stat().st_size > 1000
+
+
+def test_absent_clips_are_skipped_not_shifted(tmp_path, tiny_weights):
+    """Only Test004 present: it must be judged against entry 4 of the .m file."""
+    from train.evaluate import evaluate
+    test = tmp_path / "Test"
+    test.mkdir()
+    (test / "Test004").symlink_to(PED2 / "Test" / "Test004")
+    shutil.copy(PED2 / "Test" / "UCSDped2.m", test)
+    result, _ = evaluate(tiny_weights, tmp_path, stride=4)
+    (clip,) = result["clips"]
+    assert clip["clip"] == "Test004" and clip["anomalous"] == 150 and result["pixel_auc"] is None

@@ -1,0 +1,189 @@
+"""``vadstream evaluate``: frame- and pixel-level results on a UCSD-style test set."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import mxnet as mx
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from models.weights import load_weights
+from stream.annotate import find_boxes
+from stream.frames import list_frames, resolve_clips
+from stream.scorer import ScorerConfig
+from train.data import load_clip
+from train.metrics import decision_scores, frame_labels, normalise_per_video, parse_gt, roc_auc_eer
+from train.offline import score_clip
+
+log = logging.getLogger(__name__)
+#: Pixel-level AUC uses every PIXEL_STEP-th row and column of the 227×227 maps.
+PIXEL_STEP = 2
+
+
+@dataclass
+class ClipResult:
+    """Per-clip scores and labels."""
+
+    name: str
+    labels: np.ndarray
+    scores: np.ndarray
+    decisions: np.ndarray
+    errors: np.ndarray
+    row: dict = field(default_factory=dict)
+
+
+def find_gt_file(test_dir: Path) -> Path:
+    """The ``.m`` ground-truth file of a test split folder."""
+    files = sorted(test_dir.glob("*.m"))
+    if not files:
+        raise FileNotFoundError(f"no ground-truth .m file in {test_dir}; evaluation needs the "
+                                "dataset's official UCSDped2.m (or UCSDped1.m)")
+    return files[0]
+
+
+def _load_masks(folder: Path, size: int) -> np.ndarray | None:
+    paths = list_frames(folder) if folder.is_dir() else []
+    if not paths:
+        return None
+    masks = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in paths]
+    return np.stack([cv2.resize(m, (size, size), interpolation=cv2.INTER_NEAREST) > 127
+                     for m in masks])
+
+
+def _box_hits(sums: np.ndarray, masks: np.ndarray, decisions: np.ndarray,
+              pixel_threshold: float) -> tuple[int, int]:
+    """Among frames with anomalous ground-truth pixels: how many the detector flagged with
+    a box that overlaps those pixels."""
+    hits = total = 0
+    for s, m, flagged in zip(sums, masks, decisions, strict=True):
+        if not m.any():
+            continue
+        total += 1
+        if flagged and any(m[y:y + h, x:x + w].any()
+                           for x, y, w, h in find_boxes(s > pixel_threshold, m.shape)):
+            hits += 1
+    return hits, total
+
+
+def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
+             ctx: mx.Context | None = None, scorer: ScorerConfig | None = None
+             ) -> tuple[dict, list[ClipResult]]:
+    """Score every test clip that is present and compare with the ground truth.
+
+    Args:
+        model: Weights.
+        data: Dataset root (``.../UCSDped2``) or its ``Test/`` folder.
+        stride: Detector stride (default: the one the weights were calibrated for).
+        ctx: MXNet context.
+        scorer: Scoring rule (default: ``auto``, the weights' calibration).
+
+    Returns:
+        The results (the ``--json`` content) and per-clip details for plots.
+    """
+    ctx = ctx or mx.cpu()
+    net, meta = load_weights(model, ctx)
+    net.hybridize(static_alloc=True)
+    sc = (scorer or ScorerConfig()).build(meta.calibration, meta.contract.pixel_scale)
+    stride = stride or int(meta.calibration.get("stride", 5))
+    clips = resolve_clips(data, split="Test")
+    gt = parse_gt(find_gt_file(clips[0].parent))
+    results, pixel_scores, pixel_labels = [], [], []
+    hits = with_masks = 0
+    for clip in clips:
+        number = re.search(r"(\d+)$", clip.name)
+        if number is None or int(number.group(1)) not in gt:
+            log.warning("skipping %s: no ground-truth entry for it", clip.name)
+            continue
+        frames = load_clip(clip, meta.contract)
+        masks = _load_masks(clip.parent / f"{clip.name}_gt", meta.contract.size)
+        s = score_clip(net, frames, meta.window, stride, sc, ctx, maps=masks is not None)
+        labels = frame_labels(len(frames), gt[int(number.group(1))])
+        r = ClipResult(clip.name, labels, s["score"], s["anomalous"], s["error"])
+        if masks is not None and len(masks) == len(frames):
+            step = slice(None, None, PIXEL_STEP)
+            pixel_scores.append(s["sums"][:, step, step].ravel())
+            pixel_labels.append(masks[:, step, step].ravel())
+            h, t = _box_hits(s["sums"], masks, s["anomalous"], sc.pixel_threshold)
+            hits, with_masks = hits + h, with_masks + t
+        auc_paper, _ = roc_auc_eer(labels, normalise_per_video(r.scores))
+        auc_online, _ = roc_auc_eer(labels, r.scores)
+        r.row = {"clip": clip.name, "frames": len(frames), "anomalous": int(labels.sum()),
+                 "flagged": int(r.decisions.sum()), "auc_paper": auc_paper,
+                 "auc_online": auc_online, **decision_scores(labels, r.decisions)}
+        log.info("%s: %s", clip.name, r.row)
+        results.append(r)
+    if not results:
+        raise ValueError(f"no test clip in {data} has a ground-truth entry")
+    labels = np.concatenate([r.labels for r in results])
+    paper = np.concatenate([normalise_per_video(r.scores) for r in results])
+    online = np.concatenate([r.scores for r in results])
+    paper_err = np.concatenate([normalise_per_video(r.errors) for r in results])
+    auc_paper, eer_paper = roc_auc_eer(labels, paper)
+    auc_online, eer_online = roc_auc_eer(labels, online)
+    decisions = decision_scores(labels, np.concatenate([r.decisions for r in results]))
+    pixel_auc = None
+    if pixel_scores:
+        pl, ps = np.concatenate(pixel_labels), np.concatenate(pixel_scores)
+        pixel_auc = float(roc_auc_score(pl, ps)) if pl.any() and not pl.all() else None
+    out = {"model": str(model), "data": str(data), "stride": stride, "rule": sc.rule,
+           "threshold": sc.threshold, "frames": int(len(labels)),
+           "frame_auc_paper": auc_paper, "frame_auc_online": auc_online,
+           "eer_paper": eer_paper, "eer_online": eer_online,
+           "f1_online": decisions["f1"], "precision_online": decisions["precision"],
+           "recall_online": decisions["recall"],
+           "frame_auc_paper_global_error": roc_auc_eer(labels, paper_err)[0],
+           "pixel_auc": pixel_auc,
+           "box_hit_rate": hits / with_masks if with_masks else None,
+           "clips": [r.row for r in results]}
+    return out, results
+
+
+def format_table(result: dict) -> str:
+    """The per-clip table and the totals, for the terminal."""
+    def f(v):
+        return "   -  " if v is None else f"{v:6.3f}"
+    lines = [f"{'clip':10} {'frames':>6} {'anom':>5} {'flag':>5} {'AUCpap':>6} {'AUCon':>6} "
+             f"{'F1':>6}"]
+    for row in result["clips"]:
+        lines.append(f"{row['clip']:10} {row['frames']:6d} {row['anomalous']:5d} "
+                     f"{row['flagged']:5d} {f(row['auc_paper'])} {f(row['auc_online'])} "
+                     f"{f(row['f1'])}")
+    lines.append(f"{'all':10} {result['frames']:6d} {'':5} {'':5} "
+                 f"{f(result['frame_auc_paper'])} {f(result['frame_auc_online'])} "
+                 f"{f(result['f1_online'])}")
+    lines.append(f"EER paper {f(result['eer_paper'])}, online {f(result['eer_online'])}; "
+                 f"pixel AUC {f(result['pixel_auc'])}; box hit rate "
+                 f"{f(result['box_hit_rate'])}; rule {result['rule']} threshold "
+                 f"{result['threshold']:.1f}")
+    return "\n".join(lines)
+
+
+def write_outputs(result: dict, clips: list[ClipResult], json_path: Path | None,
+                  plots: Path | None) -> None:
+    """``--json`` and ``--plots``."""
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=2) + "\n")
+    if plots is not None:
+        from train.plots import plot_clip, plot_roc
+
+        plots.mkdir(parents=True, exist_ok=True)
+        labels = np.concatenate([c.labels for c in clips])
+        curves = {}
+        for name, key, values in (
+                ("paper (per-video normalised)", "frame_auc_paper",
+                 np.concatenate([normalise_per_video(c.scores) for c in clips])),
+                ("online (causal)", "frame_auc_online", np.concatenate([c.scores for c in clips]))):
+            if result[key] is not None:
+                curves[name] = (labels, values, result[key])
+        if curves:
+            plot_roc(curves, plots / "roc.png")
+        for c in clips:
+            plot_clip(c.name, c.scores, c.labels, result["threshold"], c.decisions,
+                      plots / f"{c.name}.png", ylabel=f"{result['rule']} score")

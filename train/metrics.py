@@ -1,0 +1,72 @@
+"""Ground truth of UCSD-style test sets and frame-level metrics (scikit-learn underneath)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import precision_recall_fscore_support, roc_auc_score, roc_curve
+
+_ENTRY = re.compile(r"TestVideoFile\s*\{\s*end\s*\+\s*1\s*\}\s*\.\s*gt_frame\s*=\s*\[([^\]]*)\]")
+
+
+def parse_gt(path: str | Path) -> dict[int, list[tuple[int, int]]]:
+    """Read the official MATLAB ground truth (``UCSDped2.m``).
+
+    Entry i (1-based) is clip ``Test<i:03d>``; each entry lists 1-based inclusive frame
+    ranges (``[61:180]``, or several, ``[5:90, 140:200]``, or single frames).
+
+    Returns:
+        Clip number -> list of (first, last) frame ranges.
+
+    Raises:
+        ValueError: If the file has no ``TestVideoFile{end+1}.gt_frame`` entries.
+    """
+    text = Path(path).read_text()
+    entries = _ENTRY.findall(text)
+    if not entries:
+        raise ValueError(f"{path} has no `TestVideoFile{{end+1}}.gt_frame = [...]` entries; "
+                         "is it the dataset's official ground-truth file?")
+    out = {}
+    for i, body in enumerate(entries, start=1):
+        ranges = []
+        for part in re.split(r"[,;\s]+", body.strip()):
+            if not part:
+                continue
+            first, _, last = part.partition(":")
+            ranges.append((int(first), int(last or first)))
+        out[i] = ranges
+    return out
+
+
+def frame_labels(n_frames: int, ranges: list[tuple[int, int]]) -> np.ndarray:
+    """Boolean per-frame labels from 1-based inclusive ranges."""
+    labels = np.zeros(n_frames, bool)
+    for first, last in ranges:
+        labels[max(0, first - 1):min(n_frames, last)] = True
+    return labels
+
+
+def normalise_per_video(scores: np.ndarray) -> np.ndarray:
+    """Min-max normalise one video's scores to [0, 1] (the papers' protocol, not causal)."""
+    lo, hi = np.nanmin(scores), np.nanmax(scores)
+    return np.zeros_like(scores) if hi <= lo else (scores - lo) / (hi - lo)
+
+
+def roc_auc_eer(labels: np.ndarray, scores: np.ndarray) -> tuple[float | None, float | None]:
+    """ROC AUC and equal error rate; None for both when only one class is present."""
+    labels = np.asarray(labels, bool)
+    if labels.all() or not labels.any():
+        return None, None
+    fpr, tpr, _ = roc_curve(labels, scores)
+    fnr = 1 - tpr
+    i = int(np.argmin(np.abs(fnr - fpr)))
+    return float(roc_auc_score(labels, scores)), float((fpr[i] + fnr[i]) / 2)
+
+
+def decision_scores(labels: np.ndarray, decisions: np.ndarray) -> dict[str, float]:
+    """Precision, recall and F1 of boolean decisions."""
+    p, r, f, _ = precision_recall_fscore_support(labels, decisions, average="binary",
+                                                 zero_division=0)
+    return {"precision": float(p), "recall": float(r), "f1": float(f)}

@@ -1,0 +1,56 @@
+"""Evaluation and calibration figures (matplotlib, written as PNG files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+import numpy as np  # noqa: E402
+from sklearn.metrics import roc_curve  # noqa: E402
+
+
+def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: Path) -> None:
+    """ROC curves: name -> (labels, scores, auc)."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, (labels, scores, auc) in curves.items():
+        fpr, tpr, _ = roc_curve(labels, scores)
+        ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="frame-level ROC")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_clip(name: str, scores: np.ndarray, labels: np.ndarray, threshold: float,
+              decisions: np.ndarray, path: Path, ylabel: str) -> None:
+    """One clip's causal score over time, ground truth shaded, threshold drawn."""
+    fig, ax = plt.subplots(figsize=(8, 2.8))
+    frames = np.arange(1, len(scores) + 1)
+    ax.fill_between(frames, 0, 1, where=labels, transform=ax.get_xaxis_transform(),
+                    color="tab:red", alpha=0.15, step="mid", label="ground truth anomalous")
+    ax.plot(frames, scores, color="tab:blue", lw=1.2, label="score")
+    ax.scatter(frames[decisions], scores[decisions], s=6, color="tab:red", zorder=3,
+               label="flagged")
+    ax.axhline(threshold, color="black", ls="--", lw=1, label="threshold")
+    ax.set(xlabel="frame", ylabel=ylabel, title=name, xlim=(1, len(scores)))
+    ax.legend(loc="upper left", fontsize=7, ncol=4)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_histogram(scores: np.ndarray, threshold: float, path: Path, xlabel: str) -> None:
+    """Distribution of held-out normal frame scores with the calibrated threshold."""
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.hist(scores, bins=60, color="tab:blue", alpha=0.8)
+    ax.axvline(threshold, color="black", ls="--", label=f"threshold {threshold:.0f}")
+    ax.set(xlabel=xlabel, ylabel="frames", title="held-out normal frames")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
