@@ -13,4 +13,5 @@ from models.weights import (
 )
 
 __all__ = ["DEFAULT_WEIGHTS", "STAE", "InputContract", "WeightsError", "WeightsMeta",
-           "get_model", "load_weights", "model_names", "read_meta", "save_weights"]
+           "get_model", "load_calibration_arrays", "load_weights", "model_names", "read_meta",
+           "save_weights"]

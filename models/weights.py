@@ -1,7 +1,8 @@
 """Weights on disk: Gluon ``.params`` plus a ``.json`` metadata file beside it.
 
 The metadata names the model and its arguments, the window length, the input
-contract, the scorer calibration and where the weights came from. Loading checks
+contract, the scorer calibration and where the weights came from; calibration arrays
+(the scorer's per-pixel baseline) go to a ``.calib`` file in the same NDArray format. Loading checks
 both files and fails with a message that says what to do. Nothing is unpickled:
 ``.params`` is MXNet's own NDArray format and the metadata is JSON.
 """
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import mxnet as mx
+import numpy as np
 from mxnet.gluon import HybridBlock
 
 from models.contract import InputContract
@@ -98,8 +100,21 @@ def weights_paths(path: str | Path) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".params"), stem.with_name(stem.name + ".json")
 
 
-def save_weights(net: HybridBlock, meta: WeightsMeta, path: str | Path) -> Path:
-    """Write ``<path>.params`` and ``<path>.json``.
+def calibration_path(path: str | Path) -> Path:
+    """The ``.calib`` file (calibration arrays, MXNet NDArray format) of a weights stem."""
+    params, _ = weights_paths(path)
+    return params.with_suffix(".calib")
+
+
+def save_weights(net: HybridBlock, meta: WeightsMeta, path: str | Path,
+                 arrays: dict[str, np.ndarray] | None = None) -> Path:
+    """Write ``<path>.params`` and ``<path>.json``, and ``<path>.calib`` for ``arrays``.
+
+    Args:
+        net: The network.
+        meta: Its metadata; ``calibration["arrays"]`` is set to the names in ``arrays``.
+        path: Weights stem (or either file).
+        arrays: Calibration arrays (e.g. the scorer's per-pixel baseline).
 
     Returns:
         The ``.params`` path.
@@ -107,8 +122,31 @@ def save_weights(net: HybridBlock, meta: WeightsMeta, path: str | Path) -> Path:
     params, meta_path = weights_paths(path)
     params.parent.mkdir(parents=True, exist_ok=True)
     net.save_parameters(str(params))
+    if arrays:
+        mx.nd.save(str(calibration_path(path)), {k: mx.nd.array(v) for k, v in arrays.items()})
+        meta.calibration["arrays"] = sorted(arrays)
     meta_path.write_text(json.dumps(meta.to_dict(), indent=2) + "\n")
     return params
+
+
+def load_calibration_arrays(path: str | Path, meta: WeightsMeta) -> dict[str, np.ndarray]:
+    """The calibration arrays the metadata lists (empty if none).
+
+    Raises:
+        WeightsError: If the ``.calib`` file is missing or lacks a listed array.
+    """
+    names = meta.calibration.get("arrays") or []
+    if not names:
+        return {}
+    calib = calibration_path(path)
+    if not calib.is_file():
+        raise WeightsError(f"calibration file {calib} not found; it belongs beside the weights "
+                           "(recreate it with `vadstream calibrate`)")
+    loaded = mx.nd.load(str(calib))
+    missing = [n for n in names if n not in loaded]
+    if missing:
+        raise WeightsError(f"{calib} lacks {missing}; recreate it with `vadstream calibrate`")
+    return {n: loaded[n].asnumpy() for n in names}
 
 
 def read_meta(path: str | Path) -> WeightsMeta:

@@ -116,6 +116,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from stream.engine import pick_context
+    from train.calibrate import recalibrate
+
+    cal = recalibrate(args.model, args.data, stride=args.stride,
+                      false_alarm_rate=args.false_alarm_rate, ctx=pick_context(args.device))
+    print(f"rule {cal['rule']} threshold {cal['thresholds'][cal['rule']]:.2f} "
+          f"(synthetic-anomaly AUC {cal['selection']['auc']})")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from stream.engine import pick_context
     from train.evaluate import evaluate, format_table, write_outputs
@@ -192,6 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
     t.add_argument("--resume", action="store_true")
     t.set_defaults(func=cmd_train)
+
+    k = sub.add_parser("calibrate", help="re-derive the rule and threshold of trained weights "
+                       "from their held-out normal clips")
+    k.add_argument("--model", default=str(DEFAULT_WEIGHTS))
+    k.add_argument("--data", help="dataset root (default: the one recorded at training)")
+    k.add_argument("--stride", type=int, help="detector stride (default: the recorded one)")
+    k.add_argument("--false-alarm-rate", type=float)
+    k.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
+    k.set_defaults(func=cmd_calibrate)
 
     e = sub.add_parser("evaluate", help="frame and pixel AUC on a UCSD-style test set")
     e.add_argument("--model", default=str(DEFAULT_WEIGHTS))

@@ -116,8 +116,9 @@ class Detector:
             raise ValueError(f"detector stride must be 1..{self.window} (the window of "
                              f"{config.model}), got {config.stride}")
         self.contract = self.engine.contract
-        self.scorer = (scorer or ScorerConfig()).build(self.engine.meta.calibration,
-                                                       self.contract.pixel_scale)
+        self.scorer = (scorer or ScorerConfig()).build(
+            self.engine.meta.calibration, self.contract.pixel_scale,
+            self.engine.calibration_arrays.get("baseline"))
         self.events = events or EventConfig()
         self.annotator = annotator or Annotator()
         self.capacity = self.window + 2 * config.stride
@@ -263,7 +264,7 @@ class Detector:
             "anomalous": anomalous, "latency_ms": round((now - ts) * 1000, 2)})
         topic = f"overlay.{stream}"
         if self.publisher.wants(topic):
-            label = f"{self.scorer.rule} {score:.0f} / {self.scorer.threshold:.0f}"
+            label = f"{self.scorer.rule} {score:.1f} / {self.scorer.threshold:.1f}"
             image = self.annotator.draw(ring.fields["src"][slot], mask if anomalous else
                                         np.zeros_like(mask), boxes, label, anomalous)
             self.publisher.publish_overlay(topic, {

@@ -8,7 +8,7 @@ from pathlib import Path
 import mxnet as mx
 import numpy as np
 
-from models.weights import WeightsMeta, load_weights
+from models.weights import WeightsMeta, load_calibration_arrays, load_weights
 
 log = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "gpu")
@@ -41,6 +41,7 @@ class Engine:
     def __init__(self, weights: str | Path, device: str = "auto") -> None:
         self.ctx = pick_context(device)
         self.net, self.meta = load_weights(weights, self.ctx)
+        self.calibration_arrays = load_calibration_arrays(weights, self.meta)
         self.net.hybridize(static_alloc=True)
         self.window = self.meta.window
         self.contract = self.meta.contract

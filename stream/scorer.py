@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-RULES = ("area", "peak")
+RULES = ("area", "peak", "error")
 #: Side of the window the absolute difference is summed over.
 WINDOW = 4
 
@@ -64,37 +64,28 @@ class Scorer:
 
     Args:
         pixel_threshold: A pixel is anomalous where its 4×4 sum of |x̂ − x| (0-255
-            scale) exceeds this; the default 4·255 is the public Ped2 notebook's.
-        rule: ``area`` (a frame is anomalous when at least ``min_area`` pixels are) or
-            ``peak`` (when its largest 4×4 sum reaches ``peak_threshold``, usually
-            calibrated on held-out normal footage).
-        min_area: Anomalous pixels (at model resolution) that make a frame anomalous
-            under the ``area`` rule.
-        peak_threshold: Threshold of the ``peak`` rule, on the 4×4-sum scale.
+            scale), less its ``baseline``, exceeds this; the default 4·255 is the public
+            Ped2 notebook's.
+        rule: Which per-frame value decides: ``area`` (anomalous pixels, at model
+            resolution), ``peak`` (the largest 4×4 sum above baseline) or ``error``
+            (mean |x̂ − x|).
+        threshold: A frame is anomalous when its ``rule`` value reaches this; usually
+            calibrated on held-out normal footage by ``vadstream train``.
         pixel_scale: Factor from model units to 0-255 (``InputContract.pixel_scale``).
+        baseline: Optional (H, W) map of the 4×4 sums that normal footage produces at
+            each pixel (edges and fine texture are never reconstructed perfectly);
+            subtracted before thresholding and taking the peak. None: zero.
     """
 
     def __init__(self, pixel_threshold: float = 4 * 255.0, rule: str = "area",
-                 min_area: int = 30, peak_threshold: float | None = None,
-                 pixel_scale: float = 255.0) -> None:
-        if rule not in RULES:
-            raise ValueError(f"scorer rule {rule!r} is not one of {list(RULES)}")
-        if rule == "peak" and peak_threshold is None:
-            raise ValueError("scorer rule 'peak' needs peak_threshold: calibrate it with "
-                             "`vadstream train` or set scorer.peak_threshold")
-        if pixel_threshold <= 0 or min_area < 1:
-            raise ValueError(f"pixel_threshold must be > 0 and min_area >= 1, got "
-                             f"{pixel_threshold} and {min_area}")
+                 threshold: float = 30.0, pixel_scale: float = 255.0,
+                 baseline: np.ndarray | None = None) -> None:
+        check_rule(rule, pixel_threshold)
         self.pixel_threshold = float(pixel_threshold)
         self.rule = rule
-        self.min_area = int(min_area)
-        self.peak_threshold = None if peak_threshold is None else float(peak_threshold)
+        self.threshold = float(threshold)
         self.pixel_scale = float(pixel_scale)
-
-    @property
-    def threshold(self) -> float:
-        """The threshold the frame rule compares ``score`` against."""
-        return float(self.min_area) if self.rule == "area" else float(self.peak_threshold)
+        self.baseline = None if baseline is None else np.asarray(baseline, np.float32)
 
     def score(self, recon: np.ndarray, frames: np.ndarray) -> FrameScores:
         """Score a batch.
@@ -108,45 +99,66 @@ class Scorer:
         """
         diff = np.abs(recon - frames)
         diff *= self.pixel_scale
-        sums = window_sum(diff)
-        mask = sums > self.pixel_threshold
-        error = diff.mean(axis=(-2, -1))
-        area = mask.sum(axis=(-2, -1))
-        peak = sums.max(axis=(-2, -1))
-        if self.rule == "area":
-            score = area.astype(np.float64)
-            anomalous = area >= self.min_area
-        else:
-            score = peak.astype(np.float64)
-            anomalous = peak >= self.peak_threshold
-        return FrameScores(error=error, area=area, peak=peak, score=score,
-                           anomalous=anomalous, mask=mask, sums=sums)
+        return self.from_sums(window_sum(diff), diff.mean(axis=(-2, -1)))
+
+    def excess(self, sums: np.ndarray) -> np.ndarray:
+        """The 4×4 sums less the baseline (the map that is thresholded)."""
+        return sums if self.baseline is None else sums - self.baseline
+
+    def from_sums(self, sums: np.ndarray, error: np.ndarray) -> FrameScores:
+        """Scores from the 4×4 sums H and the mean error of a batch (``sums`` is kept)."""
+        excess = self.excess(sums)
+        mask = excess > self.pixel_threshold
+        values = {"error": error, "area": mask.sum(axis=(-2, -1)),
+                  "peak": excess.max(axis=(-2, -1))}
+        score = values[self.rule].astype(np.float64)
+        return FrameScores(error=error, area=values["area"], peak=values["peak"], score=score,
+                           anomalous=score >= self.threshold, mask=mask, sums=sums)
+
+
+def check_rule(rule: str, pixel_threshold: float) -> None:
+    """Raise ValueError for an unknown rule or a non-positive pixel threshold."""
+    if rule not in RULES:
+        raise ValueError(f"scorer rule {rule!r} is not one of {list(RULES)}")
+    if pixel_threshold <= 0:
+        raise ValueError(f"pixel_threshold must be positive, got {pixel_threshold}")
 
 
 @dataclass(frozen=True)
 class ScorerConfig:
-    """``scorer:`` in the configs: the :class:`Scorer`'s arguments, plus ``rule: auto``,
-    which takes the weights' calibrated peak threshold when they have one and falls back
-    to the area rule otherwise."""
+    """``scorer:`` in the configs: the :class:`Scorer`'s arguments, where ``rule: auto``
+    and ``threshold: null`` (the defaults) take the rule and threshold that training
+    calibrated on held-out normal clips and stored in the weights' metadata, and
+    ``baseline: true`` subtracts the calibrated per-pixel baseline when there is one."""
 
     pixel_threshold: float = 4 * 255.0
     rule: str = "auto"
-    min_area: int = 30
-    peak_threshold: float | None = None
+    threshold: float | None = None
+    baseline: bool = True
 
     def __post_init__(self) -> None:
-        if self.rule not in (*RULES, "auto"):
-            raise ValueError(f"rule {self.rule!r} is not one of {[*RULES, 'auto']}")
-        if self.pixel_threshold <= 0 or self.min_area < 1:
-            raise ValueError(f"pixel_threshold must be > 0 and min_area >= 1, got "
-                             f"{self.pixel_threshold} and {self.min_area}")
+        if self.rule != "auto":
+            check_rule(self.rule, self.pixel_threshold)
 
-    def build(self, calibration: dict, pixel_scale: float) -> Scorer:
-        """The scorer, with calibration from the weights filled in where asked for."""
-        rule, peak = self.rule, self.peak_threshold
-        if rule == "auto":
-            rule = "peak" if peak is not None or "peak_threshold" in calibration else "area"
-        if rule == "peak" and peak is None:
-            peak = calibration.get("peak_threshold")
-        return Scorer(pixel_threshold=self.pixel_threshold, rule=rule, min_area=self.min_area,
-                      peak_threshold=peak, pixel_scale=pixel_scale)
+    def build(self, calibration: dict, pixel_scale: float,
+              baseline: np.ndarray | None = None) -> Scorer:
+        """The scorer, with the weights' calibration filling in what is left to it.
+
+        Args:
+            calibration: The weights' calibration metadata.
+            pixel_scale: ``InputContract.pixel_scale``.
+            baseline: The weights' calibrated baseline map, used if ``self.baseline``.
+
+        Raises:
+            ValueError: If a rule needs a calibrated threshold the weights lack.
+        """
+        rule = calibration.get("rule", "area") if self.rule == "auto" else self.rule
+        threshold = self.threshold
+        if threshold is None:
+            threshold = calibration.get("thresholds", {}).get(rule)
+        if threshold is None:
+            raise ValueError(f"no threshold for scorer rule {rule!r}: these weights carry no "
+                             "calibration for it; set scorer.threshold or retrain with "
+                             "`vadstream train`")
+        return Scorer(pixel_threshold=self.pixel_threshold, rule=rule, threshold=threshold,
+                      pixel_scale=pixel_scale, baseline=baseline if self.baseline else None)

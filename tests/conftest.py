@@ -30,7 +30,8 @@ def make_weights(path: Path, calibration: dict | None = None, seed: int = 0,
     net.initialize(mx.init.Xavier())
     net(mx.nd.zeros((1, args["window"], 227, 227)))
     meta = WeightsMeta(model="stae", model_args=args, window=args["window"],
-                       contract=InputContract(), calibration=calibration or {},
+                       contract=InputContract(),
+                       calibration=calibration or {"rule": "area", "thresholds": {"area": 30}},
                        provenance={"note": "random test weights"})
     return save_weights(net, meta, path)
 

@@ -75,4 +75,5 @@ def load_train_config(path: str | Path) -> TrainJob:
     name = args.pop("name")
     return TrainJob(data=paths.root, out=paths.out, stride=paths.stride, model=name,
                     model_args=args, contract=contract, training=training,
-                    scorer=scorer.build({}, contract.pixel_scale))
+                    scorer=Scorer(pixel_threshold=scorer.pixel_threshold,
+                                  pixel_scale=contract.pixel_scale))

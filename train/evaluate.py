@@ -13,10 +13,10 @@ import mxnet as mx
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from models.weights import load_weights
+from models.weights import load_calibration_arrays, load_weights
 from stream.annotate import find_boxes
 from stream.frames import list_frames, resolve_clips
-from stream.scorer import ScorerConfig
+from stream.scorer import RULES, ScorerConfig
 from train.data import load_clip
 from train.metrics import decision_scores, frame_labels, normalise_per_video, parse_gt, roc_auc_eer
 from train.offline import score_clip
@@ -34,7 +34,7 @@ class ClipResult:
     labels: np.ndarray
     scores: np.ndarray
     decisions: np.ndarray
-    errors: np.ndarray
+    values: dict[str, np.ndarray]
     row: dict = field(default_factory=dict)
 
 
@@ -56,12 +56,12 @@ def _load_masks(folder: Path, size: int) -> np.ndarray | None:
                      for m in masks])
 
 
-def _box_hits(sums: np.ndarray, masks: np.ndarray, decisions: np.ndarray,
+def _box_hits(excess: np.ndarray, masks: np.ndarray, decisions: np.ndarray,
               pixel_threshold: float) -> tuple[int, int]:
     """Among frames with anomalous ground-truth pixels: how many the detector flagged with
     a box that overlaps those pixels."""
     hits = total = 0
-    for s, m, flagged in zip(sums, masks, decisions, strict=True):
+    for s, m, flagged in zip(excess, masks, decisions, strict=True):
         if not m.any():
             continue
         total += 1
@@ -89,7 +89,8 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
     ctx = ctx or mx.cpu()
     net, meta = load_weights(model, ctx)
     net.hybridize(static_alloc=True)
-    sc = (scorer or ScorerConfig()).build(meta.calibration, meta.contract.pixel_scale)
+    sc = (scorer or ScorerConfig()).build(meta.calibration, meta.contract.pixel_scale,
+                                          load_calibration_arrays(model, meta).get("baseline"))
     stride = stride or int(meta.calibration.get("stride", 5))
     clips = resolve_clips(data, split="Test")
     gt = parse_gt(find_gt_file(clips[0].parent))
@@ -104,12 +105,14 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
         masks = _load_masks(clip.parent / f"{clip.name}_gt", meta.contract.size)
         s = score_clip(net, frames, meta.window, stride, sc, ctx, maps=masks is not None)
         labels = frame_labels(len(frames), gt[int(number.group(1))])
-        r = ClipResult(clip.name, labels, s["score"], s["anomalous"], s["error"])
+        r = ClipResult(clip.name, labels, s["score"], s["anomalous"],
+                       {rule: s[rule] for rule in RULES})
         if masks is not None and len(masks) == len(frames):
             step = slice(None, None, PIXEL_STEP)
-            pixel_scores.append(s["sums"][:, step, step].ravel())
+            excess = sc.excess(s["sums"])
+            pixel_scores.append(excess[:, step, step].ravel())
             pixel_labels.append(masks[:, step, step].ravel())
-            h, t = _box_hits(s["sums"], masks, s["anomalous"], sc.pixel_threshold)
+            h, t = _box_hits(excess, masks, s["anomalous"], sc.pixel_threshold)
             hits, with_masks = hits + h, with_masks + t
         auc_paper, _ = roc_auc_eer(labels, normalise_per_video(r.scores))
         auc_online, _ = roc_auc_eer(labels, r.scores)
@@ -123,7 +126,13 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
     labels = np.concatenate([r.labels for r in results])
     paper = np.concatenate([normalise_per_video(r.scores) for r in results])
     online = np.concatenate([r.scores for r in results])
-    paper_err = np.concatenate([normalise_per_video(r.errors) for r in results])
+    every_rule = {}
+    for rule in RULES:  # for comparison only: the rule itself was chosen by calibration
+        every_rule[rule] = {
+            "frame_auc_paper": roc_auc_eer(labels, np.concatenate(
+                [normalise_per_video(r.values[rule]) for r in results]))[0],
+            "frame_auc_online": roc_auc_eer(labels, np.concatenate(
+                [r.values[rule] for r in results]))[0]}
     auc_paper, eer_paper = roc_auc_eer(labels, paper)
     auc_online, eer_online = roc_auc_eer(labels, online)
     decisions = decision_scores(labels, np.concatenate([r.decisions for r in results]))
@@ -137,7 +146,7 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
            "eer_paper": eer_paper, "eer_online": eer_online,
            "f1_online": decisions["f1"], "precision_online": decisions["precision"],
            "recall_online": decisions["recall"],
-           "frame_auc_paper_global_error": roc_auc_eer(labels, paper_err)[0],
+           "rules": every_rule,
            "pixel_auc": pixel_auc,
            "box_hit_rate": hits / with_masks if with_masks else None,
            "clips": [r.row for r in results]}

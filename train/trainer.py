@@ -17,9 +17,10 @@ from models.contract import InputContract
 from models.registry import get_model
 from models.weights import WeightsMeta, load_weights, save_weights
 from stream.scorer import Scorer
+from train.calibrate import calibrate
 from train.data import gather, load_clips, make_windows
-from train.offline import score_clip
 from train.optstate import load_optimizer, save_optimizer
+from train.plots import plot_histogram
 
 log = logging.getLogger(__name__)
 
@@ -57,35 +58,6 @@ def _batches(n: int, size: int, rng: np.random.Generator, cap: int) -> list[np.n
     if cap:
         order = order[:cap]
     return [order[i:i + size] for i in range(0, len(order), size)]
-
-
-def calibrate(net, clips: list[np.ndarray], window: int, stride: int, scorer: Scorer,
-              ctx: mx.Context, false_alarm_rate: float, histogram: Path | None = None) -> dict:
-    """Thresholds from held-out normal clips at a chosen false-alarm rate.
-
-    ``histogram``, if given, is where the PNG of the score distribution goes.
-
-    Returns:
-        Calibration metadata: ``peak_threshold``, ``area_threshold`` (the frame-score
-        quantiles), the rate, and the number of frames behind them.
-    """
-    peaks, areas = [], []
-    for frames in clips:
-        s = score_clip(net, frames, window, stride, scorer, ctx)
-        ok = ~np.isnan(s["peak"])
-        peaks.append(s["peak"][ok])
-        areas.append(s["area"][ok])
-    peak = np.concatenate(peaks)
-    area = np.concatenate(areas)
-    q = 1.0 - false_alarm_rate
-    if histogram is not None:
-        from train.plots import plot_histogram
-        plot_histogram(peak, float(np.quantile(peak, q)), histogram, "peak 4x4 sum (0-255 scale)")
-    return {"false_alarm_rate": false_alarm_rate, "frames": int(len(peak)), "stride": stride,
-            "pixel_threshold": scorer.pixel_threshold,
-            "peak_threshold": float(np.quantile(peak, q)),
-            "area_threshold": float(np.quantile(area, q)),
-            "peak_percentiles": {str(p): float(np.percentile(peak, p)) for p in (50, 90, 99)}}
 
 
 def train(data: str | Path, out: str | Path, model: str = "stae", model_args: dict | None = None,
@@ -189,10 +161,12 @@ def train(data: str | Path, out: str | Path, model: str = "stae", model_args: di
             break
     best, _ = load_weights(out.with_name(out.name + ".best"), ctx)
     best.hybridize()
-    meta.calibration = calibrate(best, val_clips, window, stride, scorer, ctx,
-                                 config.false_alarm_rate,
-                                 histogram=out.with_name(out.name + ".calibration.png"))
+    meta.calibration, arrays, normal = calibrate(best, val_clips, window, stride, scorer, ctx,
+                                                 config.false_alarm_rate)
+    rule = meta.calibration["rule"]
+    plot_histogram(normal[rule], meta.calibration["thresholds"][rule],
+                   out.with_name(out.name + ".calibration.png"), f"{rule} score")
     meta.provenance.update(best_epoch=state.get("best_epoch"), best_val_loss=state["best_val"],
                            history=state["history"])
-    return save_weights(best, meta, out)
+    return save_weights(best, meta, out, arrays)
 

@@ -9,13 +9,13 @@ from tests.conftest import TINY_ARGS, make_weights
 
 
 def test_round_trip_gives_the_same_network(tmp_path):
-    path = make_weights(tmp_path / "w", calibration={"peak_threshold": 1.5})
+    path = make_weights(tmp_path / "w", calibration={"rule": "peak", "thresholds": {"peak": 1.5}})
     net, meta = load_weights(path)
     again, _ = load_weights(tmp_path / "w.json")
     x = mx.nd.random.uniform(shape=(1, 4, 227, 227))
     np.testing.assert_array_equal(net(x).asnumpy(), again(x).asnumpy())
     assert meta.window == 4 and meta.model_args == TINY_ARGS
-    assert meta.calibration["peak_threshold"] == 1.5
+    assert meta.calibration["thresholds"]["peak"] == 1.5
     assert meta.contract.size == 227
 
 

@@ -22,7 +22,9 @@ def test_cli_values_override_the_file():
 @pytest.mark.parametrize("text, match", [
     ("detector:\n  strid: 3\n", r"p.yaml: detector: unknown key 'strid'; valid keys: bind, "),
     ("detector:\n  stride: fast\n", r"p.yaml: detector.stride: expected an integer, got 'fast'"),
-    ("scorer:\n  min_area: 2.5\n", r"scorer.min_area: expected an integer"),
+    ("scorer:\n  threshold: high\n", r"scorer.threshold: expected a number"),
+    ("scorer:\n  rule: median\n", r"scorer: scorer rule 'median' is not one of"),
+    ("events:\n  close_frames: 0\n", r"events: open_frames and close_frames must be >= 1"),
     ("events:\n  open_frames: true\n", r"events.open_frames: expected an integer"),
     ("cameras: []\n", r"unknown section 'cameras'; valid sections: detector"),
     ("streams:\n  - id: a b\n    source: x\n", r"streams\[0\]: stream id 'a b' is invalid"),

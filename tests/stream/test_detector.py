@@ -25,7 +25,7 @@ def running(tiny_weights):
     bind, publish = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     det = Detector(DetectorConfig(bind=bind, publish=publish, model=str(tiny_weights),
                                   device="cpu", stride=2, max_batch=3, status_interval=0.2),
-                   ScorerConfig(rule="area", min_area=1), EventConfig(open_frames=1))
+                   ScorerConfig(rule="area", threshold=1), EventConfig(open_frames=1))
     stop = threading.Event()
     thread = threading.Thread(target=det.run, args=(stop,))
     thread.start()

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy.signal import convolve2d
 
-from stream.scorer import Scorer, window_sum
+from stream.scorer import Scorer, ScorerConfig, window_sum
 from tests.conftest import PED2
 
 
@@ -30,7 +30,7 @@ def test_scores_on_the_0_255_scale():
     frames = np.zeros((2, 20, 20), np.float32)
     recon = frames.copy()
     recon[1, 5:9, 5:9] = 0.5          # 16 pixels off by 127.5: one window sums to 2040
-    s = Scorer(rule="area", min_area=1).score(recon, frames)
+    s = Scorer(rule="area", threshold=1).score(recon, frames)
     assert s.peak[0] == 0 and s.peak[1] == pytest.approx(2040)
     assert s.error[1] == pytest.approx(16 * 127.5 / 400)
     assert not s.anomalous[0] and s.anomalous[1]
@@ -44,15 +44,29 @@ def test_rules_and_thresholds():
     frames = np.zeros((1, 20, 20), np.float32)
     recon = frames.copy()
     recon[0, 2:6, 2:6] = 0.5
-    area = Scorer(rule="area", min_area=50).score(recon, frames)
+    area = Scorer(rule="area", threshold=50).score(recon, frames)
     assert not area.anomalous[0] and area.score[0] == area.area[0]
-    peak = Scorer(rule="peak", peak_threshold=2000).score(recon, frames)
+    peak = Scorer(rule="peak", threshold=2000).score(recon, frames)
     assert peak.anomalous[0] and peak.score[0] == pytest.approx(2040)
-    assert Scorer(rule="peak", peak_threshold=2041).score(recon, frames).anomalous[0] == False  # noqa: E712
-    with pytest.raises(ValueError, match="rule 'peak' needs peak_threshold"):
-        Scorer(rule="peak")
+    assert not Scorer(rule="peak", threshold=2041).score(recon, frames).anomalous[0]
+    error = Scorer(rule="error", threshold=5).score(recon, frames)
+    assert error.score[0] == pytest.approx(16 * 127.5 / 400) and error.anomalous[0]
     with pytest.raises(ValueError, match="rule 'max' is not one of"):
         Scorer(rule="max")
+
+
+def test_config_takes_rule_and_threshold_from_calibration():
+    cal = {"rule": "peak", "thresholds": {"peak": 1500.0, "area": 40.0}}
+    auto = ScorerConfig().build(cal, 255.0)
+    assert (auto.rule, auto.threshold) == ("peak", 1500.0)
+    area = ScorerConfig(rule="area").build(cal, 255.0)
+    assert (area.rule, area.threshold) == ("area", 40.0)
+    fixed = ScorerConfig(rule="error", threshold=9.0).build({}, 255.0)
+    assert (fixed.rule, fixed.threshold) == ("error", 9.0)
+    with pytest.raises(ValueError, match="no threshold for scorer rule 'error'"):
+        ScorerConfig(rule="error").build(cal, 255.0)
+    with pytest.raises(ValueError, match="rule 'median' is not one of"):
+        ScorerConfig(rule="median")
 
 
 def test_pixel_scale_converts_standardised_units():

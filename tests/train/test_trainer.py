@@ -35,7 +35,11 @@ def test_tiny_training_lowers_the_loss_and_writes_loadable_weights(tmp_path):
     assert [h["epoch"] for h in history] == [1, 2]
     assert history[1]["train_loss"] < history[0]["train_loss"]
     assert meta.provenance["val_clips"] == ["Train003"]
-    assert meta.calibration["frames"] == 12 and meta.calibration["peak_threshold"] > 0
+    cal = meta.calibration
+    assert cal["frames"] == 12 and cal["rule"] in ("area", "peak", "error")
+    assert set(cal["thresholds"]) == {"area", "peak", "error"} and cal["thresholds"]["peak"] > 0
+    assert set(cal["selection"]["auc"]) == {"area", "peak", "error"}
+    assert out.with_name("tiny.calibration.png").stat().st_size > 1000
     assert net(mx.nd.zeros((1, 4, 227, 227))).shape == (1, 4, 227, 227)
     state = json.loads(out.with_name("tiny.state.json").read_text())
     assert state["epoch"] == 2

@@ -1,0 +1,34 @@
+import json
+
+import numpy as np
+
+from models import InputContract, read_meta
+from tests.conftest import PED2, make_weights
+from tests.train.test_trainer import _dataset
+from train.calibrate import OBJECT_SIZE, OBJECT_SPEED, inject_fast_object, recalibrate
+from train.data import load_clip
+
+
+def test_synthetic_object_moves_fast_through_the_second_half():
+    frames = load_clip(PED2 / "Train" / "Train002", InputContract())[:120]
+    altered, labels = inject_fast_object(frames)
+    crossing = (227 - OBJECT_SIZE[1]) // OBJECT_SPEED + 1       # frames to cross the view
+    assert not labels[:60].any() and labels[60:].sum() == crossing
+    np.testing.assert_array_equal(altered[:60], frames[:60])
+    np.testing.assert_array_equal(altered[60 + crossing:], frames[60 + crossing:])
+    changed = [np.flatnonzero(np.abs(altered[t] - frames[t]).sum(axis=0) > 0) for t in (70, 71)]
+    assert changed[1].min() - changed[0].min() == OBJECT_SPEED   # one step to the right
+
+
+def test_recalibrate_rewrites_the_metadata(tmp_path):
+    data = _dataset(tmp_path, clips=2, frames=30)
+    path = make_weights(tmp_path / "w")
+    meta_path = tmp_path / "w.json"
+    meta = json.loads(meta_path.read_text())
+    meta["provenance"].update(data=str(data), val_clips=["Train002"])
+    meta_path.write_text(json.dumps(meta))
+    cal = recalibrate(path, stride=2, false_alarm_rate=0.05)
+    saved = read_meta(path).calibration
+    assert saved == json.loads(json.dumps(cal))
+    assert saved["rule"] in saved["thresholds"] and saved["frames"] == 30
+    assert saved["false_alarm_rate"] == 0.05 and saved["stride"] == 2
