@@ -4,12 +4,13 @@ from models.contract import InputContract
 from models.registry import get_model, model_names
 from models.stae import STAE
 from models.weights import (
-                            DEFAULT_WEIGHTS,
-                            WeightsError,
-                            WeightsMeta,
-                            load_weights,
-                            read_meta,
-                            save_weights,
+    DEFAULT_WEIGHTS,
+    WeightsError,
+    WeightsMeta,
+    load_calibration_arrays,
+    load_weights,
+    read_meta,
+    save_weights,
 )
 
 __all__ = ["DEFAULT_WEIGHTS", "STAE", "InputContract", "WeightsError", "WeightsMeta",

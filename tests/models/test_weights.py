@@ -59,3 +59,24 @@ def test_foreign_or_broken_metadata(tmp_path):
     (tmp_path / "w.json").write_text(json.dumps({"hello": 1}))
     with pytest.raises(WeightsError, match="is not vadstream weights metadata"):
         load_weights(tmp_path / "w")
+
+
+def test_calibration_arrays_round_trip_and_missing_file(tmp_path):
+    import numpy as np
+
+    from models import WeightsMeta, get_model, load_calibration_arrays, save_weights
+    from models.contract import InputContract
+    from tests.conftest import TINY_ARGS
+    net = get_model("stae", **TINY_ARGS)
+    net.initialize()
+    net(mx.nd.zeros((1, 4, 227, 227)))
+    meta = WeightsMeta("stae", dict(TINY_ARGS), 4, InputContract(), {"rule": "peak",
+                                                                     "thresholds": {"peak": 1.0}})
+    base = np.arange(227 * 227, dtype=np.float32).reshape(227, 227)
+    save_weights(net, meta, tmp_path / "w", {"baseline": base})
+    _, loaded = load_weights(tmp_path / "w")
+    assert loaded.calibration["arrays"] == ["baseline"]
+    np.testing.assert_array_equal(load_calibration_arrays(tmp_path / "w", loaded)["baseline"], base)
+    (tmp_path / "w.calib").unlink()
+    with pytest.raises(WeightsError, match="calibration file .*w.calib not found"):
+        load_calibration_arrays(tmp_path / "w", loaded)
