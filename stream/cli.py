@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 import zmq
@@ -49,7 +50,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from stream.pipeline import load_pipeline
 
     pipe = load_pipeline(args.config, bind=args.bind, publish=args.publish, model=args.model,
-                         device=args.device, stride=args.stride, max_batch=args.max_batch)
+                         device=args.device, stride=args.stride, max_batch=args.max_batch,
+                         events_db=args.events_db)
     stop = _stop_on_signals()
     detector = Detector(pipe.detector, pipe.scorer, pipe.events, pipe.annotator.build())
     detector.run(stop)
@@ -73,6 +75,50 @@ def cmd_record(args: argparse.Namespace) -> int:
         frames = record(sub, args.stream, args.out, args.fps, stop)
     log.info("wrote %d frames to %s", frames, args.out)
     return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    import json
+
+    from stream.store import EventStore
+
+    if not Path(args.db).is_file():
+        raise FileNotFoundError(f"events store {args.db} not found; the detector writes it "
+                                "(see --events-db)")
+    with EventStore(args.db) as store:
+        alerts = store.query(stream=args.stream, since=parse_time(args.since),
+                             limit=args.limit)
+    for a in alerts:
+        if args.json:
+            print(json.dumps(a))
+        else:
+            end = "" if a.get("end_seq") is None else f" end_seq {a['end_seq']}"
+            print(f"{a.get('ts', 0):.3f} {a['stream']} {a['type']:6} {a['id'][:12]} "
+                  f"start_seq {a['start_seq']}{end} score {a['score']:.1f} "
+                  f"peak {a['peak_score']:.1f}")
+    return 0
+
+
+def parse_time(text: str | None) -> float | None:
+    """Unix seconds, an ISO 8601 time, or an age such as ``90s``, ``15m``, ``2h``, ``1d``."""
+    import datetime as dt
+    import re
+
+    if text is None:
+        return None
+    age = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
+    if age:
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[age.group(2)]
+        return time.time() - float(age.group(1)) * unit
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return dt.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise ValueError(f"--since {text!r} is not a time: use Unix seconds, ISO 8601 "
+                         "(2026-11-24T10:00) or an age (90s, 15m, 2h, 1d)") from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -165,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", choices=["auto", "cpu", "gpu"])
     d.add_argument("--stride", type=int, help="frames between windows")
     d.add_argument("--max-batch", type=int, help="windows per forward pass")
+    d.add_argument("--events-db", help="SQLite file of every alert (default events.sqlite3; "
+                   "'' to disable)")
     d.set_defaults(func=cmd_detect)
 
     s = sub.add_parser("subscribe", help="print published messages as JSON Lines")
@@ -180,6 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--fps", type=float, default=10.0)
     r.set_defaults(func=cmd_record)
+
+    v = sub.add_parser("events", help="alerts from the events store")
+    v.add_argument("--db", default="events.sqlite3", help="the detector's --events-db")
+    v.add_argument("--stream")
+    v.add_argument("--since", help="Unix seconds, ISO 8601, or an age (15m, 2h)")
+    v.add_argument("--limit", type=int, help="at most this many, the newest")
+    v.add_argument("--json", action="store_true", help="JSON Lines")
+    v.set_defaults(func=cmd_events)
 
     u = sub.add_parser("run", help="run the detector and every configured capture, supervised")
     u.add_argument("--config", type=Path, default=Path("configs/pipeline.yaml"))

@@ -100,7 +100,7 @@ def run_demo(source: str, model: str, video: Path, stream: str = "demo",
     print(describe_weights(model), flush=True)
     detector = Child("detector", vadstream_command(
         "detect", "--bind", bind, "--publish", publish, "--model", model, "--device", device,
-        *(extra_detect_args or [])))
+        "--events-db", str(video.with_name("events.sqlite3")), *(extra_detect_args or [])))
     children = [detector]
     result = DemoResult()
     sub = Subscriber(publish, ["alert.", f"score.{stream}", f"eos.{stream}", "status"])

@@ -19,6 +19,7 @@ from stream.protocol import EndOfStream, Frame, ProtocolError, decode_message
 from stream.publisher import Publisher
 from stream.ring import RingBuffer
 from stream.scorer import ScorerConfig
+from stream.store import EventStore, recovered_end
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ class DetectorConfig:
         idle_timeout: Seconds without frames after which a stream is ended (its rest
             scored, its open event closed) and forgotten.
         status_interval: Seconds between ``status`` messages.
+        events_db: SQLite file every alert is appended to before it is published
+            ("" disables it, and with it the recovery of events left open by a crash).
     """
 
     bind: str = "tcp://127.0.0.1:5555"
@@ -54,6 +57,7 @@ class DetectorConfig:
     max_streams: int = 64
     idle_timeout: float = 30.0
     status_interval: float = 1.0
+    events_db: str = "events.sqlite3"
 
     def __post_init__(self) -> None:
         counts = {"stride": self.stride, "max_batch": self.max_batch,
@@ -132,8 +136,10 @@ class Detector:
         self._pull.setsockopt(zmq.LINGER, 0)
         self._pull.bind(config.bind)
         self.publisher = Publisher(config.publish, hwm=config.publish_hwm, context=ctx)
+        self.store = EventStore(config.events_db) if config.events_db else None
         self.started = time.time()
         self._last_status = 0.0
+        self._recover()
         log.info("detector: frames on %s, topics on %s, rule %s (threshold %.1f), window %d, "
                  "stride %d", config.bind, config.publish, self.scorer.rule,
                  self.scorer.threshold, self.window, config.stride)
@@ -273,9 +279,21 @@ class Detector:
                 self.annotator.encode(image))
 
     def _alert(self, alert: dict) -> None:
+        """Store, then publish: an alert that was published is always in the store."""
         log.info("alert %s %s on %s (score %.1f)", alert["type"], alert["id"][:8],
                  alert["stream"], alert["score"])
+        if self.store is not None:
+            self.store.append(alert)
         self.publisher.publish_json(f"alert.{alert['stream']}", alert)
+
+    def _recover(self) -> None:
+        """End the events a previous detector left open (it was killed mid-event)."""
+        if self.store is None:
+            return
+        for last in self.store.open_events():
+            log.warning("event %s on %s was left open by a previous run: ending it",
+                        last["id"][:8], last["stream"])
+            self._alert(recovered_end(last))
 
     def _finish(self, state: StreamState, eos: bool) -> None:
         """Score what is left of a stream (or clip), close its event, and reset or forget it."""
@@ -353,6 +371,8 @@ class Detector:
             self.close()
 
     def close(self) -> None:
-        """Close both sockets."""
+        """Close both sockets and the events store."""
         self._pull.close()
         self.publisher.close()
+        if self.store is not None:
+            self.store.close()

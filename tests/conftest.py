@@ -54,6 +54,13 @@ def vadstream(*args: str, **kwargs) -> subprocess.Popen:
                             **kwargs)
 
 
+def vadstream_run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run a ``vadstream`` subcommand to completion, capturing its output as text."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "stream.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def stop(proc: subprocess.Popen, timeout: float = 15) -> None:
     if proc.poll() is None:
         proc.terminate()

@@ -24,6 +24,7 @@ detector:
   model: {tiny_weights}
   device: cpu
   stride: 2
+  events_db: {tmp_path / 'events.sqlite3'}
 supervisor:
   restart_delay: 0.2
 streams:
