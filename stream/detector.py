@@ -71,6 +71,15 @@ class DetectorConfig:
                              f"{self.idle_timeout} and {self.status_interval}")
 
 
+def is_loopback(endpoint: str) -> bool:
+    """Whether a ZeroMQ endpoint stays on this machine (loopback TCP, ipc, inproc)."""
+    scheme, _, rest = endpoint.partition("://")
+    if scheme in ("ipc", "inproc"):
+        return True
+    host = rest.rsplit(":", 1)[0].strip("[]")
+    return host == "localhost" or host == "::1" or host.startswith("127.")
+
+
 #: Per-stream counters, as the ``eos`` message reports them.
 COUNTS = ("received", "scored", "dropped", "overrun", "unscored")
 
@@ -140,6 +149,10 @@ class Detector:
         self.started = time.time()
         self._last_status = 0.0
         self._recover()
+        for endpoint in (config.bind, config.publish):
+            if not is_loopback(endpoint):
+                log.warning("%s is reachable beyond this machine and unauthenticated: anyone "
+                            "who can reach it can push frames or read alerts", endpoint)
         log.info("detector: frames on %s, topics on %s, rule %s (threshold %.1f), window %d, "
                  "stride %d", config.bind, config.publish, self.scorer.rule,
                  self.scorer.threshold, self.window, config.stride)

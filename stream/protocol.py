@@ -147,6 +147,33 @@ def _shape(header: dict) -> tuple[int, ...]:
     return tuple(shape)
 
 
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def jpeg_size(data: bytes | memoryview) -> tuple[int, int] | None:
+    """(height, width) from a JPEG's frame header, read without decoding; None if absent.
+
+    Lets the decoder refuse a small JPEG that claims a huge image before OpenCV would
+    allocate it.
+    """
+    buf = bytes(data[:65536])
+    i = 2
+    while i + 9 <= len(buf):
+        if buf[i] != 0xFF:
+            return None
+        marker = buf[i + 1]
+        if marker == 0xFF:            # fill byte
+            i += 1
+            continue
+        length = int.from_bytes(buf[i + 2:i + 4], "big")
+        if marker in _SOF_MARKERS:
+            return int.from_bytes(buf[i + 5:i + 7], "big"), int.from_bytes(buf[i + 7:i + 9], "big")
+        if length < 2:
+            return None
+        i += 2 + length
+    return None
+
+
 def decode_message(parts: list) -> Frame | EndOfStream:
     """Decode and validate one received message.
 
@@ -204,8 +231,12 @@ def decode_message(parts: list) -> Frame | EndOfStream:
         image = np.frombuffer(payload, np.uint8).reshape(shape)
     elif encoding == "jpeg":
         flag = cv2.IMREAD_GRAYSCALE if len(shape) == 2 or shape[2] == 1 else cv2.IMREAD_COLOR
-        # Only JPEG: imdecode would take any format OpenCV knows.
+        # Only JPEG (imdecode would take any format OpenCV knows), and only of the size
+        # the header states (checked before decoding allocates anything).
         jpeg = bytes(payload[:3]) == b"\xff\xd8\xff"
+        if jpeg and jpeg_size(payload) != tuple(shape[:2]):
+            raise ProtocolError("bad_shape", f"JPEG frame size {jpeg_size(payload)} differs "
+                                             f"from the header's {list(shape[:2])}")
         image = cv2.imdecode(np.frombuffer(payload, np.uint8), flag) if jpeg else None
         if image is None:
             raise ProtocolError("bad_jpeg", "payload is not a decodable JPEG")

@@ -125,3 +125,12 @@ def test_restarted_capture_starts_a_new_run(running):
     seqs = [m.payload["seq"] for m in got if m.topic == "score.re"]
     assert seqs == [0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4]
     assert got[-1].payload["dropped"] == 0
+
+
+def test_only_loopback_endpoints_count_as_private():
+    from stream.detector import is_loopback
+    for endpoint in ("tcp://127.0.0.1:5555", "tcp://localhost:1", "tcp://[::1]:5", "ipc:///tmp/x",
+                     "inproc://a"):
+        assert is_loopback(endpoint), endpoint
+    for endpoint in ("tcp://*:5555", "tcp://0.0.0.0:5555", "tcp://10.0.0.2:5555", "tcp://eth0:1"):
+        assert not is_loopback(endpoint), endpoint

@@ -101,6 +101,13 @@ def test_out_of_range_values_are_refused(over, reason):
     assert info.value.reason == reason
 
 
+def test_jpeg_larger_than_its_header_is_refused_before_decoding():
+    ok, jpeg = cv2.imencode(".jpg", np.zeros((240, 360), np.uint8))
+    with pytest.raises(ProtocolError, match=r"JPEG frame size \(240, 360\) differs") as info:
+        decode_message(_parts(_good_header(encoding="jpeg", shape=[8, 8]), jpeg.tobytes()))
+    assert info.value.reason == "bad_shape"
+
+
 def test_png_payload_is_not_taken_for_jpeg():
     ok, png = cv2.imencode(".png", np.zeros((2, 3), np.uint8))
     with pytest.raises(ProtocolError) as info:
