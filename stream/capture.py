@@ -100,11 +100,28 @@ class CaptureStats:
     read: int = 0
     sent: int = 0
     dropped: int = 0
+    reconnects: int = 0
+
+
+def _reconnect(source: FrameSource, stream: str, attempt: int, max_backoff_s: float,
+               stop: threading.Event) -> None:
+    """Wait (exponential backoff) and reopen a live source that stopped delivering."""
+    delay = min(max_backoff_s, 0.5 * 2 ** attempt)
+    log.warning("%s: %s stopped delivering; reconnecting in %.1f s (attempt %d)", stream,
+                source.name, delay, attempt + 1)
+    if stop.wait(delay):
+        return
+    try:
+        source.rewind()
+        log.info("%s: reconnected to %s", stream, source.name)
+    except OSError as err:
+        log.warning("%s: %s", stream, err)
 
 
 def run_capture(source: FrameSource, stream: str, pusher: FramePusher, encoding: str = "raw",
                 fps: float | None = None, loop: bool = False, wait_s: float = 10.0,
-                stop: threading.Event | None = None) -> CaptureStats:
+                stop: threading.Event | None = None, max_backoff_s: float = 30.0
+                ) -> CaptureStats:
     """Read ``source`` and push every frame until it ends (or ``stop`` is set).
 
     Args:
@@ -118,6 +135,8 @@ def run_capture(source: FrameSource, stream: str, pusher: FramePusher, encoding:
         wait_s: For a finite source, how long to wait for the detector before the first
             frame (frames are dropped, not queued, while none is connected).
         stop: Event that ends the loop.
+        max_backoff_s: Longest wait between reconnection attempts of a live source that
+            stopped delivering (cameras and stream URLs are never given up on).
 
     Returns:
         Counts of frames read, sent and dropped.
@@ -131,14 +150,21 @@ def run_capture(source: FrameSource, stream: str, pusher: FramePusher, encoding:
                     pusher.endpoint, wait_s)
     pacer = Pacer(rate)
     last_report = time.monotonic()
+    attempt = 0
     while not stop.is_set():
         item = source.read()
+        if item is None and source.live:
+            _reconnect(source, stream, attempt, max_backoff_s, stop)
+            attempt += 1
+            stats.reconnects += 1
+            continue
         if item is None:
-            if loop and not source.live:
+            if loop:
                 source.rewind()
                 item = source.read()
             if item is None:
                 break
+        attempt = 0
         parts = encode_frame(stream, stats.read, time.time(), item.image, encoding,
                              clip=item.clip, frame=item.index)
         stats.read += 1

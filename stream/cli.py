@@ -35,11 +35,12 @@ def cmd_capture(args: argparse.Namespace) -> int:
     from stream.sources import open_source
 
     stop = _stop_on_signals()
-    with open_source(args.source, fps=args.fps) as source, \
+    with open_source(args.source, fps=args.fps, timeout_s=args.watchdog) as source, \
             FramePusher(args.connect, hwm=args.hwm) as pusher:
         log.info("capturing %s as stream %s to %s", source.name, args.stream_id, args.connect)
         stats = run_capture(source, args.stream_id, pusher, encoding=args.encoding,
-                            fps=args.fps, loop=args.loop, stop=stop)
+                            fps=args.fps, loop=args.loop, stop=stop,
+                            max_backoff_s=args.max_backoff)
     log.info("capture %s done: %d read, %d sent, %d dropped", args.stream_id, stats.read,
              stats.sent, stats.dropped)
     return 0
@@ -201,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--loop", action="store_true", help="replay a finite source forever")
     c.add_argument("--encoding", choices=["raw", "jpeg"], default="raw")
     c.add_argument("--hwm", type=int, default=8, help="frames queued before dropping")
+    c.add_argument("--watchdog", type=float, default=10.0,
+                   help="seconds without frames before a stream URL is reconnected")
+    c.add_argument("--max-backoff", type=float, default=30.0,
+                   help="longest wait between reconnection attempts")
     c.set_defaults(func=cmd_capture)
 
     d = sub.add_parser("detect", help="score frames and publish alerts, scores and overlays")

@@ -42,6 +42,8 @@ class DetectorConfig:
         idle_timeout: Seconds without frames after which a stream is ended (its rest
             scored, its open event closed) and forgotten.
         status_interval: Seconds between ``status`` messages.
+        offline_after: Seconds without frames after which ``status`` reports a stream
+            offline (it stays tracked until ``idle_timeout``).
         events_db: SQLite file every alert is appended to before it is published
             ("" disables it, and with it the recovery of events left open by a crash).
     """
@@ -57,6 +59,7 @@ class DetectorConfig:
     max_streams: int = 64
     idle_timeout: float = 30.0
     status_interval: float = 1.0
+    offline_after: float = 3.0
     events_db: str = "events.sqlite3"
 
     def __post_init__(self) -> None:
@@ -102,6 +105,7 @@ class StreamState:
         self.counts = Counter()
         self.last_seen = time.monotonic()
         self.rate_mark = (self.last_seen, 0)  # (time, frames received) at the last status
+        self.online = True
 
     def reset(self) -> None:
         self.ring.clear()
@@ -335,12 +339,16 @@ class Detector:
         streams = {}
         for s in self.streams.values():
             mark_t, mark_n = s.rate_mark
+            online = now - s.last_seen < self.config.offline_after
+            if online != s.online:
+                log.warning("stream %s is %s", s.stream, "online" if online else "offline")
+                s.online = online
             streams[s.stream] = {
                 "received": s.counts["received"], "scored": s.counts["scored"],
                 "dropped": s.counts["dropped"], "overrun": s.counts["overrun"],
                 "fps": round((s.counts["received"] - mark_n) / max(1e-3, now - mark_t), 2),
                 "queue": s.ring.count - s.scored, "event_open": s.tracker.open_event is not None,
-                "online": now - s.last_seen < 5.0, "clip": s.clip}
+                "online": online, "clip": s.clip}
             s.rate_mark = (now, s.counts["received"])
         return {"ts": time.time(), "uptime_s": round(time.time() - self.started, 1),
                 "streams": streams, "rejected": dict(self.rejected),

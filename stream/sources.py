@@ -59,13 +59,16 @@ class VideoSource(FrameSource):
     Args:
         target: Camera index, file path or URL.
         live: Whether it is a live camera or stream.
+        timeout_s: For stream URLs, how long opening or reading may wait before giving
+            up (the no-frames watchdog); 0 leaves OpenCV's defaults.
     """
 
-    def __init__(self, target: int | str, live: bool) -> None:
+    def __init__(self, target: int | str, live: bool, timeout_s: float = 0.0) -> None:
         self.name = str(target)
         self.live = live
         self._target = target
-        self._cap = cv2.VideoCapture(target)
+        self._timeout_ms = int(timeout_s * 1000)
+        self._cap = self._open()
         if not self._cap.isOpened():
             what = "camera" if isinstance(target, int) else "stream" if live else "video file"
             raise OSError(f"cannot open {what} {target!r}; check that it exists and that "
@@ -73,13 +76,27 @@ class VideoSource(FrameSource):
         rate = self._cap.get(cv2.CAP_PROP_FPS)
         self.fps = None if live else (rate if 0 < rate < 1000 else FOLDER_FPS)
 
+    def _open(self) -> cv2.VideoCapture:
+        if self._timeout_ms and isinstance(self._target, str):
+            return cv2.VideoCapture(self._target, cv2.CAP_FFMPEG,
+                                    [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self._timeout_ms,
+                                     cv2.CAP_PROP_READ_TIMEOUT_MSEC, self._timeout_ms])
+        return cv2.VideoCapture(self._target)
+
     def read(self) -> SourceFrame | None:
         ok, image = self._cap.read()
         return SourceFrame(image) if ok and image is not None else None
 
     def rewind(self) -> None:
+        """Start again from the beginning (a file) or reconnect (a camera or stream).
+
+        Raises:
+            OSError: If it cannot be opened again.
+        """
         self._cap.release()
-        self._cap = cv2.VideoCapture(self._target)
+        self._cap = self._open()
+        if not self._cap.isOpened():
+            raise OSError(f"cannot reopen {self.name}")
 
     def close(self) -> None:
         self._cap.release()
@@ -118,13 +135,14 @@ class FolderSource(FrameSource):
         self._pos = 0
 
 
-def open_source(spec: str, fps: float | None = None) -> FrameSource:
+def open_source(spec: str, fps: float | None = None, timeout_s: float = 10.0) -> FrameSource:
     """Open a source from its command-line form.
 
     Args:
         spec: A camera index (``0``), a stream URL (rtsp/http/...), a video file, a folder
             of frames, a folder of clip folders, or a UCSD dataset root (its ``Test/`` clips).
         fps: Replay rate override for files and folders (None: folders 10, files their own).
+        timeout_s: No-frames watchdog of stream URLs (seconds).
 
     Raises:
         FileNotFoundError: If a path does not exist.
@@ -133,7 +151,7 @@ def open_source(spec: str, fps: float | None = None) -> FrameSource:
     if spec.isdigit():
         return VideoSource(int(spec), live=True)
     if spec.lower().startswith(URL_SCHEMES):
-        return VideoSource(spec, live=True)
+        return VideoSource(spec, live=True, timeout_s=timeout_s)
     path = Path(spec)
     if path.is_dir():
         return FolderSource(path, fps=FOLDER_FPS if fps is None else fps)

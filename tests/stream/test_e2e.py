@@ -97,3 +97,12 @@ def test_vtest_video_goes_through_capture_detect_subscribe(detector, tmp_path):
     saved = sorted((tmp_path / "ov").glob("vtest_*.jpg"))
     image = cv2.imread(str(saved[-1]))
     assert image.shape == (576, 768, 3) and np.std(image) > 10
+
+
+def test_truncated_video_ends_cleanly(detector, tmp_path):
+    cut = tmp_path / "cut.avi"
+    data = VTEST.read_bytes()
+    cut.write_bytes(data[:len(data) // 5])
+    scores, _, _, eos = _run(detector, tmp_path, cut, "cut", "--fps", "0", "--encoding", "jpeg")
+    assert 0 < eos["received"] + eos["dropped"] < 795
+    _check_scored_once(scores, eos, eos["received"] + eos["dropped"])

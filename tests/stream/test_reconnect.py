@@ -1,0 +1,37 @@
+"""A network camera that stops delivering: capture reconnects, status says offline/online."""
+
+from stream.subscriber import Subscriber
+from tests.conftest import PED2, free_port, stop, vadstream, wait_for
+from tests.mjpeg_server import MjpegCamera
+
+
+def test_camera_dropout_is_survived_and_reported(tiny_weights, tmp_path):
+    camera = MjpegCamera(PED2 / "Test" / "Test002", fps=15)
+    bind, publish = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    config = tmp_path / "p.yaml"
+    config.write_text(f"detector:\n  bind: {bind}\n  publish: {publish}\n  model: {tiny_weights}\n"
+                      f"  device: cpu\n  stride: 2\n  offline_after: 1.0\n"
+                      f"  events_db: {tmp_path / 'e.sqlite3'}\n")
+    det = vadstream("detect", "--config", str(config))
+    log = tmp_path / "capture.log"
+    with open(log, "w") as err:
+        cap = vadstream("capture", "--source", camera.url, "--stream-id", "ipcam", "--connect",
+                        bind, "--watchdog", "1", "--max-backoff", "1", stderr=err)
+    try:
+        with Subscriber(publish, ["status"]) as sub:
+            def online_is(value):
+                m = sub.recv()
+                return m is not None and m.payload["streams"].get("ipcam", {}).get(
+                    "online") is value
+            wait_for(lambda: online_is(True), 60, "the camera online")
+            camera.pause()
+            wait_for(lambda: online_is(False), 20, "the camera reported offline")
+            wait_for(lambda: "stopped delivering" in log.read_text(), 20, "a reconnect attempt")
+            camera.resume()
+            wait_for(lambda: online_is(True), 30, "the camera online again")
+        assert "reconnected to" in log.read_text()
+        assert cap.poll() is None and det.poll() is None
+    finally:
+        stop(cap)
+        stop(det)
+        camera.close()
