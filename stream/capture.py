@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import zmq
 
 from stream.protocol import check_stream_id, encode_eos, encode_frame
+from stream.security import CurveClient
 from stream.sources import FrameSource
 
 log = logging.getLogger(__name__)
@@ -25,11 +26,12 @@ class FramePusher:
         connect: Detector endpoint, e.g. ``tcp://127.0.0.1:5555``.
         hwm: Frames queued before sends are dropped.
         linger_ms: How long ``close()`` may wait to deliver what is queued.
-        context: ZeroMQ context (default: the process's shared one).
+        context: ZeroMQ context (default: one of its own).
+        curve: CURVE keys, when the detector requires them.
     """
 
     def __init__(self, connect: str, hwm: int = 8, linger_ms: int = 30000,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None, curve: CurveClient | None = None) -> None:
         # An own context unless one is given: close() then terminates it, so libzmq is
         # done with every zero-copy frame buffer before the interpreter frees them.
         self._own_context = context is None
@@ -38,6 +40,8 @@ class FramePusher:
         self._socket.setsockopt(zmq.SNDHWM, hwm)
         self._socket.setsockopt(zmq.IMMEDIATE, 1)
         self._socket.setsockopt(zmq.LINGER, linger_ms)
+        if curve is not None:
+            curve.apply(self._socket)
         self._socket.connect(connect)
         self.endpoint = connect
 

@@ -32,11 +32,13 @@ def _stop_on_signals() -> threading.Event:
 
 def cmd_capture(args: argparse.Namespace) -> int:
     from stream.capture import FramePusher, run_capture
+    from stream.security import client_from_args
     from stream.sources import open_source
 
     stop = _stop_on_signals()
     with open_source(args.source, fps=args.fps, timeout_s=args.watchdog) as source, \
-            FramePusher(args.connect, hwm=args.hwm) as pusher:
+            FramePusher(args.connect, hwm=args.hwm,
+                        curve=client_from_args(args.curve_key, args.curve_server)) as pusher:
         log.info("capturing %s as stream %s to %s", source.name, args.stream_id, args.connect)
         stats = run_capture(source, args.stream_id, pusher, encoding=args.encoding,
                             fps=args.fps, loop=args.loop, stop=stop,
@@ -52,7 +54,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
     pipe = load_pipeline(args.config, bind=args.bind, publish=args.publish, model=args.model,
                          device=args.device, stride=args.stride, max_batch=args.max_batch,
-                         events_db=args.events_db)
+                         events_db=args.events_db, curve_secret_key=args.curve_secret_key,
+                         curve_allowed=args.curve_allowed)
     stop = _stop_on_signals()
     detector = Detector(pipe.detector, pipe.scorer, pipe.events, pipe.annotator.build())
     detector.run(stop)
@@ -60,19 +63,23 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_subscribe(args: argparse.Namespace) -> int:
+    from stream.security import client_from_args
     from stream.subscriber import Subscriber, print_messages
 
     stop = _stop_on_signals()
-    with Subscriber(args.connect, args.topic or [""]) as sub:
+    with Subscriber(args.connect, args.topic or [""],
+                    curve=client_from_args(args.curve_key, args.curve_server)) as sub:
         print_messages(sub, sys.stdout, stop, save_overlays=args.save_overlays, count=args.count)
     return 0
 
 
 def cmd_record(args: argparse.Namespace) -> int:
+    from stream.security import client_from_args
     from stream.subscriber import Subscriber, record
 
     stop = _stop_on_signals()
-    with Subscriber(args.connect, [f"overlay.{args.stream}", f"eos.{args.stream}"]) as sub:
+    with Subscriber(args.connect, [f"overlay.{args.stream}", f"eos.{args.stream}"],
+                    curve=client_from_args(args.curve_key, args.curve_server)) as sub:
         frames = record(sub, args.stream, args.out, args.fps, stop)
     log.info("wrote %d frames to %s", frames, args.out)
     return 0
@@ -120,6 +127,17 @@ def parse_time(text: str | None) -> float | None:
     except ValueError:
         raise ValueError(f"--since {text!r} is not a time: use Unix seconds, ISO 8601 "
                          "(2026-11-24T10:00) or an age (90s, 15m, 2h, 1d)") from None
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from stream.security import make_keys
+
+    for public in make_keys(args.dir, args.name or ["server", "client"]):
+        print(f"{public} (secret: {public}_secret)")
+    print(f"detector: --curve-secret-key {args.dir}/server.key_secret --curve-allowed DIR "
+          "(a folder with the admitted clients' .key files); clients: --curve-key "
+          f"{args.dir}/client.key_secret --curve-server {args.dir}/server.key")
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -185,6 +203,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _curve_client_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--curve-key", help="your CURVE .key_secret (when the detector needs one)")
+    p.add_argument("--curve-server", help="the detector's public .key")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from models.weights import DEFAULT_WEIGHTS
@@ -206,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds without frames before a stream URL is reconnected")
     c.add_argument("--max-backoff", type=float, default=30.0,
                    help="longest wait between reconnection attempts")
+    _curve_client_flags(c)
     c.set_defaults(func=cmd_capture)
 
     d = sub.add_parser("detect", help="score frames and publish alerts, scores and overlays")
@@ -218,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--max-batch", type=int, help="windows per forward pass")
     d.add_argument("--events-db", help="SQLite file of every alert (default events.sqlite3; "
                    "'' to disable)")
+    d.add_argument("--curve-secret-key", help="the detector's .key_secret: admit only CURVE "
+                   "clients")
+    d.add_argument("--curve-allowed", help="folder of admitted clients' .key files")
     d.set_defaults(func=cmd_detect)
 
     s = sub.add_parser("subscribe", help="print published messages as JSON Lines")
@@ -225,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--topic", action="append", help="topic prefix (repeatable; default all)")
     s.add_argument("--save-overlays", type=Path, help="folder for overlay JPEGs")
     s.add_argument("--count", type=int, default=0, help="exit after this many messages")
+    _curve_client_flags(s)
     s.set_defaults(func=cmd_subscribe)
 
     r = sub.add_parser("record", help="write a stream's overlays to an MP4")
@@ -232,7 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--stream", required=True)
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--fps", type=float, default=10.0)
+    _curve_client_flags(r)
     r.set_defaults(func=cmd_record)
+
+    y = sub.add_parser("keys", help="make CURVE key pairs for the detector and its clients")
+    y.add_argument("--dir", default="keys")
+    y.add_argument("--name", action="append", help="key pair names (default: server, client)")
+    y.set_defaults(func=cmd_keys)
 
     v = sub.add_parser("events", help="alerts from the events store")
     v.add_argument("--db", default="events.sqlite3", help="the detector's --events-db")

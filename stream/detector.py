@@ -15,10 +15,11 @@ from models.weights import DEFAULT_WEIGHTS
 from stream.annotate import Annotator, find_boxes
 from stream.engine import Engine
 from stream.events import EventConfig, EventTracker, FrameVerdict
-from stream.protocol import EndOfStream, Frame, ProtocolError, decode_message
+from stream.protocol import MAX_PIXELS, EndOfStream, Frame, ProtocolError, decode_message
 from stream.publisher import Publisher
 from stream.ring import RingBuffer
 from stream.scorer import ScorerConfig
+from stream.security import CurveServer
 from stream.store import EventStore, recovered_end
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,9 @@ class DetectorConfig:
             offline (it stays tracked until ``idle_timeout``).
         events_db: SQLite file every alert is appended to before it is published
             ("" disables it, and with it the recovery of events left open by a crash).
+        curve_secret_key: The detector's CURVE ``.key_secret`` file; set, both sockets
+            admit only clients whose public key is in ``curve_allowed``.
+        curve_allowed: Folder of the admitted clients' ``.key`` files.
     """
 
     bind: str = "tcp://127.0.0.1:5555"
@@ -61,8 +65,12 @@ class DetectorConfig:
     status_interval: float = 1.0
     offline_after: float = 3.0
     events_db: str = "events.sqlite3"
+    curve_secret_key: str = ""
+    curve_allowed: str = ""
 
     def __post_init__(self) -> None:
+        if bool(self.curve_secret_key) != bool(self.curve_allowed):
+            raise ValueError("CURVE needs both curve_secret_key and curve_allowed")
         counts = {"stride": self.stride, "max_batch": self.max_batch,
                   "receive_hwm": self.receive_hwm, "publish_hwm": self.publish_hwm,
                   "max_streams": self.max_streams}
@@ -82,6 +90,9 @@ def is_loopback(endpoint: str) -> bool:
     host = rest.rsplit(":", 1)[0].strip("[]")
     return host == "localhost" or host == "::1" or host.startswith("127.")
 
+
+#: Largest frame message part accepted: the largest raw frame the protocol allows.
+MAX_MESSAGE_BYTES = MAX_PIXELS * 3
 
 #: Per-stream counters, as the ``eos`` message reports them.
 COUNTS = ("received", "scored", "dropped", "overrun", "unscored")
@@ -144,17 +155,25 @@ class Detector:
         self.streams: dict[str, StreamState] = {}
         self.rejected = Counter()
         ctx = context or zmq.Context.instance()
+        curve = (CurveServer(config.curve_secret_key, config.curve_allowed)
+                 if config.curve_secret_key else None)
+        self._auth = curve.start(ctx) if curve is not None else None
         self._pull = ctx.socket(zmq.PULL)
+        if curve is not None:
+            curve.apply(self._pull)
         self._pull.setsockopt(zmq.RCVHWM, config.receive_hwm)
+        # A peer sending anything larger is disconnected by ZeroMQ before it is buffered.
+        self._pull.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         self._pull.setsockopt(zmq.LINGER, 0)
         self._pull.bind(config.bind)
-        self.publisher = Publisher(config.publish, hwm=config.publish_hwm, context=ctx)
+        self.publisher = Publisher(config.publish, hwm=config.publish_hwm, context=ctx,
+                                   curve=curve)
         self.store = EventStore(config.events_db) if config.events_db else None
         self.started = time.time()
         self._last_status = 0.0
         self._recover()
         for endpoint in (config.bind, config.publish):
-            if not is_loopback(endpoint):
+            if not is_loopback(endpoint) and curve is None:
                 log.warning("%s is reachable beyond this machine and unauthenticated: anyone "
                             "who can reach it can push frames or read alerts", endpoint)
         log.info("detector: frames on %s, topics on %s, rule %s (threshold %.1f), window %d, "
@@ -395,5 +414,7 @@ class Detector:
         """Close both sockets and the events store."""
         self._pull.close()
         self.publisher.close()
+        if self._auth is not None:
+            self._auth.stop()
         if self.store is not None:
             self.store.close()

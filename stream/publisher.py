@@ -6,6 +6,8 @@ import json
 
 import zmq
 
+from stream.security import CurveServer
+
 
 class Publisher:
     """One XPUB socket; every message's first frame is its topic.
@@ -18,12 +20,16 @@ class Publisher:
         bind: Endpoint to bind, e.g. ``tcp://127.0.0.1:5556``.
         hwm: Messages queued per subscriber before dropping.
         context: ZeroMQ context.
+        curve: CURVE server keys: only admitted clients may subscribe.
     """
 
-    def __init__(self, bind: str, hwm: int = 1000, context: zmq.Context | None = None) -> None:
+    def __init__(self, bind: str, hwm: int = 1000, context: zmq.Context | None = None,
+                 curve: CurveServer | None = None) -> None:
         self.socket = (context or zmq.Context.instance()).socket(zmq.XPUB)
         self.socket.setsockopt(zmq.SNDHWM, hwm)
         self.socket.setsockopt(zmq.LINGER, 500)
+        if curve is not None:
+            curve.apply(self.socket)
         self.socket.bind(bind)
         self.endpoint = bind
         self._subscriptions: set[bytes] = set()

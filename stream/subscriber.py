@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 import zmq
 
+from stream.security import CurveClient
+
 log = logging.getLogger(__name__)
 
 
@@ -33,13 +35,16 @@ class Subscriber:
         topics: Topic prefixes (``alert``, ``score.cam1``, ``overlay``, ``status``; "" for all).
         hwm: Messages queued before this subscriber drops (the detector never waits).
         context: ZeroMQ context.
+        curve: CURVE keys, when the detector requires them.
     """
 
     def __init__(self, connect: str, topics: list[str], hwm: int = 10000,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None, curve: CurveClient | None = None) -> None:
         self.socket = (context or zmq.Context.instance()).socket(zmq.SUB)
         self.socket.setsockopt(zmq.RCVHWM, hwm)
         self.socket.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            curve.apply(self.socket)
         self.socket.connect(connect)
         for topic in topics or [""]:
             self.socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
