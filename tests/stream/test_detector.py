@@ -134,3 +134,47 @@ def test_only_loopback_endpoints_count_as_private():
         assert is_loopback(endpoint), endpoint
     for endpoint in ("tcp://*:5555", "tcp://0.0.0.0:5555", "tcp://10.0.0.2:5555", "tcp://eth0:1"):
         assert not is_loopback(endpoint), endpoint
+
+
+def test_flood_of_stream_ids_is_bounded_and_others_keep_scoring(tiny_weights, tmp_path):
+    bind, publish = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    det = Detector(DetectorConfig(bind=bind, publish=publish, model=str(tiny_weights),
+                                  device="cpu", stride=2, max_streams=3, status_interval=0.2,
+                                  events_db=""), ScorerConfig(rule="area", threshold=1))
+    stop = threading.Event()
+    thread = threading.Thread(target=det.run, args=(stop,))
+    thread.start()
+    image = _frames("Test001", 1)[0]
+    try:
+        with Subscriber(publish, ["score.real", "eos.real", "status"]) as sub:
+            wait_for(lambda: (m := sub.recv()) is not None and m.topic == "status", 10, "status")
+            # a stuck subscriber: subscribes to everything, never reads, tiny queue
+            stuck = zmq.Context.instance().socket(zmq.SUB)
+            stuck.setsockopt(zmq.RCVHWM, 1)
+            stuck.setsockopt(zmq.SUBSCRIBE, b"")
+            stuck.connect(publish)
+            push = zmq.Context.instance().socket(zmq.PUSH)
+            push.connect(bind)
+            for seq in range(12):
+                push.send_multipart(encode_frame("real", seq, 2.0 + seq, image))
+                if seq == 3:
+                    for i in range(200):                      # 200 ids, 1 frame each
+                        push.send_multipart(encode_frame(f"junk{i}", 0, 1.0, image))
+            push.send_multipart(encode_eos("real"))
+            got = _collect_until_eos(sub, "real")
+            push.close(linger=0)
+            stuck.close(linger=0)
+        assert [m.payload["seq"] for m in got if m.topic == "score.real"] == list(range(12))
+        assert det.rejected["too_many_streams"] == 198
+        assert len(det.streams) <= 3
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def test_binding_beyond_loopback_without_curve_warns(tiny_weights, caplog):
+    det = Detector(DetectorConfig(bind=f"tcp://0.0.0.0:{free_port()}",
+                                  publish=f"tcp://127.0.0.1:{free_port()}",
+                                  model=str(tiny_weights), device="cpu", stride=2, events_db=""))
+    det.close()
+    assert "reachable beyond this machine and unauthenticated" in caplog.text
