@@ -110,7 +110,7 @@ class CaptureStats:
 def _reconnect(source: FrameSource, stream: str, attempt: int, max_backoff_s: float,
                stop: threading.Event) -> None:
     """Wait (exponential backoff) and reopen a live source that stopped delivering."""
-    delay = min(max_backoff_s, 0.5 * 2 ** attempt)
+    delay = min(max_backoff_s, 0.5 * 2 ** min(attempt, 16))
     log.warning("%s: %s stopped delivering; reconnecting in %.1f s (attempt %d)", stream,
                 source.name, delay, attempt + 1)
     if stop.wait(delay):

@@ -33,10 +33,12 @@ def _stop_on_signals() -> threading.Event:
 def cmd_capture(args: argparse.Namespace) -> int:
     from stream.capture import FramePusher, run_capture
     from stream.security import client_from_args
-    from stream.sources import open_source
 
     stop = _stop_on_signals()
-    with open_source(args.source, fps=args.fps, timeout_s=args.watchdog) as source, \
+    source = open_live_with_retry(args, stop)
+    if source is None:
+        return 0
+    with source, \
             FramePusher(args.connect, hwm=args.hwm,
                         curve=client_from_args(args.curve_key, args.curve_server)) as pusher:
         log.info("capturing %s as stream %s to %s", source.name, args.stream_id, args.connect)
@@ -46,6 +48,26 @@ def cmd_capture(args: argparse.Namespace) -> int:
     log.info("capture %s done: %d read, %d sent, %d dropped", args.stream_id, stats.read,
              stats.sent, stats.dropped)
     return 0
+
+
+def open_live_with_retry(args: argparse.Namespace, stop: threading.Event):
+    """Open the capture's source; a camera or stream URL that is down is retried with
+    backoff until it answers (or ``stop``), anything else fails at once."""
+    from stream.sources import URL_SCHEMES, open_source
+
+    live = args.source.isdigit() or args.source.lower().startswith(URL_SCHEMES)
+    attempt = 0
+    while not stop.is_set():
+        try:
+            return open_source(args.source, fps=args.fps, timeout_s=args.watchdog)
+        except OSError as err:
+            if not live:
+                raise
+            delay = min(args.max_backoff, 0.5 * 2 ** min(attempt, 16))
+            log.warning("%s; retrying in %.1f s (attempt %d)", err, delay, attempt + 1)
+            attempt += 1
+            stop.wait(delay)
+    return None
 
 
 def cmd_detect(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -15,7 +16,7 @@ from models.weights import DEFAULT_WEIGHTS
 from stream.annotate import Annotator, find_boxes
 from stream.engine import Engine
 from stream.events import EventConfig, EventTracker, FrameVerdict
-from stream.protocol import MAX_PIXELS, EndOfStream, Frame, ProtocolError, decode_message
+from stream.protocol import EndOfStream, Frame, ProtocolError, decode_message
 from stream.publisher import Publisher
 from stream.ring import RingBuffer
 from stream.scorer import ScorerConfig
@@ -43,6 +44,10 @@ class DetectorConfig:
         idle_timeout: Seconds without frames after which a stream is ended (its rest
             scored, its open event closed) and forgotten.
         status_interval: Seconds between ``status`` messages.
+        max_message_mb: Largest frame message accepted; ZeroMQ disconnects a peer that
+            sends a larger one before buffering it.
+        max_buffer_mb: Memory all streams' ring buffers may take together; a new stream
+            that would exceed it is refused (counted as ``buffer_budget``).
         offline_after: Seconds without frames after which ``status`` reports a stream
             offline (it stays tracked until ``idle_timeout``).
         events_db: SQLite file every alert is appended to before it is published
@@ -63,6 +68,8 @@ class DetectorConfig:
     max_streams: int = 64
     idle_timeout: float = 30.0
     status_interval: float = 1.0
+    max_message_mb: int = 32
+    max_buffer_mb: int = 2048
     offline_after: float = 3.0
     events_db: str = "events.sqlite3"
     curve_secret_key: str = ""
@@ -90,9 +97,6 @@ def is_loopback(endpoint: str) -> bool:
     host = rest.rsplit(":", 1)[0].strip("[]")
     return host == "localhost" or host == "::1" or host.startswith("127.")
 
-
-#: Largest frame message part accepted: the largest raw frame the protocol allows.
-MAX_MESSAGE_BYTES = MAX_PIXELS * 3
 
 #: Per-stream counters, as the ``eos`` message reports them.
 COUNTS = ("received", "scored", "dropped", "overrun", "unscored")
@@ -153,6 +157,7 @@ class Detector:
         size = self.contract.size
         self._batch = np.empty((config.max_batch, self.window, size, size), np.float32)
         self.streams: dict[str, StreamState] = {}
+        self.gone: dict[str, float] = {}   # streams ended for idleness -> last frame time
         self.rejected = Counter()
         ctx = context or zmq.Context.instance()
         curve = (CurveServer(config.curve_secret_key, config.curve_allowed)
@@ -163,12 +168,12 @@ class Detector:
             curve.apply(self._pull)
         self._pull.setsockopt(zmq.RCVHWM, config.receive_hwm)
         # A peer sending anything larger is disconnected by ZeroMQ before it is buffered.
-        self._pull.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        self._pull.setsockopt(zmq.MAXMSGSIZE, config.max_message_mb * 2**20)
         self._pull.setsockopt(zmq.LINGER, 0)
         self._pull.bind(config.bind)
         self.publisher = Publisher(config.publish, hwm=config.publish_hwm, context=ctx,
                                    curve=curve)
-        self.store = EventStore(config.events_db) if config.events_db else None
+        self.store = EventStore(config.events_db, exclusive=True) if config.events_db else None
         self.started = time.time()
         self._last_status = 0.0
         self._recover()
@@ -205,6 +210,8 @@ class Detector:
             except ProtocolError as err:
                 self._reject(err.reason, str(err))
                 continue
+            except sqlite3.Error:
+                raise  # an alert could not be stored: stop, and recover it at restart
             except Exception as err:  # noqa: BLE001 - one message must never stop the detector
                 log.debug("message failed", exc_info=True)
                 self._reject("error", f"{type(err).__name__}: {err}")
@@ -224,10 +231,17 @@ class Detector:
             if len(self.streams) >= self.config.max_streams:
                 raise ProtocolError("too_many_streams", f"stream {msg.stream!r} refused: "
                                     f"{self.config.max_streams} streams already tracked")
+            need = self.capacity * (msg.image.nbytes + 4 * self.contract.size ** 2 + 24)
+            used = sum(s.ring.nbytes for s in self.streams.values())
+            if used + need > self.config.max_buffer_mb * 2**20:
+                raise ProtocolError("buffer_budget", f"stream {msg.stream!r} refused: its "
+                                    f"buffers would pass max_buffer_mb "
+                                    f"({self.config.max_buffer_mb})")
             state = StreamState(msg.stream, msg.image.shape, self.contract.size, self.capacity,
                                 EventTracker(msg.stream, self.scorer.threshold,
                                              **vars(self.events)))
             self.streams[msg.stream] = state
+            self.gone.pop(msg.stream, None)
             log.info("new stream %s (%s)", msg.stream, "x".join(map(str, msg.image.shape)))
         elif msg.image.shape != state.shape:
             raise ProtocolError("shape_changed", f"stream {msg.stream!r} frame shape "
@@ -369,6 +383,8 @@ class Detector:
                 "queue": s.ring.count - s.scored, "event_open": s.tracker.open_event is not None,
                 "online": online, "clip": s.clip}
             s.rate_mark = (now, s.counts["received"])
+        for stream, last in self.gone.items():   # still reported: a camera that is down
+            streams[stream] = {"online": False, "last_seen": last, "idle_ended": True}
         return {"ts": time.time(), "uptime_s": round(time.time() - self.started, 1),
                 "streams": streams, "rejected": dict(self.rejected),
                 "subscriptions": self.publisher.subscriptions,
@@ -393,6 +409,9 @@ class Detector:
                 log.warning("stream %s sent nothing for %.0f s: ending it", state.stream,
                             self.config.idle_timeout)
                 self._finish(state, eos=True)
+                self.gone[state.stream] = time.time() - (now - state.last_seen)
+                while len(self.gone) > self.config.max_streams:   # bounded: oldest out
+                    self.gone.pop(next(iter(self.gone)))
             self.publisher.publish_json("status", self.status())
 
     def run(self, stop: threading.Event) -> None:

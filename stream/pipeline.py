@@ -23,6 +23,8 @@ class StreamConfig:
         fps: Replay rate for files and folders (None: their own; 0: as fast as possible).
         loop: Replay a finite source forever.
         encoding: ``raw`` or ``jpeg`` on the wire.
+        curve_key: The capture's CURVE ``.key_secret`` (when the detector requires CURVE).
+        curve_server: The detector's public ``.key``.
     """
 
     id: str
@@ -30,6 +32,8 @@ class StreamConfig:
     fps: float | None = None
     loop: bool = False
     encoding: str = "raw"
+    curve_key: str = ""
+    curve_server: str = ""
 
     def __post_init__(self) -> None:
         check_stream_id(self.id)

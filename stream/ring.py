@@ -26,6 +26,11 @@ class RingBuffer:
         self.count = 0
 
     @property
+    def nbytes(self) -> int:
+        """Bytes of storage."""
+        return sum(a.nbytes for a in self.fields.values())
+
+    @property
     def oldest(self) -> int:
         """Absolute index of the oldest frame still held."""
         return max(0, self.count - self.capacity)

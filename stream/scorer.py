@@ -154,6 +154,16 @@ class ScorerConfig:
         """
         rule = calibration.get("rule", "area") if self.rule == "auto" else self.rule
         threshold = self.threshold
+        if threshold is None and rule != "error":
+            # Calibrated area/peak thresholds hold only for the map they were measured on.
+            if not self.baseline and "baseline" in calibration.get("arrays", []):
+                raise ValueError("the calibrated thresholds assume the baseline: with "
+                                 "scorer.baseline false, set scorer.threshold too")
+            calibrated = calibration.get("pixel_threshold", self.pixel_threshold)
+            if float(calibrated) != self.pixel_threshold:
+                raise ValueError(f"the calibrated thresholds assume pixel_threshold "
+                                 f"{calibrated}: with {self.pixel_threshold}, set "
+                                 "scorer.threshold too (or recalibrate)")
         if threshold is None:
             threshold = calibration.get("thresholds", {}).get(rule)
         if threshold is None:

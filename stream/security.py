@@ -9,6 +9,7 @@ can neither push frames nor read topics.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,8 @@ def make_keys(folder: str | Path, names: list[str]) -> list[Path]:
         if (folder / f"{name}.key_secret").exists():
             raise FileExistsError(f"{folder / name}.key_secret exists; remove it first to "
                                   "make a new key")
-        public, _ = zmq.auth.create_certificates(str(folder), name)
+        public, secret = zmq.auth.create_certificates(str(folder), name)
+        os.chmod(secret, 0o600)   # pyzmq writes it with the umask's permissions
         out.append(Path(public))
     return out
 

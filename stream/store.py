@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import sqlite3
 import time
@@ -33,9 +34,19 @@ class EventStore:
         durable: ``synchronous=FULL`` (survives power loss; slower).
     """
 
-    def __init__(self, path: str | Path, durable: bool = False) -> None:
+    def __init__(self, path: str | Path, durable: bool = False, exclusive: bool = False) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = None
+        if exclusive:
+            # One detector per store: a second one would "recover" the first one's events.
+            self._lock = open(f"{self.path}.lock", "w")  # noqa: SIM115 - held until close()
+            try:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                self._lock.close()
+                raise OSError(f"events store {self.path} is in use by another detector; give "
+                              "each detector its own --events-db") from None
         # One user at a time, but not always the creating thread (a detector is built in
         # one thread and may run in another), hence check_same_thread=False.
         self._db = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None,
@@ -58,7 +69,8 @@ class EventStore:
 
         Args:
             stream: Only this stream's alerts.
-            since: Only alerts of frames at or after this Unix time.
+            since: Only alerts stored at or after this Unix time (what a subscriber that
+                left at ``since`` missed, whatever frame times they carry).
             limit: At most this many (the newest).
         """
         sql, args = "SELECT payload FROM alerts WHERE 1=1", []
@@ -66,7 +78,7 @@ class EventStore:
             sql += " AND stream = ?"
             args.append(stream)
         if since is not None:
-            sql += " AND ts >= ?"
+            sql += " AND stored_at >= ?"
             args.append(float(since))
         sql += " ORDER BY seqno DESC"
         if limit is not None:
@@ -84,6 +96,8 @@ class EventStore:
 
     def close(self) -> None:
         self._db.close()
+        if self._lock is not None:
+            self._lock.close()
 
     def __enter__(self) -> EventStore:
         return self

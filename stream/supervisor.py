@@ -26,6 +26,8 @@ def capture_command(stream: StreamConfig, connect: str) -> list[str]:
         argv += ["--fps", str(stream.fps)]
     if stream.loop:
         argv.append("--loop")
+    if stream.curve_key or stream.curve_server:
+        argv += ["--curve-key", stream.curve_key, "--curve-server", stream.curve_server]
     return argv
 
 

@@ -5,7 +5,8 @@ held-out normal frames. Which rule the detector uses is chosen without anomalous
 footage: a copy of each held-out clip gets a synthetic anomaly (a patch cut around the
 clip's most active region, pasted moving several times faster than people walk, as a
 bike or skater would), and the rule whose values separate those frames from the normal
-ones best (ROC AUC) wins. Test clips play no part.
+ones best (ROC AUC) wins. The per-pixel baseline (the error normal footage always
+leaves, at edges and fine texture) is estimated on training clips. Test clips play no part.
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ from models.weights import load_weights, save_weights
 from stream.frames import resolve_clips
 from stream.scorer import RULES, Scorer
 from train.data import load_clip
-from train.metrics import roc_auc_eer
+from train.metrics import roc_auc_eer, threshold_at
 from train.offline import score_clip
 
 #: Size (rows, columns at model resolution) and speed (pixels per frame) of the synthetic
 #: object; Ped2 pedestrians move about 1 px/frame at 227×227.
 OBJECT_SIZE = (36, 18)
 OBJECT_SPEED = 4
+#: The baseline is estimated on every BASELINE_EVERY-th training clip.
+BASELINE_EVERY = 4
 
 
 def inject_fast_object(frames: np.ndarray, size: tuple[int, int] = OBJECT_SIZE,
@@ -61,23 +64,41 @@ def inject_fast_object(frames: np.ndarray, size: tuple[int, int] = OBJECT_SIZE,
     return out, labels
 
 
+def estimate_baseline(net: HybridBlock, clips: list[np.ndarray], window: int, stride: int,
+                      scorer: Scorer, ctx: mx.Context) -> np.ndarray:
+    """Mean 4×4 sum per pixel over normal clips (the error normal footage always leaves)."""
+    total, count = None, 0
+    for frames in clips:
+        s = score_clip(net, frames, window, stride, scorer, ctx, maps=True)
+        ok = ~np.isnan(s["peak"])
+        part = s["sums"][ok].sum(axis=0, dtype=np.float64)
+        total = part if total is None else total + part
+        count += int(ok.sum())
+    if not count:
+        raise ValueError("no clip long enough for one window to estimate the baseline")
+    return (total / count).astype(np.float32)
+
+
 def calibrate(net: HybridBlock, clips: list[np.ndarray], window: int, stride: int,
-              scorer: Scorer, ctx: mx.Context, false_alarm_rate: float
-              ) -> tuple[dict, dict[str, np.ndarray], dict]:
-    """Baseline map, thresholds per rule at the false-alarm rate, and the rule chosen by
-    the synthetic test, all from held-out normal clips.
+              scorer: Scorer, ctx: mx.Context, false_alarm_rate: float,
+              baseline_clips: list[np.ndarray]) -> tuple[dict, dict[str, np.ndarray], dict]:
+    """Baseline map (from ``baseline_clips``), thresholds per rule at the false-alarm rate
+    and the rule chosen by the synthetic test (both from the held-out ``clips``).
+
+    The baseline comes from other normal clips than the thresholds, so the thresholds'
+    false-alarm rate is not biased by it.
 
     Returns:
         The calibration metadata, the calibration arrays (``baseline``), and the
         held-out normal values per rule (for a histogram).
     """
+    baseline = estimate_baseline(net, baseline_clips, window, stride, scorer, ctx)
     runs = []
     for frames in clips:
         normal = score_clip(net, frames, window, stride, scorer, ctx, maps=True)
         altered, marks = inject_fast_object(frames)
         synthetic = score_clip(net, altered, window, stride, scorer, ctx, maps=True)
         runs.append((normal, synthetic, marks, ~np.isnan(normal["peak"])))
-    baseline = np.mean(np.concatenate([n["sums"][ok] for n, _, _, ok in runs]), axis=0)
     calibrated = Scorer(pixel_threshold=scorer.pixel_threshold, pixel_scale=scorer.pixel_scale,
                         baseline=baseline)
     normal_values = {rule: [] for rule in RULES}
@@ -94,12 +115,13 @@ def calibrate(net: HybridBlock, clips: list[np.ndarray], window: int, stride: in
     y = np.concatenate(labels)
     aucs = {rule: roc_auc_eer(y, np.concatenate(both[rule]))[0] for rule in RULES}
     chosen = max(RULES, key=lambda r: -1.0 if aucs[r] is None else aucs[r])
-    q = 1.0 - false_alarm_rate
     meta = {"rule": chosen,
-            "thresholds": {r: float(np.quantile(v, q)) for r, v in normal_values.items()},
+            "thresholds": {r: threshold_at(v, false_alarm_rate)
+                           for r, v in normal_values.items()},
             "false_alarm_rate": false_alarm_rate, "frames": int(len(normal_values["peak"])),
             "stride": stride, "pixel_threshold": scorer.pixel_threshold,
-            "baseline": "mean 4x4 sum per pixel over the held-out normal frames",
+            "baseline": "mean 4x4 sum per pixel over normal training clips",
+            "baseline_clips": len(baseline_clips),
             "selection": {"method": "synthetic fast object in held-out normal clips",
                           "object_size": list(OBJECT_SIZE), "object_speed": OBJECT_SPEED,
                           "auc": aucs},
@@ -138,11 +160,17 @@ def recalibrate(model: str | Path, data: str | Path | None = None, stride: int |
     if missing:
         raise ValueError(f"held-out clips {missing} not found under {root}; pass --data")
     clips = [load_clip(folders[n], meta.contract) for n in names]
+    train_names = [n for n in meta.provenance.get("train_clips", []) if n in folders]
+    if not train_names:
+        raise ValueError(f"{model} records no training clips (provenance.train_clips) found "
+                         f"under {root}; they give the baseline")
+    baseline_clips = [load_clip(folders[n], meta.contract) for n in train_names[::BASELINE_EVERY]]
     old = meta.calibration
     stride = stride or int(old.get("stride", 5))
     rate = false_alarm_rate or float(old.get("false_alarm_rate", 0.01))
     scorer = Scorer(pixel_threshold=float(old.get("pixel_threshold", 4 * 255.0)),
                     pixel_scale=meta.contract.pixel_scale)
-    meta.calibration, arrays, _ = calibrate(net, clips, meta.window, stride, scorer, ctx, rate)
+    meta.calibration, arrays, _ = calibrate(net, clips, meta.window, stride, scorer, ctx, rate,
+                                            baseline_clips)
     save_weights(net, meta, model, arrays)
     return meta.calibration

@@ -71,6 +71,15 @@ def _box_hits(excess: np.ndarray, masks: np.ndarray, decisions: np.ndarray,
     return hits, total
 
 
+def pooled_aucs(labels: list[np.ndarray], scores: list[np.ndarray]
+                ) -> tuple[tuple[float | None, float | None], tuple[float | None, float | None]]:
+    """(AUC, EER) over all clips' frames under the ``paper`` protocol (each clip's scores
+    min-max normalised first) and the ``online`` one (raw, causal scores)."""
+    y = np.concatenate(labels)
+    paper = np.concatenate([normalise_per_video(s) for s in scores])
+    return roc_auc_eer(y, paper), roc_auc_eer(y, np.concatenate(scores))
+
+
 def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
              ctx: mx.Context | None = None, scorer: ScorerConfig | None = None
              ) -> tuple[dict, list[ClipResult]]:
@@ -124,17 +133,13 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
     if not results:
         raise ValueError(f"no test clip in {data} has a ground-truth entry")
     labels = np.concatenate([r.labels for r in results])
-    paper = np.concatenate([normalise_per_video(r.scores) for r in results])
-    online = np.concatenate([r.scores for r in results])
     every_rule = {}
     for rule in RULES:  # for comparison only: the rule itself was chosen by calibration
-        every_rule[rule] = {
-            "frame_auc_paper": roc_auc_eer(labels, np.concatenate(
-                [normalise_per_video(r.values[rule]) for r in results]))[0],
-            "frame_auc_online": roc_auc_eer(labels, np.concatenate(
-                [r.values[rule] for r in results]))[0]}
-    auc_paper, eer_paper = roc_auc_eer(labels, paper)
-    auc_online, eer_online = roc_auc_eer(labels, online)
+        paper, online = pooled_aucs([r.labels for r in results],
+                                    [r.values[rule] for r in results])
+        every_rule[rule] = {"frame_auc_paper": paper[0], "frame_auc_online": online[0]}
+    (auc_paper, eer_paper), (auc_online, eer_online) = pooled_aucs(
+        [r.labels for r in results], [r.scores for r in results])
     decisions = decision_scores(labels, np.concatenate([r.decisions for r in results]))
     pixel_auc = None
     if pixel_scores:

@@ -59,10 +59,26 @@ def roc_auc_eer(labels: np.ndarray, scores: np.ndarray) -> tuple[float | None, f
     labels = np.asarray(labels, bool)
     if labels.all() or not labels.any():
         return None, None
-    fpr, tpr, _ = roc_curve(labels, scores)
-    fnr = 1 - tpr
-    i = int(np.argmin(np.abs(fnr - fpr)))
-    return float(roc_auc_score(labels, scores)), float((fpr[i] + fnr[i]) / 2)
+    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+    gap = (1 - tpr) - fpr          # falls from 1 to -1 along the curve
+    i = int(np.argmax(gap <= 0))   # first point at or past FPR = FNR
+    # The ROC curve is linear between its points: interpolate the crossing.
+    t = gap[i - 1] / (gap[i - 1] - gap[i]) if i > 0 and gap[i] < 0 else 1.0
+    eer = fpr[i - 1] + t * (fpr[i] - fpr[i - 1]) if i > 0 else fpr[0]
+    return float(roc_auc_score(labels, scores)), float(eer)
+
+
+def threshold_at(values: np.ndarray, false_alarm_rate: float) -> float:
+    """The lowest threshold that flags (value >= threshold) at most ``false_alarm_rate`` of
+    ``values``, ties included (an integer score with many equal values cannot collapse
+    to flagging everything)."""
+    values = np.asarray(values)
+    dtype = values.dtype if values.dtype.kind == "f" else np.dtype(np.float64)
+    ordered = np.sort(values.astype(dtype))[::-1]
+    k = int(np.floor(false_alarm_rate * len(ordered)))
+    # Just above the (k+1)-th largest value, in the values' own precision (so it is
+    # above it in float32 and float64 alike).
+    return float(np.nextafter(ordered[min(k, len(ordered) - 1)], dtype.type(np.inf)))
 
 
 def decision_scores(labels: np.ndarray, decisions: np.ndarray) -> dict[str, float]:

@@ -17,7 +17,7 @@ from models.contract import InputContract
 from models.registry import get_model
 from models.weights import WeightsMeta, load_weights, save_weights
 from stream.scorer import Scorer
-from train.calibrate import calibrate
+from train.calibrate import BASELINE_EVERY, calibrate
 from train.data import gather, load_clips, make_windows
 from train.optstate import load_optimizer, save_optimizer
 from train.plots import plot_histogram
@@ -124,7 +124,7 @@ def train(data: str | Path, out: str | Path, model: str = "stae", model_args: di
                                    "config": asdict(config)})
     for _ in range(state["epoch"]):
         rng.permutation(len(train_w))  # keep the shuffle sequence of an uninterrupted run
-    started = time.time()
+    started = time.time() - state.get("train_seconds", 0.0)  # a resumed run adds its time
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         batches = _batches(len(train_w), config.batch_size, rng, config.windows_per_epoch)
         bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch")
@@ -155,6 +155,7 @@ def train(data: str | Path, out: str | Path, model: str = "stae", model_args: di
         else:
             state["stale"] += 1
         state["epoch"] = epoch
+        state["train_seconds"] = round(time.time() - started, 1)
         state_path.write_text(json.dumps(state, indent=2))
         if state["stale"] >= config.patience:
             log.info("validation loss has not improved for %d epochs: stopping", config.patience)
@@ -162,7 +163,8 @@ def train(data: str | Path, out: str | Path, model: str = "stae", model_args: di
     best, _ = load_weights(out.with_name(out.name + ".best"), ctx)
     best.hybridize()
     meta.calibration, arrays, normal = calibrate(best, val_clips, window, stride, scorer, ctx,
-                                                 config.false_alarm_rate)
+                                                 config.false_alarm_rate,
+                                                 train_clips[::BASELINE_EVERY])
     rule = meta.calibration["rule"]
     plot_histogram(normal[rule], meta.calibration["thresholds"][rule],
                    out.with_name(out.name + ".calibration.png"), f"{rule} score")

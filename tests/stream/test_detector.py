@@ -178,3 +178,65 @@ def test_binding_beyond_loopback_without_curve_warns(tiny_weights, caplog):
                                   model=str(tiny_weights), device="cpu", stride=2, events_db=""))
     det.close()
     assert "reachable beyond this machine and unauthenticated" in caplog.text
+
+
+def _run_detector(tiny_weights, tmp_path, **config):
+    bind, publish = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    det = Detector(DetectorConfig(bind=bind, publish=publish, model=str(tiny_weights),
+                                  device="cpu", stride=2, status_interval=0.2,
+                                  events_db=str(tmp_path / "e.db"), **config),
+                   ScorerConfig(rule="area", threshold=1), EventConfig(open_frames=1))
+    stop = threading.Event()
+    thread = threading.Thread(target=det.run, args=(stop,))
+    thread.start()
+    return det, bind, publish, stop, thread
+
+
+def test_idle_stream_is_ended_and_reported_offline(tiny_weights, tmp_path):
+    det, bind, publish, stop, thread = _run_detector(tiny_weights, tmp_path, idle_timeout=1.0,
+                                                     offline_after=0.5)
+    try:
+        with Subscriber(publish, ["alert.", "eos.", "status"]) as sub:
+            wait_for(lambda: (m := sub.recv()) is not None and m.topic == "status", 10, "status")
+            push = zmq.Context.instance().socket(zmq.PUSH)
+            push.connect(bind)
+            for seq, image in enumerate(_frames("Test001", 6)):   # then the camera dies
+                push.send_multipart(encode_frame("dead", seq, 1.0 + seq, image))
+            got = _collect_until_eos(sub, "dead")
+            assert [m.payload["type"] for m in got if m.topic == "alert.dead"][-1] == "end"
+            wait_for(lambda: (m := sub.recv()) is not None and m.topic == "status" and
+                     m.payload["streams"].get("dead", {}).get("online") is False, 10,
+                     "the ended stream still reported offline")
+            push.close(linger=0)
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def test_oversized_messages_are_cut_off_and_bad_ones_logged_sparingly(tiny_weights, tmp_path,
+                                                                      caplog):
+    det, bind, publish, stop, thread = _run_detector(tiny_weights, tmp_path, max_message_mb=1)
+    try:
+        with Subscriber(publish, ["score.ok", "eos.ok", "status"]) as sub:
+            wait_for(lambda: (m := sub.recv()) is not None and m.topic == "status", 10, "status")
+            big = zmq.Context.instance().socket(zmq.PUSH)
+            big.connect(bind)
+            big.send_multipart(encode_frame("big", 0, 1.0, np.zeros((800, 1000, 3), np.uint8)))
+            ok = zmq.Context.instance().socket(zmq.PUSH)
+            ok.connect(bind)
+            for _ in range(50):
+                ok.send_multipart([b"not json", b""])
+            frames = _frames("Test001", 6)
+            for seq, image in enumerate(frames):
+                ok.send_multipart(encode_frame("ok", seq, 1.0 + seq, image))
+            ok.send_multipart(encode_eos("ok"))
+            got = _collect_until_eos(sub, "ok")
+            assert len([m for m in got if m.topic == "score.ok"]) == 6
+            big.close(linger=0)
+            ok.close(linger=0)
+        assert "big" not in det.streams and det.rejected["bad_json"] == 50
+        logged = [r for r in caplog.records if "bad_json" in r.getMessage()]
+        assert len(logged) == 3
+    finally:
+        stop.set()
+        thread.join(10)

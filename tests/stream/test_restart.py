@@ -4,6 +4,8 @@ subscribers carry on by themselves."""
 import os
 import signal
 
+import pytest
+
 from stream.subscriber import Subscriber
 from tests.conftest import PED2, free_port, stop, vadstream, wait_for
 
@@ -42,6 +44,29 @@ def test_sigterm_ends_open_events_and_restart_resumes_everything(tiny_weights, t
             wait_for(lambda: any(m.topic == "score.rs" for m in got) or seen("start"), 60,
                      "scores after a kill -9 and restart")
         assert cap.poll() is None            # the capture never noticed beyond some drops
+    finally:
+        stop(cap)
+        stop(det)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_clean_stop_sends_end_alerts(tiny_weights, tmp_path, sig):
+    bind, publish = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    det = _detector(tiny_weights, bind, publish, tmp_path / "e.sqlite3")
+    cap = vadstream("capture", "--source", str(PED2 / "Test" / "Test005"), "--stream-id", "st",
+                    "--connect", bind, "--fps", "15", "--loop")
+    try:
+        with Subscriber(publish, ["alert.st"]) as sub:
+            kinds = []
+            def seen(kind):
+                m = sub.recv()
+                if m is not None:
+                    kinds.append(m.payload["type"])
+                return kind in kinds
+            wait_for(lambda: seen("start"), 60, "an event to open")
+            det.send_signal(sig)
+            wait_for(lambda: seen("end"), 20, "the end alert")
+        assert det.wait(20) == 0
     finally:
         stop(cap)
         stop(det)

@@ -67,6 +67,12 @@ def test_config_takes_rule_and_threshold_from_calibration():
         ScorerConfig(rule="error").build(cal, 255.0)
     with pytest.raises(ValueError, match="rule 'median' is not one of"):
         ScorerConfig(rule="median")
+    with_base = {**cal, "arrays": ["baseline"], "pixel_threshold": 1020.0}
+    with pytest.raises(ValueError, match="assume the baseline"):
+        ScorerConfig(baseline=False).build(with_base, 255.0)
+    with pytest.raises(ValueError, match="assume pixel_threshold 1020.0"):
+        ScorerConfig(pixel_threshold=900.0).build(with_base, 255.0)
+    assert ScorerConfig(baseline=False, threshold=3.0).build(with_base, 255.0).threshold == 3.0
 
 
 def test_pixel_scale_converts_standardised_units():

@@ -1,4 +1,7 @@
 import sqlite3
+import time
+
+import pytest
 
 from stream.store import EventStore, recovered_end
 
@@ -17,7 +20,8 @@ def test_append_query_and_filters(tmp_path):
         assert [(a["id"], a["type"]) for a in store.query()] == [
             ("a", "start"), ("b", "start"), ("a", "end")]
         assert [a["id"] for a in store.query(stream="other")] == ["b"]
-        assert [a["type"] for a in store.query(since=150)] == ["start", "end"]
+        assert [a["id"] for a in store.query(since=time.time() - 60)] == ["a", "b", "a"]
+        assert store.query(since=time.time() + 60) == []
         assert [a["type"] for a in store.query(limit=1)] == ["end"]
         assert [a["id"] for a in store.open_events()] == ["b"]
     mode = sqlite3.connect(tmp_path / "e.db").execute("PRAGMA journal_mode").fetchone()[0]
@@ -36,8 +40,18 @@ def test_events_command_filters_and_explains_a_missing_store(tmp_path):
         store.append(_alert("start", "a", ts=100))
         store.append(_alert("start", "b", stream="other", ts=4e9))
     out = vadstream_run("events", "--db", str(tmp_path / "e.db"), "--since", "1d")
+    assert out.returncode == 0 and "other" in out.stdout and " cam " in out.stdout
+    out = vadstream_run("events", "--db", str(tmp_path / "e.db"), "--stream", "other")
     assert out.returncode == 0 and "other" in out.stdout and " cam " not in out.stdout
     out = vadstream_run("events", "--db", str(tmp_path / "e.db"), "--since", "yesterday")
     assert out.returncode == 2 and "--since 'yesterday' is not a time" in out.stderr
     out = vadstream_run("events", "--db", str(tmp_path / "missing.db"))
     assert out.returncode == 2 and "events store" in out.stderr and "not found" in out.stderr
+
+
+def test_one_detector_per_store(tmp_path):
+    with EventStore(tmp_path / "e.db", exclusive=True):
+        with pytest.raises(OSError, match="in use by another detector"):
+            EventStore(tmp_path / "e.db", exclusive=True)
+        EventStore(tmp_path / "e.db").close()          # readers are welcome
+    EventStore(tmp_path / "e.db", exclusive=True).close()

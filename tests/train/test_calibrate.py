@@ -25,10 +25,28 @@ def test_recalibrate_rewrites_the_metadata(tmp_path):
     path = make_weights(tmp_path / "w")
     meta_path = tmp_path / "w.json"
     meta = json.loads(meta_path.read_text())
-    meta["provenance"].update(data=str(data), val_clips=["Train002"])
+    meta["provenance"].update(data=str(data), val_clips=["Train002"], train_clips=["Train001"])
     meta_path.write_text(json.dumps(meta))
     cal = recalibrate(path, stride=2, false_alarm_rate=0.05)
     saved = read_meta(path).calibration
     assert saved == json.loads(json.dumps(cal))
     assert saved["rule"] in saved["thresholds"] and saved["frames"] == 30
     assert saved["false_alarm_rate"] == 0.05 and saved["stride"] == 2
+
+
+def test_calibration_keeps_its_false_alarm_rate_and_picks_the_best_rule(tiny_weights):
+    import mxnet as mx
+
+    from models import load_weights
+    from stream.scorer import Scorer
+    from train.calibrate import calibrate
+    net, meta = load_weights(tiny_weights)
+    clips = [load_clip(PED2 / "Train" / name, meta.contract)[:40]
+             for name in ("Train001", "Train002", "Train003")]
+    cal, arrays, normal = calibrate(net, clips[1:], meta.window, 2, Scorer(), mx.cpu(), 0.05,
+                                    clips[:1])
+    assert arrays["baseline"].shape == (227, 227)
+    for rule, values in normal.items():
+        assert len(values) == 80 and (values >= cal["thresholds"][rule]).mean() <= 0.05
+    aucs = cal["selection"]["auc"]
+    assert cal["rule"] == max(aucs, key=aucs.get)

@@ -39,3 +39,14 @@ def test_absent_clips_are_skipped_not_shifted(tmp_path, tiny_weights):
     result, _ = evaluate(tiny_weights, tmp_path, stride=4)
     (clip,) = result["clips"]
     assert clip["clip"] == "Test004" and clip["anomalous"] == 150 and result["pixel_auc"] is None
+
+
+def test_paper_protocol_normalises_each_clip_and_online_does_not():
+    import numpy as np
+
+    from train.evaluate import pooled_aucs
+    labels = [np.array([0, 0, 1, 1], bool), np.array([0, 0, 1, 1], bool)]
+    scores = [np.array([0.0, 0.1, 0.8, 0.9]), np.array([10.0, 10.1, 10.2, 10.3])]
+    (paper, paper_eer), (online, _) = pooled_aucs(labels, scores)
+    assert paper == 1.0 and paper_eer == 0.0       # separable within each clip
+    assert online == 0.75                           # clip 2's normal frames beat clip 1's

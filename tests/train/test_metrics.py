@@ -34,6 +34,25 @@ def test_auc_and_eer_on_hand_computed_cases():
     assert roc_auc_eer(np.ones(3, bool), np.arange(3)) == (None, None)
 
 
+@pytest.mark.parametrize("labels, scores, eer", [
+    ([0, 0, 0, 1, 0], [3, 1, 1, 2, 3], 0.5),                  # the crossing is between points
+    ([0] * 10 + [1] * 10, [0] * 10 + [0] * 5 + [1] * 5, 1 / 3),
+])
+def test_eer_interpolates_between_roc_points(labels, scores, eer):
+    assert roc_auc_eer(np.array(labels, bool), np.array(scores, float))[1] == pytest.approx(eer)
+
+
+def test_threshold_keeps_the_false_alarm_rate_even_with_ties():
+    from train.metrics import threshold_at
+    zeros = np.r_[np.zeros(995), np.arange(1, 6)]
+    t = threshold_at(zeros, 0.01)
+    assert (zeros >= t).mean() <= 0.01 and 0 < t <= 1
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=10000)
+    t = threshold_at(x, 0.05)
+    assert 0.049 <= (x >= t).mean() <= 0.05
+
+
 def test_per_video_normalisation_and_decisions():
     np.testing.assert_allclose(normalise_per_video(np.array([2.0, 4.0, 3.0])), [0, 1, 0.5])
     assert normalise_per_video(np.array([1.0, 1.0])).tolist() == [0, 0]
