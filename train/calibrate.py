@@ -18,12 +18,13 @@ import mxnet as mx
 import numpy as np
 from mxnet.gluon import HybridBlock
 
-from models.weights import load_weights, save_weights
+from models.weights import load_weights, save_weights, weights_paths
 from stream.frames import resolve_clips
 from stream.scorer import RULES, Scorer
 from train.data import load_clip
 from train.metrics import roc_auc_eer, threshold_at
 from train.offline import score_clip
+from train.plots import plot_histogram
 
 #: Size (rows, columns at model resolution) and speed (pixels per frame) of the synthetic
 #: object; Ped2 pedestrians move about 1 px/frame at 227×227.
@@ -170,7 +171,11 @@ def recalibrate(model: str | Path, data: str | Path | None = None, stride: int |
     rate = false_alarm_rate or float(old.get("false_alarm_rate", 0.01))
     scorer = Scorer(pixel_threshold=float(old.get("pixel_threshold", 4 * 255.0)),
                     pixel_scale=meta.contract.pixel_scale)
-    meta.calibration, arrays, _ = calibrate(net, clips, meta.window, stride, scorer, ctx, rate,
-                                            baseline_clips)
+    meta.calibration, arrays, normal = calibrate(net, clips, meta.window, stride, scorer, ctx,
+                                                 rate, baseline_clips)
     save_weights(net, meta, model, arrays)
+    rule = meta.calibration["rule"]
+    params, _ = weights_paths(model)
+    plot_histogram(normal[rule], meta.calibration["thresholds"][rule],
+                   params.with_suffix(".calibration.png"), f"{rule} score")
     return meta.calibration
