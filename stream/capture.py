@@ -107,10 +107,15 @@ class CaptureStats:
     reconnects: int = 0
 
 
+def backoff_delay(attempt: int, max_backoff_s: float) -> float:
+    """Seconds to wait before reconnection attempt ``attempt`` (0, 1, ...): 0.5 s doubling."""
+    return min(max_backoff_s, 0.5 * 2 ** min(attempt, 16))
+
+
 def _reconnect(source: FrameSource, stream: str, attempt: int, max_backoff_s: float,
                stop: threading.Event) -> None:
     """Wait (exponential backoff) and reopen a live source that stopped delivering."""
-    delay = min(max_backoff_s, 0.5 * 2 ** min(attempt, 16))
+    delay = backoff_delay(attempt, max_backoff_s)
     log.warning("%s: %s stopped delivering; reconnecting in %.1f s (attempt %d)", stream,
                 source.name, delay, attempt + 1)
     if stop.wait(delay):

@@ -53,6 +53,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
 def open_live_with_retry(args: argparse.Namespace, stop: threading.Event):
     """Open the capture's source; a camera or stream URL that is down is retried with
     backoff until it answers (or ``stop``), anything else fails at once."""
+    from stream.capture import backoff_delay
     from stream.sources import URL_SCHEMES, open_source
 
     live = args.source.isdigit() or args.source.lower().startswith(URL_SCHEMES)
@@ -63,7 +64,7 @@ def open_live_with_retry(args: argparse.Namespace, stop: threading.Event):
         except OSError as err:
             if not live:
                 raise
-            delay = min(args.max_backoff, 0.5 * 2 ** min(attempt, 16))
+            delay = backoff_delay(attempt, args.max_backoff)
             log.warning("%s; retrying in %.1f s (attempt %d)", err, delay, attempt + 1)
             attempt += 1
             stop.wait(delay)

@@ -35,3 +35,26 @@ def test_camera_dropout_is_survived_and_reported(tiny_weights, tmp_path):
         stop(cap)
         stop(det)
         camera.close()
+
+
+def test_backoff_doubles_up_to_its_cap_and_never_overflows():
+    from stream.capture import backoff_delay
+    assert [backoff_delay(a, 30) for a in range(8)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
+    assert backoff_delay(10**6, 30) == 30
+
+
+def test_a_camera_down_at_start_is_waited_for(tmp_path):
+    """A stream URL that does not answer yet: capture keeps retrying instead of exiting."""
+    import time
+    log = tmp_path / "c.log"
+    with open(log, "w") as err:
+        cap = vadstream("capture", "--source", f"http://127.0.0.1:{free_port()}/x.mjpg",
+                        "--stream-id", "later", "--connect", f"tcp://127.0.0.1:{free_port()}",
+                        "--watchdog", "1", "--max-backoff", "1", stderr=err)
+    try:
+        wait_for(lambda: log.read_text().count("retrying in") >= 2, 60, "retries")
+        time.sleep(0.5)
+        assert cap.poll() is None
+    finally:
+        stop(cap)
+    assert cap.returncode == 0
