@@ -215,6 +215,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from stream.bench import format_bench, run_bench
+
+    result = run_bench(args.model, args.device, seconds=args.seconds)
+    print(format_bench(result))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from stream.engine import pick_context
     from train.evaluate import evaluate, format_table, write_outputs
@@ -330,6 +343,13 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--false-alarm-rate", type=float)
     k.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
     k.set_defaults(func=cmd_calibrate)
+
+    b = sub.add_parser("bench", help="model throughput against this machine's fp32 peak")
+    b.add_argument("--model", default=str(DEFAULT_WEIGHTS))
+    b.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
+    b.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
+    b.add_argument("--json", type=Path)
+    b.set_defaults(func=cmd_bench)
 
     e = sub.add_parser("evaluate", help="frame and pixel AUC on a UCSD-style test set")
     e.add_argument("--model", default=str(DEFAULT_WEIGHTS))
