@@ -7,7 +7,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import zmq
@@ -239,7 +239,7 @@ class Detector:
                                     f"({self.config.max_buffer_mb})")
             state = StreamState(msg.stream, msg.image.shape, self.contract.size, self.capacity,
                                 EventTracker(msg.stream, self.scorer.threshold,
-                                             **vars(self.events)))
+                                             **asdict(self.events)))
             self.streams[msg.stream] = state
             self.gone.pop(msg.stream, None)
             log.info("new stream %s (%s)", msg.stream, "x".join(map(str, msg.image.shape)))

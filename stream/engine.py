@@ -8,7 +8,7 @@ from pathlib import Path
 import mxnet as mx
 import numpy as np
 
-from models.weights import WeightsMeta, load_calibration_arrays, load_weights
+from models.weights import load_calibration_arrays, load_weights
 
 log = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "gpu")
@@ -46,11 +46,6 @@ class Engine:
         self.window = self.meta.window
         self.contract = self.meta.contract
         log.info("model %s (%s) on %s", weights, self.meta.model, self.ctx)
-
-    @property
-    def metadata(self) -> WeightsMeta:
-        """The weights' metadata."""
-        return self.meta
 
     def reconstruct(self, batch: np.ndarray) -> np.ndarray:
         """Reconstruct (N, T, S, S) windows; returns an array of the same shape."""

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +70,3 @@ def stop_all(children: list[Child], timeout_s: float = 10.0) -> None:
     for child in reversed(children):
         child.stop(signal.SIGINT, timeout_s)
 
-
-def wait_any(children: list[Child], timeout_s: float) -> None:
-    """Sleep up to ``timeout_s`` or until a child exits."""
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if any(c.proc is not None and c.proc.poll() is not None for c in children):
-            return
-        time.sleep(0.05)
