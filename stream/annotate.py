@@ -46,20 +46,20 @@ class Annotator:
         self.alpha = alpha
         self.jpeg_quality = jpeg_quality
 
-    def draw(self, source: np.ndarray, mask: np.ndarray, boxes: list, label: str,
+    def draw(self, source: np.ndarray, mask: np.ndarray | None, boxes: list, label: str,
              anomalous: bool) -> np.ndarray:
         """The annotated frame: source resolution, colour (BGR).
 
         Args:
             source: Source frame, (H, W) or (H, W, 3) uint8.
-            mask: Anomaly mask at model resolution.
+            mask: Anomaly mask at model resolution (None: nothing to tint).
             boxes: Boxes in source pixels.
             label: Text drawn in the corner (the score).
             anomalous: Whether the frame rule flagged the frame (label colour).
         """
         image = cv2.cvtColor(source, cv2.COLOR_GRAY2BGR) if source.ndim == 2 or \
             source.shape[2] == 1 else source.copy()
-        if mask.any():
+        if mask is not None and mask.any():
             big = cv2.resize(mask.view(np.uint8), (image.shape[1], image.shape[0]),
                              interpolation=cv2.INTER_NEAREST).astype(bool)
             tinted = image[big].astype(np.float32) * (1 - self.alpha)

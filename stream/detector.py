@@ -321,8 +321,8 @@ class Detector:
         topic = f"overlay.{stream}"
         if self.publisher.wants(topic):
             label = f"{self.scorer.rule} {score:.1f} / {self.scorer.threshold:.1f}"
-            image = self.annotator.draw(ring.fields["src"][slot], mask if anomalous else
-                                        np.zeros_like(mask), boxes, label, anomalous)
+            image = self.annotator.draw(ring.fields["src"][slot], mask if anomalous else None,
+                                        boxes, label, anomalous)
             self.publisher.publish_overlay(topic, {
                 "stream": stream, "seq": seq, "ts": ts, "clip": state.clip, "frame": frame,
                 "anomalous": anomalous, "score": score, "boxes": boxes},
