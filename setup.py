@@ -7,7 +7,7 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["models", "models.*", "stream", "stream.*",
                                     "train", "train.*"]),
-    package_data={"models": ["weights/*.params", "weights/*.json"]},
+    package_data={"models": ["weights/*.params", "weights/*.json", "weights/*.calib"]},
     install_requires=[
         "mxnet==1.9.1",
         "numpy>=1.23,<1.24",          # MXNet 1.9.1 still uses np.bool

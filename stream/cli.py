@@ -215,8 +215,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     cal = recalibrate(args.model, args.data, stride=args.stride,
                       false_alarm_rate=args.false_alarm_rate, ctx=pick_context(args.device))
-    print(f"rule {cal['rule']} threshold {cal['thresholds'][cal['rule']]:.2f} "
-          f"(synthetic-anomaly AUC {cal['selection']['auc']})")
+    mean = ", ".join(f"{r} {a:.3f}" for r, a in cal["selection"]["mean_auc"].items())
+    print(f"rule {cal['rule']} threshold {cal['thresholds'][cal['rule']]:.2f} over "
+          f"{cal['frames']} normal frames (synthetic-anomaly AUC: {mean})")
     return 0
 
 

@@ -292,7 +292,7 @@ class Detector:
         recon = self.engine.reconstruct(self._batch[:n])
         for i, (state, start) in enumerate(windows):
             lo = max(state.scored, start) - start
-            scores = self.scorer.score(recon[i, lo:], self._batch[i, lo:])
+            scores = self.scorer.score(recon[i], self._batch[i], lo)
             for j in range(self.window - lo):
                 self._emit(state, start + lo + j, scores, j)
             state.scored = start + self.window
@@ -315,7 +315,8 @@ class Detector:
         self.publisher.publish_json(f"score.{stream}", {
             "stream": stream, "seq": seq, "ts": ts, "clip": state.clip, "frame": frame,
             "scores": {"error": float(scores.error[j]), "area": int(scores.area[j]),
-                       "peak": float(scores.peak[j]), "score": score},
+                       "peak": float(scores.peak[j]), "motion": float(scores.motion[j]),
+                       "score": score},
             "threshold": self.scorer.threshold, "rule": self.scorer.rule,
             "anomalous": anomalous, "latency_ms": round((now - ts) * 1000, 2)})
         topic = f"overlay.{stream}"

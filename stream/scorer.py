@@ -1,4 +1,11 @@
-"""Per-frame anomaly scoring: |x̂ − x| summed over 4×4 windows, thresholded per pixel."""
+"""Per-frame anomaly scoring from 4×4 window sums of the reconstruction error.
+
+Rules ``area``, ``peak`` and ``error`` look at |x̂ − x| itself; ``motion`` looks at how
+that error changes from one frame to the next, |Δ(x̂ − x)|: the autoencoder reproduces
+the motion it learned as normal, so a change in the error that it did not follow marks
+motion it did not expect (a bike among walkers), while a walker's steady texture error
+cancels out.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-RULES = ("area", "peak", "error")
+RULES = ("area", "peak", "error", "motion")
 #: Side of the window the absolute difference is summed over.
 WINDOW = 4
+#: The ``motion`` rule averages this share of a frame's largest 4×4 sums (the local
+#: map's top, robust to one noisy window; a person-sized region at 227×227).
+TOP_SHARE = 0.01
 
 
 def window_sum(diff: np.ndarray) -> np.ndarray:
@@ -44,17 +54,22 @@ class FrameScores:
         error: (B,) mean |x̂ − x| on the 0-255 scale.
         area: (B,) pixels (at model resolution) whose 4×4 sum exceeds the pixel threshold.
         peak: (B,) largest 4×4 sum on the 0-255 scale.
-        score: (B,) the value the frame rule compares (``area`` or ``peak``).
+        motion: (B,) mean of the largest TOP_SHARE of the 4×4 sums of |Δ(x̂ − x)|.
+        score: (B,) the value the frame rule compares.
         anomalous: (B,) the frame rule's verdict.
-        mask: (B, H, W) anomalous pixels.
-        sums: (B, H, W) the 4×4 sums H themselves.
+        map: (B, H, W) the rule's anomaly map: the 4×4 sums of |Δ(x̂ − x)| for
+            ``motion``, else the 4×4 sums of |x̂ − x| less the baseline.
+        mask: (B, H, W) anomalous pixels (``map`` above the scorer's ``map_threshold``).
+        sums: (B, H, W) the 4×4 sums of |x̂ − x| themselves (no baseline).
     """
 
     error: np.ndarray
     area: np.ndarray
     peak: np.ndarray
+    motion: np.ndarray
     score: np.ndarray
     anomalous: np.ndarray
+    map: np.ndarray
     mask: np.ndarray
     sums: np.ndarray
 
@@ -67,8 +82,9 @@ class Scorer:
             scale), less its ``baseline``, exceeds this; the default 4·255 is the public
             Ped2 notebook's.
         rule: Which per-frame value decides: ``area`` (anomalous pixels, at model
-            resolution), ``peak`` (the largest 4×4 sum above baseline) or ``error``
-            (mean |x̂ − x|).
+            resolution), ``peak`` (the largest 4×4 sum above baseline), ``error``
+            (mean |x̂ − x|) or ``motion`` (the top of the 4×4 map of |Δ(x̂ − x)|; its
+            pixels are anomalous where that map reaches ``threshold``).
         threshold: A frame is anomalous when its ``rule`` value reaches this; usually
             calibrated on held-out normal footage by ``vadstream train``.
         pixel_scale: Factor from model units to 0-255 (``InputContract.pixel_scale``).
@@ -87,33 +103,60 @@ class Scorer:
         self.pixel_scale = float(pixel_scale)
         self.baseline = None if baseline is None else np.asarray(baseline, np.float32)
 
-    def score(self, recon: np.ndarray, frames: np.ndarray) -> FrameScores:
-        """Score a batch.
+    @property
+    def map_threshold(self) -> float:
+        """The value above which a pixel of the rule's anomaly map is anomalous."""
+        return self.threshold if self.rule == "motion" else self.pixel_threshold
+
+    def score(self, recon: np.ndarray, frames: np.ndarray, first: int = 0) -> FrameScores:
+        """Score frames ``first`` to the end of one window.
 
         Args:
-            recon: (B, H, W) reconstruction in model units.
-            frames: (B, H, W) inputs in model units.
+            recon: (T, H, W) the window's reconstruction in model units, T ≥ 2.
+            frames: (T, H, W) the window's input in model units.
+            first: The first frame to score (the earlier ones give the error's change).
 
         Returns:
-            The batch's scores and anomaly masks.
+            Scores and anomaly maps of the T − ``first`` frames.
+
+        Raises:
+            ValueError: If the window has fewer than 2 frames or ``first`` is outside it.
         """
-        diff = np.abs(recon - frames)
-        diff *= self.pixel_scale
-        return self.from_sums(window_sum(diff), diff.mean(axis=(-2, -1)))
+        n = len(frames)
+        if n < 2 or not 0 <= first < n:
+            raise ValueError(f"scoring needs a window of at least 2 frames and a first frame "
+                             f"inside it, got {n} frames and first {first}")
+        residual = recon - frames
+        residual *= self.pixel_scale
+        diff = np.abs(residual[first:])
+        # The change into frame t; the first frame of a window has none before it and
+        # takes the change into the second.
+        later = np.arange(max(first, 1), n)
+        change = np.abs(residual[later] - residual[later - 1])
+        if first == 0:
+            change = np.concatenate([change[:1], change])
+        return self.from_sums(window_sum(diff), diff.mean(axis=(-2, -1)), window_sum(change))
 
     def excess(self, sums: np.ndarray) -> np.ndarray:
         """The 4×4 sums less the baseline (the map that is thresholded)."""
         return sums if self.baseline is None else sums - self.baseline
 
-    def from_sums(self, sums: np.ndarray, error: np.ndarray) -> FrameScores:
-        """Scores from the 4×4 sums H and the mean error of a batch (``sums`` is kept)."""
+    def from_sums(self, sums: np.ndarray, error: np.ndarray,
+                  motion_sums: np.ndarray) -> FrameScores:
+        """Scores from a batch's 4×4 sums of |x̂ − x|, its mean error and the 4×4 sums of
+        |Δ(x̂ − x)| (``sums`` is kept)."""
         excess = self.excess(sums)
-        mask = excess > self.pixel_threshold
-        values = {"error": error, "area": mask.sum(axis=(-2, -1)),
-                  "peak": excess.max(axis=(-2, -1))}
+        flat = motion_sums.reshape(len(motion_sums), -1)
+        k = max(1, int(flat.shape[1] * TOP_SHARE))
+        motion = np.partition(flat, flat.shape[1] - k, axis=1)[:, -k:].mean(axis=1)
+        anomaly_map = motion_sums if self.rule == "motion" else excess
+        mask = anomaly_map > self.map_threshold
+        values = {"error": error, "area": (excess > self.pixel_threshold).sum(axis=(-2, -1)),
+                  "peak": excess.max(axis=(-2, -1)), "motion": motion}
         score = values[self.rule].astype(np.float64)
-        return FrameScores(error=error, area=values["area"], peak=values["peak"], score=score,
-                           anomalous=score >= self.threshold, mask=mask, sums=sums)
+        return FrameScores(error=error, area=values["area"], peak=values["peak"],
+                           motion=motion, score=score, anomalous=score >= self.threshold,
+                           map=anomaly_map, mask=mask, sums=sums)
 
 
 def check_rule(rule: str, pixel_threshold: float) -> None:
@@ -154,7 +197,7 @@ class ScorerConfig:
         """
         rule = calibration.get("rule", "area") if self.rule == "auto" else self.rule
         threshold = self.threshold
-        if threshold is None and rule != "error":
+        if threshold is None and rule in ("area", "peak"):
             # Calibrated area/peak thresholds hold only for the map they were measured on.
             if not self.baseline and "baseline" in calibration.get("arrays", []):
                 raise ValueError("the calibrated thresholds assume the baseline: with "

@@ -56,17 +56,17 @@ def _load_masks(folder: Path, size: int) -> np.ndarray | None:
                      for m in masks])
 
 
-def _box_hits(excess: np.ndarray, masks: np.ndarray, decisions: np.ndarray,
-              pixel_threshold: float) -> tuple[int, int]:
+def _box_hits(maps: np.ndarray, masks: np.ndarray, decisions: np.ndarray,
+              map_threshold: float) -> tuple[int, int]:
     """Among frames with anomalous ground-truth pixels: how many the detector flagged with
     a box that overlaps those pixels."""
     hits = total = 0
-    for s, m, flagged in zip(excess, masks, decisions, strict=True):
+    for s, m, flagged in zip(maps, masks, decisions, strict=True):
         if not m.any():
             continue
         total += 1
         if flagged and any(m[y:y + h, x:x + w].any()
-                           for x, y, w, h in find_boxes(s > pixel_threshold, m.shape)):
+                           for x, y, w, h in find_boxes(s > map_threshold, m.shape)):
             hits += 1
     return hits, total
 
@@ -118,10 +118,9 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
                        {rule: s[rule] for rule in RULES})
         if masks is not None and len(masks) == len(frames):
             step = slice(None, None, PIXEL_STEP)
-            excess = sc.excess(s["sums"])
-            pixel_scores.append(excess[:, step, step].ravel())
+            pixel_scores.append(s["map"][:, step, step].ravel())
             pixel_labels.append(masks[:, step, step].ravel())
-            h, t = _box_hits(excess, masks, s["anomalous"], sc.pixel_threshold)
+            h, t = _box_hits(s["map"], masks, s["anomalous"], sc.map_threshold)
             hits, with_masks = hits + h, with_masks + t
         auc_paper, _ = roc_auc_eer(labels, normalise_per_video(r.scores))
         auc_online, _ = roc_auc_eer(labels, r.scores)

@@ -6,7 +6,7 @@ import mxnet as mx
 import numpy as np
 from mxnet.gluon import HybridBlock
 
-from stream.scorer import Scorer
+from stream.scorer import RULES, Scorer
 from stream.windows import window_starts
 
 
@@ -23,26 +23,30 @@ def score_clip(net: HybridBlock, frames: np.ndarray, window: int, stride: int, s
         scorer: Scorer to apply.
         ctx: MXNet context.
         batch_size: Windows per forward pass.
-        maps: Also return ``sums`` (F, H, W), the 4×4 sums of every frame.
+        maps: Also return ``sums`` (F, H, W), the 4×4 sums of |x̂ − x| of every frame,
+            and ``map``, the rule's anomaly map.
 
     Returns:
-        ``error``, ``area``, ``peak``, ``score`` and ``anomalous`` arrays of length F
-        (NaN / False for frames of a clip shorter than one window).
+        ``score``, ``anomalous`` and one array per rule (``error``, ``area``, ...), of
+        length F (NaN / False for frames of a clip shorter than one window).
     """
     n = len(frames)
-    out = {k: np.full(n, np.nan) for k in ("error", "area", "peak", "score")}
+    values = (*RULES, "score")
+    out = {k: np.full(n, np.nan) for k in values}
     out["anomalous"] = np.zeros(n, bool)
     if maps:
         out["sums"] = np.zeros(frames.shape, np.float32)
+        out["map"] = np.zeros(frames.shape, np.float32)
     plan = window_starts(n, window, stride)
     for b in range(0, len(plan), batch_size):
         part = plan[b:b + batch_size]
         batch = np.stack([frames[s:s + window] for s, _, _ in part])
         recon = net(mx.nd.array(batch, ctx=ctx)).asnumpy()
         for (start, lo, hi), rec, x in zip(part, recon, batch, strict=True):
-            scores = scorer.score(rec[lo - start:hi - start], x[lo - start:hi - start])
-            for key in ("error", "area", "peak", "score", "anomalous"):
+            scores = scorer.score(rec[:hi - start], x[:hi - start], lo - start)
+            for key in (*values, "anomalous"):
                 out[key][lo:hi] = getattr(scores, key)
             if maps:
                 out["sums"][lo:hi] = scores.sums
+                out["map"][lo:hi] = scores.map
     return out

@@ -34,12 +34,13 @@ class TrainConfig:
         batch_size: Windows per step.
         learning_rate: Adam learning rate.
         strides: Temporal strides of the training windows.
-        val_clips: Whole clips held out for validation and calibration (the last ones).
+        val_clips: Whole clips held out for validation and for choosing the scoring
+            rule (the last ones); thresholds come from these and the training clips.
         seed: Seed of the shuffles and the initialisation.
         windows_per_epoch: Cap on windows drawn per epoch (0: all of them).
         patience: Epochs without a better validation loss before stopping early.
-        false_alarm_rate: Share of held-out normal frames allowed above the calibrated
-            peak threshold.
+        false_alarm_rate: Share of normal frames (training and held-out) allowed at or
+            above each rule's calibrated threshold.
     """
 
     epochs: int = 20
@@ -164,7 +165,7 @@ def train(data: str | Path, out: str | Path, model: str = "stae", model_args: di
     best.hybridize()
     meta.calibration, arrays, normal = calibrate(best, val_clips, window, stride, scorer, ctx,
                                                  config.false_alarm_rate,
-                                                 train_clips[::BASELINE_EVERY])
+                                                 train_clips[::BASELINE_EVERY], train_clips)
     rule = meta.calibration["rule"]
     plot_histogram(normal[rule], meta.calibration["thresholds"][rule],
                    out.with_name(out.name + ".calibration.png"), f"{rule} score")

@@ -41,18 +41,55 @@ def test_scores_on_the_0_255_scale():
 
 
 def test_rules_and_thresholds():
-    frames = np.zeros((1, 20, 20), np.float32)
+    frames = np.zeros((2, 20, 20), np.float32)
     recon = frames.copy()
-    recon[0, 2:6, 2:6] = 0.5
-    area = Scorer(rule="area", threshold=50).score(recon, frames)
+    recon[:, 2:6, 2:6] = 0.5
+    area = Scorer(rule="area", threshold=50).score(recon, frames, 1)
     assert not area.anomalous[0] and area.score[0] == area.area[0]
-    peak = Scorer(rule="peak", threshold=2000).score(recon, frames)
+    peak = Scorer(rule="peak", threshold=2000).score(recon, frames, 1)
     assert peak.anomalous[0] and peak.score[0] == pytest.approx(2040)
-    assert not Scorer(rule="peak", threshold=2041).score(recon, frames).anomalous[0]
-    error = Scorer(rule="error", threshold=5).score(recon, frames)
+    assert not Scorer(rule="peak", threshold=2041).score(recon, frames, 1).anomalous[0]
+    error = Scorer(rule="error", threshold=5).score(recon, frames, 1)
     assert error.score[0] == pytest.approx(16 * 127.5 / 400) and error.anomalous[0]
+    # The same error in both frames: nothing changed, so the motion rule sees nothing.
+    motion = Scorer(rule="motion", threshold=1).score(recon, frames, 1)
+    assert motion.score[0] == 0 and not motion.anomalous[0] and not motion.mask.any()
     with pytest.raises(ValueError, match="rule 'max' is not one of"):
         Scorer(rule="max")
+
+
+def test_motion_rule_is_the_top_of_the_map_of_the_errors_change():
+    rng = np.random.default_rng(3)
+    frames = rng.uniform(0, 1, (4, 30, 30)).astype(np.float32)
+    recon = frames + rng.normal(0, 0.05, frames.shape).astype(np.float32)
+    s = Scorer(rule="motion", threshold=300).score(recon, frames, 2)
+    residual = (recon - frames) * 255
+    for j, t in enumerate((2, 3)):
+        change = convolve2d(np.abs(residual[t] - residual[t - 1]), np.ones((4, 4)), mode="same")
+        np.testing.assert_allclose(s.map[j], change, rtol=1e-4, atol=1e-2)
+        top = np.sort(change.ravel())[-9:]           # 1% of 900 pixels
+        assert s.motion[j] == pytest.approx(top.mean(), rel=1e-4)
+        np.testing.assert_array_equal(s.mask[j], change > 300)
+    # A window's first frame has no frame before it: it takes the change into the second.
+    whole = Scorer(rule="motion", threshold=300).score(recon, frames)
+    np.testing.assert_allclose(whole.map[0], whole.map[1])
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        Scorer().score(recon[:1], frames[:1])
+
+
+def test_motion_rule_flags_a_fast_mover_but_not_a_steady_error():
+    """A square the reconstruction leaves behind: steady texture error does not count,
+    the error moving with an object does."""
+    frames = np.zeros((3, 40, 40), np.float32)
+    steady = frames.copy()
+    steady[:, 5:13, 5:13] = 0.5
+    moving = frames.copy()
+    for t in range(3):
+        moving[t, 20:28, 4 + 8 * t:12 + 8 * t] = 0.5
+    scorer = Scorer(rule="motion", threshold=1000)
+    assert not scorer.score(steady, frames, 1).anomalous.any()
+    s = scorer.score(moving, frames, 1)
+    assert s.anomalous.all() and s.mask[:, 20:28].any() and not s.mask[:, :15].any()
 
 
 def test_config_takes_rule_and_threshold_from_calibration():
@@ -73,10 +110,14 @@ def test_config_takes_rule_and_threshold_from_calibration():
     with pytest.raises(ValueError, match="assume pixel_threshold 1020.0"):
         ScorerConfig(pixel_threshold=900.0).build(with_base, 255.0)
     assert ScorerConfig(baseline=False, threshold=3.0).build(with_base, 255.0).threshold == 3.0
+    # The motion rule's threshold holds whatever the baseline and the pixel threshold.
+    motion = {**with_base, "rule": "motion", "thresholds": {"motion": 500.0}}
+    built = ScorerConfig(baseline=False, pixel_threshold=900.0).build(motion, 255.0)
+    assert (built.rule, built.threshold, built.map_threshold) == ("motion", 500.0, 500.0)
 
 
 def test_pixel_scale_converts_standardised_units():
-    frames = np.zeros((1, 8, 8), np.float32)
-    recon = np.full((1, 8, 8), 0.5, np.float32)
+    frames = np.zeros((2, 8, 8), np.float32)
+    recon = np.full((2, 8, 8), 0.5, np.float32)
     s = Scorer(pixel_scale=255 * 0.2).score(recon, frames)
     assert s.error[0] == pytest.approx(0.5 * 51)

@@ -5,7 +5,14 @@ import numpy as np
 from models import InputContract, read_meta
 from tests.conftest import PED2, make_weights
 from tests.train.test_trainer import _dataset
-from train.calibrate import OBJECT_SIZE, OBJECT_SPEED, inject_fast_object, recalibrate
+from train.calibrate import (
+    OBJECT_SIZE,
+    OBJECT_SPEED,
+    WARP_SPEED,
+    inject_fast_object,
+    inject_time_warp,
+    recalibrate,
+)
 from train.data import load_clip
 
 
@@ -20,6 +27,20 @@ def test_synthetic_object_moves_fast_through_the_second_half():
     assert changed[1].min() - changed[0].min() == OBJECT_SPEED   # one step to the right
 
 
+def test_time_warp_plays_the_busiest_band_faster_in_the_second_half():
+    frames = load_clip(PED2 / "Train" / "Train002", InputContract())[:120]
+    altered, labels = inject_time_warp(frames)
+    fast = 120 // WARP_SPEED                  # until the band runs out of source frames
+    assert not labels[:60].any() and labels[60:].sum() == fast
+    np.testing.assert_array_equal(altered[:60], frames[:60])
+    np.testing.assert_array_equal(altered[60 + fast:], frames[60 + fast:])
+    rows = np.flatnonzero(np.abs(altered[70] - frames[70]).sum(axis=1) > 1e-3)
+    assert 40 <= len(rows) <= 100                # the band and its blended edges only
+    # In the band, frame 70 shows frame 3·(70 − 60) = 30.
+    middle = (rows.min() + rows.max()) // 2
+    np.testing.assert_allclose(altered[70, middle], frames[30, middle], atol=1e-4)
+
+
 def test_recalibrate_rewrites_the_metadata(tmp_path):
     data = _dataset(tmp_path, clips=2, frames=30)
     path = make_weights(tmp_path / "w")
@@ -30,7 +51,8 @@ def test_recalibrate_rewrites_the_metadata(tmp_path):
     cal = recalibrate(path, stride=2, false_alarm_rate=0.05)
     saved = read_meta(path).calibration
     assert saved == json.loads(json.dumps(cal))
-    assert saved["rule"] in saved["thresholds"] and saved["frames"] == 30
+    assert saved["rule"] in saved["thresholds"] and saved["frames"] == 60
+    assert saved["held_out_frames"] == 30
     assert saved["false_alarm_rate"] == 0.05 and saved["stride"] == 2
 
 
@@ -44,9 +66,14 @@ def test_calibration_keeps_its_false_alarm_rate_and_picks_the_best_rule(tiny_wei
     clips = [load_clip(PED2 / "Train" / name, meta.contract)[:40]
              for name in ("Train001", "Train002", "Train003")]
     cal, arrays, normal = calibrate(net, clips[1:], meta.window, 2, Scorer(), mx.cpu(), 0.05,
-                                    clips[:1])
+                                    clips[:1], train_clips=clips[:1])
     assert arrays["baseline"].shape == (227, 227)
-    for rule, values in normal.items():
-        assert len(values) == 80 and (values >= cal["thresholds"][rule]).mean() <= 0.05
-    aucs = cal["selection"]["auc"]
-    assert cal["rule"] == max(aucs, key=aucs.get)
+    for rule, values in normal.items():      # the held-out clips and the training clip
+        assert len(values) == 120 and (values >= cal["thresholds"][rule]).mean() <= 0.05
+    assert cal["frames"] == 120 and cal["held_out_frames"] == 80
+    assert set(cal["held_out_false_alarm_rate"]) == set(normal)
+    aucs, mean = cal["selection"]["auc"], cal["selection"]["mean_auc"]
+    assert set(aucs) == {"paste", "warp"}
+    for rule in mean:
+        assert mean[rule] == np.mean([aucs["paste"][rule], aucs["warp"][rule]])
+    assert cal["rule"] == max(mean, key=mean.get)

@@ -6,7 +6,7 @@ import mxnet as mx
 
 from models import InputContract, load_weights
 from stream.frames import list_frames
-from stream.scorer import Scorer
+from stream.scorer import RULES, Scorer
 from tests.conftest import PED2, TINY_ARGS
 from train.trainer import TrainConfig, train
 
@@ -36,9 +36,10 @@ def test_tiny_training_lowers_the_loss_and_writes_loadable_weights(tmp_path):
     assert history[1]["train_loss"] < history[0]["train_loss"]
     assert meta.provenance["val_clips"] == ["Train003"]
     cal = meta.calibration
-    assert cal["frames"] == 12 and cal["rule"] in ("area", "peak", "error")
-    assert set(cal["thresholds"]) == {"area", "peak", "error"} and cal["thresholds"]["peak"] > 0
-    assert set(cal["selection"]["auc"]) == {"area", "peak", "error"}
+    # Thresholds from all three normal clips, the rule chosen on the held-out one.
+    assert cal["frames"] == 36 and cal["held_out_frames"] == 12 and cal["rule"] in RULES
+    assert set(cal["thresholds"]) == set(RULES) and cal["thresholds"]["peak"] > 0
+    assert set(cal["selection"]["mean_auc"]) == set(RULES)
     assert out.with_name("tiny.calibration.png").stat().st_size > 1000
     assert net(mx.nd.zeros((1, 4, 227, 227))).shape == (1, 4, 227, 227)
     state = json.loads(out.with_name("tiny.state.json").read_text())
