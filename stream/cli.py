@@ -8,7 +8,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
 import zmq
@@ -20,6 +19,9 @@ os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
 log = logging.getLogger("vadstream")
 DEFAULT_FRAMES = "tcp://127.0.0.1:5555"
 DEFAULT_TOPICS = "tcp://127.0.0.1:5556"
+# models.DEFAULT_WEIGHTS, spelt out: importing models loads MXNet, which `serve`, `capture`
+# and `subscribe` never need (a test keeps the two equal).
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights" / "ped2_stae"
 
 
 def _stop_on_signals() -> threading.Event:
@@ -117,6 +119,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     import json
 
     from stream.store import EventStore
+    from stream.times import parse_time
 
     if not Path(args.db).is_file():
         raise FileNotFoundError(f"events store {args.db} not found; the detector writes it "
@@ -135,26 +138,19 @@ def cmd_events(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_time(text: str | None) -> float | None:
-    """Unix seconds, an ISO 8601 time, or an age such as ``90s``, ``15m``, ``2h``, ``1d``."""
-    import datetime as dt
-    import re
+def cmd_serve(args: argparse.Namespace) -> int:
+    # Imports nothing of MXNet: the dashboard runs beside the detector, not as one.
+    from stream.dashboard.app import run_serve
+    from stream.dashboard.config import ServeConfig
 
-    if text is None:
-        return None
-    age = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
-    if age:
-        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[age.group(2)]
-        return time.time() - float(age.group(1)) * unit
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return dt.datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        raise ValueError(f"--since {text!r} is not a time: use Unix seconds, ISO 8601 "
-                         "(2026-11-24T10:00) or an age (90s, 15m, 2h, 1d)") from None
+    config = ServeConfig(connect=args.connect, http=args.http, events_db=args.events_db,
+                         history_s=args.history, curve_key=args.curve_key or "",
+                         curve_server=args.curve_server or "")
+    stop = _stop_on_signals()
+    run_serve(config, stop, ready=lambda url: print(
+        f"dashboard: {url} (detector topics {config.connect}, events {config.events_db})",
+        flush=True))
+    return 0
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
@@ -251,8 +247,6 @@ def _curve_client_flags(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    from models.weights import DEFAULT_WEIGHTS
-
     p = argparse.ArgumentParser(prog="vadstream", description="Real-time video anomaly "
                                 "detection with a ConvLSTM autoencoder.")
     p.add_argument("--verbose", "-v", action="store_true", help="debug logs and tracebacks")
@@ -303,6 +297,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--fps", type=float, default=10.0)
     _curve_client_flags(r)
     r.set_defaults(func=cmd_record)
+
+    w = sub.add_parser("serve", help="web dashboard: live overlays, score charts, alerts with "
+                       "snapshots, JSON API and Prometheus /metrics")
+    w.add_argument("--connect", default=DEFAULT_TOPICS, help="the detector's topic endpoint")
+    w.add_argument("--http", default="127.0.0.1:8080", help="HOST:PORT to listen on")
+    w.add_argument("--events-db", default="events.sqlite3", help="the detector's --events-db "
+                   "(read only)")
+    w.add_argument("--history", type=float, default=300.0, help="seconds of scores charted")
+    _curve_client_flags(w)
+    w.set_defaults(func=cmd_serve)
 
     y = sub.add_parser("keys", help="make CURVE key pairs for the detector and its clients")
     y.add_argument("--dir", default="keys")

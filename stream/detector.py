@@ -14,6 +14,7 @@ import zmq
 
 from models.weights import DEFAULT_WEIGHTS
 from stream.annotate import Annotator, find_boxes
+from stream.endpoints import is_loopback
 from stream.engine import Engine
 from stream.events import EventConfig, EventTracker, FrameVerdict
 from stream.histogram import Histogram
@@ -89,15 +90,6 @@ class DetectorConfig:
         if self.idle_timeout <= 0 or self.status_interval <= 0:
             raise ValueError(f"idle_timeout and status_interval must be positive, got "
                              f"{self.idle_timeout} and {self.status_interval}")
-
-
-def is_loopback(endpoint: str) -> bool:
-    """Whether a ZeroMQ endpoint stays on this machine (loopback TCP, ipc, inproc)."""
-    scheme, _, rest = endpoint.partition("://")
-    if scheme in ("ipc", "inproc"):
-        return True
-    host = rest.rsplit(":", 1)[0].strip("[]")
-    return host == "localhost" or host == "::1" or host.startswith("127.")
 
 
 #: Per-stream counters, as the ``eos`` message reports them.
