@@ -176,20 +176,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from stream.demo import DEFAULT_SOURCE, run_demo, write_summary
+    from stream.demo import DEFAULT_SOURCE, dashboard_address, run_demo, write_summary
 
     source = args.source or str(DEFAULT_SOURCE)
     stop = _stop_on_signals()
+    http = None if args.no_dashboard else dashboard_address(args.http)
     print(f"vadstream demo: {source} -> detector -> alerts (video: {args.video})", flush=True)
     result = run_demo(source, args.model, args.video, stream=args.stream_id, fps=args.fps,
-                      device=args.device, stop=stop)
+                      device=args.device, stop=stop, http=http, hold=args.hold)
+    interrupted = stop.is_set() and result.eos is None
     print(f"demo: {result.frames} frames scored at {result.fps:.1f} frames/s, "
           f"{sum(a['type'] == 'start' for a in result.alerts)} event(s), "
           f"{len(result.alerts)} alert message(s); overlay video {args.video}", flush=True)
     if args.json:
         write_summary(args.json, result, source=source, model=args.model,
-                      video=str(args.video), interrupted=stop.is_set())
-    return 130 if stop.is_set() else 0
+                      video=str(args.video), interrupted=interrupted)
+    return 130 if interrupted else 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -334,6 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
     m.add_argument("--video", type=Path, default=Path("out/demo/overlays.mp4"))
     m.add_argument("--json", type=Path, help="write a summary with every alert here")
+    m.add_argument("--http", help="HOST:PORT of the dashboard (default 127.0.0.1:8080, or a "
+                   "free port when that one is taken)")
+    m.add_argument("--no-dashboard", action="store_true", help="do not start vadstream serve")
+    m.add_argument("--hold", action="store_true", help="when the source ends, keep the "
+                   "detector and dashboard up until Ctrl-C")
     m.set_defaults(func=cmd_demo)
 
     t = sub.add_parser("train", help="train the autoencoder on normal footage")

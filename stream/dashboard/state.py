@@ -9,6 +9,9 @@ from collections.abc import Callable
 
 #: Fields of a stream's ``status`` entry that count frames (cumulative per stream session).
 COUNTERS = ("received", "scored", "dropped", "overrun")
+#: Seconds of ``status`` messages frame rates are averaged over (the detector takes in
+#: frames in bursts, a batch at a time, so one interval alone reads jumpy).
+RATE_WINDOW_S = 5.0
 
 
 def event_summary(alert: dict) -> dict:
@@ -52,26 +55,30 @@ class StreamView:
         self.last_score: dict | None = None
         self.latest: tuple[dict, bytes] | None = None       # overlay header, JPEG
         self.ended = False
-        self._mark: tuple[float, tuple[int, ...]] | None = None
+        self._marks: deque[tuple[float, tuple[int, ...]]] = deque(maxlen=64)
 
     def on_status(self, entry: dict, ts: float) -> None:
         """Take the stream's entry of a ``status`` message sent at detector time ``ts``;
-        frame rates come from the change of its counters since the previous one."""
+        frame rates come from the change of its counters over the last few seconds."""
         self.status = entry
         if any(k not in entry for k in COUNTERS):   # a stream the detector ended for idleness
             self.rates = dict.fromkeys(self.rates, 0.0)
-            self._mark = None
+            self._marks.clear()
             return
         counts = tuple(int(entry[k]) for k in COUNTERS)
-        if self._mark is not None:
-            mark_ts, mark = self._mark
-            delta = [now - then for now, then in zip(counts, mark, strict=True)]
-            if ts > mark_ts and min(delta) >= 0:   # else: a new session of the stream
-                received, scored, dropped, overrun = (d / (ts - mark_ts) for d in delta)
-                self.rates = {"capture": round(received + dropped, 2),
-                              "processed": round(scored, 2),
-                              "dropped": round(dropped + overrun, 2)}
-        self._mark = (ts, counts)
+        if self._marks and (ts <= self._marks[-1][0] or any(
+                now < then for now, then in zip(counts, self._marks[-1][1], strict=True))):
+            self._marks.clear()                     # a new session of the stream
+        self._marks.append((ts, counts))
+        while len(self._marks) > 2 and self._marks[1][0] <= ts - RATE_WINDOW_S:
+            self._marks.popleft()
+        if len(self._marks) >= 2:
+            mark_ts, mark = self._marks[0]
+            received, scored, dropped, overrun = ((now - then) / (ts - mark_ts)
+                                                  for now, then in zip(counts, mark, strict=True))
+            self.rates = {"capture": round(received + dropped, 2),
+                          "processed": round(scored, 2),
+                          "dropped": round(dropped + overrun, 2)}
         self.ended = False
 
     def on_score(self, payload: dict) -> None:
@@ -86,7 +93,7 @@ class StreamView:
 
     def mark_ended(self) -> None:
         """The stream ended: the next status of it (if it comes back) starts afresh."""
-        self._mark = None
+        self._marks.clear()
 
     def take_pending(self) -> list[tuple[float, float, int]]:
         """Scores received since the last call."""

@@ -202,10 +202,13 @@ function drawChart(s) {
     const label = t === 0 ? "now" : t >= 120 ? `-${t / 60} min` : `-${t} s`;
     ctx.fillText(label, Math.min(Math.max(xx, left + 14), left + pw - 12), top + ph + 5);
   }
-  // anomalous frames: red bands under the curve
+  // anomalous frames: red bands, from each anomalous frame to the next frame
   ctx.fillStyle = "rgba(239, 75, 75, 0.22)";
-  const step = pw / Math.max(1, shown.length);
-  for (const p of shown) if (p[2]) ctx.fillRect(x(p[0]) - step / 2, top, Math.max(step, 1.5), ph);
+  shown.forEach((p, i) => {
+    if (!p[2]) return;
+    const next = i + 1 < shown.length ? shown[i + 1][0] : p[0] + 0.1;
+    ctx.fillRect(x(p[0]), top, Math.max(x(next) - x(p[0]), 1), ph);
+  });
   // score line
   ctx.strokeStyle = "#4aa3ff"; ctx.lineWidth = 1.5; ctx.beginPath();
   shown.forEach((p, i) => (i ? ctx.lineTo(x(p[0]), y(p[1])) : ctx.moveTo(x(p[0]), y(p[1]))));

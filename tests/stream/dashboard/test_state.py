@@ -26,15 +26,19 @@ def _score(seq, ts, score, anomalous=False):
             "threshold": 10.0, "rule": "peak", "anomalous": anomalous, "latency_ms": 80.0}
 
 
-def test_frame_rates_come_from_the_counters_between_two_status_messages():
+def test_frame_rates_come_from_the_counters_over_the_last_seconds():
     state = LiveState(clock=Clock())
     state.on_status(_status(1000.0, received=10, scored=5))
     state.on_status(_status(1002.0, received=30, scored=25, dropped=4, overrun=2))
     view = state.streams["cam"]
     assert view.rates == {"capture": 12.0, "processed": 10.0, "dropped": 3.0}
-    state.on_status(_status(1003.0, received=3, scored=1))   # a new session: counters restart
-    assert view.rates == {"capture": 12.0, "processed": 10.0, "dropped": 3.0}
-    state.on_status(_status(1004.0, received=13, scored=11))
+    state.on_status(_status(1004.0, received=30, scored=25, dropped=4, overrun=2))
+    assert view.rates["processed"] == 5.0                  # 20 frames over the last 4 s
+    state.on_status(_status(1008.0, received=30, scored=25, dropped=4, overrun=2))
+    assert view.rates["processed"] == 0.0                  # nothing in the last 5 s
+    state.on_status(_status(1009.0, received=3, scored=1))  # a new session: counters restart
+    assert view.rates["processed"] == 0.0
+    state.on_status(_status(1010.0, received=13, scored=11))
     assert view.rates["processed"] == 10.0
     summary = view.summary()
     assert summary["online"] and summary["queue"] == 3 and summary["reconnects"] == 2
