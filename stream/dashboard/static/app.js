@@ -127,8 +127,11 @@ function renderStream(s) {
   const label = sum.ended ? "ended" : sum.online ? "online" : "offline";
   state.textContent = label.toUpperCase();
   state.className = `badge state ${label}`;
-  $(".event", card).hidden = !sum.event_open;
-  card.classList.toggle("alarm", !!sum.event_open);
+  // the alerts arrive as they happen, the status once a second: either says an event is open
+  const open = !sum.ended && (!!sum.event_open ||
+    [...events.values()].some((e) => e.open && e.stream === s.id));
+  $(".event", card).hidden = !open;
+  card.classList.toggle("alarm", open);
   card.classList.toggle("stale", detector.reachable === false);
   $(".clip", card).textContent = sum.clip ? `clip ${sum.clip}` : "";
   const fps = sum.fps || {};
@@ -265,6 +268,7 @@ function upsertEvent(e, live) {
   $(".score", li).innerHTML = `peak <b>${fmtNum(e.peak_score)}</b> / threshold ${fmtNum(e.threshold)}` +
     ` · ${e.frames ?? "?"} frame(s)`;
   li.classList.toggle("open", !!e.open);
+  if (streams.has(e.stream)) renderStream(streams.get(e.stream));
   // newest first: keep the list ordered by start time
   const list = $("#alerts");
   const sorted = [...events.values()].sort((a, b) => (b.start_ts || 0) - (a.start_ts || 0));
