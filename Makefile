@@ -7,6 +7,11 @@ BIN := $(VENV)/bin
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: setup.py
+	@# Debian's chromium for the dashboard's browser test (skipped where it is missing);
+	@# as root this installs it, elsewhere it says how.
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
+		echo "chromium not installed: the browser test will be skipped (apt-get install chromium)"
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[test]"

@@ -7,7 +7,8 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["models", "models.*", "stream", "stream.*",
                                     "train", "train.*"]),
-    package_data={"models": ["weights/*.params", "weights/*.json", "weights/*.calib"]},
+    package_data={"models": ["weights/*.params", "weights/*.json", "weights/*.calib"],
+                  "stream.dashboard": ["static/*"]},
     install_requires=[
         "mxnet==1.9.1",
         "numpy>=1.23,<1.24",          # MXNet 1.9.1 still uses np.bool
@@ -19,7 +20,11 @@ setup(
         "tqdm>=4.60",
         "scikit-learn>=1.3,<1.8",
         "matplotlib>=3.7,<3.10",
+        "aiohttp>=3.9,<4",             # vadstream serve: HTTP, WebSocket
+        "prometheus-client>=0.17",     # vadstream serve: /metrics exposition
     ],
-    extras_require={"test": ["pytest>=8", "hypothesis>=6", "ruff>=0.5"]},
+    extras_require={"test": ["pytest>=8", "hypothesis>=6", "ruff>=0.5",
+                             # drives Debian's chromium (never `playwright install`)
+                             "playwright>=1.40"]},
     entry_points={"console_scripts": ["vadstream=stream.cli:main"]},
 )

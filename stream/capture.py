@@ -175,7 +175,8 @@ def run_capture(source: FrameSource, stream: str, pusher: FramePusher, encoding:
                 break
         attempt = 0
         parts = encode_frame(stream, stats.read, time.time(), item.image, encoding,
-                             clip=item.clip, frame=item.index)
+                             clip=item.clip, frame=item.index,
+                             reconnects=stats.reconnects if source.live else None)
         stats.read += 1
         if pusher.send(parts):
             stats.sent += 1

@@ -8,7 +8,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
 import zmq
@@ -20,6 +19,9 @@ os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
 log = logging.getLogger("vadstream")
 DEFAULT_FRAMES = "tcp://127.0.0.1:5555"
 DEFAULT_TOPICS = "tcp://127.0.0.1:5556"
+# models.DEFAULT_WEIGHTS, spelt out: importing models loads MXNet, which `serve`, `capture`
+# and `subscribe` never need (a test keeps the two equal).
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights" / "ped2_stae"
 
 
 def _stop_on_signals() -> threading.Event:
@@ -117,6 +119,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     import json
 
     from stream.store import EventStore
+    from stream.times import parse_time
 
     if not Path(args.db).is_file():
         raise FileNotFoundError(f"events store {args.db} not found; the detector writes it "
@@ -135,26 +138,19 @@ def cmd_events(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_time(text: str | None) -> float | None:
-    """Unix seconds, an ISO 8601 time, or an age such as ``90s``, ``15m``, ``2h``, ``1d``."""
-    import datetime as dt
-    import re
+def cmd_serve(args: argparse.Namespace) -> int:
+    # Imports nothing of MXNet: the dashboard runs beside the detector, not as one.
+    from stream.dashboard.app import run_serve
+    from stream.dashboard.config import ServeConfig
 
-    if text is None:
-        return None
-    age = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
-    if age:
-        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[age.group(2)]
-        return time.time() - float(age.group(1)) * unit
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return dt.datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        raise ValueError(f"--since {text!r} is not a time: use Unix seconds, ISO 8601 "
-                         "(2026-11-24T10:00) or an age (90s, 15m, 2h, 1d)") from None
+    config = ServeConfig(connect=args.connect, http=args.http, events_db=args.events_db,
+                         history_s=args.history, curve_key=args.curve_key or "",
+                         curve_server=args.curve_server or "")
+    stop = _stop_on_signals()
+    run_serve(config, stop, ready=lambda url: print(
+        f"dashboard: {url} (detector topics {config.connect}, events {config.events_db})",
+        flush=True))
+    return 0
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
@@ -180,20 +176,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from stream.demo import DEFAULT_SOURCE, run_demo, write_summary
+    from stream.demo import DEFAULT_SOURCE, dashboard_address, run_demo, write_summary
 
     source = args.source or str(DEFAULT_SOURCE)
     stop = _stop_on_signals()
+    http = None if args.no_dashboard else dashboard_address(args.http)
     print(f"vadstream demo: {source} -> detector -> alerts (video: {args.video})", flush=True)
     result = run_demo(source, args.model, args.video, stream=args.stream_id, fps=args.fps,
-                      device=args.device, stop=stop)
+                      device=args.device, stop=stop, http=http, hold=args.hold)
+    interrupted = stop.is_set() and result.eos is None
     print(f"demo: {result.frames} frames scored at {result.fps:.1f} frames/s, "
           f"{sum(a['type'] == 'start' for a in result.alerts)} event(s), "
           f"{len(result.alerts)} alert message(s); overlay video {args.video}", flush=True)
     if args.json:
         write_summary(args.json, result, source=source, model=args.model,
-                      video=str(args.video), interrupted=stop.is_set())
-    return 130 if stop.is_set() else 0
+                      video=str(args.video), interrupted=interrupted)
+    return 130 if interrupted else 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -252,8 +250,6 @@ def _curve_client_flags(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    from models.weights import DEFAULT_WEIGHTS
-
     p = argparse.ArgumentParser(prog="vadstream", description="Real-time video anomaly "
                                 "detection with a ConvLSTM autoencoder.")
     p.add_argument("--verbose", "-v", action="store_true", help="debug logs and tracebacks")
@@ -305,6 +301,16 @@ def build_parser() -> argparse.ArgumentParser:
     _curve_client_flags(r)
     r.set_defaults(func=cmd_record)
 
+    w = sub.add_parser("serve", help="web dashboard: live overlays, score charts, alerts with "
+                       "snapshots, JSON API and Prometheus /metrics")
+    w.add_argument("--connect", default=DEFAULT_TOPICS, help="the detector's topic endpoint")
+    w.add_argument("--http", default="127.0.0.1:8080", help="HOST:PORT to listen on")
+    w.add_argument("--events-db", default="events.sqlite3", help="the detector's --events-db "
+                   "(read only)")
+    w.add_argument("--history", type=float, default=300.0, help="seconds of scores charted")
+    _curve_client_flags(w)
+    w.set_defaults(func=cmd_serve)
+
     y = sub.add_parser("keys", help="make CURVE key pairs for the detector and its clients")
     y.add_argument("--dir", default="keys")
     y.add_argument("--name", action="append", help="key pair names (default: server, client)")
@@ -331,6 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
     m.add_argument("--video", type=Path, default=Path("out/demo/overlays.mp4"))
     m.add_argument("--json", type=Path, help="write a summary with every alert here")
+    m.add_argument("--http", help="HOST:PORT of the dashboard (default 127.0.0.1:8080, or a "
+                   "free port when that one is taken)")
+    m.add_argument("--no-dashboard", action="store_true", help="do not start vadstream serve")
+    m.add_argument("--hold", action="store_true", help="when the source ends, keep the "
+                   "detector and dashboard up until Ctrl-C")
     m.set_defaults(func=cmd_demo)
 
     t = sub.add_parser("train", help="train the autoencoder on normal footage")

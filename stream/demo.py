@@ -26,6 +26,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def dashboard_address(http: str | None) -> str:
+    """The dashboard's ``HOST:PORT``: ``http`` as given, else 127.0.0.1:8080 or, when
+    something already listens there, a free port."""
+    if http is not None:
+        return http
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", 8080))
+            return "127.0.0.1:8080"
+        except OSError:
+            return f"127.0.0.1:{free_port()}"
+
+
 @dataclass
 class DemoResult:
     """What the demo saw."""
@@ -73,7 +86,8 @@ def _wait_subscribed(sub: Subscriber, topics: list[str], children: list[Child],
 def run_demo(source: str, model: str, video: Path, stream: str = "demo",
              fps: float | None = None, device: str = "auto", stop: threading.Event | None = None,
              ready_timeout_s: float = 120.0, idle_timeout_s: float = 60.0,
-             extra_detect_args: list[str] | None = None) -> DemoResult:
+             extra_detect_args: list[str] | None = None, http: str | None = None,
+             hold: bool = False) -> DemoResult:
     """Run the whole pipeline on one source until it ends (or ``stop`` is set).
 
     Args:
@@ -87,6 +101,9 @@ def run_demo(source: str, model: str, video: Path, stream: str = "demo",
         ready_timeout_s: How long the detector may take to start.
         idle_timeout_s: Give up when nothing arrives for this long.
         extra_detect_args: More ``vadstream detect`` flags.
+        http: ``HOST:PORT`` of the dashboard (``vadstream serve``) started beside the
+            pipeline; None: no dashboard.
+        hold: When the source ends, keep the detector and the dashboard up until ``stop``.
 
     Returns:
         Frames scored, time taken, every alert.
@@ -98,9 +115,10 @@ def run_demo(source: str, model: str, video: Path, stream: str = "demo",
     bind = f"tcp://127.0.0.1:{free_port()}"
     publish = f"tcp://127.0.0.1:{free_port()}"
     print(describe_weights(model), flush=True)
+    events_db = str(video.with_name("events.sqlite3"))
     detector = Child("detector", vadstream_command(
         "detect", "--bind", bind, "--publish", publish, "--model", model, "--device", device,
-        "--events-db", str(video.with_name("events.sqlite3")), *(extra_detect_args or [])))
+        "--events-db", events_db, *(extra_detect_args or [])))
     children = [detector]
     result = DemoResult()
     sub = Subscriber(publish, ["alert.", f"score.{stream}", f"eos.{stream}", "status"])
@@ -120,10 +138,17 @@ def run_demo(source: str, model: str, video: Path, stream: str = "demo",
                                                     "--topic", "alert"))
         recorder = Child("recorder", vadstream_command(
             "record", "--connect", publish, "--stream", stream, "--out", str(video)))
-        for child in (printer, recorder):
+        helpers, topics = [printer, recorder], ["alert", f"overlay.{stream}"]
+        if http is not None:
+            helpers.append(Child("dashboard", vadstream_command(
+                "serve", "--connect", publish, "--http", http, "--events-db", events_db)))
+            topics.append("overlay.")
+        for child in helpers:
             child.start()
             children.append(child)
-        _wait_subscribed(sub, ["alert", f"overlay.{stream}"], children, stop)
+        _wait_subscribed(sub, topics, children, stop)
+        if http is not None:
+            print(f"demo: open http://{http}/ in a browser to watch it live", flush=True)
         argv = ["capture", "--source", source, "--stream-id", stream, "--connect", bind]
         if fps is not None:
             argv += ["--fps", str(fps)]
@@ -163,6 +188,12 @@ def run_demo(source: str, model: str, video: Path, stream: str = "demo",
                 recorder.proc.wait(10)
             except subprocess.TimeoutExpired:
                 log.warning("the recorder did not finish the video within 10 s")
+            if hold and http is not None:
+                print(f"demo: the source ended; the dashboard stays at http://{http}/ until "
+                      "Ctrl-C", flush=True)
+                while not stop.wait(0.5):
+                    if not all(c.running for c in children if c not in (recorder, capture)):
+                        raise RuntimeError("a demo process exited while holding")
     finally:
         sub.close()
         stop_all(children)

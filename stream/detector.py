@@ -14,13 +14,16 @@ import zmq
 
 from models.weights import DEFAULT_WEIGHTS
 from stream.annotate import Annotator, find_boxes
+from stream.endpoints import is_loopback
 from stream.engine import Engine
 from stream.events import EventConfig, EventTracker, FrameVerdict
+from stream.histogram import Histogram
 from stream.protocol import EndOfStream, Frame, ProtocolError, decode_message
 from stream.publisher import Publisher
 from stream.ring import RingBuffer
 from stream.scorer import ScorerConfig
 from stream.security import CurveServer
+from stream.snapshots import PeakFrame
 from stream.store import EventStore, recovered_end
 
 log = logging.getLogger(__name__)
@@ -89,15 +92,6 @@ class DetectorConfig:
                              f"{self.idle_timeout} and {self.status_interval}")
 
 
-def is_loopback(endpoint: str) -> bool:
-    """Whether a ZeroMQ endpoint stays on this machine (loopback TCP, ipc, inproc)."""
-    scheme, _, rest = endpoint.partition("://")
-    if scheme in ("ipc", "inproc"):
-        return True
-    host = rest.rsplit(":", 1)[0].strip("[]")
-    return host == "localhost" or host == "::1" or host.startswith("127.")
-
-
 #: Per-stream counters, as the ``eos`` message reports them.
 COUNTS = ("received", "scored", "dropped", "overrun", "unscored")
 
@@ -113,6 +107,8 @@ class StreamState:
                                           "src": (shape, np.uint8), "seq": ((), np.int64),
                                           "ts": ((), np.float64), "frame": ((), np.int64)})
         self.tracker = tracker
+        self.peak = PeakFrame()
+        self.capture_reconnects = 0   # the count the capture reported last
         self.clip: str | None = None
         self.next_start = 0     # absolute index of the next window's first frame
         self.scored = 0         # frames before this absolute index are scored
@@ -124,6 +120,7 @@ class StreamState:
 
     def reset(self) -> None:
         self.ring.clear()
+        self.peak.reset()
         self.next_start = self.scored = 0
 
 
@@ -159,6 +156,7 @@ class Detector:
         self.streams: dict[str, StreamState] = {}
         self.gone: dict[str, float] = {}   # streams ended for idleness -> last frame time
         self.rejected = Counter()
+        self.inference = Histogram()   # seconds per forward pass
         ctx = context or zmq.Context.instance()
         curve = (CurveServer(config.curve_secret_key, config.curve_allowed)
                  if config.curve_secret_key else None)
@@ -254,6 +252,11 @@ class Detector:
             state.last_seq = -1
         if msg.seq > state.last_seq + 1 and state.last_seq >= 0:
             state.counts["dropped"] += msg.seq - state.last_seq - 1
+        if msg.reconnects is not None:
+            # A restarted capture counts from 0 again: then all it reports is new.
+            last = state.capture_reconnects if msg.reconnects >= state.capture_reconnects else 0
+            state.counts["reconnects"] += msg.reconnects - last
+            state.capture_reconnects = msg.reconnects
         state.last_seq = msg.seq
         state.last_seen = time.monotonic()
         state.counts["received"] += 1
@@ -289,7 +292,9 @@ class Detector:
         n = len(windows)
         for i, (state, start) in enumerate(windows):
             state.ring.read("x", start, self.window, out=self._batch[i])
+        started = time.perf_counter()
         recon = self.engine.reconstruct(self._batch[:n])
+        self.inference.observe(time.perf_counter() - started)
         for i, (state, start) in enumerate(windows):
             lo = max(state.scored, start) - start
             scores = self.scorer.score(recon[i], self._batch[i], lo)
@@ -308,9 +313,23 @@ class Detector:
         mask = scores.mask[j]
         boxes = find_boxes(mask, state.shape) if anomalous else []
         state.counts["scored"] += 1
+        topic = f"overlay.{stream}"
+        wanted = self.publisher.wants(topic)
+        # The overlay is drawn for subscribers, and for the events store when this frame
+        # becomes its event's peak (the snapshot a dashboard shows, even one started later).
+        peak = self.store is not None and state.peak.wants(
+            anomalous, score, state.tracker.open_event is not None)
+        jpeg = None
+        if wanted or peak:
+            label = f"{self.scorer.rule} {score:.1f} / {self.scorer.threshold:.1f}"
+            image = self.annotator.draw(ring.fields["src"][slot], mask if anomalous else None,
+                                        boxes, label, anomalous)
+            jpeg = self.annotator.encode(image)
+        if peak:
+            state.peak.keep(score, seq, jpeg)
         for alert in state.tracker.update(FrameVerdict(seq, ts, anomalous, score, boxes,
                                                        state.clip, frame)):
-            self._alert(alert)
+            self._alert(alert, state)
         now = time.time()
         self.publisher.publish_json(f"score.{stream}", {
             "stream": stream, "seq": seq, "ts": ts, "clip": state.clip, "frame": frame,
@@ -319,22 +338,26 @@ class Detector:
                        "score": score},
             "threshold": self.scorer.threshold, "rule": self.scorer.rule,
             "anomalous": anomalous, "latency_ms": round((now - ts) * 1000, 2)})
-        topic = f"overlay.{stream}"
-        if self.publisher.wants(topic):
-            label = f"{self.scorer.rule} {score:.1f} / {self.scorer.threshold:.1f}"
-            image = self.annotator.draw(ring.fields["src"][slot], mask if anomalous else None,
-                                        boxes, label, anomalous)
+        if wanted:
             self.publisher.publish_overlay(topic, {
                 "stream": stream, "seq": seq, "ts": ts, "clip": state.clip, "frame": frame,
-                "anomalous": anomalous, "score": score, "boxes": boxes},
-                self.annotator.encode(image))
+                "anomalous": anomalous, "score": score, "boxes": boxes}, jpeg)
 
-    def _alert(self, alert: dict) -> None:
-        """Store, then publish: an alert that was published is always in the store."""
+    def _alert(self, alert: dict, state: StreamState | None = None) -> None:
+        """Store (with the event's snapshot when its peak changed), then publish: an alert
+        that was published is always in the store, and so is its peak's snapshot."""
         log.info("alert %s %s on %s (score %.1f)", alert["type"], alert["id"][:8],
                  alert["stream"], alert["score"])
         if self.store is not None:
+            jpeg = state.peak.for_alert(alert) if state is not None else None
+            if jpeg is not None:
+                self.store.put_snapshot(alert["id"], alert["stream"], alert["peak_seq"], jpeg)
             self.store.append(alert)
+        if state is not None:
+            if alert["type"] == "start":
+                state.counts["events"] += 1
+            elif alert["type"] == "end":
+                state.peak.reset()
         self.publisher.publish_json(f"alert.{alert['stream']}", alert)
 
     def _recover(self) -> None:
@@ -358,7 +381,7 @@ class Detector:
                 state.counts["unscored"] += ring.count - state.scored
         end = state.tracker.close()
         if end is not None:
-            self._alert(end)
+            self._alert(end, state)
         state.reset()
         if eos:
             self.publisher.publish_json(f"eos.{state.stream}", {
@@ -368,7 +391,8 @@ class Detector:
 
     # -- status and loop -------------------------------------------------------------------
     def status(self) -> dict:
-        """The ``status`` message: per-stream counters and queue depth, rejections."""
+        """The ``status`` message: per-stream counters and queue depth, rejections, and the
+        cumulative histogram of forward-pass times."""
         now = time.monotonic()
         streams = {}
         for s in self.streams.values():
@@ -382,6 +406,7 @@ class Detector:
                 "dropped": s.counts["dropped"], "overrun": s.counts["overrun"],
                 "fps": round((s.counts["received"] - mark_n) / max(1e-3, now - mark_t), 2),
                 "queue": s.ring.count - s.scored, "event_open": s.tracker.open_event is not None,
+                "events": s.counts["events"], "reconnects": s.counts["reconnects"],
                 "online": online, "clip": s.clip}
             s.rate_mark = (now, s.counts["received"])
         for stream, last in self.gone.items():   # still reported: a camera that is down
@@ -389,7 +414,9 @@ class Detector:
         return {"ts": time.time(), "uptime_s": round(time.time() - self.started, 1),
                 "streams": streams, "rejected": dict(self.rejected),
                 "subscriptions": self.publisher.subscriptions,
-                "rule": self.scorer.rule, "threshold": self.scorer.threshold}
+                "rule": self.scorer.rule, "threshold": self.scorer.threshold,
+                "status_interval": self.config.status_interval,
+                "inference_s": self.inference.as_dict()}
 
     def step(self, timeout_ms: int = 50) -> None:
         """One turn of the loop: take in subscriptions and frames, score one batch,
@@ -427,7 +454,7 @@ class Detector:
             for state in list(self.streams.values()):
                 end = state.tracker.close()
                 if end is not None:
-                    self._alert(end)
+                    self._alert(end, state)
             self.close()
 
     def close(self) -> None:

@@ -1,8 +1,9 @@
 """The frame wire format: a JSON header frame and a pixel payload frame.
 
 Header (UTF-8 JSON): ``{"v": 1, "stream", "seq", "ts", "shape", "dtype", "encoding"}``
-plus the optional ``clip`` (name of the clip a replayed frame comes from) and
-``frame`` (its 1-based index in that clip). The payload is the raw pixel bytes
+plus the optional ``clip`` (name of the clip a replayed frame comes from),
+``frame`` (its 1-based index in that clip) and ``reconnects`` (how often a live
+source's capture has reconnected so far). The payload is the raw pixel bytes
 (C order, ``shape``) or a JPEG. A finite source ends with
 ``{"v": 1, "stream", "eos": true}`` (plus the optional ``frames``, how many frames
 the source produced) and an empty payload.
@@ -53,6 +54,7 @@ class Frame:
     encoding: str
     clip: str | None = None
     frame: int | None = None
+    reconnects: int | None = None
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ def check_stream_id(stream: str) -> str:
 
 def encode_frame(stream: str, seq: int, ts: float, image: np.ndarray, encoding: str = "raw",
                  jpeg_quality: int = 90, clip: str | None = None,
-                 frame: int | None = None) -> list:
+                 frame: int | None = None, reconnects: int | None = None) -> list:
     """Build the two message parts for one frame.
 
     Args:
@@ -85,6 +87,7 @@ def encode_frame(stream: str, seq: int, ts: float, image: np.ndarray, encoding: 
         jpeg_quality: JPEG quality when ``encoding`` is ``jpeg``.
         clip: Optional clip name (replayed datasets).
         frame: Optional 1-based index within ``clip``.
+        reconnects: Optional count of the capture's reconnections to a live source.
 
     Returns:
         ``[header_bytes, payload]``; a raw payload is the image's buffer, not a copy.
@@ -99,6 +102,8 @@ def encode_frame(stream: str, seq: int, ts: float, image: np.ndarray, encoding: 
         header["clip"] = clip
     if frame is not None:
         header["frame"] = int(frame)
+    if reconnects is not None:
+        header["reconnects"] = int(reconnects)
     if encoding == "raw":
         payload = memoryview(np.ascontiguousarray(image)).cast("B")
     else:
@@ -223,6 +228,10 @@ def decode_message(parts: list) -> Frame | EndOfStream:
     if clip is not None and not isinstance(clip, str) or index is not None and (
             isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= MAX_SEQ):
         raise ProtocolError("bad_type", "header 'clip' must be a string and 'frame' a count")
+    reconnects = header.get("reconnects")
+    if reconnects is not None and (isinstance(reconnects, bool) or not isinstance(reconnects, int)
+                                   or not 0 <= reconnects <= MAX_SEQ):
+        raise ProtocolError("bad_type", "header 'reconnects' must be a count")
     size = int(np.prod(shape))
     if encoding == "raw":
         if len(payload) != size:
@@ -248,4 +257,4 @@ def decode_message(parts: list) -> Frame | EndOfStream:
         raise ProtocolError("bad_encoding", f"encoding {encoding!r} is not one of "
                                             f"{list(ENCODINGS)}")
     return Frame(stream=stream, seq=seq, ts=ts, image=image, encoding=encoding,
-                 clip=clip, frame=index)
+                 clip=clip, frame=index, reconnects=reconnects)

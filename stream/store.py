@@ -20,6 +20,13 @@ CREATE TABLE IF NOT EXISTS alerts (
 );
 CREATE INDEX IF NOT EXISTS alerts_stream_ts ON alerts (stream, ts);
 CREATE INDEX IF NOT EXISTS alerts_id ON alerts (id);
+CREATE TABLE IF NOT EXISTS snapshots (
+    id        TEXT PRIMARY KEY,
+    stream    TEXT NOT NULL,
+    seq       INTEGER NOT NULL,
+    stored_at REAL NOT NULL,
+    jpeg      BLOB NOT NULL
+);
 """
 
 
@@ -27,17 +34,33 @@ class EventStore:
     """Alerts in one SQLite file, written ahead of publishing so none is ever lost.
 
     WAL mode with ``synchronous=NORMAL``: a committed alert survives the detector being
-    killed at any point (not a power cut, which would need ``FULL``).
+    killed at any point (not a power cut, which would need ``FULL``). Beside the alerts,
+    each event's snapshot (the overlay JPEG of its peak frame) is kept.
 
     Args:
         path: Database file (created with its folder if missing).
         durable: ``synchronous=FULL`` (survives power loss; slower).
+        exclusive: Hold the store's lock (the detector's: one writer per store).
+        readonly: Only read (``vadstream serve``): the file must exist and is never
+            created or changed.
+
+    Raises:
+        FileNotFoundError: For ``readonly`` when the file does not exist.
     """
 
-    def __init__(self, path: str | Path, durable: bool = False, exclusive: bool = False) -> None:
+    def __init__(self, path: str | Path, durable: bool = False, exclusive: bool = False,
+                 readonly: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = None
+        if readonly:
+            if not self.path.is_file():
+                raise FileNotFoundError(f"events store {self.path} not found; the detector "
+                                        "creates it (see its --events-db)")
+            self._db = sqlite3.connect(f"file:{self.path.resolve()}?mode=ro", uri=True,
+                                       timeout=10.0, isolation_level=None,
+                                       check_same_thread=False)
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         if exclusive:
             # One detector per store: a second one would "recover" the first one's events.
             self._lock = open(f"{self.path}.lock", "w")  # noqa: SIM115 - held until close()
@@ -86,6 +109,50 @@ class EventStore:
             args.append(int(limit))
         rows = self._db.execute(sql, args).fetchall()
         return [json.loads(r[0]) for r in reversed(rows)]
+
+    def put_snapshot(self, event_id: str, stream: str, seq: int, jpeg: bytes) -> None:
+        """Store (or replace) an event's snapshot: the overlay JPEG of its peak frame."""
+        self._db.execute("INSERT OR REPLACE INTO snapshots (id, stream, seq, stored_at, jpeg) "
+                         "VALUES (?, ?, ?, ?, ?)",
+                         (event_id, stream, int(seq), time.time(), sqlite3.Binary(jpeg)))
+
+    def snapshot(self, event_id: str) -> tuple[int, bytes] | None:
+        """An event's snapshot as ``(peak seq, JPEG)``, or None if it has none."""
+        try:
+            row = self._db.execute("SELECT seq, jpeg FROM snapshots WHERE id = ?",
+                                   (event_id,)).fetchone()
+        except sqlite3.OperationalError:   # a store written before snapshots existed
+            return None
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
+    def events(self, stream: str | None = None, since: float | None = None,
+               limit: int = 100) -> list[dict]:
+        """Events, newest first: each event's latest alert, with ``open`` and ``alerts``.
+
+        Args:
+            stream: Only this stream's events.
+            since: Only events with an alert stored at or after this Unix time.
+            limit: At most this many events.
+        """
+        sql = ("SELECT a.payload, n.alerts, n.first_at FROM alerts a JOIN (SELECT id, "
+               "MAX(seqno) AS last, COUNT(*) AS alerts, MIN(stored_at) AS first_at, "
+               "MAX(stored_at) AS last_at FROM alerts GROUP BY id) n ON a.seqno = n.last "
+               "WHERE 1=1")
+        args: list = []
+        if stream is not None:
+            sql += " AND a.stream = ?"
+            args.append(stream)
+        if since is not None:
+            sql += " AND n.last_at >= ?"
+            args.append(float(since))
+        sql += " ORDER BY n.first_at DESC, a.seqno DESC LIMIT ?"
+        args.append(int(limit))
+        out = []
+        for payload, alerts, _first_at in self._db.execute(sql, args).fetchall():
+            event = json.loads(payload)
+            event.update(open=event["type"] != "end", alerts=alerts)
+            out.append(event)
+        return out
 
     def open_events(self) -> list[dict]:
         """The latest alert of every event that has a start but no end."""

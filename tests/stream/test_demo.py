@@ -24,6 +24,7 @@ def test_demo_on_a_ucsd_clip_writes_summary_and_video(tmp_path):
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
     assert f"weights {DEFAULT_WEIGHTS}" in out
+    assert "demo: open http://127.0.0.1:" in out     # the dashboard runs beside it
     data = json.loads(summary.read_text())
     assert set(data) >= {"frames", "fps", "alerts"}
     assert 100 <= data["frames"] <= 180 and data["fps"] > 0

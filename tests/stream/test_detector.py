@@ -240,3 +240,36 @@ def test_oversized_messages_are_cut_off_and_bad_ones_logged_sparingly(tiny_weigh
     finally:
         stop.set()
         thread.join(10)
+
+
+def test_status_counts_inference_events_reconnects_and_the_store_keeps_the_peak(running,
+                                                                                tmp_path):
+    from stream.store import EventStore
+    det, sub, push = running
+    for i, image in enumerate(_frames("Test002", 12)):
+        # a live capture reporting its reconnections; then it is restarted and counts anew
+        reconnects = [0, 0, 1, 1, 3, 3, 3, 3, 0, 0, 1, 1][i]
+        push.send_multipart(encode_frame("snap", i, 1.0 + i, image, reconnects=reconnects))
+    seen = []
+
+    def scored_status():
+        m = sub.recv()
+        if m is not None:
+            seen.append(m)
+            return m.topic == "status" and m.payload["streams"].get("snap", {}).get(
+                "scored") == 12 and m.payload
+    status = wait_for(scored_status, 30, "status with every frame scored")
+    snap = status["streams"]["snap"]
+    assert snap["reconnects"] == 3 + 1 and snap["events"] == 1 and snap["event_open"]
+    hist = status["inference_s"]
+    assert hist["count"] >= 2 and hist["counts"][-1] <= hist["count"] and hist["sum"] > 0
+    assert hist["counts"] == sorted(hist["counts"]) and len(hist["counts"]) == len(hist["bounds"])
+    assert status["status_interval"] == 0.2
+    push.send_multipart(encode_eos("snap"))
+    got = seen + _collect_until_eos(sub, "snap")
+    end = [m.payload for m in got if m.topic == "alert.snap"][-1]
+    overlays = {m.payload["seq"]: m.jpeg for m in got if m.topic == "overlay.snap"}
+    with EventStore(tmp_path / "events.sqlite3", readonly=True) as store:
+        seq, jpeg = store.snapshot(end["id"])
+    assert end["type"] == "end" and seq == end["peak_seq"]
+    assert jpeg == overlays[seq]          # the very overlay subscribers saw at the peak

@@ -42,6 +42,14 @@ def test_raw_round_trip_is_exact():
     assert (msg.stream, msg.seq, msg.ts, msg.clip, msg.frame) == ("cam-1", 7, 123.25, "Test001", 1)
 
 
+def test_reconnects_travel_in_the_header():
+    parts = encode_frame("cam", 3, 1.0, np.zeros((2, 3), np.uint8), reconnects=4)
+    assert json.loads(parts[0])["reconnects"] == 4
+    assert decode_message([parts[0], bytes(parts[1])]).reconnects == 4
+    plain = encode_frame("cam", 3, 1.0, np.zeros((2, 3), np.uint8))
+    assert decode_message([plain[0], bytes(plain[1])]).reconnects is None
+
+
 def test_jpeg_round_trip_is_close():
     image = _image()
     parts = encode_frame("cam", 0, 1.0, image, encoding="jpeg")
@@ -92,6 +100,8 @@ def test_unknown_encoding_cannot_be_sent():
     ({"ts": 10**400}, "bad_value"),
     ({"ts": -1}, "bad_value"),
     ({"frame": 2**70}, "bad_type"),
+    ({"reconnects": -1}, "bad_type"),
+    ({"reconnects": True}, "bad_type"),
     ({"v": True}, "bad_version"),
     ({"shape": [8192, 8192, 3]}, "bad_shape"),
 ])

@@ -29,6 +29,9 @@ def test_camera_dropout_is_survived_and_reported(tiny_weights, tmp_path):
             wait_for(lambda: "stopped delivering" in log.read_text(), 20, "a reconnect attempt")
             camera.resume()
             wait_for(lambda: online_is(True), 30, "the camera online again")
+            # the capture's reconnections reach the detector in the frame headers
+            wait_for(lambda: (m := sub.recv()) is not None and m.payload["streams"].get(
+                "ipcam", {}).get("reconnects", 0) >= 1, 10, "reconnects in status")
         assert "reconnected to" in log.read_text()
         assert cap.poll() is None and det.poll() is None
     finally:

@@ -55,3 +55,25 @@ def test_one_detector_per_store(tmp_path):
             EventStore(tmp_path / "e.db", exclusive=True)
         EventStore(tmp_path / "e.db").close()          # readers are welcome
     EventStore(tmp_path / "e.db", exclusive=True).close()
+
+
+def test_snapshots_and_events_newest_first_read_only(tmp_path):
+    with pytest.raises(FileNotFoundError, match="the detector creates it"):
+        EventStore(tmp_path / "e.db", readonly=True)
+    with EventStore(tmp_path / "e.db", exclusive=True) as store:
+        store.append(_alert("start", "a", ts=100))
+        store.append(_alert("start", "b", stream="other", ts=150))
+        store.append(_alert("end", "a", ts=200, end_seq=9))
+        store.put_snapshot("a", "cam", 3, b"\xff\xd8one")
+        store.put_snapshot("a", "cam", 5, b"\xff\xd8two")           # the peak moved on
+        with EventStore(tmp_path / "e.db", readonly=True) as reader:  # beside the detector
+            assert reader.snapshot("a") == (5, b"\xff\xd8two")
+            assert reader.snapshot("b") is None
+            events = reader.events()
+            assert [(e["id"], e["type"], e["open"], e["alerts"]) for e in events] == [
+                ("b", "start", True, 1), ("a", "end", False, 2)]
+            assert [e["id"] for e in reader.events(stream="cam")] == ["a"]
+            assert [e["id"] for e in reader.events(limit=1)] == ["b"]
+            assert reader.events(since=time.time() + 60) == []
+            with pytest.raises(sqlite3.OperationalError, match="readonly"):
+                reader.append(_alert("start", "c"))

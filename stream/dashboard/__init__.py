@@ -1,0 +1,1 @@
+"""``vadstream serve``: the operator's web dashboard, metrics and snapshots."""

@@ -1,0 +1,211 @@
+"""The dashboard's web server (aiohttp): the page, its JSON API, snapshots, ``/metrics``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from stream.dashboard.clips import EventClips
+from stream.dashboard.config import ServeConfig
+from stream.dashboard.hub import Hub
+from stream.dashboard.metrics import CONTENT_TYPE, DashboardCollector, render
+from stream.dashboard.state import LiveState, event_summary
+from stream.endpoints import is_loopback_host
+from stream.protocol import STREAM_ID
+from stream.security import client_from_args
+from stream.store import EventStore
+from stream.times import parse_time
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).resolve().parent / "static"
+EVENT_ID = re.compile(r"^[0-9a-f]{1,64}$")
+NO_CACHE = {"Cache-Control": "no-store"}
+HUB = web.AppKey("hub", Hub)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+class Api:
+    """The HTTP handlers over the hub's state and the events store.
+
+    Args:
+        config: Where the store is.
+        hub: The live state and event clips.
+    """
+
+    def __init__(self, config: ServeConfig, hub: Hub) -> None:
+        self.config = config
+        self.hub = hub
+        self.collector = DashboardCollector(hub.state, lambda: len(hub.pages))
+
+    async def _store(self, read: Callable[[EventStore], object]):
+        """``read(store)`` in a worker thread; None when the store does not exist (yet)."""
+        def run():
+            try:
+                with EventStore(self.config.events_db, readonly=True) as store:
+                    return read(store)
+            except FileNotFoundError:
+                return None
+        return await asyncio.to_thread(run)
+
+    async def index(self, _request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / "index.html", headers=NO_CACHE)
+
+    async def streams(self, _request: web.Request) -> web.Response:
+        state = self.hub.state
+        return web.json_response({
+            "detector": {**state.detector(), "endpoint": self.config.connect},
+            "streams": [v.summary() for v in state.streams.values()]})
+
+    async def latest(self, request: web.Request) -> web.Response:
+        stream = request.match_info["stream"]
+        view = self.hub.state.streams.get(stream) if STREAM_ID.match(stream) else None
+        if view is None or view.latest is None:
+            return _error(404, f"no overlay of stream {stream!r} yet: is it sending frames, "
+                          "and is the detector reachable?")
+        return web.Response(body=view.latest[1], content_type="image/jpeg", headers=NO_CACHE)
+
+    async def events(self, request: web.Request) -> web.Response:
+        query = request.query
+        stream = query.get("stream") or None
+        try:
+            since = parse_time(query.get("since") or None, what="since")
+            limit = int(query.get("limit", "100"))
+        except ValueError as err:
+            return _error(400, str(err))
+        if not 1 <= limit <= 1000:
+            return _error(400, f"limit must be 1..1000, got {limit}")
+        stored = await self._store(lambda s: s.events(stream, since, limit))
+        if stored is None:
+            events = self.hub.state.live_events(stream, since, limit)
+            return web.json_response({"events": events, "source": "live",
+                                      "note": f"events store {self.config.events_db} not "
+                                      "found: only events seen live are listed"})
+        return web.json_response({"events": [event_summary(a) for a in stored],
+                                  "source": "store"})
+
+    def _event_id(self, request: web.Request) -> str | None:
+        event_id = request.match_info["event"]
+        return event_id if EVENT_ID.match(event_id) else None
+
+    async def snapshot(self, request: web.Request) -> web.Response:
+        event_id = self._event_id(request)
+        found = await self._store(lambda s: s.snapshot(event_id)) if event_id else None
+        if found is None and event_id:   # no store: the peak frame of a clip seen live
+            event = self.hub.state.events.get(event_id)
+            frame = self.hub.clips.frame(event_id, event["peak_seq"]) if event else None
+            found = None if frame is None else (frame.seq, frame.jpeg)
+        if found is None:
+            return _error(404, f"event {request.match_info['event']!r} has no snapshot: an "
+                          "unknown id, or the detector ran without an events store")
+        return web.Response(body=found[1], content_type="image/jpeg",
+                            headers={"Cache-Control": "max-age=3600",
+                                     "X-Peak-Seq": str(found[0])})
+
+    async def frames(self, request: web.Request) -> web.Response:
+        event_id = self._event_id(request)
+        clip = self.hub.clips.clips.get(event_id) if event_id else None
+        if clip is None:
+            return web.json_response({"id": event_id, "frames": [], "note": "no frames kept "
+                                      "for this event: it happened before this dashboard "
+                                      "started, or its frames made way for newer events"})
+        base = f"/api/events/{event_id}/frames"
+        return web.json_response({
+            "id": event_id, "stream": clip.stream, "truncated": clip.truncated,
+            "recording": clip.recording,
+            "frames": [{"seq": f.seq, "ts": f.ts, "score": f.score, "anomalous": f.anomalous,
+                        "url": f"{base}/{f.seq}.jpg"} for f in clip.frames]})
+
+    async def frame(self, request: web.Request) -> web.Response:
+        event_id, seq = self._event_id(request), request.match_info["seq"]
+        frame = self.hub.clips.frame(event_id, int(seq)) if event_id and seq.isdigit() else None
+        if frame is None:
+            return _error(404, f"frame {seq} of event {request.match_info['event']!r} is not "
+                          "kept; list the kept ones at /api/events/<id>/frames")
+        return web.Response(body=frame.jpeg, content_type="image/jpeg",
+                            headers={"Cache-Control": "max-age=3600"})
+
+    async def metrics(self, _request: web.Request) -> web.Response:
+        return web.Response(body=render(self.collector), headers={
+            "Content-Type": CONTENT_TYPE, **NO_CACHE})
+
+
+def build_app(config: ServeConfig) -> web.Application:
+    """The aiohttp application: routes, and the detector reader started with it."""
+    state = LiveState(history_s=config.history_s)
+    clips = EventClips(config.clip_before, config.clip_after, config.clip_frames,
+                       config.clip_budget_mb)
+    hub = Hub(config.connect, state, clips,
+              curve=client_from_args(config.curve_key, config.curve_server))
+    api = Api(config, hub)
+    app = web.Application()
+    app[HUB] = hub
+    app.router.add_get("/", api.index)
+    app.router.add_static("/static", STATIC)
+    app.router.add_get("/ws", hub.serve_page)
+    app.router.add_get("/api/streams", api.streams)
+    app.router.add_get("/api/streams/{stream}/latest.jpg", api.latest)
+    app.router.add_get("/api/events", api.events)
+    app.router.add_get("/api/events/{event}/snapshot.jpg", api.snapshot)
+    app.router.add_get("/api/events/{event}/frames", api.frames)
+    app.router.add_get("/api/events/{event}/frames/{seq}.jpg", api.frame)
+    app.router.add_get("/metrics", api.metrics)
+
+    async def background(app: web.Application):
+        tasks = [asyncio.create_task(hub.read_topics()), asyncio.create_task(hub.tick())]
+        yield
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    app.cleanup_ctx.append(background)
+    return app
+
+
+async def serve(config: ServeConfig, stop: threading.Event,
+                ready: Callable[[str], None] | None = None) -> None:
+    """Listen until ``stop`` is set.
+
+    Args:
+        config: Addresses and limits.
+        stop: Ends serving.
+        ready: Called with the page's URL once listening.
+
+    Raises:
+        OSError: If the address cannot be listened on (saying which, and what to do).
+    """
+    runner = web.AppRunner(build_app(config), handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, shutdown_timeout=2.0)
+    try:
+        await site.start()
+    except OSError as err:
+        await runner.cleanup()
+        raise OSError(f"cannot listen on {config.http} ({err.strerror}); pick another "
+                      "address with --http") from None
+    if not is_loopback_host(config.host):
+        log.warning("the dashboard at %s is reachable beyond this machine and has no "
+                    "login: anyone who can reach it sees every stream", config.http)
+    host, port = runner.addresses[0][:2]
+    host = f"[{host}]" if ":" in host else host
+    if ready is not None:
+        ready(f"http://{host}:{port}/")
+    try:
+        while not stop.is_set():
+            await asyncio.sleep(0.2)
+    finally:
+        await runner.cleanup()
+
+
+def run_serve(config: ServeConfig, stop: threading.Event,
+              ready: Callable[[str], None] | None = None) -> None:
+    """Run the dashboard in this thread until ``stop`` is set (see :func:`serve`)."""
+    asyncio.run(serve(config, stop, ready))

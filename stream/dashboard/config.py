@@ -1,0 +1,59 @@
+"""The dashboard's settings: the arguments of ``vadstream serve``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6) as ``(host, port)``.
+
+    Raises:
+        ValueError: If the port is missing or not a number in 0..65535.
+    """
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"--http {address!r} is not HOST:PORT, e.g. 127.0.0.1:8080")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Where the dashboard listens and reads, and how much it keeps.
+
+    Args:
+        connect: The detector's topic endpoint (its ``--publish``).
+        http: ``HOST:PORT`` the web server listens on.
+        events_db: The detector's events store (its ``--events-db``), read only.
+        history_s: Seconds of scores kept per stream for the chart.
+        clip_before: Overlay frames kept from before each event seen live.
+        clip_after: Overlay frames kept after its end.
+        clip_frames: Most frames kept per event.
+        clip_budget_mb: Memory the frames of all events may take (oldest go first).
+        curve_key: This client's CURVE ``.key_secret`` (when the detector requires CURVE).
+        curve_server: The detector's public ``.key``.
+    """
+
+    connect: str = "tcp://127.0.0.1:5556"
+    http: str = "127.0.0.1:8080"
+    events_db: str = "events.sqlite3"
+    history_s: float = 300.0
+    clip_before: int = 20
+    clip_after: int = 20
+    clip_frames: int = 200
+    clip_budget_mb: float = 64.0
+    curve_key: str = ""
+    curve_server: str = ""
+
+    def __post_init__(self) -> None:
+        split_host_port(self.http)
+        if self.history_s <= 0:
+            raise ValueError(f"history_s must be positive, got {self.history_s}")
+
+    @property
+    def host(self) -> str:
+        return split_host_port(self.http)[0]
+
+    @property
+    def port(self) -> int:
+        return split_host_port(self.http)[1]

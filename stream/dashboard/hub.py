@@ -1,0 +1,193 @@
+"""Between the detector and the pages: one SUB socket in, one WebSocket per page out.
+
+Overlays go to the pages over the same WebSocket as everything else, as binary
+messages, rather than as one MJPEG response per stream: a browser opens at most six
+HTTP/1.1 connections to one host, so a page of six MJPEG streams would stall, and a
+WebSocket lets each page get only the newest frame of each stream when it is slower
+than the detector (older ones are skipped, never queued).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import struct
+
+import zmq
+import zmq.asyncio
+from aiohttp import web
+
+from stream.dashboard.clips import EventClips
+from stream.dashboard.state import LiveState
+from stream.security import CurveClient
+
+log = logging.getLogger(__name__)
+TOPICS = ("status", "score.", "overlay.", "alert.", "eos.")
+#: Seconds between the batches of scores, and between status messages, sent to pages.
+SCORES_EVERY = 0.25
+STATUS_EVERY = 1.0
+
+
+def pack_overlay(header: dict, jpeg: bytes) -> bytes:
+    """A binary WebSocket message: 4-byte big-endian header length, JSON header, JPEG."""
+    head = json.dumps(header).encode()
+    return struct.pack(">I", len(head)) + head + jpeg
+
+
+class Page:
+    """One connected page: its pending JSON messages and the newest overlay per stream.
+
+    Args:
+        ws: The page's WebSocket.
+        max_queued: JSON messages queued before the oldest are dropped (a stuck page).
+    """
+
+    def __init__(self, ws: web.WebSocketResponse, max_queued: int = 5000) -> None:
+        self.ws = ws
+        self._json: list[str] = []
+        self._max = max_queued
+        self._overlays: dict[str, bytes] = {}
+        self._wake = asyncio.Event()
+
+    def send_json(self, message: dict) -> None:
+        self._json.append(json.dumps(message))
+        if len(self._json) > self._max:
+            del self._json[: len(self._json) - self._max]
+        self._wake.set()
+
+    def send_overlay(self, stream: str, packed: bytes) -> None:
+        self._overlays[stream] = packed     # the newest frame replaces one not sent yet
+        self._wake.set()
+
+    async def pump(self) -> None:
+        """Send what is pending until the page goes; each send waits for the socket to
+        drain, which is what makes a slow page skip overlays."""
+        try:
+            while not self.ws.closed:
+                await self._wake.wait()
+                self._wake.clear()
+                messages, self._json = self._json, []
+                for text in messages:
+                    await self.ws.send_str(text)
+                while self._overlays:
+                    stream = next(iter(self._overlays))
+                    await self.ws.send_bytes(self._overlays.pop(stream))
+        except ConnectionResetError:
+            return   # the page went away mid-send
+
+
+class Hub:
+    """Reads the detector's topics into the state and the event clips, and fans out.
+
+    Args:
+        connect: The detector's topic endpoint.
+        state: What the dashboard knows.
+        clips: Frames around events.
+        curve: CURVE keys, when the detector requires them.
+    """
+
+    def __init__(self, connect: str, state: LiveState, clips: EventClips,
+                 curve: CurveClient | None = None) -> None:
+        self.connect = connect
+        self.state = state
+        self.clips = clips
+        self.curve = curve
+        self.pages: set[Page] = set()
+
+    # -- from the detector ---------------------------------------------------------------
+    async def read_topics(self) -> None:
+        """Subscribe and take in messages until cancelled. ZeroMQ connects (and
+        reconnects) by itself, so the detector may start before or after this."""
+        context = zmq.asyncio.Context()
+        socket = context.socket(zmq.SUB)
+        socket.setsockopt(zmq.RCVHWM, 2000)
+        socket.setsockopt(zmq.LINGER, 0)
+        if self.curve is not None:
+            self.curve.apply(socket)
+        socket.connect(self.connect)
+        for topic in TOPICS:
+            socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        log.info("dashboard: reading the detector's topics on %s", self.connect)
+        try:
+            while True:
+                parts = await socket.recv_multipart()
+                try:
+                    self.handle(parts)
+                except Exception:  # noqa: BLE001 - one bad message must not stop the page
+                    log.warning("skipped a message on %r", parts[0][:64], exc_info=True)
+        finally:
+            socket.close()
+            context.term()
+
+    def handle(self, parts: list[bytes]) -> None:
+        """Take one published message."""
+        topic = parts[0].decode(errors="replace")
+        payload = json.loads(parts[1]) if len(parts) > 1 else {}
+        kind = topic.partition(".")[0]
+        if kind == "status":
+            self.state.on_status(payload)
+        elif kind == "score":
+            self.state.on_score(payload)
+        elif kind == "overlay" and len(parts) > 2:
+            jpeg = bytes(parts[2])
+            self.state.on_overlay(payload, jpeg)
+            self.clips.on_overlay(payload, jpeg)
+            if self.pages:
+                packed = pack_overlay(payload, jpeg)
+                for page in self.pages:
+                    page.send_overlay(payload["stream"], packed)
+        elif kind == "alert":
+            event = self.state.on_alert(payload)
+            self.clips.on_alert(payload)
+            self.broadcast({"type": "event", "event": event})
+        elif kind == "eos":
+            self.state.on_eos(payload)
+            self.clips.on_eos(payload["stream"])
+            self.broadcast({"type": "eos", "stream": payload["stream"]})
+
+    # -- to the pages --------------------------------------------------------------------
+    def broadcast(self, message: dict) -> None:
+        for page in self.pages:
+            page.send_json(message)
+
+    def status_message(self) -> dict:
+        return {"type": "status", "detector": {**self.state.detector(), "endpoint": self.connect},
+                "streams": [v.summary() for v in self.state.streams.values()]}
+
+    async def tick(self) -> None:
+        """Send batched scores four times a second and the status every second."""
+        turns = 0
+        while True:
+            await asyncio.sleep(SCORES_EVERY)
+            turns += 1
+            for view in self.state.streams.values():
+                points = view.take_pending()
+                if points and self.pages:
+                    self.broadcast({"type": "scores", "stream": view.id, "points": points})
+            if turns * SCORES_EVERY >= STATUS_EVERY:
+                turns = 0
+                if self.pages:
+                    self.broadcast(self.status_message())
+
+    async def serve_page(self, request: web.Request) -> web.WebSocketResponse:
+        """``/ws``: a hello with every stream's recent scores, then live updates."""
+        ws = web.WebSocketResponse(heartbeat=20)
+        await ws.prepare(request)
+        page = Page(ws)
+        hello = self.status_message()
+        hello.update(type="hello", history_s=self.state.history_s,
+                     scores={v.id: list(v.scores) for v in self.state.streams.values()})
+        page.send_json(hello)
+        for view in self.state.streams.values():
+            if view.latest is not None:
+                page.send_overlay(view.id, pack_overlay(*view.latest))
+        self.pages.add(page)
+        pump = asyncio.create_task(page.pump())
+        try:
+            async for _ in ws:     # the page sends nothing; this waits for it to close
+                pass
+        finally:
+            self.pages.discard(page)
+            pump.cancel()
+        return ws

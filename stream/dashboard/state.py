@@ -1,0 +1,212 @@
+"""What the dashboard knows of the detector: its status, each stream's scores and latest
+overlay, and the events it saw, built from the detector's published messages."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+
+#: Fields of a stream's ``status`` entry that count frames (cumulative per stream session).
+COUNTERS = ("received", "scored", "dropped", "overrun")
+#: Seconds of ``status`` messages frame rates are averaged over (the detector takes in
+#: frames in bursts, a batch at a time, so one interval alone reads jumpy).
+RATE_WINDOW_S = 5.0
+
+
+def event_summary(alert: dict) -> dict:
+    """One event as the dashboard shows it, from its latest alert (live or stored).
+
+    Returns:
+        ``id, stream, open, start_ts, end_ts, start_seq, end_seq, peak_score, peak_seq,
+        threshold, frames, clip, frame, boxes, recovered`` and the URLs of its snapshot
+        (``?peak=`` changes with the peak, so a browser never shows a stale one) and frames.
+    """
+    event_id = alert["id"]
+    return {"id": event_id, "stream": alert["stream"],
+            "open": alert.get("open", alert["type"] != "end"),
+            "start_ts": alert.get("start_ts"), "end_ts": alert.get("end_ts"),
+            "start_seq": alert.get("start_seq"), "end_seq": alert.get("end_seq"),
+            "last_ts": alert.get("ts"), "peak_score": alert.get("peak_score"),
+            "peak_seq": alert.get("peak_seq"), "threshold": alert.get("threshold"),
+            "frames": alert.get("frames"), "clip": alert.get("clip"),
+            "frame": alert.get("frame"), "boxes": alert.get("boxes", []),
+            "recovered": bool(alert.get("recovered")),
+            "snapshot": f"/api/events/{event_id}/snapshot.jpg?peak={alert.get('peak_seq')}",
+            "frames_url": f"/api/events/{event_id}/frames"}
+
+
+class StreamView:
+    """One stream as last reported: counters, rates, recent scores, latest overlay.
+
+    Args:
+        stream: Stream id.
+        history_s: Seconds of scores kept for the chart.
+        max_points: Most scores kept, whatever their times.
+    """
+
+    def __init__(self, stream: str, history_s: float, max_points: int) -> None:
+        self.id = stream
+        self.history_s = history_s
+        self.status: dict = {}
+        self.rates = {"capture": 0.0, "processed": 0.0, "dropped": 0.0}
+        self.scores: deque[tuple[float, float, int]] = deque(maxlen=max_points)
+        self.pending: list[tuple[float, float, int]] = []   # scores not yet sent to pages
+        self.last_score: dict | None = None
+        self.latest: tuple[dict, bytes] | None = None       # overlay header, JPEG
+        self.ended = False
+        self._marks: deque[tuple[float, tuple[int, ...]]] = deque(maxlen=64)
+
+    def on_status(self, entry: dict, ts: float) -> None:
+        """Take the stream's entry of a ``status`` message sent at detector time ``ts``;
+        frame rates come from the change of its counters over the last few seconds."""
+        self.status = entry
+        if any(k not in entry for k in COUNTERS):   # a stream the detector ended for idleness
+            self.rates = dict.fromkeys(self.rates, 0.0)
+            self._marks.clear()
+            return
+        counts = tuple(int(entry[k]) for k in COUNTERS)
+        if self._marks and (ts <= self._marks[-1][0] or any(
+                now < then for now, then in zip(counts, self._marks[-1][1], strict=True))):
+            self._marks.clear()                     # a new session of the stream
+        self._marks.append((ts, counts))
+        while len(self._marks) > 2 and self._marks[1][0] <= ts - RATE_WINDOW_S:
+            self._marks.popleft()
+        if len(self._marks) >= 2:
+            mark_ts, mark = self._marks[0]
+            received, scored, dropped, overrun = ((now - then) / (ts - mark_ts)
+                                                  for now, then in zip(counts, mark, strict=True))
+            self.rates = {"capture": round(received + dropped, 2),
+                          "processed": round(scored, 2),
+                          "dropped": round(dropped + overrun, 2)}
+        self.ended = False
+
+    def on_score(self, payload: dict) -> None:
+        point = (float(payload["ts"]), float(payload["scores"]["score"]),
+                 int(bool(payload.get("anomalous"))))
+        self.scores.append(point)
+        self.pending.append(point)
+        while self.scores and self.scores[0][0] < point[0] - self.history_s:
+            self.scores.popleft()
+        self.last_score = payload
+        self.ended = False
+
+    def mark_ended(self) -> None:
+        """The stream ended: the next status of it (if it comes back) starts afresh."""
+        self._marks.clear()
+
+    def take_pending(self) -> list[tuple[float, float, int]]:
+        """Scores received since the last call."""
+        points, self.pending = self.pending, []
+        return points
+
+    @property
+    def online(self) -> bool:
+        return bool(self.status.get("online", self.last_score is not None)) and not self.ended
+
+    def summary(self) -> dict:
+        """The stream as ``/api/streams`` and the page show it."""
+        s, last = self.status, self.last_score or {}
+        return {"id": self.id, "online": self.online, "ended": self.ended,
+                "fps": dict(self.rates), "received": s.get("received"),
+                "scored": s.get("scored"), "dropped": s.get("dropped"),
+                "overrun": s.get("overrun"), "queue": s.get("queue"),
+                "event_open": bool(s.get("event_open")), "events": s.get("events"),
+                "reconnects": s.get("reconnects"), "clip": s.get("clip", last.get("clip")),
+                "score": last.get("scores", {}).get("score"), "seq": last.get("seq"),
+                "threshold": last.get("threshold"), "rule": last.get("rule"),
+                "latency_ms": last.get("latency_ms"),
+                "latest": f"/api/streams/{self.id}/latest.jpg" if self.latest else None}
+
+
+class LiveState:
+    """Everything learnt from the detector's topics, bounded in memory.
+
+    Args:
+        history_s: Seconds of scores kept per stream (the chart's span).
+        max_streams: Streams remembered; beyond, the one heard from least recently goes.
+        max_events: Events remembered from live alerts (the store keeps them all).
+        clock: Monotonic clock (seconds).
+    """
+
+    def __init__(self, history_s: float = 300.0, max_streams: int = 256,
+                 max_events: int = 500, clock: Callable[[], float] = time.monotonic) -> None:
+        self.history_s = history_s
+        self.max_streams = max_streams
+        self.max_events = max_events
+        self.clock = clock
+        self.streams: OrderedDict[str, StreamView] = OrderedDict()
+        self.events: OrderedDict[str, dict] = OrderedDict()
+        self.status: dict | None = None
+        self.status_at: float | None = None
+        self.started = clock()
+
+    def stream(self, stream: str) -> StreamView:
+        """The view of ``stream``, created if new (and the least recent one dropped)."""
+        view = self.streams.get(stream)
+        if view is None:
+            # bounded by time (history_s) and by count: 50 scores/s for the whole span
+            view = StreamView(stream, self.history_s, int(self.history_s * 50))
+            self.streams[stream] = view
+            while len(self.streams) > self.max_streams:
+                self.streams.popitem(last=False)
+        self.streams.move_to_end(stream)
+        return view
+
+    def on_status(self, payload: dict) -> None:
+        """Take a ``status`` message."""
+        self.status = payload
+        self.status_at = self.clock()
+        ts = float(payload.get("ts", time.time()))
+        for stream, entry in payload.get("streams", {}).items():
+            self.stream(stream).on_status(entry, ts)
+
+    def on_score(self, payload: dict) -> None:
+        self.stream(payload["stream"]).on_score(payload)
+
+    def on_overlay(self, header: dict, jpeg: bytes) -> None:
+        self.stream(header["stream"]).latest = (header, jpeg)
+
+    def on_alert(self, alert: dict) -> dict:
+        """Take an alert; returns the event's summary."""
+        event = event_summary(alert)
+        self.events[event["id"]] = event
+        self.events.move_to_end(event["id"])
+        while len(self.events) > self.max_events:
+            self.events.popitem(last=False)
+        return event
+
+    def on_eos(self, payload: dict) -> None:
+        view = self.stream(payload["stream"])
+        view.ended = True
+        view.rates = dict.fromkeys(view.rates, 0.0)
+        # the detector forgets an ended stream: its last status no longer holds
+        view.status = {**view.status, "online": False, "event_open": False, "queue": 0}
+        view.mark_ended()
+
+    @property
+    def interval(self) -> float:
+        """The detector's status interval (1 s until it has said)."""
+        return float((self.status or {}).get("status_interval", 1.0))
+
+    def reachable(self) -> bool:
+        """Whether a ``status`` came within three status intervals."""
+        return self.status_at is not None and self.clock() - self.status_at < 3 * self.interval
+
+    def detector(self) -> dict:
+        """The detector as the page shows it: reachable or not, and since when."""
+        s = self.status or {}
+        age = None if self.status_at is None else round(self.clock() - self.status_at, 1)
+        return {"reachable": self.reachable(), "last_status_s": age,
+                "uptime_s": s.get("uptime_s"), "rule": s.get("rule"),
+                "threshold": s.get("threshold"), "rejected": s.get("rejected", {}),
+                "subscriptions": len(s.get("subscriptions", []))}
+
+    def live_events(self, stream: str | None = None, since: float | None = None,
+                    limit: int = 100) -> list[dict]:
+        """Events seen live, newest first (for when there is no events store to read)."""
+        out = [e for e in reversed(self.events.values())
+               if (stream is None or e["stream"] == stream)
+               and (since is None or (e["last_ts"] or 0) >= since)]
+        out.sort(key=lambda e: e["start_ts"] or 0, reverse=True)
+        return out[:limit]
