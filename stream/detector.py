@@ -141,6 +141,10 @@ class Detector:
         self.config = config
         self.engine = Engine(config.model, config.device)
         self.window = self.engine.window
+        if self.window < 2:
+            raise ValueError(f"{config.model} has a window of {self.window} frame: scoring "
+                             "needs at least 2 (the error's change between frames); retrain "
+                             "it with a longer window")
         if config.stride > self.window:
             raise ValueError(f"detector stride must be 1..{self.window} (the window of "
                              f"{config.model}), got {config.stride}")

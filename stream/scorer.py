@@ -84,7 +84,7 @@ class Scorer:
         rule: Which per-frame value decides: ``area`` (anomalous pixels, at model
             resolution), ``peak`` (the largest 4×4 sum above baseline), ``error``
             (mean |x̂ − x|) or ``motion`` (the top of the 4×4 map of |Δ(x̂ − x)|; its
-            pixels are anomalous where that map reaches ``threshold``).
+            pixels are anomalous where that map exceeds ``threshold``).
         threshold: A frame is anomalous when its ``rule`` value reaches this; usually
             calibrated on held-out normal footage by ``vadstream train``.
         pixel_scale: Factor from model units to 0-255 (``InputContract.pixel_scale``).
@@ -114,7 +114,8 @@ class Scorer:
         Args:
             recon: (T, H, W) the window's reconstruction in model units, T ≥ 2.
             frames: (T, H, W) the window's input in model units.
-            first: The first frame to score (the earlier ones give the error's change).
+            first: The first frame to score (the earlier ones give the error's change; frame
+                0 of a window has no change, so its ``motion`` is 0).
 
         Returns:
             Scores and anomaly maps of the T − ``first`` frames.
@@ -129,12 +130,12 @@ class Scorer:
         residual = recon - frames
         residual *= self.pixel_scale
         diff = np.abs(residual[first:])
-        # The change into frame t; the first frame of a window has none before it and
-        # takes the change into the second.
+        # The change into frame t. A window's first frame has no frame before it: no
+        # change (taking the next frame's would look into the future).
         later = np.arange(max(first, 1), n)
         change = np.abs(residual[later] - residual[later - 1])
         if first == 0:
-            change = np.concatenate([change[:1], change])
+            change = np.concatenate([np.zeros_like(change[:1]), change])
         return self.from_sums(window_sum(diff), diff.mean(axis=(-2, -1)), window_sum(change))
 
     def excess(self, sums: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Choosing the frame rule and its threshold from normal footage only.
 
-The threshold of each rule is the (1 − false-alarm rate) quantile of its values on every
-normal clip, held-out and training alike: how busy a scene is (how many people walk in
+The threshold of each rule is the (1 − false-alarm rate) quantile of its values on the
+normal clips, held-out and training alike (but for the training clips that set the
+baseline): how busy a scene is (how many people walk in
 it) changes the normal level of every rule from clip to clip, and two held-out clips
 alone miss that spread (on Ped2 the last two training clips are among the calmest, and
 thresholds from them alone flag most frames of busier normal footage). The validation
@@ -15,7 +16,9 @@ several times faster than people walk, as a bike or skater would:
 
 - ``paste``: a patch cut around the clip's most active region, pasted moving sideways;
 - ``warp``: the band of rows where people walk most, played three times faster than
-  the rest of the frame (real people, real background, no pasted edges).
+  the rest of the frame (real people, real background; the band's edges blend over
+  15 rows, it speeds up from the frame it is in, and the copy ends before the band
+  would run out of frames, so there is no cut).
 
 The per-pixel baseline (the error normal footage always leaves, at edges and fine
 texture) is estimated on training clips. Test clips play no part.
@@ -83,8 +86,11 @@ def inject_fast_object(frames: np.ndarray, size: tuple[int, int] = OBJECT_SIZE,
 
 def inject_time_warp(frames: np.ndarray, band: int = WARP_BAND, speed: int = WARP_SPEED
                      ) -> tuple[np.ndarray, np.ndarray]:
-    """A copy of a normal clip whose busiest band of rows runs ``speed`` times faster in
-    the clip's second half: frame t shows that band as it was at ``speed``·(t − n/2).
+    """A copy of a normal clip whose busiest band of rows runs ``speed`` times faster from
+    a quarter of the way in: frame t shows that band as it was at t0 + speed·(t − t0).
+
+    The band starts from the frame it is in (no cut), and the copy ends when the band
+    runs out of source frames (no cut back either).
 
     Args:
         frames: (F, S, S) preprocessed normal frames.
@@ -92,7 +98,7 @@ def inject_time_warp(frames: np.ndarray, band: int = WARP_BAND, speed: int = WAR
         speed: Speed-up.
 
     Returns:
-        The altered frames and per-frame labels (True where the band is fast).
+        The altered frames (fewer than F) and per-frame labels (True where the band is fast).
     """
     n, side = len(frames), frames.shape[-1]
     motion = np.abs(np.diff(frames, axis=0)).sum(axis=(0, 2))
@@ -100,15 +106,20 @@ def inject_time_warp(frames: np.ndarray, band: int = WARP_BAND, speed: int = WAR
     weight = np.zeros((side, 1), np.float32)
     weight[y:y + band] = 1
     weight = cv2.GaussianBlur(weight, (1, WARP_BLEND), 0)
-    out = frames.copy()
-    labels = np.zeros(n, bool)
-    for t in range(n // 2, n):
-        source = speed * (t - n // 2)
-        if source >= n:
-            break
-        out[t] = weight * frames[source] + (1 - weight) * frames[t]
+    start = n // 4
+    end = start + (n - 1 - start) // speed + 1       # the last t whose source is < n, + 1
+    out = frames[:end].copy()
+    labels = np.zeros(end, bool)
+    for t in range(start + 1, end):
+        out[t] = weight * frames[start + speed * (t - start)] + (1 - weight) * frames[t]
         labels[t] = True
     return out, labels
+
+
+def split_training_clips(clips: list) -> tuple[list, list]:
+    """Training clips for the baseline (every BASELINE_EVERY-th) and for the thresholds
+    (the rest): a threshold measured on the clips that set the baseline would be low."""
+    return clips[::BASELINE_EVERY], [c for i, c in enumerate(clips) if i % BASELINE_EVERY]
 
 
 #: The synthetic anomalies the rule is chosen with.
@@ -136,7 +147,7 @@ def calibrate(net: HybridBlock, clips: list[np.ndarray], window: int, stride: in
               ) -> tuple[dict, dict[str, np.ndarray], dict]:
     """Baseline map (from ``baseline_clips``), the rule chosen by the synthetic test (on
     the held-out ``clips``) and thresholds per rule at the false-alarm rate (on ``clips``
-    and ``train_clips``).
+    and ``train_clips``, which should not include ``baseline_clips``).
 
     Returns:
         The calibration metadata, the calibration arrays (``baseline``), and the
@@ -156,9 +167,10 @@ def calibrate(net: HybridBlock, clips: list[np.ndarray], window: int, stride: in
         for kind, inject in SYNTHETIC.items():
             altered, marks = inject(frames)
             synthetic = score_clip(net, altered, window, stride, calibrated, ctx)
+            scored = ~np.isnan(synthetic["peak"])
             for rule in RULES:
-                both[kind][rule].append(np.r_[normal[rule][ok], synthetic[rule][ok]])
-            labels[kind].append(np.r_[np.zeros(ok.sum(), bool), marks[ok]])
+                both[kind][rule].append(np.r_[normal[rule][ok], synthetic[rule][scored]])
+            labels[kind].append(np.r_[np.zeros(ok.sum(), bool), marks[scored]])
     held_out = {r: np.concatenate(v) for r, v in normal_values.items()}
     for frames in train_clips or []:
         normal = score_clip(net, frames, window, stride, calibrated, ctx)
@@ -232,8 +244,7 @@ def recalibrate(model: str | Path, data: str | Path | None = None, stride: int |
     scorer = Scorer(pixel_threshold=float(old.get("pixel_threshold", 4 * 255.0)),
                     pixel_scale=meta.contract.pixel_scale)
     meta.calibration, arrays, normal = calibrate(net, clips, meta.window, stride, scorer, ctx,
-                                                 rate, train_clips[::BASELINE_EVERY],
-                                                 train_clips)
+                                                 rate, *split_training_clips(train_clips))
     save_weights(net, meta, model, arrays)
     rule = meta.calibration["rule"]
     params, _ = weights_paths(model)

@@ -17,7 +17,7 @@ from models.contract import InputContract
 from models.registry import get_model
 from models.weights import WeightsMeta, load_weights, save_weights
 from stream.scorer import Scorer
-from train.calibrate import BASELINE_EVERY, calibrate
+from train.calibrate import calibrate, split_training_clips
 from train.data import gather, load_clips, make_windows
 from train.optstate import load_optimizer, save_optimizer
 from train.plots import plot_histogram
@@ -165,7 +165,7 @@ def train(data: str | Path, out: str | Path, model: str = "stae", model_args: di
     best.hybridize()
     meta.calibration, arrays, normal = calibrate(best, val_clips, window, stride, scorer, ctx,
                                                  config.false_alarm_rate,
-                                                 train_clips[::BASELINE_EVERY], train_clips)
+                                                 *split_training_clips(train_clips))
     rule = meta.calibration["rule"]
     plot_histogram(normal[rule], meta.calibration["thresholds"][rule],
                    out.with_name(out.name + ".calibration.png"), f"{rule} score")

@@ -176,8 +176,10 @@ class Hub:
         await ws.prepare(request)
         page = Page(ws)
         hello = self.status_message()
+        # The pending points reach this page with the next tick: not in the hello too.
         hello.update(type="hello", history_s=self.state.history_s,
-                     scores={v.id: list(v.scores) for v in self.state.streams.values()})
+                     scores={v.id: list(v.scores)[:max(0, len(v.scores) - len(v.pending))]
+                             for v in self.state.streams.values()})
         page.send_json(hello)
         for view in self.state.streams.values():
             if view.latest is not None:

@@ -273,3 +273,12 @@ def test_status_counts_inference_events_reconnects_and_the_store_keeps_the_peak(
         seq, jpeg = store.snapshot(end["id"])
     assert end["type"] == "end" and seq == end["peak_seq"]
     assert jpeg == overlays[seq]          # the very overlay subscribers saw at the peak
+
+
+def test_a_one_frame_window_is_refused_with_what_to_do(tmp_path):
+    from tests.conftest import TINY_ARGS, make_weights
+    path = make_weights(tmp_path / "one", model_args={**TINY_ARGS, "window": 1})
+    with pytest.raises(ValueError, match="window of 1 frame: scoring needs at least 2"):
+        Detector(DetectorConfig(bind=f"tcp://127.0.0.1:{free_port()}",
+                                publish=f"tcp://127.0.0.1:{free_port()}", model=str(path),
+                                events_db=""))

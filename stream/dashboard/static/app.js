@@ -5,6 +5,7 @@
 const SPANS_S = [30, 60, 120, 300, 600];   // the chart's span grows with the scores it has
 const streams = new Map();         // id -> {card, points, threshold, summary, url}
 const events = new Map();          // id -> event summary
+const MAX_EVENTS = 500;            // as many as serve keeps
 let detector = { reachable: null };
 let historyS = 300;
 let socket = null;
@@ -76,8 +77,9 @@ function onOverlay(buffer) {
   const img = $(".overlay", s.card);
   const old = s.url;
   s.url = URL.createObjectURL(blob);
-  img.onload = () => { if (old) URL.revokeObjectURL(old); };
   img.src = s.url;
+  // The image no longer uses the old frame (even one that never finished loading).
+  if (old) URL.revokeObjectURL(old);
   img.dataset.seq = header.seq;
   img.alt = `live overlay of ${header.stream}, frame ${header.seq}`;
   $(".video", s.card).classList.add("has-frame");
@@ -260,7 +262,17 @@ function upsertEvent(e, live) {
     if (live && !known) li.classList.add("fresh");
   }
   const img = $("img", li);
-  if (img.getAttribute("src") !== e.snapshot) img.src = e.snapshot;
+  if (img.dataset.snapshot !== e.snapshot) {
+    img.dataset.snapshot = e.snapshot;
+    img.dataset.retries = 0;
+    img.src = e.snapshot;
+    // Without an events store the peak's overlay may reach serve just after its alert.
+    img.onerror = () => {
+      if (+img.dataset.retries >= 5) return;
+      img.dataset.retries = +img.dataset.retries + 1;
+      setTimeout(() => { img.src = `${img.dataset.snapshot}&retry=${img.dataset.retries}`; }, 1000);
+    };
+  }
   $(".what", li).innerHTML = `${escapeHtml(e.stream)}${e.open ? ' <span class="live">LIVE</span>' : ""}`;
   const dur = e.end_ts != null ? ` (${Math.max(0, e.end_ts - e.start_ts).toFixed(1)} s)` : "";
   $(".when", li).textContent = `${fmtTime(e.start_ts)} – ${e.open ? "ongoing" : fmtTime(e.end_ts)}${dur}` +
@@ -275,6 +287,11 @@ function upsertEvent(e, live) {
   const index = sorted.findIndex((x) => x.id === e.id);
   const before = list.children[index];
   if (before !== li) list.insertBefore(li, before || null);
+  // The server keeps the newest MAX_EVENTS too: drop the oldest from the page.
+  for (const old of sorted.slice(MAX_EVENTS)) {
+    events.delete(old.id);
+    document.querySelector(`li.alert[data-id="${old.id}"]`)?.remove();
+  }
   $("#no-alerts").hidden = events.size > 0;
   $("#alert-count").textContent = events.size;
 }
