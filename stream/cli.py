@@ -81,7 +81,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from stream.pipeline import load_pipeline
 
     pipe = load_pipeline(args.config, bind=args.bind, publish=args.publish, model=args.model,
-                         device=args.device, stride=args.stride, max_batch=args.max_batch,
+                         device=args.device, precision=args.precision, stride=args.stride,
+                         max_batch=args.max_batch,
                          events_db=args.events_db, curve_secret_key=args.curve_secret_key,
                          curve_allowed=args.curve_allowed)
     stop = _stop_on_signals()
@@ -279,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--publish", help=f"topic endpoint (default {DEFAULT_TOPICS})")
     d.add_argument("--model", help=f"weights (default {DEFAULT_WEIGHTS})")
     d.add_argument("--device", choices=["auto", "cpu", "gpu"])
+    d.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"],
+                   help="model precision (default auto: bf16/int8 where the CPU has the "
+                   "instructions for it, else fp32)")
     d.add_argument("--stride", type=int, help="frames between windows")
     d.add_argument("--max-batch", type=int, help="windows per forward pass")
     d.add_argument("--events-db", help="SQLite file of every alert (default events.sqlite3; "

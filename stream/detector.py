@@ -16,6 +16,7 @@ from models.weights import DEFAULT_WEIGHTS
 from stream.annotate import Annotator, find_boxes
 from stream.engine import Engine
 from stream.events import EventConfig, EventTracker, FrameVerdict
+from stream.precision import PRECISIONS
 from stream.protocol import EndOfStream, Frame, ProtocolError, decode_message
 from stream.publisher import Publisher
 from stream.ring import RingBuffer
@@ -35,6 +36,11 @@ class DetectorConfig:
         publish: Endpoint the topic publisher binds.
         model: Weights stem or ``.params`` path.
         device: ``auto`` (GPU when present), ``cpu`` or ``gpu``.
+        precision: ``auto`` (the fastest reduced precision this CPU has instructions
+            for: bf16 with AVX512-BF16/AMX, int8 with VNNI, else fp32), ``fp32``,
+            ``bf16`` or ``int8`` (see ``stream.precision``).
+        int8_calibration: Folder of normal clips that int8 is calibrated on ("" : the
+            clips the weights were trained on). Never test footage.
         stride: Frames between a stream's windows; each window scores its newest
             ``stride`` frames (1..T; smaller is lower latency and more compute).
         max_batch: Most windows (of all streams) in one forward pass.
@@ -61,6 +67,8 @@ class DetectorConfig:
     publish: str = "tcp://127.0.0.1:5556"
     model: str = str(DEFAULT_WEIGHTS)
     device: str = "auto"
+    precision: str = "auto"
+    int8_calibration: str = ""
     stride: int = 5
     max_batch: int = 4
     receive_hwm: int = 32
@@ -76,6 +84,8 @@ class DetectorConfig:
     curve_allowed: str = ""
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r} is not one of {list(PRECISIONS)}")
         if bool(self.curve_secret_key) != bool(self.curve_allowed):
             raise ValueError("CURVE needs both curve_secret_key and curve_allowed")
         counts = {"stride": self.stride, "max_batch": self.max_batch,
@@ -142,7 +152,8 @@ class Detector:
                  events: EventConfig | None = None, annotator: Annotator | None = None,
                  context: zmq.Context | None = None) -> None:
         self.config = config
-        self.engine = Engine(config.model, config.device)
+        self.engine = Engine(config.model, config.device, config.precision, config.max_batch,
+                             config.int8_calibration)
         self.window = self.engine.window
         if config.stride > self.window:
             raise ValueError(f"detector stride must be 1..{self.window} (the window of "
@@ -154,8 +165,6 @@ class Detector:
         self.events = events or EventConfig()
         self.annotator = annotator or Annotator()
         self.capacity = self.window + 2 * config.stride
-        size = self.contract.size
-        self._batch = np.empty((config.max_batch, self.window, size, size), np.float32)
         self.streams: dict[str, StreamState] = {}
         self.gone: dict[str, float] = {}   # streams ended for idleness -> last frame time
         self.rejected = Counter()
@@ -182,8 +191,8 @@ class Detector:
                 log.warning("%s is reachable beyond this machine and unauthenticated: anyone "
                             "who can reach it can push frames or read alerts", endpoint)
         log.info("detector: frames on %s, topics on %s, rule %s (threshold %.1f), window %d, "
-                 "stride %d", config.bind, config.publish, self.scorer.rule,
-                 self.scorer.threshold, self.window, config.stride)
+                 "stride %d, precision %s", config.bind, config.publish, self.scorer.rule,
+                 self.scorer.threshold, self.window, config.stride, self.engine.precision)
 
     # -- receiving -------------------------------------------------------------------------
     def _reject(self, reason: str, detail: str) -> None:
@@ -286,16 +295,28 @@ class Detector:
         return taken
 
     def _score(self, windows: list[tuple[StreamState, int]]) -> None:
-        n = len(windows)
+        batch = self.engine.batch   # the engine reads its input from here, no copy
         for i, (state, start) in enumerate(windows):
-            state.ring.read("x", start, self.window, out=self._batch[i])
-        recon = self.engine.reconstruct(self._batch[:n])
-        for i, (state, start) in enumerate(windows):
-            lo = max(state.scored, start) - start
-            scores = self.scorer.score(recon[i, lo:], self._batch[i, lo:])
-            for j in range(self.window - lo):
-                self._emit(state, start + lo + j, scores, j)
-            state.scored = start + self.window
+            state.ring.read("x", start, self.window, out=batch[i])
+        recon = self.engine.run(len(windows))
+        # Each window scores the frames after those already scored (a stream's first
+        # window all T, later ones their newest `stride`); windows that score the same
+        # frames are scored in one vectorised call, each stream's still in frame order.
+        firsts, scored = [], {}
+        for state, start in windows:
+            firsts.append(max(scored.get(state.stream, state.scored), start) - start)
+            scored[state.stream] = start + self.window
+        for lo in sorted(set(firsts)):
+            rows = [i for i, first in enumerate(firsts) if first == lo]
+            pick = slice(rows[0], rows[-1] + 1) if rows[-1] - rows[0] + 1 == len(rows) \
+                else rows
+            scores = self.scorer.score(recon[pick, lo:], batch[pick, lo:])
+            for r, i in enumerate(rows):
+                state, start = windows[i]
+                frame_scores = scores.row(r)
+                for j in range(self.window - lo):
+                    self._emit(state, start + lo + j, frame_scores, j)
+                state.scored = start + self.window
 
     def _emit(self, state: StreamState, index: int, scores, j: int) -> None:
         ring, stream = state.ring, state.stream
@@ -367,7 +388,8 @@ class Detector:
 
     # -- status and loop -------------------------------------------------------------------
     def status(self) -> dict:
-        """The ``status`` message: per-stream counters and queue depth, rejections."""
+        """The ``status`` message: per-stream counters and queue depth, rejections, the
+        model's precision and the time it has spent reconstructing (and on how many frames)."""
         now = time.monotonic()
         streams = {}
         for s in self.streams.values():
@@ -388,7 +410,10 @@ class Detector:
         return {"ts": time.time(), "uptime_s": round(time.time() - self.started, 1),
                 "streams": streams, "rejected": dict(self.rejected),
                 "subscriptions": self.publisher.subscriptions,
-                "rule": self.scorer.rule, "threshold": self.scorer.threshold}
+                "rule": self.scorer.rule, "threshold": self.scorer.threshold,
+                "precision": self.engine.precision,
+                "inference": {"seconds": round(self.engine.busy_s, 3),
+                              "frames": self.engine.windows_run * self.window}}
 
     def step(self, timeout_ms: int = 50) -> None:
         """One turn of the loop: take in subscriptions and frames, score one batch,

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import mxnet as mx
 import numpy as np
+from mxnet.gluon import HybridBlock
 
+from models.inference import inference_form
+from models.stae import STAE
 from models.weights import load_calibration_arrays, load_weights
+from stream.precision import (
+    calibration_windows,
+    convert_bf16,
+    cpu_flags,
+    isa_summary,
+    quantize_int8,
+    resolve_precision,
+)
 
 log = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "gpu")
@@ -31,22 +44,102 @@ def pick_context(device: str) -> mx.Context:
 
 
 class Engine:
-    """Loads weights once and reconstructs batches of windows.
+    """Loads weights once and reconstructs batches of windows, allocating nothing per call.
+
+    The STAE runs in its inference form (:mod:`models.inference`), hybridized with static
+    memory and, on a CPU, with oneDNN's operator fusion; at ``precision`` (see
+    :mod:`stream.precision`). Callers write windows into :attr:`batch` and call
+    :meth:`run`; the network reads that buffer in place (no copy on a CPU).
 
     Args:
         weights: Weights stem or ``.params`` path.
         device: ``auto``, ``cpu`` or ``gpu``.
+        precision: ``auto``, ``fp32``, ``bf16`` or ``int8``.
+        max_batch: Most windows per call.
+        int8_calibration: Folder of normal clips for int8 calibration ("" : the clips
+            the weights were trained on).
     """
 
-    def __init__(self, weights: str | Path, device: str = "auto") -> None:
+    def __init__(self, weights: str | Path, device: str = "auto", precision: str = "auto",
+                 max_batch: int = 8, int8_calibration: str = "") -> None:
         self.ctx = pick_context(device)
-        self.net, self.meta = load_weights(weights, self.ctx)
+        trained, self.meta = load_weights(weights, self.ctx)
         self.calibration_arrays = load_calibration_arrays(weights, self.meta)
-        self.net.hybridize(static_alloc=True)
         self.window = self.meta.window
         self.contract = self.meta.contract
-        log.info("model %s (%s) on %s", weights, self.meta.model, self.ctx)
+        self.requested_precision = precision
+        self.precision = resolve_precision(precision, self.ctx)
+        size = self.contract.size
+        self.batch = np.zeros((max_batch, self.window, size, size), np.float32)
+        self._output = np.zeros_like(self.batch)
+        self._views: dict[int, tuple[mx.nd.NDArray, mx.nd.NDArray]] = {}
+        self.busy_s = 0.0       # time spent in run() and the windows it reconstructed,
+        self.windows_run = 0    # so a status can tell inference from everything else
+        self.net = build_network(trained, self.ctx, self.precision, self.batch[:1],
+                                 lambda: calibration_windows(self.meta, int8_calibration))
+        self.run(1)   # build the graph and its static memory now, not on the first frame
+        self.busy_s, self.windows_run = 0.0, 0
+        log.info("model %s (%s) on %s, precision %s%s", weights, self.meta.model, self.ctx,
+                 self.precision, f" (auto; CPU: {isa_summary(cpu_flags())})"
+                 if precision == "auto" and self.ctx.device_type == "cpu" else "")
 
-    def reconstruct(self, batch: np.ndarray) -> np.ndarray:
-        """Reconstruct (N, T, S, S) windows; returns an array of the same shape."""
-        return self.net(mx.nd.array(batch, ctx=self.ctx)).asnumpy()
+    def _view(self, n: int) -> tuple[mx.nd.NDArray, mx.nd.NDArray]:
+        if n not in self._views:
+            # NDArrays over the first n windows of the NumPy buffers, sharing their memory
+            self._views[n] = (mx.nd.from_numpy(self.batch[:n], zero_copy=True),
+                              mx.nd.from_numpy(self._output[:n], zero_copy=True))
+        return self._views[n]
+
+    def run(self, n: int) -> np.ndarray:
+        """Reconstruct the first ``n`` windows of :attr:`batch`.
+
+        Returns:
+            (n, T, S, S) view of an output buffer, valid until the next call.
+        """
+        if not 1 <= n <= len(self.batch):
+            raise ValueError(f"batch of {n} windows: the engine takes 1..{len(self.batch)}")
+        source, target = self._view(n)
+        started = time.perf_counter()
+        y = self.net(source.as_in_context(self.ctx) if self.ctx.device_type != "cpu"
+                     else source)
+        if y.dtype != np.float32:
+            y = y.astype(np.float32)
+        y.copyto(target)
+        target.wait_to_read()
+        self.busy_s += time.perf_counter() - started
+        self.windows_run += n
+        return self._output[:n]
+
+    def reconstruct(self, windows: np.ndarray) -> np.ndarray:
+        """Reconstruct any number of (N, T, S, S) windows; returns a new array."""
+        out = np.empty_like(windows, dtype=np.float32)
+        step = len(self.batch)
+        for i in range(0, len(windows), step):
+            n = min(step, len(windows) - i)
+            self.batch[:n] = windows[i:i + n]
+            out[i:i + n] = self.run(n)
+        return out
+
+
+def build_network(trained: HybridBlock, ctx: mx.Context, precision: str, sample: np.ndarray,
+                  calibration: Callable[[], np.ndarray]) -> HybridBlock:
+    """The network to run: the STAE's inference form at ``precision``, hybridized.
+
+    Args:
+        trained: The trained network.
+        ctx: Where it runs.
+        precision: ``fp32``, ``bf16`` or ``int8`` (already resolved).
+        sample: One input batch, (1, T, S, S).
+        calibration: Returns normal windows for int8 calibration (called only for int8).
+    """
+    net = inference_form(trained, ctx) if isinstance(trained, STAE) else trained
+    x = mx.nd.array(sample, ctx=ctx)
+    if precision == "int8":
+        return quantize_int8(net, calibration())
+    if precision == "bf16":
+        return convert_bf16(net, x, ctx)
+    net.hybridize(static_alloc=True, static_shape=True)
+    if ctx.device_type == "cpu":
+        # oneDNN fusion: each convolution with its activation (and the ConvLSTM's sum)
+        net.optimize_for(x, backend="MKLDNN", static_alloc=True, static_shape=True)
+    return net

@@ -38,7 +38,7 @@ def window_sum(diff: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class FrameScores:
-    """Scores of a batch of B frames.
+    """Scores of a batch of B frames (or of (R, B) frames, see :meth:`row`).
 
     Attributes:
         error: (B,) mean |x̂ − x| on the 0-255 scale.
@@ -57,6 +57,12 @@ class FrameScores:
     anomalous: np.ndarray
     mask: np.ndarray
     sums: np.ndarray
+
+    def row(self, i: int) -> FrameScores:
+        """The scores of row ``i`` of a batch scored as (rows, frames, H, W)."""
+        return FrameScores(error=self.error[i], area=self.area[i], peak=self.peak[i],
+                           score=self.score[i], anomalous=self.anomalous[i],
+                           mask=self.mask[i], sums=self.sums[i])
 
 
 class Scorer:
@@ -91,8 +97,8 @@ class Scorer:
         """Score a batch.
 
         Args:
-            recon: (B, H, W) reconstruction in model units.
-            frames: (B, H, W) inputs in model units.
+            recon: (B, H, W) reconstruction in model units, or (R, B, H, W).
+            frames: Inputs in model units, shaped as ``recon``.
 
         Returns:
             The batch's scores and anomaly masks.
