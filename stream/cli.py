@@ -226,11 +226,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from stream.bench import format_bench, run_bench
 
-    result = run_bench(args.model, args.device, seconds=args.seconds)
+    sweep = tuple(int(n) for n in args.sweep.split(",") if n.strip())
+    result = run_bench(args.model, args.device, seconds=args.seconds, data=args.data,
+                       streams=args.streams, sweep=sweep, pipeline="pipeline" not in args.skip,
+                       reduced="reduced" not in args.skip)
     print(format_bench(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
+    if args.plot:
+        from stream.bench_plot import plot_bench
+
+        plot_bench(result, args.plot)
     return 0
 
 
@@ -253,7 +260,7 @@ def _curve_client_flags(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from models.weights import DEFAULT_WEIGHTS
-
+    from stream.demo import DEFAULT_SOURCE as PED2  # noqa: N811 - the UCSD Ped2 root
     p = argparse.ArgumentParser(prog="vadstream", description="Real-time video anomaly "
                                 "detection with a ConvLSTM autoencoder.")
     p.add_argument("--verbose", "-v", action="store_true", help="debug logs and tracebacks")
@@ -353,11 +360,21 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
     k.set_defaults(func=cmd_calibrate)
 
-    b = sub.add_parser("bench", help="model throughput against this machine's fp32 peak")
+    b = sub.add_parser("bench", help="throughput against this machine's peak: the model, "
+                       "reduced precision, the whole pipeline")
     b.add_argument("--model", default=str(DEFAULT_WEIGHTS))
     b.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
-    b.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
+    b.add_argument("--seconds", type=float, default=3.0,
+                   help="time per throughput figure (pipeline runs: three times this)")
+    b.add_argument("--streams", type=int, default=4, help="cameras at 10 fps in the live run")
+    b.add_argument("--sweep", default="1,2,4,8", help="stream counts of the flooded runs")
+    b.add_argument("--data", type=Path, default=PED2,
+                   help="UCSD Ped2 root: Test clips replayed and evaluated, Train for int8 "
+                   "calibration")
+    b.add_argument("--skip", action="append", default=[], choices=["reduced", "pipeline"],
+                   help="leave a part out (repeatable)")
     b.add_argument("--json", type=Path)
+    b.add_argument("--plot", type=Path, help="PNG of frames/s by batch size and by streams")
     b.set_defaults(func=cmd_bench)
 
     e = sub.add_parser("evaluate", help="frame and pixel AUC on a UCSD-style test set")
