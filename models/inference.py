@@ -36,18 +36,26 @@ def _out(size: int, kernel: int, stride: int, pad: int = 0) -> int:
 class InferenceSTAE(HybridBlock):
     """:class:`models.stae.STAE` for inference; build it with :func:`inference_form`.
 
-    Input and output: (N, T, 227, 227), as the STAE's.
+    Input: (N, T, 227, 227), as the STAE's; output: the reconstruction of the last
+    ``decode_last`` frames of each window, (N, decode_last, 227, 227). A live detector
+    scores only a window's newest frames, so the decoder need not run on the others.
 
     Args:
         window: Frames per window (T).
         spatial_channels: Channels of the two encoder convolutions.
         temporal_channels: Hidden channels of the three ConvLSTMs.
+        decode_last: Frames reconstructed per window, the newest (None: all T).
     """
 
     def __init__(self, window: int = 10, spatial_channels: tuple[int, int] = (128, 64),
-                 temporal_channels: tuple[int, int, int] = (64, 32, 64), **kwargs) -> None:
+                 temporal_channels: tuple[int, int, int] = (64, 32, 64),
+                 decode_last: int | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
+        if decode_last is not None and not 1 <= decode_last <= window:
+            raise ValueError(f"decode_last must be 1..{window} (the window), got {decode_last}")
         self.window = window
+        self.decode_last = decode_last or window
+        self._args = (window, spatial_channels, temporal_channels)
         c1, c2 = spatial_channels
         t1, t2, t3 = temporal_channels
         (k1, _), (k2, _) = _ENCODER
@@ -92,7 +100,7 @@ class InferenceSTAE(HybridBlock):
 
     def hybrid_forward(self, F, x, enc1_weight, enc1_bias, enc2_weight, enc2_bias,  # noqa: N803
                        dec1_weight, dec1_bias, dec2_weight, interleave_weight, border):
-        """Reconstruct a window: (N, T, 227, 227) → (N, T, 227, 227)."""
+        """Reconstruct windows: (N, T, 227, 227) → (N, decode_last, 227, 227)."""
         (k1, st1), (k2, st2) = _ENCODER
         z = F.reshape(x, shape=(-1, 1, 0, 0))
         z = F.Activation(F.Convolution(z, enc1_weight, enc1_bias, kernel=(k1, k1),
@@ -102,9 +110,18 @@ class InferenceSTAE(HybridBlock):
                                        stride=(st2, st2), num_filter=self._c2, name="enc2"),
                          act_type="tanh")
         z = F.reshape(z, shape=(-4, -1, self.window, -2))
-        z = F.reshape(self.lstm3(self.lstm2(self.lstm1(z))), shape=(-3, -2))
-        y = self.decode(F, z, dec1_weight, dec1_bias, dec2_weight, interleave_weight)
-        return F.reshape(F.broadcast_add(y, border), shape=(-1, self.window, 0, 0))
+        z = self.lstm3(self.lstm2(self.lstm1(z)))
+        if self.decode_last < self.window:
+            z = F.slice_axis(z, axis=1, begin=self.window - self.decode_last, end=None)
+        y = self.decode(F, F.reshape(z, shape=(-3, -2)), dec1_weight, dec1_bias, dec2_weight,
+                        interleave_weight)
+        return F.reshape(F.broadcast_add(y, border), shape=(-1, self.decode_last, 0, 0))
+
+    def tail(self, decode_last: int) -> InferenceSTAE:
+        """The same network (sharing these parameters) reconstructing only the newest
+        ``decode_last`` frames of each window."""
+        return InferenceSTAE(*self._args, decode_last=decode_last, prefix=self.prefix,
+                             params=self.collect_params())
 
 
 def inference_form(net: STAE, ctx: mx.Context | None = None) -> InferenceSTAE:

@@ -153,7 +153,7 @@ class Detector:
                  context: zmq.Context | None = None) -> None:
         self.config = config
         self.engine = Engine(config.model, config.device, config.precision, config.max_batch,
-                             config.int8_calibration)
+                             config.int8_calibration, decode_last=config.stride)
         self.window = self.engine.window
         if config.stride > self.window:
             raise ValueError(f"detector stride must be 1..{self.window} (the window of "
@@ -298,7 +298,6 @@ class Detector:
         batch = self.engine.batch   # the engine reads its input from here, no copy
         for i, (state, start) in enumerate(windows):
             state.ring.read("x", start, self.window, out=batch[i])
-        recon = self.engine.run(len(windows))
         # Each window scores the frames after those already scored (a stream's first
         # window all T, later ones their newest `stride`); windows that score the same
         # frames are scored in one vectorised call, each stream's still in frame order.
@@ -306,11 +305,16 @@ class Detector:
         for state, start in windows:
             firsts.append(max(scored.get(state.stream, state.scored), start) - start)
             scored[state.stream] = start + self.window
+        # Usually only the newest frames are scored: then only they are decoded.
+        skip = self.window - self.engine.decode_last
+        tail = min(firsts) >= skip
+        recon = self.engine.run(len(windows), tail=tail)
+        offset = skip if tail else 0    # frame t of a window is recon[:, t - offset]
         for lo in sorted(set(firsts)):
             rows = [i for i, first in enumerate(firsts) if first == lo]
             pick = slice(rows[0], rows[-1] + 1) if rows[-1] - rows[0] + 1 == len(rows) \
                 else rows
-            scores = self.scorer.score(recon[pick, lo:], batch[pick, lo:])
+            scores = self.scorer.score(recon[pick, lo - offset:], batch[pick, lo:])
             for r, i in enumerate(rows):
                 state, start = windows[i]
                 frame_scores = scores.row(r)
@@ -413,7 +417,7 @@ class Detector:
                 "rule": self.scorer.rule, "threshold": self.scorer.threshold,
                 "precision": self.engine.precision,
                 "inference": {"seconds": round(self.engine.busy_s, 3),
-                              "frames": self.engine.windows_run * self.window}}
+                              "frames": self.engine.frames_run}}
 
     def step(self, timeout_ms: int = 50) -> None:
         """One turn of the loop: take in subscriptions and frames, score one batch,

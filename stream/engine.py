@@ -11,7 +11,7 @@ import mxnet as mx
 import numpy as np
 from mxnet.gluon import HybridBlock
 
-from models.inference import inference_form
+from models.inference import InferenceSTAE, inference_form
 from models.stae import STAE
 from models.weights import load_calibration_arrays, load_weights
 from stream.precision import (
@@ -49,7 +49,9 @@ class Engine:
     The STAE runs in its inference form (:mod:`models.inference`), hybridized with static
     memory and, on a CPU, with oneDNN's operator fusion; at ``precision`` (see
     :mod:`stream.precision`). Callers write windows into :attr:`batch` and call
-    :meth:`run`; the network reads that buffer in place (no copy on a CPU).
+    :meth:`run`; the network reads that buffer in place (no copy on a CPU). With
+    ``decode_last``, ``run(n, tail=True)`` reconstructs only each window's newest frames
+    (what a live detector scores), skipping the decoder for the others.
 
     Args:
         weights: Weights stem or ``.params`` path.
@@ -58,10 +60,12 @@ class Engine:
         max_batch: Most windows per call.
         int8_calibration: Folder of normal clips for int8 calibration ("" : the clips
             the weights were trained on).
+        decode_last: Frames a tail run reconstructs (None: no tail network).
     """
 
     def __init__(self, weights: str | Path, device: str = "auto", precision: str = "auto",
-                 max_batch: int = 8, int8_calibration: str = "") -> None:
+                 max_batch: int = 8, int8_calibration: str = "",
+                 decode_last: int | None = None) -> None:
         self.ctx = pick_context(device)
         trained, self.meta = load_weights(weights, self.ctx)
         self.calibration_arrays = load_calibration_arrays(weights, self.meta)
@@ -71,44 +75,45 @@ class Engine:
         self.precision = resolve_precision(precision, self.ctx)
         size = self.contract.size
         self.batch = np.zeros((max_batch, self.window, size, size), np.float32)
-        self._output = np.zeros_like(self.batch)
-        self._views: dict[int, tuple[mx.nd.NDArray, mx.nd.NDArray]] = {}
-        self.busy_s = 0.0       # time spent in run() and the windows it reconstructed,
-        self.windows_run = 0    # so a status can tell inference from everything else
-        self.net = build_network(trained, self.ctx, self.precision, self.batch[:1],
-                                 lambda: calibration_windows(self.meta, int8_calibration))
-        self.run(1)   # build the graph and its static memory now, not on the first frame
-        self.busy_s, self.windows_run = 0.0, 0
+        self.busy_s = 0.0       # time spent in run() and the frames it put through the
+        self.frames_run = 0     # network, so a status can tell inference from the rest
+        calibration = _once(lambda: calibration_windows(self.meta, int8_calibration))
+        full = inference_form(trained, self.ctx) if isinstance(trained, STAE) else trained
+        tails = [decode_last] if decode_last and decode_last < self.window and \
+            isinstance(full, InferenceSTAE) else []
+        forms = {self.window: full} | {k: full.tail(k) for k in tails}
+        self._nets = {}
+        for frames, form in forms.items():
+            self._nets[frames] = _Runner(
+                build_network(form, self.ctx, self.precision, self.batch[:1], calibration),
+                self.batch, frames, self.ctx)
+        self.net = self._nets[self.window].net
+        self.decode_last = tails[0] if tails else self.window
+        for frames in self._nets:   # build the graphs and their static memory now
+            self.run(1, tail=frames != self.window)
+        self.busy_s, self.frames_run = 0.0, 0
         log.info("model %s (%s) on %s, precision %s%s", weights, self.meta.model, self.ctx,
                  self.precision, f" (auto; CPU: {isa_summary(cpu_flags())})"
                  if precision == "auto" and self.ctx.device_type == "cpu" else "")
 
-    def _view(self, n: int) -> tuple[mx.nd.NDArray, mx.nd.NDArray]:
-        if n not in self._views:
-            # NDArrays over the first n windows of the NumPy buffers, sharing their memory
-            self._views[n] = (mx.nd.from_numpy(self.batch[:n], zero_copy=True),
-                              mx.nd.from_numpy(self._output[:n], zero_copy=True))
-        return self._views[n]
-
-    def run(self, n: int) -> np.ndarray:
+    def run(self, n: int, tail: bool = False) -> np.ndarray:
         """Reconstruct the first ``n`` windows of :attr:`batch`.
 
+        Args:
+            n: Windows.
+            tail: Reconstruct only the newest :attr:`decode_last` frames of each.
+
         Returns:
-            (n, T, S, S) view of an output buffer, valid until the next call.
+            (n, T or decode_last, S, S) view of an output buffer, valid until the next
+            call.
         """
         if not 1 <= n <= len(self.batch):
             raise ValueError(f"batch of {n} windows: the engine takes 1..{len(self.batch)}")
-        source, target = self._view(n)
         started = time.perf_counter()
-        y = self.net(source.as_in_context(self.ctx) if self.ctx.device_type != "cpu"
-                     else source)
-        if y.dtype != np.float32:
-            y = y.astype(np.float32)
-        y.copyto(target)
-        target.wait_to_read()
+        out = self._nets[self.decode_last if tail else self.window].run(n)
         self.busy_s += time.perf_counter() - started
-        self.windows_run += n
-        return self._output[:n]
+        self.frames_run += n * self.window
+        return out
 
     def reconstruct(self, windows: np.ndarray) -> np.ndarray:
         """Reconstruct any number of (N, T, S, S) windows; returns a new array."""
@@ -121,18 +126,54 @@ class Engine:
         return out
 
 
-def build_network(trained: HybridBlock, ctx: mx.Context, precision: str, sample: np.ndarray,
+class _Runner:
+    """One hybridized network over the engine's input buffer and its own output buffer."""
+
+    def __init__(self, net: HybridBlock, batch: np.ndarray, frames: int,
+                 ctx: mx.Context) -> None:
+        self.net = net
+        self.batch = batch
+        self.output = np.zeros((len(batch), frames, *batch.shape[2:]), np.float32)
+        self.ctx = ctx
+        self._views: dict[int, tuple[mx.nd.NDArray, mx.nd.NDArray]] = {}
+
+    def run(self, n: int) -> np.ndarray:
+        if n not in self._views:
+            # NDArrays over the first n windows of the NumPy buffers, sharing their memory
+            self._views[n] = (mx.nd.from_numpy(self.batch[:n], zero_copy=True),
+                              mx.nd.from_numpy(self.output[:n], zero_copy=True))
+        source, target = self._views[n]
+        y = self.net(source.as_in_context(self.ctx) if self.ctx.device_type != "cpu"
+                     else source)
+        if y.dtype != np.float32:
+            y = y.astype(np.float32)
+        y.copyto(target)
+        target.wait_to_read()
+        return self.output[:n]
+
+
+def _once(fn: Callable[[], np.ndarray]) -> Callable[[], np.ndarray]:
+    """``fn``, evaluated on the first call only."""
+    cache: list[np.ndarray] = []
+
+    def call() -> np.ndarray:
+        if not cache:
+            cache.append(fn())
+        return cache[0]
+    return call
+
+
+def build_network(net: HybridBlock, ctx: mx.Context, precision: str, sample: np.ndarray,
                   calibration: Callable[[], np.ndarray]) -> HybridBlock:
-    """The network to run: the STAE's inference form at ``precision``, hybridized.
+    """The network to run at ``precision``, hybridized (on a CPU, oneDNN-fused).
 
     Args:
-        trained: The trained network.
+        net: The network (the STAE's inference form, not yet hybridized).
         ctx: Where it runs.
         precision: ``fp32``, ``bf16`` or ``int8`` (already resolved).
         sample: One input batch, (1, T, S, S).
         calibration: Returns normal windows for int8 calibration (called only for int8).
     """
-    net = inference_form(trained, ctx) if isinstance(trained, STAE) else trained
     x = mx.nd.array(sample, ctx=ctx)
     if precision == "int8":
         return quantize_int8(net, calibration())

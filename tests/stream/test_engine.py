@@ -17,7 +17,7 @@ def test_engine_runs_the_inference_form_on_its_buffer_in_place(tiny_weights):
         engine.batch[:n] = windows
         np.testing.assert_allclose(engine.run(n), net(mx.nd.array(windows)).asnumpy(),
                                    atol=1e-5)
-    assert engine.windows_run == 9 and engine.busy_s > 0
+    assert engine.frames_run == 9 * meta.window and engine.busy_s > 0
 
 
 def test_reconstruct_takes_more_windows_than_one_batch(tiny_weights):
@@ -26,6 +26,15 @@ def test_reconstruct_takes_more_windows_than_one_batch(tiny_weights):
     windows = np.random.default_rng(1).random((5, meta.window, 227, 227), np.float32)
     np.testing.assert_allclose(engine.reconstruct(windows),
                                net(mx.nd.array(windows)).asnumpy(), atol=1e-5)
+
+
+def test_a_tail_run_reconstructs_only_the_newest_frames(tiny_weights):
+    engine = Engine(tiny_weights, "cpu", "fp32", max_batch=2, decode_last=1)
+    net, meta = load_weights(tiny_weights)
+    windows = np.random.default_rng(2).random((2, meta.window, 227, 227), np.float32)
+    engine.batch[:] = windows
+    np.testing.assert_allclose(engine.run(2, tail=True),
+                               net(mx.nd.array(windows)).asnumpy()[:, -1:], atol=1e-5)
 
 
 def test_a_batch_larger_than_the_buffer_is_refused(tiny_weights):
