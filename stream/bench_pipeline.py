@@ -188,7 +188,7 @@ def _cpu_parts(detector: Child, captures: list[Child]) -> dict[str, float]:
 
 def pipeline_report(model: str | Path, device: str, data: Path, streams: int,
                     sweep: tuple[int, ...], seconds: float, model_fps: dict[int, float],
-                    window: int, live_fps: float = 10.0) -> dict:
+                    window: int, live_scored_fps: float, live_fps: float = 10.0) -> dict:
     """The bench's ``pipeline`` entry: ``streams`` cameras at ``live_fps`` (drops and
     latency at the weights' stride, batch 4), then a flooded run per stream count in
     ``sweep`` (stride = window, so every frame passes the network once and frames/s
@@ -203,18 +203,22 @@ def pipeline_report(model: str | Path, device: str, data: Path, streams: int,
         seconds: Each run's measurement, times three.
         model_fps: The model's fp32 frames/s per batch size (same run).
         window: Frames per window (T).
+        live_scored_fps: Frames/s the live detector's network scores alone (at its
+            stride, batch 4); with the flooded runs' pipeline efficiency it gives the
+            number of cameras this machine sustains.
         live_fps: Frames/s of each camera in the live run.
     """
     from stream.bench import detector_stride
 
     source = Path(data) / "Test"
     stride = detector_stride(model)
-    live_batch = min(4, max(model_fps))
+    live_batch = 4   # the batch live_scored_fps was measured at
     warmup = max(1.0, min(3.0, seconds))
     live = run_pipeline(model, device, source, streams, live_fps, 3 * seconds, stride,
                         live_batch, warmup_s=warmup)
-    batch_time_ms = live_batch * window / model_fps[live_batch] * 1000
+    batch_time_ms = live_batch * stride / live_scored_fps * 1000
     live["latency_budget_ms"] = round(stride / live_fps * 1000 + 2 * batch_time_ms, 1)
+    live["offered_fps"] = streams * live_fps
     best = max(model_fps, key=model_fps.get)
     rows = []
     for n in sweep:
@@ -228,11 +232,11 @@ def pipeline_report(model: str | Path, device: str, data: Path, streams: int,
     if len(rows) > 1:
         slope = np.polyfit([r["streams"] for r in rows], [r["rss_mb"] for r in rows], 1)[0]
     else:
-        slope = float("nan")
-    # A camera at live_fps scored at `stride` costs window/stride network passes per frame.
-    cameras = math.floor(max(r["fps"] for r in rows) / (live_fps * window / stride))
+        slope = None
+    # The live network's capacity, less what the rest of the pipeline costs (flooded runs).
+    cameras = math.floor(live_scored_fps * flood["ratio"] / live_fps)
     keep = ("streams", "fps", "ratio", "max_batch", "dropped", "rss_mb", "inference", "cpu")
     return live | {"flood": {k: flood[k] for k in keep},
                    "sweep": [{k: r[k] for k in keep} for r in rows],
-                   "rss_mb_per_stream": round(float(slope), 2),
+                   "rss_mb_per_stream": None if slope is None else round(float(slope), 2),
                    "cameras_10fps": cameras}
