@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from mxnet.gluon import HybridBlock
 
 
@@ -75,3 +76,76 @@ class ConvLSTM(HybridBlock):
             h = o * F.tanh(c)
             outputs.append(F.expand_dims(h, axis=1))
         return F.concat(*outputs, dim=1)
+
+
+class InferenceConvLSTM(HybridBlock):
+    """:class:`ConvLSTM` rearranged for inference: the same outputs from fewer, fused ops.
+
+    Every gate is a sigmoid, so a step's gates are one convolution plus the precomputed
+    input-to-hidden term plus one sigmoid, which oneDNN runs as a single fused primitive
+    (``optimize_for(backend="MKLDNN")``): the cell gate's ``tanh(x)`` is computed as
+    ``2·sigmoid(2x) − 1``, its weights and biases doubled by :func:`fold_convlstm`.
+    Both biases are folded into the input-to-hidden convolution.
+
+    Args:
+        in_channels: Channels of each time step's input.
+        hidden_channels: Channels of the hidden and cell state.
+        steps: Number of time steps (the window length T).
+        kernel: Square kernel size of both convolutions (odd, "same" padding).
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: int, steps: int, kernel: int = 3,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._hidden = hidden_channels
+        self._steps = steps
+        self._kernel = kernel
+        gates = 4 * hidden_channels
+        with self.name_scope():
+            self.i2h_weight = self.params.get(
+                "i2h_weight", shape=(gates, in_channels, kernel, kernel))
+            self.h2h_weight = self.params.get(
+                "h2h_weight", shape=(gates, hidden_channels, kernel, kernel))
+            self.bias = self.params.get("bias", shape=(gates,), init="zeros")
+
+    def hybrid_forward(self, F, x, i2h_weight, h2h_weight, bias):  # noqa: N803
+        """Run the sequence: (N, T, C, H, W) in, (N, T, hidden_channels, H, W) out."""
+        k, pad, gates = (self._kernel,) * 2, (self._kernel // 2,) * 2, 4 * self._hidden
+        i2h = F.Convolution(F.reshape(x, shape=(-3, -2)), i2h_weight, bias, kernel=k,
+                            pad=pad, num_filter=gates, name="i2h")
+        i2h = F.reshape(i2h, shape=(-4, -1, self._steps, -2))
+        steps = F.split(i2h, num_outputs=self._steps, axis=1, squeeze_axis=True)
+        if self._steps == 1:
+            steps = [steps]
+        outputs = []
+        h = c = None
+        for t in range(self._steps):
+            gates_t = steps[t]
+            if h is not None:  # zero state at t = 0: no hidden-to-hidden term
+                h2h = F.Convolution(h, h2h_weight, kernel=k, pad=pad, num_filter=gates,
+                                    no_bias=True, name=f"h2h{t}")
+                gates_t = F.elemwise_add(h2h, gates_t)
+            i, f, g, o = F.split(F.Activation(gates_t, act_type="sigmoid"), num_outputs=4,
+                                 axis=1)
+            ig = i * (2 * g - 1)
+            c = ig if c is None else f * c + ig
+            h = o * F.Activation(c, act_type="tanh")
+            outputs.append(h)
+        return F.stack(*outputs, axis=1)
+
+
+def fold_convlstm(i2h_weight: np.ndarray, h2h_weight: np.ndarray, i2h_bias: np.ndarray,
+                  h2h_bias: np.ndarray) -> dict[str, np.ndarray]:
+    """:class:`ConvLSTM` parameters as :class:`InferenceConvLSTM` ones: biases summed, the
+    cell gate's rows doubled (``tanh(x) = 2·sigmoid(2x) − 1``).
+
+    Returns:
+        ``{"i2h_weight", "h2h_weight", "bias"}``.
+    """
+    hidden = h2h_weight.shape[1]
+    cell = slice(2 * hidden, 3 * hidden)   # gate order: input, forget, cell, output
+    out = {"i2h_weight": i2h_weight.copy(), "h2h_weight": h2h_weight.copy(),
+           "bias": i2h_bias + h2h_bias}
+    for value in out.values():
+        value[cell] *= 2
+    return out

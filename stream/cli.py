@@ -22,6 +22,8 @@ DEFAULT_TOPICS = "tcp://127.0.0.1:5556"
 # models.DEFAULT_WEIGHTS, spelt out: importing models loads MXNet, which `serve`, `capture`
 # and `subscribe` never need (a test keeps the two equal).
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights" / "ped2_stae"
+#: stream.demo.DEFAULT_SOURCE, spelt out for the same reason: the UCSD Ped2 root.
+PED2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "UCSDped2"
 
 
 def _stop_on_signals() -> threading.Event:
@@ -83,7 +85,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from stream.pipeline import load_pipeline
 
     pipe = load_pipeline(args.config, bind=args.bind, publish=args.publish, model=args.model,
-                         device=args.device, stride=args.stride, max_batch=args.max_batch,
+                         device=args.device, precision=args.precision, stride=args.stride,
+                         max_batch=args.max_batch,
                          events_db=args.events_db, curve_secret_key=args.curve_secret_key,
                          curve_allowed=args.curve_allowed)
     stop = _stop_on_signals()
@@ -224,11 +227,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from stream.bench import format_bench, run_bench
 
-    result = run_bench(args.model, args.device, seconds=args.seconds)
+    sweep = tuple(int(n) for n in args.sweep.split(",") if n.strip())
+    result = run_bench(args.model, args.device, seconds=args.seconds, data=args.data,
+                       streams=args.streams, sweep=sweep, pipeline="pipeline" not in args.skip,
+                       reduced="reduced" not in args.skip)
     print(format_bench(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
+    if args.plot:
+        from stream.bench_plot import plot_bench
+
+        plot_bench(result, args.plot)
     return 0
 
 
@@ -276,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--publish", help=f"topic endpoint (default {DEFAULT_TOPICS})")
     d.add_argument("--model", help=f"weights (default {DEFAULT_WEIGHTS})")
     d.add_argument("--device", choices=["auto", "cpu", "gpu"])
+    d.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"],
+                   help="model precision (default auto: bf16/int8 where the CPU has the "
+                   "instructions for it, else fp32)")
     d.add_argument("--stride", type=int, help="frames between windows")
     d.add_argument("--max-batch", type=int, help="windows per forward pass")
     d.add_argument("--events-db", help="SQLite file of every alert (default events.sqlite3; "
@@ -361,11 +374,21 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
     k.set_defaults(func=cmd_calibrate)
 
-    b = sub.add_parser("bench", help="model throughput against this machine's fp32 peak")
+    b = sub.add_parser("bench", help="throughput against this machine's peak: the model, "
+                       "reduced precision, the whole pipeline")
     b.add_argument("--model", default=str(DEFAULT_WEIGHTS))
     b.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
-    b.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
+    b.add_argument("--seconds", type=float, default=3.0,
+                   help="time per throughput figure (pipeline runs: three times this)")
+    b.add_argument("--streams", type=int, default=4, help="cameras at 10 fps in the live run")
+    b.add_argument("--sweep", default="1,2,4,8", help="stream counts of the flooded runs")
+    b.add_argument("--data", type=Path, default=PED2,
+                   help="UCSD Ped2 root: Test clips replayed and evaluated, Train for int8 "
+                   "calibration")
+    b.add_argument("--skip", action="append", default=[], choices=["reduced", "pipeline"],
+                   help="leave a part out (repeatable)")
     b.add_argument("--json", type=Path)
+    b.add_argument("--plot", type=Path, help="PNG of frames/s by batch size and by streams")
     b.set_defaults(func=cmd_bench)
 
     e = sub.add_parser("evaluate", help="frame and pixel AUC on a UCSD-style test set")

@@ -18,10 +18,11 @@ from stream.endpoints import is_loopback
 from stream.engine import Engine
 from stream.events import EventConfig, EventTracker, FrameVerdict
 from stream.histogram import Histogram
+from stream.precision import PRECISIONS
 from stream.protocol import EndOfStream, Frame, ProtocolError, decode_message
 from stream.publisher import Publisher
 from stream.ring import RingBuffer
-from stream.scorer import ScorerConfig
+from stream.scorer import LOOKBACK, ScorerConfig
 from stream.security import CurveServer
 from stream.snapshots import PeakFrame
 from stream.store import EventStore, recovered_end
@@ -38,6 +39,11 @@ class DetectorConfig:
         publish: Endpoint the topic publisher binds.
         model: Weights stem or ``.params`` path.
         device: ``auto`` (GPU when present), ``cpu`` or ``gpu``.
+        precision: ``auto`` (the fastest reduced precision this CPU has instructions
+            for: bf16 with AVX512-BF16/AMX, int8 with VNNI, else fp32), ``fp32``,
+            ``bf16`` or ``int8`` (see ``stream.precision``).
+        int8_calibration: Folder of normal clips that int8 is calibrated on ("" : the
+            clips the weights were trained on). Never test footage.
         stride: Frames between a stream's windows; each window scores its newest
             ``stride`` frames (1..T; smaller is lower latency and more compute).
         max_batch: Most windows (of all streams) in one forward pass.
@@ -64,6 +70,8 @@ class DetectorConfig:
     publish: str = "tcp://127.0.0.1:5556"
     model: str = str(DEFAULT_WEIGHTS)
     device: str = "auto"
+    precision: str = "auto"
+    int8_calibration: str = ""
     stride: int = 5
     max_batch: int = 4
     receive_hwm: int = 32
@@ -79,6 +87,8 @@ class DetectorConfig:
     curve_allowed: str = ""
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r} is not one of {list(PRECISIONS)}")
         if bool(self.curve_secret_key) != bool(self.curve_allowed):
             raise ValueError("CURVE needs both curve_secret_key and curve_allowed")
         counts = {"stride": self.stride, "max_batch": self.max_batch,
@@ -139,7 +149,9 @@ class Detector:
                  events: EventConfig | None = None, annotator: Annotator | None = None,
                  context: zmq.Context | None = None) -> None:
         self.config = config
-        self.engine = Engine(config.model, config.device)
+        self.engine = Engine(config.model, config.device, config.precision, config.max_batch,
+                             config.int8_calibration,
+                             decode_last=config.stride + LOOKBACK)
         self.window = self.engine.window
         if self.window < 2:
             raise ValueError(f"{config.model} has a window of {self.window} frame: scoring "
@@ -155,8 +167,6 @@ class Detector:
         self.events = events or EventConfig()
         self.annotator = annotator or Annotator()
         self.capacity = self.window + 2 * config.stride
-        size = self.contract.size
-        self._batch = np.empty((config.max_batch, self.window, size, size), np.float32)
         self.streams: dict[str, StreamState] = {}
         self.gone: dict[str, float] = {}   # streams ended for idleness -> last frame time
         self.rejected = Counter()
@@ -184,8 +194,8 @@ class Detector:
                 log.warning("%s is reachable beyond this machine and unauthenticated: anyone "
                             "who can reach it can push frames or read alerts", endpoint)
         log.info("detector: frames on %s, topics on %s, rule %s (threshold %.1f), window %d, "
-                 "stride %d", config.bind, config.publish, self.scorer.rule,
-                 self.scorer.threshold, self.window, config.stride)
+                 "stride %d, precision %s", config.bind, config.publish, self.scorer.rule,
+                 self.scorer.threshold, self.window, config.stride, self.engine.precision)
 
     # -- receiving -------------------------------------------------------------------------
     def _reject(self, reason: str, detail: str) -> None:
@@ -293,15 +303,25 @@ class Detector:
         return taken
 
     def _score(self, windows: list[tuple[StreamState, int]]) -> None:
-        n = len(windows)
+        batch = self.engine.batch   # the engine reads its input from here, no copy
         for i, (state, start) in enumerate(windows):
-            state.ring.read("x", start, self.window, out=self._batch[i])
+            state.ring.read("x", start, self.window, out=batch[i])
+        # Each window scores the frames after those already scored (a stream's first
+        # window all T, later ones their newest `stride`), reading the frame before them
+        # too (the error's change). Usually only those are reconstructed: the decoder
+        # skips the window's older frames.
+        firsts, scored = [], {}
+        for state, start in windows:
+            firsts.append(max(scored.get(state.stream, state.scored), start) - start)
+            scored[state.stream] = start + self.window
+        skip = self.window - self.engine.decode_last
+        tail = min(firsts) - LOOKBACK >= skip
         started = time.perf_counter()
-        recon = self.engine.reconstruct(self._batch[:n])
+        recon = self.engine.run(len(windows), tail=tail)
         self.inference.observe(time.perf_counter() - started)
-        for i, (state, start) in enumerate(windows):
-            lo = max(state.scored, start) - start
-            scores = self.scorer.score(recon[i], self._batch[i], lo)
+        offset = skip if tail else 0    # frame t of a window is recon[:, t - offset]
+        for i, ((state, start), lo) in enumerate(zip(windows, firsts, strict=True)):
+            scores = self.scorer.score(recon[i], batch[i, offset:], lo - offset)
             for j in range(self.window - lo):
                 self._emit(state, start + lo + j, scores, j)
             state.scored = start + self.window
@@ -395,8 +415,9 @@ class Detector:
 
     # -- status and loop -------------------------------------------------------------------
     def status(self) -> dict:
-        """The ``status`` message: per-stream counters and queue depth, rejections, and the
-        cumulative histogram of forward-pass times."""
+        """The ``status`` message: per-stream counters and queue depth, rejections, the
+        model's precision, the time it has spent reconstructing (and on how many frames)
+        and the cumulative histogram of forward-pass times."""
         now = time.monotonic()
         streams = {}
         for s in self.streams.values():
@@ -420,7 +441,10 @@ class Detector:
                 "subscriptions": self.publisher.subscriptions,
                 "rule": self.scorer.rule, "threshold": self.scorer.threshold,
                 "status_interval": self.config.status_interval,
-                "inference_s": self.inference.as_dict()}
+                "inference_s": self.inference.as_dict(),
+                "precision": self.engine.precision,
+                "inference": {"seconds": round(self.engine.busy_s, 3),
+                              "frames": self.engine.frames_run}}
 
     def step(self, timeout_ms: int = 50) -> None:
         """One turn of the loop: take in subscriptions and frames, score one batch,

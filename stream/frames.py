@@ -1,9 +1,14 @@
-"""Finding frames on disk: folders of images and UCSD-style datasets of clips."""
+"""Frames on disk: folders of images, UCSD-style datasets of clips, and reading a clip."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+
+import cv2
+import numpy as np
+
+from models.contract import InputContract
 
 #: Image extensions read as frames (case-insensitive); anything else is skipped.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".pgm",
@@ -64,3 +69,30 @@ def resolve_clips(path: str | Path, split: str = "Test") -> list[Path]:
         raise FileNotFoundError(f"{path} holds no image frames (extensions: "
                                 f"{', '.join(sorted(IMAGE_EXTENSIONS))}) nor clip folders of them")
     return clips
+
+
+def load_clip(folder: str | Path, contract: InputContract, start: int = 0,
+              count: int | None = None) -> np.ndarray:
+    """Frames of a clip folder, preprocessed by the input contract.
+
+    Args:
+        folder: Clip folder.
+        contract: How a frame becomes a model input.
+        start: Index of the first frame to read.
+        count: Frames to read (None: to the end of the clip).
+
+    Returns:
+        float32 (F, size, size).
+
+    Raises:
+        ValueError: If a frame cannot be read.
+    """
+    paths = list_frames(folder)[start:None if count is None else start + count]
+    out = np.empty((len(paths), contract.size, contract.size), np.float32)
+    for i, path in enumerate(paths):
+        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if image is None:
+            raise ValueError(f"cannot read frame {path}: not a readable image; remove it "
+                             "or replace it")
+        contract.preprocess(image, out=out[i])
+    return out

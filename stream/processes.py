@@ -23,12 +23,14 @@ class Child:
         name: For logs.
         argv: Command line.
         stdout: Where its standard output goes (None: inherited).
+        stderr: Where its standard error (its log) goes (None: inherited).
     """
 
-    def __init__(self, name: str, argv: list[str], stdout=None) -> None:
+    def __init__(self, name: str, argv: list[str], stdout=None, stderr=None) -> None:
         self.name = name
         self.argv = argv
         self.stdout = stdout
+        self.stderr = stderr
         self.proc: subprocess.Popen | None = None
         self.restarts = 0
 
@@ -38,8 +40,8 @@ class Child:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         # A new session per child: a terminal's Ctrl-C reaches only the parent, which
         # then stops the children in order (so the video and events are finished cleanly).
-        self.proc = subprocess.Popen(self.argv, stdout=self.stdout, env=env,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(self.argv, stdout=self.stdout, stderr=self.stderr,
+                                     env=env, start_new_session=True)
         log.debug("started %s (pid %d): %s", self.name, self.proc.pid, " ".join(self.argv))
 
     def poll(self) -> int | None:

@@ -16,6 +16,8 @@ import numpy as np
 RULES = ("area", "peak", "error", "motion")
 #: Side of the window the absolute difference is summed over.
 WINDOW = 4
+#: Frames before the first scored one that scoring reads (the error's change into it).
+LOOKBACK = 1
 #: The ``motion`` rule averages this share of a frame's largest 4×4 sums (the local
 #: map's top, robust to one noisy window; a person-sized region at 227×227).
 TOP_SHARE = 0.01

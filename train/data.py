@@ -5,31 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from models.contract import InputContract
-from stream.frames import list_frames, resolve_clips
-
-
-def load_clip(folder: str | Path, contract: InputContract) -> np.ndarray:
-    """All frames of a clip folder, preprocessed by the input contract.
-
-    Returns:
-        float32 (F, size, size).
-
-    Raises:
-        ValueError: If a frame cannot be read.
-    """
-    paths = list_frames(folder)
-    out = np.empty((len(paths), contract.size, contract.size), np.float32)
-    for i, path in enumerate(paths):
-        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        if image is None:
-            raise ValueError(f"cannot read frame {path}: not a readable image; remove it "
-                             "or replace it")
-        contract.preprocess(image, out=out[i])
-    return out
+from stream.frames import load_clip, resolve_clips
 
 
 def load_clips(root: str | Path, contract: InputContract, split: str = "Train"

@@ -15,6 +15,7 @@ from sklearn.metrics import roc_auc_score
 
 from models.weights import load_calibration_arrays, load_weights
 from stream.annotate import find_boxes
+from stream.engine import Engine
 from stream.frames import list_frames, resolve_clips
 from stream.scorer import RULES, ScorerConfig
 from train.data import load_clip
@@ -81,7 +82,8 @@ def pooled_aucs(labels: list[np.ndarray], scores: list[np.ndarray]
 
 
 def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
-             ctx: mx.Context | None = None, scorer: ScorerConfig | None = None
+             ctx: mx.Context | None = None, scorer: ScorerConfig | None = None,
+             precision: str | None = None, int8_calibration: str = ""
              ) -> tuple[dict, list[ClipResult]]:
     """Score every test clip that is present and compare with the ground truth.
 
@@ -91,13 +93,21 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
         stride: Detector stride (default: the one the weights were calibrated for).
         ctx: MXNet context.
         scorer: Scoring rule (default: ``auto``, the weights' calibration).
+        precision: None: the training network as it is; ``fp32``, ``int8``, ``bf16`` or
+            ``auto``: the live detector's network (:class:`stream.engine.Engine`) at it.
+        int8_calibration: Normal clips for int8 calibration ("" : the weights' own).
 
     Returns:
         The results (the ``--json`` content) and per-clip details for plots.
     """
     ctx = ctx or mx.cpu()
-    net, meta = load_weights(model, ctx)
-    net.hybridize(static_alloc=True)
+    if precision is None:
+        net, meta = load_weights(model, ctx)
+        net.hybridize(static_alloc=True)
+    else:
+        engine = Engine(model, ctx.device_type, precision, max_batch=4,
+                        int8_calibration=int8_calibration)
+        net, meta = engine.net, engine.meta
     sc = (scorer or ScorerConfig()).build(meta.calibration, meta.contract.pixel_scale,
                                           load_calibration_arrays(model, meta).get("baseline"))
     stride = stride or int(meta.calibration.get("stride", 5))
@@ -144,7 +154,8 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
     if pixel_scores:
         pl, ps = np.concatenate(pixel_labels), np.concatenate(pixel_scores)
         pixel_auc = float(roc_auc_score(pl, ps)) if pl.any() and not pl.all() else None
-    out = {"model": str(model), "data": str(data), "stride": stride, "rule": sc.rule,
+    out = {"model": str(model), "data": str(data), "stride": stride, "precision": precision,
+           "rule": sc.rule,
            "threshold": sc.threshold, "frames": int(len(labels)),
            "frame_auc_paper": auc_paper, "frame_auc_online": auc_online,
            "eer_paper": eer_paper, "eer_online": eer_online,

@@ -16,7 +16,8 @@ def score_clip(net: HybridBlock, frames: np.ndarray, window: int, stride: int, s
     """Per-frame scores of one preprocessed clip.
 
     Args:
-        net: The autoencoder.
+        net: The autoencoder (any block from an input batch to its reconstruction, e.g. an
+            :class:`stream.engine.Engine`'s reduced-precision network).
         frames: (F, H, W) preprocessed frames.
         window: Frames per window (T).
         stride: Frames between windows.
@@ -41,7 +42,8 @@ def score_clip(net: HybridBlock, frames: np.ndarray, window: int, stride: int, s
     for b in range(0, len(plan), batch_size):
         part = plan[b:b + batch_size]
         batch = np.stack([frames[s:s + window] for s, _, _ in part])
-        recon = net(mx.nd.array(batch, ctx=ctx)).asnumpy()
+        recon = net(mx.nd.array(batch, ctx=ctx))
+        recon = (recon if recon.dtype == np.float32 else recon.astype(np.float32)).asnumpy()
         for (start, lo, hi), rec, x in zip(part, recon, batch, strict=True):
             scores = scorer.score(rec[:hi - start], x[:hi - start], lo - start)
             for key in (*values, "anomalous"):

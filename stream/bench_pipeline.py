@@ -1,0 +1,242 @@
+"""The whole pipeline under load, for ``vadstream bench``.
+
+Real ``vadstream capture`` processes replay the Ped2 test frames over loopback TCP into a
+real ``vadstream detect`` (annotator and publisher on), and this process subscribes to
+the score and overlay topics, so overlays are drawn and JPEG-encoded for every frame.
+Latency is from a frame's capture timestamp (in its header) to its score message's
+arrival here. Everything shares this machine's cores: the captures' reading and JPEG
+decoding and this subscriber's work come out of the detector's CPU time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from stream.demo import free_port
+from stream.processes import Child, stop_all, vadstream_command
+from stream.subscriber import Subscriber
+
+log = logging.getLogger(__name__)
+#: Offered load of a flooded run, as a multiple of the model's frames/s.
+FLOOD_FACTOR = 1.5
+
+
+def _proc_kb(pid: int, key: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _totals(status: dict) -> int:
+    """Frames lost so far over all streams: dropped before the detector, or overrun."""
+    return sum(s.get("dropped", 0) + s.get("overrun", 0)
+               for s in status.get("streams", {}).values())
+
+
+def _wait_ready(sub: Subscriber, detector: Child, topics: list[str], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        msg = sub.recv(200)
+        if msg is not None and msg.topic == "status" and \
+                set(topics) <= set(msg.payload.get("subscriptions", [])):
+            return
+        if not detector.running:
+            raise RuntimeError(f"the detector exited with code {detector.poll()}; run "
+                               "`vadstream detect --verbose` to see why")
+    raise RuntimeError(f"the detector was not ready within {timeout_s:.0f} s")
+
+
+def run_pipeline(model: str | Path, device: str, source: str | Path, streams: int,
+                 source_fps: float, seconds: float, stride: int, max_batch: int,
+                 precision: str = "fp32", warmup_s: float = 3.0,
+                 ready_timeout_s: float = 180.0) -> dict:
+    """Run captures, detector and subscriber; measure once every stream is scored.
+
+    Args:
+        model: Weights.
+        device: Detector device.
+        source: What each capture replays (looped).
+        streams: Capture processes.
+        source_fps: Frames/s each capture sends.
+        seconds: Length of the measurement.
+        stride: Detector stride.
+        max_batch: Detector batch.
+        precision: Detector precision.
+        warmup_s: Seconds after the last stream's first score before measuring.
+        ready_timeout_s: How long the detector may take to start.
+
+    Returns:
+        ``streams``, ``source_fps``, ``stride``, ``max_batch``, ``fps`` (frames scored per
+        second), ``dropped`` (frames lost during the measurement), ``latency_ms``
+        (p50/p95/p99), ``rss_mb`` (the detector's largest resident set while measured)
+        and ``cpu`` (seconds of CPU per second of each part).
+
+    Raises:
+        RuntimeError: If a process fails or nothing is scored.
+    """
+    bind = f"tcp://127.0.0.1:{free_port()}"
+    publish = f"tcp://127.0.0.1:{free_port()}"
+    topics = ["score.", "overlay.", "status"]
+    with tempfile.TemporaryDirectory(prefix="vadstream-bench-") as tmp, \
+            contextlib.ExitStack() as logs:
+        def log_file(name: str):
+            return logs.enter_context((Path(tmp) / f"{name}.log").open("wb"))
+
+        detector = Child("detector", vadstream_command(
+            "detect", "--bind", bind, "--publish", publish, "--model", str(model),
+            "--device", device, "--precision", precision, "--stride", str(stride),
+            "--max-batch", str(max_batch), "--events-db", str(Path(tmp) / "events.sqlite3")),
+            stderr=log_file("detector"))
+        captures = [Child(f"capture{k}", vadstream_command(
+            "capture", "--source", str(source), "--stream-id", f"cam{k}", "--connect", bind,
+            "--fps", f"{source_fps:g}", "--loop"), stderr=log_file(f"capture{k}"))
+            for k in range(streams)]
+        children = [detector]
+        sub = Subscriber(publish, topics)
+        try:
+            detector.start()
+            _wait_ready(sub, detector, topics[:2], ready_timeout_s)
+            for capture in captures:
+                capture.start()
+                children.append(capture)
+            return _measure(sub, detector, captures, streams, seconds, warmup_s) | {
+                "streams": streams, "source_fps": round(source_fps, 2), "stride": stride,
+                "max_batch": max_batch, "precision": precision}
+        except RuntimeError as err:
+            tail = (Path(tmp) / "detector.log").read_text(errors="replace").splitlines()
+            raise RuntimeError(f"{err}; the detector's log ends: {' | '.join(tail[-3:])}") \
+                from None
+        finally:
+            sub.close()
+            stop_all(children)
+
+
+def _measure(sub: Subscriber, detector: Child, captures: list[Child], streams: int,
+             seconds: float, warmup_s: float) -> dict:
+    seen: set[str] = set()
+    deadline = time.monotonic() + 120.0
+    while len(seen) < streams:                       # every stream scored at least once
+        msg = sub.recv(200)
+        if msg is not None and msg.topic.startswith("score."):
+            seen.add(msg.topic)
+        if not detector.running or time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(seen)} of {streams} streams were scored "
+                               f"(detector {'running' if detector.running else 'exited'})")
+    start = time.monotonic() + warmup_s
+    end = start + seconds
+    latencies, rss, frames = [], 0, 0
+    first = last = None                     # status messages at the start and the end
+    cpu0: dict[str, float] = {}
+    while (now := time.monotonic()) < end:
+        msg = sub.recv(100)
+        if now >= start:
+            rss = max(rss, _proc_kb(detector.proc.pid, "VmRSS"))
+            if not cpu0:
+                cpu0 = _cpu_parts(detector, captures)
+        if msg is None:
+            continue
+        if msg.topic.startswith("score.") and now >= start:
+            latencies.append(time.time() - msg.payload["ts"])
+            frames += 1
+        elif msg.topic == "status":
+            if now < start or first is None:
+                first = msg.payload
+            last = msg.payload
+    cpu1 = _cpu_parts(detector, captures)
+    if not frames or first is None or last is None:
+        raise RuntimeError("no frame was scored while measuring")
+    ms = np.percentile(np.array(latencies) * 1000, [50, 95, 99])
+    busy = last["inference"]["seconds"] - first["inference"]["seconds"]
+    span = max(1e-9, last["ts"] - first["ts"])
+    return {"fps": round(frames / seconds, 1), "dropped": _totals(last) - _totals(first),
+            "latency_ms": {"p50": round(float(ms[0]), 1), "p95": round(float(ms[1]), 1),
+                           "p99": round(float(ms[2]), 1)},
+            "rss_mb": round(rss / 1024, 1),
+            # the detector's own model throughput in this run, and its share of the time
+            "inference": {"fps": round((last["inference"]["frames"]
+                                        - first["inference"]["frames"]) / max(busy, 1e-9), 1),
+                          "share": round(busy / span, 3)},
+            "cpu": {k: round((cpu1[k] - cpu0.get(k, cpu1[k])) / seconds, 2) for k in cpu1}}
+
+
+def _cpu_parts(detector: Child, captures: list[Child]) -> dict[str, float]:
+    return {"detector": _cpu_seconds(detector.proc.pid),
+            "captures": sum(_cpu_seconds(c.proc.pid) for c in captures),
+            "subscriber": _cpu_seconds(os.getpid())}
+
+
+def pipeline_report(model: str | Path, device: str, data: Path, streams: int,
+                    sweep: tuple[int, ...], seconds: float, model_fps: dict[int, float],
+                    window: int, live_scored_fps: float, live_fps: float = 10.0) -> dict:
+    """The bench's ``pipeline`` entry: ``streams`` cameras at ``live_fps`` (drops and
+    latency at the weights' stride, batch 4), then a flooded run per stream count in
+    ``sweep`` (stride = window, so every frame passes the network once and frames/s
+    compare with the model's; batch: the model's best), and what they imply.
+
+    Args:
+        model: Weights.
+        device: Detector device.
+        data: Ped2 root; its Test clips are replayed.
+        streams: Cameras of the live run.
+        sweep: Stream counts of the flooded runs.
+        seconds: Each run's measurement, times three.
+        model_fps: The model's fp32 frames/s per batch size (same run).
+        window: Frames per window (T).
+        live_scored_fps: Frames/s the live detector's network scores alone (at its
+            stride, batch 4); with the flooded runs' pipeline efficiency it gives the
+            number of cameras this machine sustains.
+        live_fps: Frames/s of each camera in the live run.
+    """
+    from stream.bench import detector_stride
+
+    source = Path(data) / "Test"
+    stride = detector_stride(model)
+    live_batch = 4   # the batch live_scored_fps was measured at
+    warmup = max(1.0, min(3.0, seconds))
+    live = run_pipeline(model, device, source, streams, live_fps, 3 * seconds, stride,
+                        live_batch, warmup_s=warmup)
+    batch_time_ms = live_batch * stride / live_scored_fps * 1000
+    live["latency_budget_ms"] = round(stride / live_fps * 1000 + 2 * batch_time_ms, 1)
+    live["offered_fps"] = streams * live_fps
+    best = max(model_fps, key=model_fps.get)
+    rows = []
+    for n in sweep:
+        run = run_pipeline(model, device, source, n, FLOOD_FACTOR * model_fps[best] / n,
+                           3 * seconds, window, best, warmup_s=warmup)
+        run["ratio"] = round(run["fps"] / model_fps[best], 3)
+        rows.append(run)
+        log.info("flooded, %d stream(s): %.1f frames/s (%.2f of the model), RSS %.0f MB", n,
+                 run["fps"], run["ratio"], run["rss_mb"])
+    flood = next((r for r in rows if r["streams"] == streams), rows[-1])
+    if len(rows) > 1:
+        slope = np.polyfit([r["streams"] for r in rows], [r["rss_mb"] for r in rows], 1)[0]
+    else:
+        slope = None
+    # The live network's capacity, less what the rest of the pipeline costs (flooded runs).
+    cameras = math.floor(live_scored_fps * flood["ratio"] / live_fps)
+    keep = ("streams", "fps", "ratio", "max_batch", "dropped", "rss_mb", "inference", "cpu")
+    return live | {"flood": {k: flood[k] for k in keep},
+                   "sweep": [{k: r[k] for k in keep} for r in rows],
+                   "rss_mb_per_stream": None if slope is None else round(float(slope), 2),
+                   "cameras_10fps": cameras}
