@@ -102,7 +102,7 @@ def model_fps(model: str | Path, device: str, precision: str, batches: tuple[int
     frames), at ``precision``; with ``stride``, frames *scored* per second by the live
     detector's network, which decodes only each window's newest ``stride`` frames."""
     engine = Engine(model, device, precision, max(batches), int8_calibration,
-                    decode_last=stride, fixed_shapes=False)
+                    decode_last=stride)
     engine.batch[:] = np.random.default_rng(0).random(engine.batch.shape, np.float32)
     if stride is None:
         return {b: b * engine.window / best_time(lambda b=b: engine.run(b), seconds)

@@ -295,21 +295,33 @@ class Detector:
         return taken
 
     def _score(self, windows: list[tuple[StreamState, int]]) -> None:
-        batch = self.engine.batch   # the engine reads its input from here, no copy
-        for i, (state, start) in enumerate(windows):
-            state.ring.read("x", start, self.window, out=batch[i])
-        # Each window scores the frames after those already scored (a stream's first
-        # window all T, later ones their newest `stride`); windows that score the same
-        # frames are scored in one vectorised call, each stream's still in frame order.
+        # Each window scores the frames after those already scored: a stream's first
+        # window (and a clip's last) all T, the others their newest `stride`, which the
+        # engine's tail network decodes alone. Windows that need all T decoded run by
+        # themselves at batch 1 (so the full network keeps one small memory plan), the
+        # others together; in order, so each stream's frames are emitted in order.
         firsts, scored = [], {}
         for state, start in windows:
             firsts.append(max(scored.get(state.stream, state.scored), start) - start)
             scored[state.stream] = start + self.window
-        # Usually only the newest frames are scored: then only they are decoded.
         skip = self.window - self.engine.decode_last
-        tail = min(firsts) >= skip
+        i = 0
+        while i < len(windows):
+            j = i + 1
+            if firsts[i] >= skip:
+                while j < len(windows) and firsts[j] >= skip:
+                    j += 1
+            self._score_group(windows[i:j], firsts[i:j], tail=firsts[i] >= skip)
+            i = j
+
+    def _score_group(self, windows: list[tuple[StreamState, int]], firsts: list[int],
+                     tail: bool) -> None:
+        batch = self.engine.batch   # the engine reads its input from here, no copy
+        for i, (state, start) in enumerate(windows):
+            state.ring.read("x", start, self.window, out=batch[i])
         recon = self.engine.run(len(windows), tail=tail)
-        offset = skip if tail else 0    # frame t of a window is recon[:, t - offset]
+        offset = self.window - recon.shape[1]   # frame t of a window is recon[:, t - offset]
+        # windows that score the same frames are scored in one vectorised call
         for lo in sorted(set(firsts)):
             rows = [i for i, first in enumerate(firsts) if first == lo]
             pick = slice(rows[0], rows[-1] + 1) if rows[-1] - rows[0] + 1 == len(rows) \

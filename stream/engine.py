@@ -61,15 +61,11 @@ class Engine:
         int8_calibration: Folder of normal clips for int8 calibration ("" : the clips
             the weights were trained on).
         decode_last: Frames a tail run reconstructs (None: no tail network).
-        fixed_shapes: Run any batch of 2..max_batch-1 windows as a full batch (the rest of
-            the buffer's windows computed and ignored). MXNet keeps memory planned for
-            every input shape it has seen: with all batch sizes from 1 to 8 the detector
-            grew by 280 MB, with only 1 and 8 it does not.
     """
 
     def __init__(self, weights: str | Path, device: str = "auto", precision: str = "auto",
                  max_batch: int = 8, int8_calibration: str = "",
-                 decode_last: int | None = None, fixed_shapes: bool = True) -> None:
+                 decode_last: int | None = None) -> None:
         self.ctx = pick_context(device)
         trained, self.meta = load_weights(weights, self.ctx)
         self.calibration_arrays = load_calibration_arrays(weights, self.meta)
@@ -79,7 +75,6 @@ class Engine:
         self.precision = resolve_precision(precision, self.ctx)
         size = self.contract.size
         self.batch = np.zeros((max_batch, self.window, size, size), np.float32)
-        self.fixed_shapes = fixed_shapes
         self.busy_s = 0.0       # time spent in run() and the frames it put through the
         self.frames_run = 0     # network, so a status can tell inference from the rest
         calibration = _once(lambda: calibration_windows(self.meta, int8_calibration))
@@ -115,11 +110,10 @@ class Engine:
         if not 1 <= n <= len(self.batch):
             raise ValueError(f"batch of {n} windows: the engine takes 1..{len(self.batch)}")
         started = time.perf_counter()
-        run = len(self.batch) if self.fixed_shapes and n > 1 else n
-        out = self._nets[self.decode_last if tail else self.window].run(run)
+        out = self._nets[self.decode_last if tail else self.window].run(n)
         self.busy_s += time.perf_counter() - started
-        self.frames_run += run * self.window
-        return out[:n]
+        self.frames_run += n * self.window
+        return out
 
     def reconstruct(self, windows: np.ndarray) -> np.ndarray:
         """Reconstruct any number of (N, T, S, S) windows; returns a new array."""
