@@ -188,7 +188,8 @@ def _cpu_parts(detector: Child, captures: list[Child]) -> dict[str, float]:
 
 def pipeline_report(model: str | Path, device: str, data: Path, streams: int,
                     sweep: tuple[int, ...], seconds: float, model_fps: dict[int, float],
-                    window: int, live_scored_fps: float, live_fps: float = 10.0) -> dict:
+                    window: int, live_scored_fps: float, stride: int,
+                    live_fps: float = 10.0) -> dict:
     """The bench's ``pipeline`` entry: ``streams`` cameras at ``live_fps`` (drops and
     latency at the weights' stride), then a flooded run per stream count in ``sweep``
     (stride = window, so every frame passes the network once and frames/s compare with
@@ -206,12 +207,10 @@ def pipeline_report(model: str | Path, device: str, data: Path, streams: int,
         live_scored_fps: Frames/s the live detector's network scores alone (at its
             stride, batch 4); with the flooded runs' pipeline efficiency it gives the
             number of cameras this machine sustains.
+        stride: Detector stride of the live run.
         live_fps: Frames/s of each camera in the live run.
     """
-    from stream.bench import detector_stride
-
     source = Path(data) / "Test"
-    stride = detector_stride(model)
     live_batch = 4   # the batch live_scored_fps was measured at
     warmup = max(1.0, min(3.0, seconds))
     live = run_pipeline(model, device, source, streams, live_fps, 3 * seconds, stride,
