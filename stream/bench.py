@@ -166,7 +166,7 @@ def reduced_precision(model: str | Path, ctx: mx.Context, data: Path,
 
 def run_bench(model: str | Path, device: str = "auto", seconds: float = 3.0,
               data: Path = DEFAULT_SOURCE, streams: int = 4, sweep: tuple[int, ...] = (1, 2, 4, 8),
-              pipeline: bool = True, reduced: bool = True) -> dict:
+              pipeline: bool = True, reduced: bool = True, stride: int | None = None) -> dict:
     """Everything ``vadstream bench`` reports, measured in one run.
 
     Args:
@@ -178,6 +178,7 @@ def run_bench(model: str | Path, device: str = "auto", seconds: float = 3.0,
         sweep: Stream counts of the flooded pipeline sweep.
         pipeline: Measure the multi-process pipeline.
         reduced: Measure the reduced precision (it evaluates the test clips twice).
+        stride: Detector stride of the live measurements (default: the weights' own).
     """
     from stream.bench_pipeline import pipeline_report
 
@@ -193,7 +194,9 @@ def run_bench(model: str | Path, device: str = "auto", seconds: float = 3.0,
     log.info("peak %.1f GFLOP/s; timing the model at batches %s", peak, batches)
     fps = model_fps(model, device, "fp32", batches, seconds)
     best_batch = max(fps, key=fps.get)
-    stride = detector_stride(model)
+    stride = stride or detector_stride(model)
+    if not 1 <= stride <= meta.window:
+        raise ValueError(f"stride must be 1..{meta.window} (the window), got {stride}")
     live = model_fps(model, device, "fp32", (4,), seconds, stride=stride)[4]
     result = {
         "device": device_name(ctx), "context": str(ctx),
@@ -216,7 +219,7 @@ def run_bench(model: str | Path, device: str = "auto", seconds: float = 3.0,
         log.info("pipeline: %d streams at 10 frames/s, then flooded with %s streams",
                  streams, list(sweep))
         result["pipeline"] = pipeline_report(model, device, data, streams, sweep, seconds,
-                                             fps, meta.window, live)
+                                             fps, meta.window, live, stride)
     result["load_average_end"] = [round(x, 2) for x in _load_average()]
     result["seconds"] = round(time.time() - started, 1)
     return result

@@ -188,11 +188,12 @@ def _cpu_parts(detector: Child, captures: list[Child]) -> dict[str, float]:
 
 def pipeline_report(model: str | Path, device: str, data: Path, streams: int,
                     sweep: tuple[int, ...], seconds: float, model_fps: dict[int, float],
-                    window: int, live_scored_fps: float, live_fps: float = 10.0) -> dict:
+                    window: int, live_scored_fps: float, stride: int,
+                    live_fps: float = 10.0) -> dict:
     """The bench's ``pipeline`` entry: ``streams`` cameras at ``live_fps`` (drops and
-    latency at the weights' stride, batch 4), then a flooded run per stream count in
-    ``sweep`` (stride = window, so every frame passes the network once and frames/s
-    compare with the model's; batch: the model's best), and what they imply.
+    latency at the weights' stride), then a flooded run per stream count in ``sweep``
+    (stride = window, so every frame passes the network once and frames/s compare with
+    the model's), all at the detector's default batch of 4 windows, and what they imply.
 
     Args:
         model: Weights.
@@ -206,12 +207,10 @@ def pipeline_report(model: str | Path, device: str, data: Path, streams: int,
         live_scored_fps: Frames/s the live detector's network scores alone (at its
             stride, batch 4); with the flooded runs' pipeline efficiency it gives the
             number of cameras this machine sustains.
+        stride: Detector stride of the live run.
         live_fps: Frames/s of each camera in the live run.
     """
-    from stream.bench import detector_stride
-
     source = Path(data) / "Test"
-    stride = detector_stride(model)
     live_batch = 4   # the batch live_scored_fps was measured at
     warmup = max(1.0, min(3.0, seconds))
     live = run_pipeline(model, device, source, streams, live_fps, 3 * seconds, stride,
@@ -219,12 +218,11 @@ def pipeline_report(model: str | Path, device: str, data: Path, streams: int,
     batch_time_ms = live_batch * stride / live_scored_fps * 1000
     live["latency_budget_ms"] = round(stride / live_fps * 1000 + 2 * batch_time_ms, 1)
     live["offered_fps"] = streams * live_fps
-    best = max(model_fps, key=model_fps.get)
     rows = []
     for n in sweep:
-        run = run_pipeline(model, device, source, n, FLOOD_FACTOR * model_fps[best] / n,
-                           3 * seconds, window, best, warmup_s=warmup)
-        run["ratio"] = round(run["fps"] / model_fps[best], 3)
+        run = run_pipeline(model, device, source, n, FLOOD_FACTOR * model_fps[live_batch] / n,
+                           3 * seconds, window, live_batch, warmup_s=warmup)
+        run["ratio"] = round(run["fps"] / model_fps[live_batch], 3)
         rows.append(run)
         log.info("flooded, %d stream(s): %.1f frames/s (%.2f of the model), RSS %.0f MB", n,
                  run["fps"], run["ratio"], run["rss_mb"])

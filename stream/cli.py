@@ -230,7 +230,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     sweep = tuple(int(n) for n in args.sweep.split(",") if n.strip())
     result = run_bench(args.model, args.device, seconds=args.seconds, data=args.data,
                        streams=args.streams, sweep=sweep, pipeline="pipeline" not in args.skip,
-                       reduced="reduced" not in args.skip)
+                       reduced="reduced" not in args.skip, stride=args.stride)
     print(format_bench(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -382,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time per throughput figure (pipeline runs: three times this)")
     b.add_argument("--streams", type=int, default=4, help="cameras at 10 fps in the live run")
     b.add_argument("--sweep", default="1,2,4,8", help="stream counts of the flooded runs")
+    b.add_argument("--stride", type=int, help="detector stride of the live measurements "
+                   "(default: the one the weights were calibrated for)")
     b.add_argument("--data", type=Path, default=PED2,
                    help="UCSD Ped2 root: Test clips replayed and evaluated, Train for int8 "
                    "calibration")

@@ -303,23 +303,36 @@ class Detector:
         return taken
 
     def _score(self, windows: list[tuple[StreamState, int]]) -> None:
-        batch = self.engine.batch   # the engine reads its input from here, no copy
-        for i, (state, start) in enumerate(windows):
-            state.ring.read("x", start, self.window, out=batch[i])
-        # Each window scores the frames after those already scored (a stream's first
-        # window all T, later ones their newest `stride`), reading the frame before them
-        # too (the error's change). Usually only those are reconstructed: the decoder
-        # skips the window's older frames.
+        # Each window scores the frames after those already scored: a stream's first
+        # window (and a clip's last) all T, the others their newest `stride`, reading
+        # the frame before them too (the error's change), which the engine's tail network
+        # decodes alone. Windows that need all T decoded run by themselves at batch 1 (so
+        # the full network keeps one small memory plan), the others together; in order,
+        # so each stream's frames are emitted in order.
         firsts, scored = [], {}
         for state, start in windows:
             firsts.append(max(scored.get(state.stream, state.scored), start) - start)
             scored[state.stream] = start + self.window
         skip = self.window - self.engine.decode_last
-        tail = min(firsts) - LOOKBACK >= skip
+        i = 0
+        while i < len(windows):
+            j = i + 1
+            tail = firsts[i] - LOOKBACK >= skip
+            if tail:
+                while j < len(windows) and firsts[j] - LOOKBACK >= skip:
+                    j += 1
+            self._score_group(windows[i:j], firsts[i:j], tail)
+            i = j
+
+    def _score_group(self, windows: list[tuple[StreamState, int]], firsts: list[int],
+                     tail: bool) -> None:
+        batch = self.engine.batch   # the engine reads its input from here, no copy
+        for i, (state, start) in enumerate(windows):
+            state.ring.read("x", start, self.window, out=batch[i])
         started = time.perf_counter()
         recon = self.engine.run(len(windows), tail=tail)
         self.inference.observe(time.perf_counter() - started)
-        offset = skip if tail else 0    # frame t of a window is recon[:, t - offset]
+        offset = self.window - recon.shape[1]   # frame t of a window is recon[:, t - offset]
         for i, ((state, start), lo) in enumerate(zip(windows, firsts, strict=True)):
             scores = self.scorer.score(recon[i], batch[i, offset:], lo - offset)
             for j in range(self.window - lo):
