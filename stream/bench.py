@@ -251,7 +251,7 @@ def format_bench(result: dict) -> str:
     live = result["live_scored_fps"]
     lines.append(f"live network    {live['fps']:7.1f} frames/s scored at stride {live['stride']}, "
                  f"batch {live['batch']} (decodes only the newest {live['stride']} of each "
-                 "window)")
+                 "window and the one before them)")
     rp = result.get("reduced_precision")
     if rp:
         lines.append(f"{rp['dtype']:<15} {rp['fps']:7.1f} frames/s, {rp['speedup']:.2f}x fp32; "
