@@ -267,10 +267,13 @@ def format_bench(result: dict) -> str:
                      f"(budget {pipe['latency_budget_ms']:.0f}), detector RSS "
                      f"{pipe['rss_mb']:.0f} MB")
         flood = pipe["flood"]
+        inside = flood["inference"]
+        inside = "" if inside["fps"] is None else (
+            f" (the model ran at {inside['fps']:.1f} frames/s in it, {inside['share']:.0%} of "
+            "the time)")
         lines.append(f"flooded         {flood['streams']} streams: {flood['fps']:.1f} frames/s "
                      f"= {flood['ratio']:.2f} of the model alone at batch "
-                     f"{flood['max_batch']} (the model ran at {flood['inference']['fps']:.1f} "
-                     f"frames/s in it, {flood['inference']['share']:.0%} of the time)")
+                     f"{flood['max_batch']}{inside}")
         for row in pipe["sweep"]:
             lines.append(f"  {row['streams']} stream(s)    {row['fps']:7.1f} frames/s, "
                          f"RSS {row['rss_mb']:.0f} MB")

@@ -168,15 +168,17 @@ def _measure(sub: Subscriber, detector: Child, captures: list[Child], streams: i
         raise RuntimeError("no frame was scored while measuring")
     ms = np.percentile(np.array(latencies) * 1000, [50, 95, 99])
     busy = last["inference"]["seconds"] - first["inference"]["seconds"]
-    span = max(1e-9, last["ts"] - first["ts"])
+    span = last["ts"] - first["ts"]
     return {"fps": round(frames / seconds, 1), "dropped": _totals(last) - _totals(first),
             "latency_ms": {"p50": round(float(ms[0]), 1), "p95": round(float(ms[1]), 1),
                            "p99": round(float(ms[2]), 1)},
             "rss_mb": round(rss / 1024, 1),
             # the detector's own model throughput in this run, and its share of the time
+            # (None when the run was shorter than two status messages)
             "inference": {"fps": round((last["inference"]["frames"]
-                                        - first["inference"]["frames"]) / max(busy, 1e-9), 1),
-                          "share": round(busy / span, 3)},
+                                        - first["inference"]["frames"]) / busy, 1)
+                          if busy > 0 else None,
+                          "share": round(busy / span, 3) if busy > 0 else None},
             "cpu": {k: round((cpu1[k] - cpu0.get(k, cpu1[k])) / seconds, 2) for k in cpu1}}
 
 
