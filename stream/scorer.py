@@ -152,9 +152,12 @@ class Scorer:
         flat = motion_sums.reshape(len(motion_sums), -1)
         k = max(1, int(flat.shape[1] * TOP_SHARE))
         motion = np.partition(flat, flat.shape[1] - k, axis=1)[:, -k:].mean(axis=1)
-        anomaly_map = motion_sums if self.rule == "motion" else excess
-        mask = anomaly_map > self.map_threshold
-        values = {"error": error, "area": (excess > self.pixel_threshold).sum(axis=(-2, -1)),
+        above = excess > self.pixel_threshold
+        if self.rule == "motion":
+            anomaly_map, mask = motion_sums, motion_sums > self.threshold
+        else:
+            anomaly_map, mask = excess, above
+        values = {"error": error, "area": above.sum(axis=(-2, -1)),
                   "peak": excess.max(axis=(-2, -1)), "motion": motion}
         score = values[self.rule].astype(np.float64)
         return FrameScores(error=error, area=values["area"], peak=values["peak"],

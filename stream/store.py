@@ -96,14 +96,8 @@ class EventStore:
                 left at ``since`` missed, whatever frame times they carry).
             limit: At most this many (the newest).
         """
-        sql, args = "SELECT payload FROM alerts WHERE 1=1", []
-        if stream is not None:
-            sql += " AND stream = ?"
-            args.append(stream)
-        if since is not None:
-            sql += " AND stored_at >= ?"
-            args.append(float(since))
-        sql += " ORDER BY seqno DESC"
+        where, args = _filters("stream", stream, "stored_at", since)
+        sql = f"SELECT payload FROM alerts WHERE {where} ORDER BY seqno DESC"
         if limit is not None:
             sql += " LIMIT ?"
             args.append(int(limit))
@@ -136,16 +130,9 @@ class EventStore:
         """
         sql = ("SELECT a.payload, n.alerts, n.first_at FROM alerts a JOIN (SELECT id, "
                "MAX(seqno) AS last, COUNT(*) AS alerts, MIN(stored_at) AS first_at, "
-               "MAX(stored_at) AS last_at FROM alerts GROUP BY id) n ON a.seqno = n.last "
-               "WHERE 1=1")
-        args: list = []
-        if stream is not None:
-            sql += " AND a.stream = ?"
-            args.append(stream)
-        if since is not None:
-            sql += " AND n.last_at >= ?"
-            args.append(float(since))
-        sql += " ORDER BY n.first_at DESC, a.seqno DESC LIMIT ?"
+               "MAX(stored_at) AS last_at FROM alerts GROUP BY id) n ON a.seqno = n.last ")
+        where, args = _filters("a.stream", stream, "n.last_at", since)
+        sql += f"WHERE {where} ORDER BY n.first_at DESC, a.seqno DESC LIMIT ?"
         args.append(int(limit))
         out = []
         for payload, alerts, _first_at in self._db.execute(sql, args).fetchall():
@@ -180,3 +167,16 @@ def recovered_end(last: dict) -> dict:
                end_ts=last.get("ts", last.get("start_ts")), recovered=True,
                boxes=last.get("boxes", []))
     return end
+
+
+def _filters(stream_column: str, stream: str | None, time_column: str,
+             since: float | None) -> tuple[str, list]:
+    """A WHERE clause (and its arguments) for an optional stream and start time."""
+    clauses, args = ["1=1"], []
+    if stream is not None:
+        clauses.append(f"{stream_column} = ?")
+        args.append(stream)
+    if since is not None:
+        clauses.append(f"{time_column} >= ?")
+        args.append(float(since))
+    return " AND ".join(clauses), args
