@@ -26,5 +26,5 @@ setup(
     extras_require={"test": ["pytest>=8", "hypothesis>=6", "ruff>=0.5",
                              # drives Debian's chromium (never `playwright install`)
                              "playwright>=1.40,<1.66"]},
-    entry_points={"console_scripts": ["vadstream=stream.cli:main"]},
+    entry_points={"console_scripts": ["vadstream=stream.apps.cli:main"]},
 )

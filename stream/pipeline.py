@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from stream.annotate import Annotator
+from models.scoring import ScorerConfig
 from stream.config import ConfigError, build, check_sections, load_yaml
-from stream.detector import DetectorConfig
-from stream.events import EventConfig
-from stream.protocol import ENCODINGS, check_stream_id
-from stream.scorer import ScorerConfig
+from stream.detector.annotate import Annotator
+from stream.detector.events import EventConfig
+from stream.detector.loop import DetectorConfig
+from stream.wire.protocol import ENCODINGS, check_stream_id
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class StreamConfig:
 
 @dataclass(frozen=True)
 class AnnotatorConfig:
-    """``annotator:``: the arguments of :class:`stream.annotate.Annotator`."""
+    """``annotator:``: the arguments of :class:`stream.detector.annotate.Annotator`."""
 
     alpha: float = 0.5
     jpeg_quality: int = 80

@@ -50,14 +50,14 @@ def free_port() -> int:
 def vadstream(*args: str, **kwargs) -> subprocess.Popen:
     """Start a real ``vadstream`` subprocess."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, "-m", "stream.cli", *args], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "stream.apps.cli", *args], cwd=ROOT, env=env,
                             **kwargs)
 
 
 def vadstream_run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run a ``vadstream`` subcommand to completion, capturing its output as text."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "stream.cli", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "stream.apps.cli", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 

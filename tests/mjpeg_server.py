@@ -13,7 +13,7 @@ from pathlib import Path
 
 import cv2
 
-from stream.frames import list_frames
+from stream.capture.frames import list_frames
 
 BOUNDARY = b"frame"
 

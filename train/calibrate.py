@@ -33,9 +33,9 @@ import mxnet as mx
 import numpy as np
 from mxnet.gluon import HybridBlock
 
+from models.scoring import RULES, Scorer
 from models.weights import load_weights, save_weights, weights_paths
-from stream.frames import resolve_clips
-from stream.scorer import RULES, Scorer
+from stream.capture.frames import resolve_clips
 from train.data import load_clip
 from train.metrics import roc_auc_eer, threshold_at
 from train.offline import score_clip

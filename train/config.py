@@ -8,9 +8,9 @@ from pathlib import Path
 import mxnet as mx
 
 from models.contract import InputContract
+from models.scoring import Scorer, ScorerConfig
 from stream.config import build, check_sections, load_yaml
-from stream.engine import pick_context
-from stream.scorer import Scorer, ScorerConfig
+from stream.detector.engine import pick_context
 from train.trainer import TrainConfig
 
 

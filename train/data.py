@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from models.contract import InputContract
-from stream.frames import load_clip, resolve_clips
+from stream.capture.frames import load_clip, resolve_clips
 
 
 def load_clips(root: str | Path, contract: InputContract, split: str = "Train"

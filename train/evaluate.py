@@ -13,11 +13,11 @@ import mxnet as mx
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from models.scoring import RULES, ScorerConfig
 from models.weights import load_calibration_arrays, load_weights
-from stream.annotate import find_boxes
-from stream.engine import Engine
-from stream.frames import list_frames, resolve_clips
-from stream.scorer import RULES, ScorerConfig
+from stream.capture.frames import list_frames, resolve_clips
+from stream.detector.annotate import find_boxes
+from stream.detector.engine import Engine
 from train.data import load_clip
 from train.metrics import decision_scores, frame_labels, normalise_per_video, parse_gt, roc_auc_eer
 from train.offline import score_clip
@@ -94,7 +94,7 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
         ctx: MXNet context.
         scorer: Scoring rule (default: ``auto``, the weights' calibration).
         precision: None: the training network as it is; ``fp32``, ``int8``, ``bf16`` or
-            ``auto``: the live detector's network (:class:`stream.engine.Engine`) at it.
+            ``auto``: the live detector's network (:class:`stream.detector.engine.Engine`) at it.
         int8_calibration: Normal clips for int8 calibration ("" : the weights' own).
 
     Returns:

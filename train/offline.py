@@ -6,8 +6,8 @@ import mxnet as mx
 import numpy as np
 from mxnet.gluon import HybridBlock
 
-from stream.scorer import RULES, Scorer
-from stream.windows import window_starts
+from models.scoring import RULES, Scorer
+from stream.detector.windows import window_starts
 
 
 def score_clip(net: HybridBlock, frames: np.ndarray, window: int, stride: int, scorer: Scorer,
@@ -17,7 +17,7 @@ def score_clip(net: HybridBlock, frames: np.ndarray, window: int, stride: int, s
 
     Args:
         net: The autoencoder (any block from an input batch to its reconstruction, e.g. an
-            :class:`stream.engine.Engine`'s reduced-precision network).
+            :class:`stream.detector.engine.Engine`'s reduced-precision network).
         frames: (F, H, W) preprocessed frames.
         window: Frames per window (T).
         stride: Frames between windows.

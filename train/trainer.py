@@ -15,8 +15,8 @@ from tqdm import tqdm
 
 from models.contract import InputContract
 from models.registry import get_model
+from models.scoring import Scorer
 from models.weights import WeightsMeta, load_weights, save_weights
-from stream.scorer import Scorer
 from train.calibrate import calibrate, split_training_clips
 from train.data import gather, load_clips, make_windows
 from train.optstate import load_optimizer, save_optimizer

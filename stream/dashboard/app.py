@@ -16,11 +16,11 @@ from stream.dashboard.config import ServeConfig
 from stream.dashboard.hub import Hub
 from stream.dashboard.metrics import CONTENT_TYPE, DashboardCollector, render
 from stream.dashboard.state import LiveState, event_summary
-from stream.endpoints import is_loopback_host
-from stream.protocol import STREAM_ID
-from stream.security import client_from_args
 from stream.store import EventStore
 from stream.times import parse_time
+from stream.wire.endpoints import is_loopback_host
+from stream.wire.protocol import STREAM_ID
+from stream.wire.security import client_from_args
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"

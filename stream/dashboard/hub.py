@@ -20,7 +20,7 @@ from aiohttp import web
 
 from stream.dashboard.clips import EventClips
 from stream.dashboard.state import LiveState
-from stream.security import CurveClient
+from stream.wire.security import CurveClient
 
 log = logging.getLogger(__name__)
 TOPICS = ("status", "score.", "overlay.", "alert.", "eos.")

@@ -8,7 +8,7 @@ from models import DEFAULT_WEIGHTS, STAE, load_weights
 from models.convlstm import ConvLSTM, InferenceConvLSTM, fold_convlstm
 from models.inference import inference_form
 from models.phases import compose_over_phases, interleave_kernel, phase_kernels
-from stream.frames import load_clip
+from stream.capture.frames import load_clip
 from tests.conftest import PED2
 
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from stream.annotate import Annotator, find_boxes
+from stream.detector.annotate import Annotator, find_boxes
 
 
 def test_boxes_are_in_source_pixels():

@@ -2,7 +2,7 @@
 
 import json
 
-from stream.bench import gflop_per_frame
+from stream.apps.bench import gflop_per_frame
 from tests.conftest import PED2, vadstream_run
 
 

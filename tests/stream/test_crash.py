@@ -5,7 +5,7 @@ import json
 import os
 import signal
 
-from stream.subscriber import Subscriber
+from stream.wire.subscriber import Subscriber
 from tests.conftest import PED2, free_port, stop, vadstream, vadstream_run, wait_for
 
 

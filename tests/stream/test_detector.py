@@ -10,12 +10,12 @@ import pytest
 import zmq
 
 from models import load_weights
-from stream.detector import Detector, DetectorConfig
-from stream.events import EventConfig
-from stream.frames import list_frames
-from stream.protocol import encode_eos, encode_frame
-from stream.scorer import ScorerConfig
-from stream.subscriber import Subscriber
+from models.scoring import ScorerConfig
+from stream.capture.frames import list_frames
+from stream.detector.events import EventConfig
+from stream.detector.loop import Detector, DetectorConfig
+from stream.wire.protocol import encode_eos, encode_frame
+from stream.wire.subscriber import Subscriber
 from tests.conftest import PED2, free_port, wait_for
 from train.offline import score_clip
 
@@ -128,7 +128,7 @@ def test_restarted_capture_starts_a_new_run(running):
 
 
 def test_only_loopback_endpoints_count_as_private():
-    from stream.detector import is_loopback
+    from stream.detector.loop import is_loopback
     for endpoint in ("tcp://127.0.0.1:5555", "tcp://localhost:1", "tcp://[::1]:5", "ipc:///tmp/x",
                      "inproc://a"):
         assert is_loopback(endpoint), endpoint

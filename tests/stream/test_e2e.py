@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from stream.scorer import RULES
-from stream.subscriber import Subscriber
+from models.scoring import RULES
+from stream.wire.subscriber import Subscriber
 from tests.conftest import PED2, VTEST, free_port, stop, vadstream, wait_for
 
 

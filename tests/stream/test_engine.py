@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from models import load_weights
-from stream.engine import Engine
+from stream.detector.engine import Engine
 
 
 def test_engine_runs_the_inference_form_on_its_buffer_in_place(tiny_weights):

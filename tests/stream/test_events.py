@@ -1,6 +1,6 @@
 import pytest
 
-from stream.events import EventTracker, FrameVerdict
+from stream.detector.events import EventTracker, FrameVerdict
 
 
 def feed(tracker, pattern, start=0):

@@ -1,8 +1,8 @@
 import cv2
 import numpy as np
 
-from stream.frames import list_frames, resolve_clips
-from stream.sources import FolderSource, open_source
+from stream.capture.frames import list_frames, resolve_clips
+from stream.capture.sources import FolderSource, open_source
 from tests.conftest import PED2, VTEST
 
 

@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.protocol import EndOfStream, Frame, ProtocolError, decode_message
+from stream.wire.protocol import EndOfStream, Frame, ProtocolError, decode_message
 
 KEYS = ["v", "stream", "seq", "ts", "shape", "dtype", "encoding", "clip", "frame", "eos"]
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**80, 2**80),

@@ -1,6 +1,6 @@
 import pytest
 
-from stream.histogram import Histogram
+from stream.detector.histogram import Histogram
 
 
 def test_counts_are_cumulative_per_bound():

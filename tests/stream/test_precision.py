@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from models import DEFAULT_WEIGHTS, read_meta
-from stream.engine import Engine
-from stream.frames import load_clip
-from stream.precision import resolve_precision
-from stream.scorer import ScorerConfig
+from models.scoring import ScorerConfig
+from stream.capture.frames import load_clip
+from stream.detector.engine import Engine
+from stream.detector.precision import resolve_precision
 from tests.conftest import PED2
 from train.offline import score_clip
 

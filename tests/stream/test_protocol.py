@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from stream.protocol import (
+from stream.wire.protocol import (
     EndOfStream,
     Frame,
     ProtocolError,

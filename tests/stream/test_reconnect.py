@@ -1,6 +1,6 @@
 """A network camera that stops delivering: capture reconnects, status says offline/online."""
 
-from stream.subscriber import Subscriber
+from stream.wire.subscriber import Subscriber
 from tests.conftest import PED2, free_port, stop, vadstream, wait_for
 from tests.mjpeg_server import MjpegCamera
 
@@ -41,7 +41,7 @@ def test_camera_dropout_is_survived_and_reported(tiny_weights, tmp_path):
 
 
 def test_backoff_doubles_up_to_its_cap_and_never_overflows():
-    from stream.capture import backoff_delay
+    from stream.capture.pusher import backoff_delay
     assert [backoff_delay(a, 30) for a in range(8)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
     assert backoff_delay(10**6, 30) == 30
 

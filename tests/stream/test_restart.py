@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from stream.subscriber import Subscriber
+from stream.wire.subscriber import Subscriber
 from tests.conftest import PED2, free_port, stop, vadstream, wait_for
 
 

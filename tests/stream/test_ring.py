@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from stream.ring import RingBuffer
+from stream.detector.ring import RingBuffer
 
 
 def _ring(capacity=5):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy.signal import convolve2d
 
-from stream.scorer import Scorer, ScorerConfig, window_sum
+from models.scoring import Scorer, ScorerConfig, window_sum
 from tests.conftest import PED2
 
 

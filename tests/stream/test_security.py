@@ -3,8 +3,8 @@
 import shutil
 import time
 
-from stream.security import CurveClient
-from stream.subscriber import Subscriber
+from stream.wire.security import CurveClient
+from stream.wire.subscriber import Subscriber
 from tests.conftest import PED2, free_port, stop, vadstream, vadstream_run, wait_for
 
 

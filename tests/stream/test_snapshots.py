@@ -1,7 +1,7 @@
 """The peak frame kept for snapshots is the one the event tracker names as the peak."""
 
-from stream.events import EventTracker, FrameVerdict
-from stream.snapshots import PeakFrame
+from stream.detector.events import EventTracker, FrameVerdict
+from stream.detector.snapshots import PeakFrame
 
 
 def test_peak_frame_follows_the_trackers_peak_through_runs_and_events():

@@ -5,7 +5,7 @@ import signal
 import subprocess
 import time
 
-from stream.subscriber import Subscriber
+from stream.wire.subscriber import Subscriber
 from tests.conftest import PED2, free_port, stop, vadstream, wait_for
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from stream.windows import window_starts
+from stream.detector.windows import window_starts
 
 
 @pytest.mark.parametrize("n, window, stride", [(180, 10, 5), (180, 10, 10), (23, 10, 3),

@@ -61,7 +61,7 @@ def test_calibration_keeps_its_false_alarm_rate_and_picks_the_best_rule(tiny_wei
     import mxnet as mx
 
     from models import load_weights
-    from stream.scorer import Scorer
+    from models.scoring import Scorer
     from train.calibrate import calibrate
     net, meta = load_weights(tiny_weights)
     clips = [load_clip(PED2 / "Train" / name, meta.contract)[:40]

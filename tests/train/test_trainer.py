@@ -5,8 +5,8 @@ import json
 import mxnet as mx
 
 from models import InputContract, load_weights
-from stream.frames import list_frames
-from stream.scorer import RULES, Scorer
+from models.scoring import RULES, Scorer
+from stream.capture.frames import list_frames
 from tests.conftest import PED2, TINY_ARGS
 from train.trainer import TrainConfig, train
 

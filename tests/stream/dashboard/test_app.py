@@ -156,7 +156,7 @@ def test_bad_addresses_are_one_clear_line(tmp_path):
 
 
 def test_the_command_line_loads_no_mxnet_until_a_command_needs_it():
-    code = ("import sys; from stream import cli; cli.build_parser(); "
+    code = ("import sys; from stream.apps import cli; cli.build_parser(); "
             "from stream.dashboard.app import build_app; "
             "from stream.dashboard.config import ServeConfig; build_app(ServeConfig()); "
             "print('mxnet' in sys.modules)")
@@ -164,5 +164,5 @@ def test_the_command_line_loads_no_mxnet_until_a_command_needs_it():
                          cwd=ROOT, check=True)
     assert out.stdout.strip() == "False"
     from models import DEFAULT_WEIGHTS
-    from stream.cli import DEFAULT_WEIGHTS as SPELT_OUT
+    from stream.apps.cli import DEFAULT_WEIGHTS as SPELT_OUT
     assert SPELT_OUT == DEFAULT_WEIGHTS

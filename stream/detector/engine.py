@@ -14,7 +14,7 @@ from mxnet.gluon import HybridBlock
 from models.inference import InferenceSTAE, inference_form
 from models.stae import STAE
 from models.weights import load_calibration_arrays, load_weights
-from stream.precision import (
+from stream.detector.precision import (
     calibration_windows,
     convert_bf16,
     cpu_flags,
@@ -48,7 +48,7 @@ class Engine:
 
     The STAE runs in its inference form (:mod:`models.inference`), hybridized with static
     memory and, on a CPU, with oneDNN's operator fusion; at ``precision`` (see
-    :mod:`stream.precision`). Callers write windows into :attr:`batch` and call
+    :mod:`stream.detector.precision`). Callers write windows into :attr:`batch` and call
     :meth:`run`; the network reads that buffer in place (no copy on a CPU). With
     ``decode_last``, ``run(n, tail=True)`` reconstructs only each window's newest frames
     (what a live detector scores), skipping the decoder for the others.

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import zmq
 
-from stream.protocol import check_stream_id, encode_eos, encode_frame
-from stream.security import CurveClient
-from stream.sources import FrameSource
+from stream.capture.sources import FrameSource
+from stream.wire.protocol import check_stream_id, encode_eos, encode_frame
+from stream.wire.security import CurveClient
 
 log = logging.getLogger(__name__)
 

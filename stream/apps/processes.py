@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 def vadstream_command(*args: str) -> list[str]:
     """The command line that runs a ``vadstream`` subcommand with this interpreter."""
-    return [sys.executable, "-m", "stream.cli", *args]
+    return [sys.executable, "-m", "stream.apps.cli", *args]
 
 
 class Child:

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stream.demo import free_port
-from stream.processes import Child, stop_all, vadstream_command
-from stream.subscriber import Subscriber
+from stream.apps.demo import free_port
+from stream.apps.processes import Child, stop_all, vadstream_command
+from stream.wire.subscriber import Subscriber
 
 log = logging.getLogger(__name__)
 #: Offered load of a flooded run, as a multiple of the model's frames/s.

@@ -7,8 +7,8 @@ import threading
 import time
 from pathlib import Path
 
+from stream.apps.processes import Child, stop_all, vadstream_command
 from stream.pipeline import Pipeline, StreamConfig
-from stream.processes import Child, stop_all, vadstream_command
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ DEFAULT_FRAMES = "tcp://127.0.0.1:5555"
 DEFAULT_TOPICS = "tcp://127.0.0.1:5556"
 # models.DEFAULT_WEIGHTS, spelt out: importing models loads MXNet, which `serve`, `capture`
 # and `subscribe` never need (a test keeps the two equal).
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights" / "ped2_stae"
-#: stream.demo.DEFAULT_SOURCE, spelt out for the same reason: the UCSD Ped2 root.
-PED2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "UCSDped2"
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "models" / "weights" / "ped2_stae"
+#: stream.apps.demo.DEFAULT_SOURCE, spelt out for the same reason: the UCSD Ped2 root.
+PED2 = Path(__file__).resolve().parents[3] / "shared" / "data" / "UCSDped2"
 
 
 def _stop_on_signals() -> threading.Event:
@@ -40,8 +40,8 @@ def _stop_on_signals() -> threading.Event:
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
-    from stream.capture import FramePusher, run_capture
-    from stream.security import client_from_args
+    from stream.capture.pusher import FramePusher, run_capture
+    from stream.wire.security import client_from_args
 
     stop = _stop_on_signals()
     source = open_live_with_retry(args, stop)
@@ -62,8 +62,8 @@ def cmd_capture(args: argparse.Namespace) -> int:
 def open_live_with_retry(args: argparse.Namespace, stop: threading.Event):
     """Open the capture's source; a camera or stream URL that is down is retried with
     backoff until it answers (or ``stop``), anything else fails at once."""
-    from stream.capture import backoff_delay
-    from stream.sources import URL_SCHEMES, open_source
+    from stream.capture.pusher import backoff_delay
+    from stream.capture.sources import URL_SCHEMES, open_source
 
     live = args.source.isdigit() or args.source.lower().startswith(URL_SCHEMES)
     attempt = 0
@@ -81,7 +81,7 @@ def open_live_with_retry(args: argparse.Namespace, stop: threading.Event):
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from stream.detector import Detector
+    from stream.detector.loop import Detector
     from stream.pipeline import load_pipeline
 
     pipe = load_pipeline(args.config, bind=args.bind, publish=args.publish, model=args.model,
@@ -96,8 +96,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_subscribe(args: argparse.Namespace) -> int:
-    from stream.security import client_from_args
-    from stream.subscriber import Subscriber, print_messages
+    from stream.wire.security import client_from_args
+    from stream.wire.subscriber import Subscriber, print_messages
 
     stop = _stop_on_signals()
     with Subscriber(args.connect, args.topic or [""],
@@ -107,8 +107,8 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from stream.security import client_from_args
-    from stream.subscriber import Subscriber, record
+    from stream.wire.security import client_from_args
+    from stream.wire.subscriber import Subscriber, record
 
     stop = _stop_on_signals()
     with Subscriber(args.connect, [f"overlay.{args.stream}", f"eos.{args.stream}"],
@@ -157,7 +157,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from stream.security import make_keys
+    from stream.wire.security import make_keys
 
     for public in make_keys(args.dir, args.name or ["server", "client"]):
         print(f"{public} (secret: {public}_secret)")
@@ -168,8 +168,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from stream.apps.supervisor import supervise
     from stream.pipeline import load_pipeline
-    from stream.supervisor import supervise
 
     pipe = load_pipeline(args.config)
     if not pipe.streams:
@@ -179,7 +179,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from stream.demo import DEFAULT_SOURCE, dashboard_address, run_demo, write_summary
+    from stream.apps.demo import DEFAULT_SOURCE, dashboard_address, run_demo, write_summary
 
     source = args.source or str(DEFAULT_SOURCE)
     stop = _stop_on_signals()
@@ -211,7 +211,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from stream.engine import pick_context
+    from stream.detector.engine import pick_context
     from train.calibrate import recalibrate
 
     cal = recalibrate(args.model, args.data, stride=args.stride,
@@ -225,7 +225,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
-    from stream.bench import format_bench, run_bench
+    from stream.apps.bench import format_bench, run_bench
 
     sweep = tuple(int(n) for n in args.sweep.split(",") if n.strip())
     result = run_bench(args.model, args.device, seconds=args.seconds, data=args.data,
@@ -236,14 +236,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     if args.plot:
-        from stream.bench_plot import plot_bench
+        from stream.apps.bench_plot import plot_bench
 
         plot_bench(result, args.plot)
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from stream.engine import pick_context
+    from stream.detector.engine import pick_context
     from train.evaluate import evaluate, format_table, write_outputs
 
     result, clips = evaluate(args.model, args.data, stride=args.stride,

@@ -6,7 +6,7 @@ from __future__ import annotations
 class PeakFrame:
     """The highest-scoring frame of a stream's current anomalous run or open event.
 
-    It follows :class:`stream.events.EventTracker`'s choice of peak exactly (the first
+    It follows :class:`stream.detector.events.EventTracker`'s choice of peak exactly (the first
     frame with the highest score, over the run that opened the event and every
     anomalous frame after), so the frame kept is the one an alert's ``peak_seq`` names.
     """

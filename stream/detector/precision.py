@@ -22,7 +22,7 @@ import numpy as np
 from mxnet.gluon import HybridBlock
 
 from models.weights import WeightsMeta
-from stream.frames import list_frames, load_clip, resolve_clips
+from stream.capture.frames import list_frames, load_clip, resolve_clips
 
 log = logging.getLogger(__name__)
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
@@ -37,7 +37,7 @@ INT8_FP32_LAYERS = ("enc1", "dec2", "h2h")
 #: Ops left in fp32: MXNet 1.9.1 has no int8 transposed convolution, and its int8
 #: convolution-plus-sum fusion fails at run time (uint8 vs int8) on the ConvLSTM.
 INT8_FP32_OPS = ("elemwise_add", "Deconvolution", "broadcast_add")
-_REPO = Path(__file__).resolve().parents[1]
+_REPO = Path(__file__).resolve().parents[2]
 
 
 def cpu_flags() -> frozenset[str]:

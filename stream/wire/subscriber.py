@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import zmq
 
-from stream.security import CurveClient
+from stream.wire.security import CurveClient
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
 """``vadstream bench``: how fast this machine runs the detector, against what it could.
 
 Measured in one run so that ratios hold even where absolute speeds drift: the machine's
-fp32 matrix-multiply peak first, then the detector's network (:class:`stream.engine.Engine`,
+fp32 matrix-multiply peak first, then the detector's network (:class:`stream.detector.engine.Engine`,
 as the live detector runs it) at several batch sizes, the fastest reduced precision with
 its AUC change on the Ped2 test clips, and the whole multi-process pipeline
-(:mod:`stream.bench_pipeline`). Every throughput is the best of three timed runs, so
+(:mod:`stream.apps.bench_pipeline`). Every throughput is the best of three timed runs, so
 another program's burst of CPU use lowers a figure less.
 """
 
@@ -20,11 +20,11 @@ from pathlib import Path
 import mxnet as mx
 import numpy as np
 
+from models.scoring import LOOKBACK
 from models.weights import read_meta
-from stream.demo import DEFAULT_SOURCE
-from stream.engine import Engine, pick_context
-from stream.precision import bf16_possible, cpu_flags, isa_summary
-from stream.scorer import LOOKBACK
+from stream.apps.demo import DEFAULT_SOURCE
+from stream.detector.engine import Engine, pick_context
+from stream.detector.precision import bf16_possible, cpu_flags, isa_summary
 
 log = logging.getLogger(__name__)
 CPU_BATCHES = (1, 2, 4, 8)
@@ -180,7 +180,7 @@ def run_bench(model: str | Path, device: str = "auto", seconds: float = 3.0,
         reduced: Measure the reduced precision (it evaluates the test clips twice).
         stride: Detector stride of the live measurements (default: the weights' own).
     """
-    from stream.bench_pipeline import pipeline_report
+    from stream.apps.bench_pipeline import pipeline_report
 
     ctx = pick_context(device)
     meta = read_meta(model)

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stream.frames import list_frames, resolve_clips
+from stream.capture.frames import list_frames, resolve_clips
 
 #: Replay rate of frame folders when none is given (UCSD footage is about 10 fps).
 FOLDER_FPS = 10.0

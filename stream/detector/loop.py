@@ -12,20 +12,20 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import zmq
 
+from models.scoring import LOOKBACK, ScorerConfig
 from models.weights import DEFAULT_WEIGHTS
-from stream.annotate import Annotator, find_boxes
-from stream.endpoints import is_loopback
-from stream.engine import Engine
-from stream.events import EventConfig, EventTracker, FrameVerdict
-from stream.histogram import Histogram
-from stream.precision import PRECISIONS
-from stream.protocol import EndOfStream, Frame, ProtocolError, decode_message
-from stream.publisher import Publisher
-from stream.ring import RingBuffer
-from stream.scorer import LOOKBACK, ScorerConfig
-from stream.security import CurveServer
-from stream.snapshots import PeakFrame
+from stream.detector.annotate import Annotator, find_boxes
+from stream.detector.engine import Engine
+from stream.detector.events import EventConfig, EventTracker, FrameVerdict
+from stream.detector.histogram import Histogram
+from stream.detector.precision import PRECISIONS
+from stream.detector.ring import RingBuffer
+from stream.detector.snapshots import PeakFrame
 from stream.store import EventStore, recovered_end
+from stream.wire.endpoints import is_loopback
+from stream.wire.protocol import EndOfStream, Frame, ProtocolError, decode_message
+from stream.wire.publisher import Publisher
+from stream.wire.security import CurveServer
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class DetectorConfig:
         device: ``auto`` (GPU when present), ``cpu`` or ``gpu``.
         precision: ``auto`` (the fastest reduced precision this CPU has instructions
             for: bf16 with AVX512-BF16/AMX, int8 with VNNI, else fp32), ``fp32``,
-            ``bf16`` or ``int8`` (see ``stream.precision``).
+            ``bf16`` or ``int8`` (see ``stream.detector.precision``).
         int8_calibration: Folder of normal clips that int8 is calibrated on ("" : the
             clips the weights were trained on). Never test footage.
         stride: Frames between a stream's windows; each window scores its newest

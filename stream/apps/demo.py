@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from models.weights import read_meta
-from stream.processes import Child, stop_all, vadstream_command
-from stream.subscriber import Subscriber
+from stream.apps.processes import Child, stop_all, vadstream_command
+from stream.wire.subscriber import Subscriber
 
 log = logging.getLogger(__name__)
-DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "UCSDped2"
+DEFAULT_SOURCE = Path(__file__).resolve().parents[3] / "shared" / "data" / "UCSDped2"
 
 
 def free_port() -> int:

@@ -6,7 +6,7 @@ import json
 
 import zmq
 
-from stream.security import CurveServer
+from stream.wire.security import CurveServer
 
 
 class Publisher:

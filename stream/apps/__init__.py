@@ -1,0 +1,1 @@
+"""The commands: cli, run (supervisor), demo, bench; the only importers of train/."""

@@ -1,0 +1,1 @@
+"""Frame sources, frame readers and the capture process."""

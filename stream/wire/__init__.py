@@ -1,0 +1,1 @@
+"""Wire protocol, typed topic messages, publisher, subscriber, CURVE, endpoints."""
