@@ -1,7 +1,8 @@
 """``vadstream bench``: how fast this machine runs the detector, against what it could.
 
 Measured in one run so that ratios hold even where absolute speeds drift: the machine's
-fp32 matrix-multiply peak first, then the detector's network (:class:`stream.detector.engine.Engine`,
+fp32 matrix-multiply peak first, then the detector's network
+(:class:`stream.detector.engine.Engine`,
 as the live detector runs it) at several batch sizes, the fastest reduced precision with
 its AUC change on the Ped2 test clips, and the whole multi-process pipeline
 (:mod:`stream.apps.bench_pipeline`). Every throughput is the best of three timed runs, so
