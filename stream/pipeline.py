@@ -8,8 +8,8 @@ from pathlib import Path
 from models.scoring import ScorerConfig
 from stream.config import ConfigError, build, check_sections, load_yaml
 from stream.detector.annotate import Annotator
+from stream.detector.config import DetectorConfig
 from stream.detector.events import EventConfig
-from stream.detector.loop import DetectorConfig
 from stream.wire.protocol import ENCODINGS, check_stream_id
 
 

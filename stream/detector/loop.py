@@ -7,18 +7,17 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import zmq
 
 from models.scoring import LOOKBACK, ScorerConfig
-from models.weights import DEFAULT_WEIGHTS
 from stream.detector.annotate import Annotator, find_boxes
+from stream.detector.config import DetectorConfig
 from stream.detector.engine import Engine
 from stream.detector.events import EventConfig, EventTracker, FrameVerdict
 from stream.detector.histogram import Histogram
-from stream.detector.precision import PRECISIONS
 from stream.detector.ring import RingBuffer
 from stream.detector.snapshots import PeakFrame
 from stream.store import EventStore, recovered_end
@@ -28,78 +27,6 @@ from stream.wire.publisher import Publisher
 from stream.wire.security import CurveServer
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DetectorConfig:
-    """``detector:`` in ``configs/pipeline.yaml``.
-
-    Args:
-        bind: Endpoint the frame PULL socket binds.
-        publish: Endpoint the topic publisher binds.
-        model: Weights stem or ``.params`` path.
-        device: ``auto`` (GPU when present), ``cpu`` or ``gpu``.
-        precision: ``auto`` (the fastest reduced precision this CPU has instructions
-            for: bf16 with AVX512-BF16/AMX, int8 with VNNI, else fp32), ``fp32``,
-            ``bf16`` or ``int8`` (see ``stream.detector.precision``).
-        int8_calibration: Folder of normal clips that int8 is calibrated on ("" : the
-            clips the weights were trained on). Never test footage.
-        stride: Frames between a stream's windows; each window scores its newest
-            ``stride`` frames (1..T; smaller is lower latency and more compute).
-        max_batch: Most windows (of all streams) in one forward pass.
-        receive_hwm: Frames queued on the PULL socket before capture drops.
-        publish_hwm: Messages queued per subscriber before that subscriber misses some.
-        max_streams: Streams tracked at once; frames of further ones are rejected.
-        idle_timeout: Seconds without frames after which a stream is ended (its rest
-            scored, its open event closed) and forgotten.
-        status_interval: Seconds between ``status`` messages.
-        max_message_mb: Largest frame message accepted; ZeroMQ disconnects a peer that
-            sends a larger one before buffering it.
-        max_buffer_mb: Memory all streams' ring buffers may take together; a new stream
-            that would exceed it is refused (counted as ``buffer_budget``).
-        offline_after: Seconds without frames after which ``status`` reports a stream
-            offline (it stays tracked until ``idle_timeout``).
-        events_db: SQLite file every alert is appended to before it is published
-            ("" disables it, and with it the recovery of events left open by a crash).
-        curve_secret_key: The detector's CURVE ``.key_secret`` file; set, both sockets
-            admit only clients whose public key is in ``curve_allowed``.
-        curve_allowed: Folder of the admitted clients' ``.key`` files.
-    """
-
-    bind: str = "tcp://127.0.0.1:5555"
-    publish: str = "tcp://127.0.0.1:5556"
-    model: str = str(DEFAULT_WEIGHTS)
-    device: str = "auto"
-    precision: str = "auto"
-    int8_calibration: str = ""
-    stride: int = 5
-    max_batch: int = 4
-    receive_hwm: int = 32
-    publish_hwm: int = 1000
-    max_streams: int = 64
-    idle_timeout: float = 30.0
-    status_interval: float = 1.0
-    max_message_mb: int = 32
-    max_buffer_mb: int = 2048
-    offline_after: float = 3.0
-    events_db: str = "events.sqlite3"
-    curve_secret_key: str = ""
-    curve_allowed: str = ""
-
-    def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision {self.precision!r} is not one of {list(PRECISIONS)}")
-        if bool(self.curve_secret_key) != bool(self.curve_allowed):
-            raise ValueError("CURVE needs both curve_secret_key and curve_allowed")
-        counts = {"stride": self.stride, "max_batch": self.max_batch,
-                  "receive_hwm": self.receive_hwm, "publish_hwm": self.publish_hwm,
-                  "max_streams": self.max_streams}
-        for key, value in counts.items():
-            if value < 1:
-                raise ValueError(f"{key} must be at least 1, got {value}")
-        if self.idle_timeout <= 0 or self.status_interval <= 0:
-            raise ValueError(f"idle_timeout and status_interval must be positive, got "
-                             f"{self.idle_timeout} and {self.status_interval}")
 
 
 #: Per-stream counters, as the ``eos`` message reports them.

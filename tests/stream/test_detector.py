@@ -12,8 +12,9 @@ import zmq
 from models import load_weights
 from models.scoring import ScorerConfig
 from stream.capture.frames import list_frames
+from stream.detector.config import DetectorConfig
 from stream.detector.events import EventConfig
-from stream.detector.loop import Detector, DetectorConfig
+from stream.detector.loop import Detector
 from stream.wire.protocol import encode_eos, encode_frame
 from stream.wire.subscriber import Subscriber
 from tests.conftest import PED2, free_port, wait_for
