@@ -1,9 +1,10 @@
-"""Networks, the input contract and weights: no runtime or training code here."""
+"""Networks, model families, the input contract, scoring and weights: no runtime or
+training code here."""
 
 from models.contract import InputContract
-from models.inference import InferenceSTAE, inference_form
-from models.registry import get_model, model_names
-from models.stae import STAE
+from models.family import ModelFamily, Temporal
+from models.registry import get_family, get_model, model_names, register_family
+from models.stae import STAE, InferenceSTAE, inference_form
 from models.weights import (
     DEFAULT_WEIGHTS,
     WeightsError,
@@ -14,6 +15,7 @@ from models.weights import (
     save_weights,
 )
 
-__all__ = ["DEFAULT_WEIGHTS", "STAE", "InferenceSTAE", "InputContract", "WeightsError",
-           "WeightsMeta", "get_model", "inference_form", "load_calibration_arrays",
-           "load_weights", "model_names", "read_meta", "save_weights"]
+__all__ = ["DEFAULT_WEIGHTS", "STAE", "InferenceSTAE", "InputContract", "ModelFamily",
+           "Temporal", "WeightsError", "WeightsMeta", "get_family", "get_model",
+           "inference_form", "load_calibration_arrays", "load_weights", "model_names",
+           "read_meta", "register_family", "save_weights"]

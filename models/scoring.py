@@ -114,7 +114,7 @@ class Scorer:
         """Score frames ``first`` to the end of one window.
 
         Args:
-            recon: (T, H, W) the window's reconstruction in model units, T ≥ 2.
+            recon: (T, H, W) the window's reconstruction in model units.
             frames: (T, H, W) the window's input in model units.
             first: The first frame to score (the earlier ones give the error's change; frame
                 0 of a window has no change, so its ``motion`` is 0).
@@ -126,9 +126,9 @@ class Scorer:
             ValueError: If the window has fewer than 2 frames or ``first`` is outside it.
         """
         n = len(frames)
-        if n < 2 or not 0 <= first < n:
-            raise ValueError(f"scoring needs a window of at least 2 frames and a first frame "
-                             f"inside it, got {n} frames and first {first}")
+        if not 0 <= first < n or (self.rule == "motion" and n < 2):
+            raise ValueError(f"scoring needs a first frame inside the window (and rule motion "
+                             f"a window of at least 2 frames), got {n} frames and first {first}")
         residual = recon - frames
         residual *= self.pixel_scale
         diff = np.abs(residual[first:])
@@ -137,7 +137,7 @@ class Scorer:
         later = np.arange(max(first, 1), n)
         change = np.abs(residual[later] - residual[later - 1])
         if first == 0:
-            change = np.concatenate([np.zeros_like(change[:1]), change])
+            change = np.concatenate([np.zeros((1, *frames.shape[1:]), change.dtype), change])
         return self.from_sums(window_sum(diff), diff.mean(axis=(-2, -1)), window_sum(change))
 
     def excess(self, sums: np.ndarray) -> np.ndarray:

@@ -11,8 +11,8 @@ import mxnet as mx
 import numpy as np
 from mxnet.gluon import HybridBlock
 
-from models.inference import InferenceSTAE, inference_form
-from models.stae import STAE
+from models.stae.inference import InferenceSTAE, inference_form
+from models.stae.network import STAE
 from models.weights import load_calibration_arrays, load_weights
 from stream.detector.precision import (
     calibration_windows,
@@ -46,7 +46,7 @@ def pick_context(device: str) -> mx.Context:
 class Engine:
     """Loads weights once and reconstructs batches of windows, allocating nothing per call.
 
-    The STAE runs in its inference form (:mod:`models.inference`), hybridized with static
+    The STAE runs in its inference form (:mod:`models.stae.inference`), hybridized with static
     memory and, on a CPU, with oneDNN's operator fusion; at ``precision`` (see
     :mod:`stream.detector.precision`). Callers write windows into :attr:`batch` and call
     :meth:`run`; the network reads that buffer in place (no copy on a CPU). With

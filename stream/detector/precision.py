@@ -147,7 +147,7 @@ def quantize_int8(net: HybridBlock, windows: np.ndarray, batch: int = 4) -> Hybr
     "entropy" calibration ruined the reconstruction here).
 
     Args:
-        net: An fp32 :class:`models.inference.InferenceSTAE` (not yet optimised).
+        net: An fp32 :class:`models.stae.inference.InferenceSTAE` (not yet optimised).
         windows: Normal windows, (n, T, size, size).
         batch: Windows per calibration pass.
 

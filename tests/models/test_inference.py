@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from models import DEFAULT_WEIGHTS, STAE, load_weights
-from models.convlstm import ConvLSTM, InferenceConvLSTM, fold_convlstm
-from models.inference import inference_form
-from models.phases import compose_over_phases, interleave_kernel, phase_kernels
+from models.stae.convlstm import ConvLSTM, InferenceConvLSTM, fold_convlstm
+from models.stae.inference import inference_form
+from models.stae.phases import compose_over_phases, interleave_kernel, phase_kernels
 from stream.capture.frames import load_clip
 from tests.conftest import PED2
 

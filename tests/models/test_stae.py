@@ -4,7 +4,7 @@ import pytest
 from mxnet.gluon.contrib.rnn import Conv2DLSTMCell
 
 from models import STAE, get_model, model_names
-from models.convlstm import ConvLSTM
+from models.stae.convlstm import ConvLSTM
 
 
 def test_stae_output_has_input_shape():

@@ -75,7 +75,10 @@ def test_motion_rule_is_the_top_of_the_map_of_the_errors_change():
     assert not whole.map[0].any() and whole.motion[0] == 0 and not whole.anomalous[0]
     np.testing.assert_allclose(whole.map[2:], s.map)
     with pytest.raises(ValueError, match="at least 2 frames"):
-        Scorer().score(recon[:1], frames[:1])
+        Scorer(rule="motion", threshold=300).score(recon[:1], frames[:1])
+    # A per-frame model's window of one frame: its error rules score it, motion is 0.
+    one = Scorer(rule="peak", threshold=1).score(recon[:1], frames[:1])
+    assert one.motion[0] == 0 and one.peak[0] == pytest.approx(s_peak_of_first(recon, frames), rel=1e-5)
 
 
 def test_motion_rule_flags_a_fast_mover_but_not_a_steady_error():
@@ -122,3 +125,7 @@ def test_pixel_scale_converts_standardised_units():
     recon = np.full((2, 8, 8), 0.5, np.float32)
     s = Scorer(pixel_scale=255 * 0.2).score(recon, frames)
     assert s.error[0] == pytest.approx(0.5 * 51)
+
+
+def s_peak_of_first(recon, frames):
+    return float(window_sum(np.abs(recon[0] - frames[0]) * 255.0).max())

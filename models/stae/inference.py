@@ -6,7 +6,7 @@ every layer is an ordinary convolution whose activation oneDNN fuses into it
 
 - ``tanh(x) = 2·sigmoid(2x) − 1`` wherever the ``2·s − 1`` can be folded into the next
   layer's weights: oneDNN 2.4's ``tanh`` costs four times its ``sigmoid`` on AVX2;
-- the two transposed convolutions become phase convolutions (:mod:`models.phases`): the
+- the two transposed convolutions become phase convolutions (:mod:`models.stae.phases`): the
   first one's four stride phases are one convolution, and the second one reads those
   phases directly, so the 55×55 intermediate image is never interleaved; one
   one-multiply-per-pixel transposed convolution interleaves the final 8×8 phases;
@@ -21,9 +21,9 @@ import mxnet as mx
 import numpy as np
 from mxnet.gluon import HybridBlock
 
-from models.convlstm import InferenceConvLSTM, fold_convlstm
-from models.phases import compose_over_phases, interleave_kernel, phase_kernels
-from models.stae import FRAME_SIZE, STAE
+from models.stae.convlstm import InferenceConvLSTM, fold_convlstm
+from models.stae.network import FRAME_SIZE, STAE
+from models.stae.phases import compose_over_phases, interleave_kernel, phase_kernels
 
 _ENCODER = ((11, 4), (5, 2))    # (kernel, stride) of the two encoder convolutions
 _DECODER = ((5, 2), (11, 4))    # and of the two transposed convolutions

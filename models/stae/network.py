@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mxnet.gluon import HybridBlock, nn
 
-from models.convlstm import ConvLSTM
+from models.stae.convlstm import ConvLSTM
 
 #: Frame side the network expects and returns (Chong & Tay use 227×227).
 FRAME_SIZE = 227

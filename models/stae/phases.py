@@ -8,7 +8,7 @@ channels are the phases. oneDNN runs such convolutions about twice as fast as th
 transposed convolutions themselves (and a one-channel transposed convolution far slower).
 
 Everything here is weight algebra in NumPy; the networks that use it live in
-:mod:`models.inference`.
+:mod:`models.stae.inference`.
 """
 
 from __future__ import annotations

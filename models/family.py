@@ -1,0 +1,98 @@
+"""What the runtime needs of a model family, and nothing more.
+
+A family is a plug-in: the network (a Gluon block), its temporal context (how many
+frames a window holds, which of them it can score, how many earlier ones its scorer
+reads), the networks it runs at inference (any rearranged form of the trained one), and
+the scorer that turns (output, input) into per-frame scores and anomaly maps with the
+calibration its weights carry. The live detector and the offline tools schedule windows
+and batch them per model through this interface; they never branch on a family's name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import mxnet as mx
+import numpy as np
+from mxnet.gluon import HybridBlock
+
+from models.scoring import FrameScores, ScorerConfig
+
+if TYPE_CHECKING:   # models.weights builds networks through the registry, which imports this
+    from models.weights import WeightsMeta
+
+
+@dataclass(frozen=True)
+class Temporal:
+    """A model's temporal context.
+
+    Attributes:
+        window: Frames per window (1: a per-frame image model).
+        scorable: How many of a window's newest frames the model scores (the whole
+            window for a reconstruction, 1 for a next-frame predictor).
+        lookback: Frames before the first scored one that its scorer reads (0: none).
+    """
+
+    window: int
+    scorable: int
+    lookback: int = 0
+
+    def __post_init__(self) -> None:
+        if self.window < 1 or not 1 <= self.scorable <= self.window:
+            raise ValueError(f"a model's window must be at least 1 frame and it must score "
+                             f"1..window of them, got window {self.window}, scorable "
+                             f"{self.scorable}")
+        if not 0 <= self.lookback <= self.window - 1:
+            raise ValueError(f"lookback must be 0..{self.window - 1}, got {self.lookback}")
+
+
+class FrameScorer(Protocol):
+    """Scores the newest frames of one window from the model's output."""
+
+    rule: str
+    threshold: float
+    map_threshold: float
+
+    def score(self, output: np.ndarray, frames: np.ndarray, first: int = 0) -> FrameScores:
+        """Scores of frames ``first``.. of ``frames`` (the window's newest, aligned with
+        ``output``)."""
+        ...
+
+
+class ModelFamily:
+    """Base class of a model family; subclasses set :attr:`name` and :meth:`network`.
+
+    The defaults fit a per-frame reconstruction model: one frame per window, the trained
+    network run as it is, and the reconstruction scorer of :mod:`models.scoring`.
+    """
+
+    #: Registered name (the weights' ``model``).
+    name: str = ""
+
+    def network(self, **kwargs) -> HybridBlock:
+        """Build an uninitialised network from the weights' ``model_args``."""
+        raise NotImplementedError
+
+    def temporal(self, meta: WeightsMeta) -> Temporal:
+        """The temporal context of weights ``meta`` (raises ValueError if unusable)."""
+        return Temporal(window=meta.window, scorable=meta.window)
+
+    def inference(self, trained: HybridBlock, meta: WeightsMeta, ctx: mx.Context,
+                  outputs: int | None = None) -> dict[int, HybridBlock]:
+        """The networks to run, keyed by how many of a window's newest frames each one
+        outputs; one of them outputs ``temporal(meta).scorable`` frames or more.
+
+        Args:
+            trained: The trained network with its weights loaded.
+            meta: Its metadata.
+            ctx: Where it runs.
+            outputs: The frames a live detector needs per window when it could do with
+                fewer than all (None: no such hint).
+        """
+        return {self.temporal(meta).scorable: trained}
+
+    def scorer(self, meta: WeightsMeta, arrays: dict[str, np.ndarray],
+               config: ScorerConfig) -> FrameScorer:
+        """The scorer, with the calibration the weights carry filling in ``config``."""
+        return config.build(meta.calibration, meta.contract.pixel_scale, arrays.get("baseline"))

@@ -1,0 +1,37 @@
+"""The STAE as a model family: windows of T frames, every frame scored, the inference
+form at run time, the reconstruction scorer (``motion`` reads the frame before)."""
+
+from __future__ import annotations
+
+import mxnet as mx
+from mxnet.gluon import HybridBlock
+
+from models.family import ModelFamily, Temporal
+from models.scoring import LOOKBACK
+from models.stae.inference import inference_form
+from models.stae.network import STAE
+from models.weights import WeightsMeta
+
+
+class STAEFamily(ModelFamily):
+    """Chong & Tay 2017's spatio-temporal autoencoder (:class:`models.stae.STAE`)."""
+
+    name = "stae"
+
+    def network(self, **kwargs) -> HybridBlock:
+        return STAE(**kwargs)
+
+    def temporal(self, meta: WeightsMeta) -> Temporal:
+        if meta.window < 2:
+            raise ValueError(f"weights with a window of {meta.window} frame: scoring needs at "
+                             "least 2 (the error's change between frames); retrain it with a "
+                             "longer window")
+        return Temporal(window=meta.window, scorable=meta.window, lookback=LOOKBACK)
+
+    def inference(self, trained: HybridBlock, meta: WeightsMeta, ctx: mx.Context,
+                  outputs: int | None = None) -> dict[int, HybridBlock]:
+        full = inference_form(trained, ctx) if isinstance(trained, STAE) else trained
+        nets = {meta.window: full}
+        if outputs and outputs < meta.window and hasattr(full, "tail"):
+            nets[outputs] = full.tail(outputs)
+        return nets
