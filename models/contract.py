@@ -41,6 +41,11 @@ class InputContract:
                              f"of {sorted(_INTERPOLATIONS)}")
 
     @property
+    def shape(self) -> tuple[int, int]:
+        """Shape of one preprocessed frame."""
+        return (self.size, self.size)
+
+    @property
     def pixel_scale(self) -> float:
         """Factor from model units to the 0-255 intensity scale (for differences)."""
         return 255.0 * self.std

@@ -11,8 +11,7 @@ import mxnet as mx
 import numpy as np
 from mxnet.gluon import HybridBlock
 
-from models.stae.inference import InferenceSTAE, inference_form
-from models.stae.network import STAE
+from models.registry import get_family
 from models.weights import load_calibration_arrays, load_weights
 from stream.detector.precision import (
     calibration_windows,
@@ -69,48 +68,53 @@ class Engine:
         self.ctx = pick_context(device)
         trained, self.meta = load_weights(weights, self.ctx)
         self.calibration_arrays = load_calibration_arrays(weights, self.meta)
-        self.window = self.meta.window
+        self.family = get_family(self.meta.model)
+        self.temporal = self.family.temporal(self.meta)
+        self.window = self.temporal.window
         self.contract = self.meta.contract
         self.requested_precision = precision
         self.precision = resolve_precision(precision, self.ctx)
-        size = self.contract.size
-        self.batch = np.zeros((max_batch, self.window, size, size), np.float32)
+        # Two input buffers: a caller fills one while the network reads the other.
+        self.batches = [np.zeros((max_batch, self.window, *self.contract.shape), np.float32)
+                        for _ in range(2)]
+        self.batch = self.batches[0]
         self.busy_s = 0.0       # time spent in run() and the frames it put through the
         self.frames_run = 0     # network, so a status can tell inference from the rest
         calibration = _once(lambda: calibration_windows(self.meta, int8_calibration))
-        full = inference_form(trained, self.ctx) if isinstance(trained, STAE) else trained
-        tails = [decode_last] if decode_last and decode_last < self.window and \
-            isinstance(full, InferenceSTAE) else []
-        forms = {self.window: full} | {k: full.tail(k) for k in tails}
+        forms = self.family.inference(trained, self.meta, self.ctx, decode_last)
         self._nets = {}
-        for frames, form in forms.items():
+        for frames, form in sorted(forms.items(), reverse=True):
             self._nets[frames] = _Runner(
                 build_network(form, self.ctx, self.precision, self.batch[:1], calibration),
-                self.batch, frames, self.ctx)
-        self.net = self._nets[self.window].net
-        self.decode_last = tails[0] if tails else self.window
+                self.batches, frames, self.ctx)
+        self.outputs = max(self._nets)      # frames the full network outputs per window
+        self.net = self._nets[self.outputs].net
+        self.decode_last = min(self._nets)
         for frames in self._nets:   # build the graphs and their static memory now
-            self.run(1, tail=frames != self.window)
+            self.run(1, tail=frames != self.outputs)
         self.busy_s, self.frames_run = 0.0, 0
         log.info("model %s (%s) on %s, precision %s%s", weights, self.meta.model, self.ctx,
                  self.precision, f" (auto; CPU: {isa_summary(cpu_flags())})"
                  if precision == "auto" and self.ctx.device_type == "cpu" else "")
 
-    def run(self, n: int, tail: bool = False) -> np.ndarray:
-        """Reconstruct the first ``n`` windows of :attr:`batch`.
+    def run(self, n: int, tail: bool = False, slot: int = 0) -> np.ndarray:
+        """Run the network on the first ``n`` windows of ``batches[slot]``.
 
         Args:
             n: Windows.
-            tail: Reconstruct only the newest :attr:`decode_last` frames of each.
+            tail: Output only the newest :attr:`decode_last` frames of each.
+            slot: Which input buffer (0 is :attr:`batch`); each has its own output
+                buffer, so one slot's output stays valid while the other runs.
 
         Returns:
-            (n, T or decode_last, S, S) view of an output buffer, valid until the next
-            call.
+            (n, outputs or decode_last, ...) view of the slot's output buffer, valid
+            until the next call on that slot. Output frame j is the window's frame
+            ``T - len + j``: outputs cover a window's newest frames.
         """
         if not 1 <= n <= len(self.batch):
             raise ValueError(f"batch of {n} windows: the engine takes 1..{len(self.batch)}")
         started = time.perf_counter()
-        out = self._nets[self.decode_last if tail else self.window].run(n)
+        out = self._nets[self.decode_last if tail else self.outputs].run(n, slot)
         self.busy_s += time.perf_counter() - started
         self.frames_run += n * self.window
         return out
@@ -129,27 +133,29 @@ class Engine:
 class _Runner:
     """One hybridized network over the engine's input buffer and its own output buffer."""
 
-    def __init__(self, net: HybridBlock, batch: np.ndarray, frames: int,
+    def __init__(self, net: HybridBlock, batches: list[np.ndarray], frames: int,
                  ctx: mx.Context) -> None:
         self.net = net
-        self.batch = batch
-        self.output = np.zeros((len(batch), frames, *batch.shape[2:]), np.float32)
+        self.batches = batches
+        shape = batches[0].shape
+        self.outputs = [np.zeros((shape[0], frames, *shape[2:]), np.float32) for _ in batches]
         self.ctx = ctx
-        self._views: dict[int, tuple[mx.nd.NDArray, mx.nd.NDArray]] = {}
+        self._views: dict[tuple[int, int], tuple[mx.nd.NDArray, mx.nd.NDArray]] = {}
 
-    def run(self, n: int) -> np.ndarray:
-        if n not in self._views:
+    def run(self, n: int, slot: int = 0) -> np.ndarray:
+        if (slot, n) not in self._views:
             # NDArrays over the first n windows of the NumPy buffers, sharing their memory
-            self._views[n] = (mx.nd.from_numpy(self.batch[:n], zero_copy=True),
-                              mx.nd.from_numpy(self.output[:n], zero_copy=True))
-        source, target = self._views[n]
+            self._views[slot, n] = (
+                mx.nd.from_numpy(self.batches[slot][:n], zero_copy=True),
+                mx.nd.from_numpy(self.outputs[slot][:n], zero_copy=True))
+        source, target = self._views[slot, n]
         y = self.net(source.as_in_context(self.ctx) if self.ctx.device_type != "cpu"
                      else source)
         if y.dtype != np.float32:
             y = y.astype(np.float32)
         y.copyto(target)
         target.wait_to_read()
-        return self.output[:n]
+        return self.outputs[slot][:n]
 
 
 def _once(fn: Callable[[], np.ndarray]) -> Callable[[], np.ndarray]:

@@ -78,7 +78,8 @@ def test_motion_rule_is_the_top_of_the_map_of_the_errors_change():
         Scorer(rule="motion", threshold=300).score(recon[:1], frames[:1])
     # A per-frame model's window of one frame: its error rules score it, motion is 0.
     one = Scorer(rule="peak", threshold=1).score(recon[:1], frames[:1])
-    assert one.motion[0] == 0 and one.peak[0] == pytest.approx(s_peak_of_first(recon, frames), rel=1e-5)
+    assert one.motion[0] == 0
+    assert one.peak[0] == pytest.approx(s_peak_of_first(recon, frames), rel=1e-5)
 
 
 def test_motion_rule_flags_a_fast_mover_but_not_a_steady_error():
