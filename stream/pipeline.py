@@ -23,6 +23,8 @@ class StreamConfig:
         fps: Replay rate for files and folders (None: their own; 0: as fast as possible).
         loop: Replay a finite source forever.
         encoding: ``raw`` or ``jpeg`` on the wire.
+        model: Weights this stream is scored with ("" : the detector's ``model``); each
+            camera can have its own (an anomaly model learns one scene's normal).
         curve_key: The capture's CURVE ``.key_secret`` (when the detector requires CURVE).
         curve_server: The detector's public ``.key``.
     """
@@ -32,6 +34,7 @@ class StreamConfig:
     fps: float | None = None
     loop: bool = False
     encoding: str = "raw"
+    model: str = ""
     curve_key: str = ""
     curve_server: str = ""
 

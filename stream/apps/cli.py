@@ -90,7 +90,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
                          events_db=args.events_db, curve_secret_key=args.curve_secret_key,
                          curve_allowed=args.curve_allowed)
     stop = _stop_on_signals()
-    detector = Detector(pipe.detector, pipe.scorer, pipe.events, pipe.annotator.build())
+    detector = Detector(pipe.detector, pipe.scorer, pipe.events, pipe.annotator.build(),
+                        streams=pipe.streams)
     detector.run(stop)
     return 0
 

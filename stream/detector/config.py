@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from models.weights import DEFAULT_WEIGHTS
 from stream.detector.precision import PRECISIONS
@@ -27,7 +27,13 @@ class DetectorConfig:
         max_batch: Most windows (of all streams) in one forward pass.
         receive_hwm: Frames queued on the PULL socket before capture drops.
         publish_hwm: Messages queued per subscriber before that subscriber misses some.
-        max_streams: Streams tracked at once; frames of further ones are rejected.
+        max_streams: Unlisted streams (not configured, not in ``allow``) tracked at once;
+            frames of further ones are rejected. Configured streams are always admitted.
+        allow: Stream ids always admitted, on capacity reserved for them (besides the
+            pipeline's ``streams:``).
+        allow_unknown: Whether unlisted streams are admitted at all.
+        probation: Seconds after which an unlisted stream that has sent less than a
+            window and went quiet gives its slot to a new stream that keeps sending.
         idle_timeout: Seconds without frames after which a stream is ended (its rest
             scored, its open event closed) and forgotten.
         status_interval: Seconds between ``status`` messages.
@@ -55,6 +61,9 @@ class DetectorConfig:
     receive_hwm: int = 32
     publish_hwm: int = 1000
     max_streams: int = 64
+    allow: tuple[str, ...] = ()
+    allow_unknown: bool = True
+    probation: float = 1.0
     idle_timeout: float = 30.0
     status_interval: float = 1.0
     max_message_mb: int = 32
@@ -63,6 +72,8 @@ class DetectorConfig:
     events_db: str = "events.sqlite3"
     curve_secret_key: str = ""
     curve_allowed: str = ""
+    curve_streams: dict = field(default_factory=dict)
+    plugins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -75,6 +86,10 @@ class DetectorConfig:
         for key, value in counts.items():
             if value < 1:
                 raise ValueError(f"{key} must be at least 1, got {value}")
+        if self.curve_streams and not self.curve_secret_key:
+            raise ValueError("curve_streams needs CURVE (curve_secret_key, curve_allowed)")
+        if self.probation < 0:
+            raise ValueError(f"probation must be at least 0 seconds, got {self.probation}")
         if self.idle_timeout <= 0 or self.status_interval <= 0:
             raise ValueError(f"idle_timeout and status_interval must be positive, got "
                              f"{self.idle_timeout} and {self.status_interval}")

@@ -69,6 +69,20 @@ class CurveServer:
         auth.configure_curve(domain="*", location=str(self.allowed))
         return auth
 
+    def bound_streams(self, names: dict[str, list[str]]) -> dict[str, list[str]]:
+        """Client keys -> the stream ids each may send, from key names (the ``NAME`` of
+        ``NAME.key`` in ``allowed``) to the Z85 public keys ZeroMQ reports as the
+        sender's ``User-Id``.
+
+        Raises:
+            FileNotFoundError: If a named key is not in ``allowed``.
+        """
+        out = {}
+        for name, streams in names.items():
+            public, _ = _load(Path(self.allowed) / f"{name}.key", secret=False)
+            out[public.decode()] = [str(s) for s in streams]
+        return out
+
     def apply(self, socket: zmq.Socket) -> None:
         """Make a bound socket a CURVE server (before bind)."""
         public, secret = _load(self.secret_key, secret=True)

@@ -25,7 +25,8 @@ from train.offline import score_clip
 def running(tiny_weights, tmp_path):
     bind, publish = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     det = Detector(DetectorConfig(bind=bind, publish=publish, model=str(tiny_weights),
-                                  device="cpu", stride=2, max_batch=3, status_interval=0.2,
+                                  device="cpu", precision="fp32", stride=2, max_batch=3,
+                                  status_interval=0.2,
                                   events_db=str(tmp_path / "events.sqlite3")),
                    ScorerConfig(rule="area", threshold=1), EventConfig(open_frames=1))
     stop = threading.Event()

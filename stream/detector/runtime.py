@@ -1,0 +1,73 @@
+"""One model as the detector runs it: weights, family, engine, scorer and window plan."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from models.registry import get_family
+from models.scoring import ScorerConfig
+from models.weights import read_meta
+from stream.detector.config import DetectorConfig
+from stream.detector.engine import Engine
+
+log = logging.getLogger(__name__)
+
+
+class ModelRuntime:
+    """A loaded model and how the detector schedules its windows.
+
+    The model's family says how many frames a window holds, how many of its newest
+    frames it can score and how many before those its scorer reads; that is checked
+    before any network is built. Windows start every ``stride`` frames (the detector's
+    stride, at most the frames the model can score), and each scores the frames after
+    those already scored.
+
+    Args:
+        weights: Weights stem or ``.params`` path.
+        config: The detector's config (device, precision, batch, stride).
+        scorer: The scoring config (rule, threshold; ``auto``/null take the weights').
+    """
+
+    def __init__(self, weights: str | Path, config: DetectorConfig,
+                 scorer: ScorerConfig) -> None:
+        self.weights = str(weights)
+        meta = read_meta(weights)
+        family = get_family(meta.model)
+        self.temporal = family.temporal(meta)      # refuses an unusable window, early
+        self.window = self.temporal.window
+        self.lookback = self.temporal.lookback
+        self.stride = min(config.stride, self.temporal.scorable)
+        if self.stride != config.stride:
+            log.info("%s scores %d frame(s) per window: stride %d for it", weights,
+                     self.temporal.scorable, self.stride)
+        decode = self.stride + self.lookback
+        self.engine = Engine(weights, config.device, config.precision, config.max_batch,
+                             config.int8_calibration,
+                             decode_last=decode if decode < self.window else None)
+        self.contract = self.engine.contract
+        self.scorer = family.scorer(self.engine.meta, self.engine.calibration_arrays, scorer)
+        if self.scorer.rule == "motion" and self.window < 2:
+            raise ValueError(f"{weights}: rule motion needs a window of at least 2 frames")
+        #: Frames a stream's ring holds: a window and two strides of slack.
+        self.capacity = self.window + 2 * self.stride
+
+    @property
+    def max_batch(self) -> int:
+        return len(self.engine.batch)
+
+    def first_scored(self, start: int, scored: int) -> int:
+        """The first frame the window starting at ``start`` scores, when the frames before
+        ``scored`` already are."""
+        return max(scored, start + self.window - self.temporal.scorable)
+
+    def needs_full(self, start: int, first: int) -> bool:
+        """Whether the window must run the full network (the tail one does not output
+        frame ``first - lookback``)."""
+        return first - self.lookback - start < self.window - self.engine.decode_last
+
+    def describe(self) -> dict:
+        """What ``status`` reports of this model."""
+        return {"weights": self.weights, "model": self.engine.meta.model,
+                "window": self.window, "stride": self.stride, "rule": self.scorer.rule,
+                "threshold": self.scorer.threshold, "precision": self.engine.precision}

@@ -1,0 +1,349 @@
+"""The detector's stages after the ring: schedule windows, infer, score, events, publish.
+
+Each stage is a small class with one job; the loop (:mod:`stream.detector.loop`) passes
+them their collaborators and calls them in order. Inference runs on a worker thread
+(MXNet releases the GIL while it computes), so the previous batch is scored, drawn and
+published while the network runs the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from itertools import count
+
+import numpy as np
+import zmq
+
+from models.scoring import FrameScores
+from stream.detector.annotate import Annotator, find_boxes
+from stream.detector.events import FrameVerdict
+from stream.detector.histogram import Histogram
+from stream.detector.runtime import ModelRuntime
+from stream.detector.state import StreamState
+from stream.store import EventStore, recovered_end
+from stream.wire.publisher import Publisher
+
+log = logging.getLogger(__name__)
+
+
+class Stage:
+    """Lifecycle hooks every stage may implement."""
+
+    def start(self) -> None:
+        """Called once before the first frame."""
+
+    def end_of_stream(self, state: StreamState) -> None:
+        """Called when a stream (or one of its clips) has been scored to its end."""
+
+    def stop(self) -> None:
+        """Called once when the detector stops; release what :meth:`start` took."""
+
+
+@dataclass
+class Window:
+    """One window handed to the network, and what its scored frames need afterwards."""
+
+    state: StreamState
+    start: int          # absolute index of its first frame
+    first: int          # absolute index of its first scored frame
+    clip: str | None
+    seq: np.ndarray
+    ts: np.ndarray
+    frame: np.ndarray
+    src: np.ndarray     # the scored frames' source images (copied: the ring moves on)
+
+
+@dataclass
+class Job:
+    """One forward pass: windows of one model in one engine slot."""
+
+    runtime: ModelRuntime
+    slot: int
+    tail: bool
+    windows: list[Window]
+    output: np.ndarray | None = None
+    error: BaseException | None = None
+    seconds: float = 0.0
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class Scheduler(Stage):
+    """Takes ready windows (the longest backlog first, so no stream starves), one model
+    and one network per job, and writes them into an engine input slot."""
+
+    def take(self, streams: list[StreamState], slot: int) -> Job | None:
+        """The next job, or None when no window is ready.
+
+        Windows needing the full network (a stream's first window, a clip's last) run
+        alone; the others go together up to the engine's batch.
+        """
+        ready = [s for s in streams if s.ready]
+        if not ready:
+            return None
+        ready.sort(key=lambda s: s.next_start - s.ring.count)
+        runtime = ready[0].runtime
+        windows: list[Window] = []
+        for state in (s for s in ready if s.runtime is runtime):
+            while state.ready and len(windows) < runtime.max_batch:
+                start = state.next_start
+                first = runtime.first_scored(start, state.scored)
+                if runtime.needs_full(start, first):
+                    if windows:   # the tail windows taken so far go first
+                        return Job(runtime, slot, True, windows)
+                    return Job(runtime, slot, False,
+                               [self._window(state, start, first, slot, 0)])
+                windows.append(self._window(state, start, first, slot, len(windows)))
+        return Job(runtime, slot, True, windows)
+
+    def take_last(self, state: StreamState, slot: int) -> Job | None:
+        """A window aligned to the end of a finished stream's frames, for those left
+        unscored (None when fewer than a window arrived)."""
+        ring, window = state.ring, state.runtime.window
+        if ring.count <= state.scored or ring.count < window:
+            return None
+        start = ring.count - window
+        first = state.runtime.first_scored(start, state.scored)
+        job = Job(state.runtime, slot, False, [])
+        job.windows.append(self._window(state, start, first, slot, 0))
+        return job
+
+    @staticmethod
+    def _window(state: StreamState, start: int, first: int, slot: int, i: int) -> Window:
+        runtime, ring = state.runtime, state.ring
+        ring.read("x", start, runtime.window, out=runtime.engine.batches[slot][i])
+        end = start + runtime.window
+        if first > state.scored:      # frames this model can never score (a predictor's first)
+            state.counts["unscored"] += first - state.scored
+        n = end - first
+        w = Window(state, start, first, state.clip, ring.read("seq", first, n),
+                   ring.read("ts", first, n), ring.read("frame", first, n),
+                   ring.read("src", first, n))
+        state.next_start = start + runtime.stride
+        state.scored = end
+        return w
+
+
+class Inference(Stage):
+    """Runs jobs on a worker thread, one at a time; ``socket`` becomes readable when one
+    is done (poll it with the frame socket).
+
+    Args:
+        context: ZeroMQ context (for the in-process completion signal).
+        histogram: Forward-pass times are observed into it.
+    """
+
+    _ids = count()
+
+    def __init__(self, context: zmq.Context, histogram: Histogram) -> None:
+        self.histogram = histogram
+        address = f"inproc://vadstream-inference-{next(self._ids)}-{id(self)}"
+        self.socket = context.socket(zmq.PAIR)
+        self.socket.bind(address)
+        self._signal = context.socket(zmq.PAIR)
+        self._signal.connect(address)
+        self._jobs: queue.Queue[Job | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._work, name="inference", daemon=True)
+        self.pending: Job | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, job: Job) -> None:
+        """Start ``job`` (one job at a time: the previous must have been collected)."""
+        if self.pending is not None:
+            raise RuntimeError("a job is already running")
+        self.pending = job
+        self._jobs.put(job)
+
+    def collect(self) -> Job | None:
+        """Wait for the running job and return it (None when none runs)."""
+        job, self.pending = self.pending, None
+        if job is None:
+            return None
+        job.done.wait()
+        self.socket.recv()
+        if job.error is not None:
+            raise job.error
+        return job
+
+    @property
+    def busy(self) -> bool:
+        return self.pending is not None and not self.pending.done.is_set()
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            started = time.perf_counter()
+            try:
+                job.output = job.runtime.engine.run(len(job.windows), tail=job.tail,
+                                                    slot=job.slot)
+            except BaseException as err:  # noqa: BLE001 - handed to the loop, raised there
+                job.error = err
+            job.seconds = time.perf_counter() - started
+            self.histogram.observe(job.seconds)
+            job.done.set()
+            self._signal.send(b"")
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+        if self._thread.is_alive():
+            self._thread.join(30)
+        self._signal.close(linger=0)
+        self.socket.close(linger=0)
+
+
+@dataclass
+class ScoredFrame:
+    """One frame's verdict, with what annotating and publishing it needs."""
+
+    state: StreamState
+    seq: int
+    ts: float
+    frame: int | None
+    clip: str | None
+    src: np.ndarray
+    scores: FrameScores
+    j: int            # its index in ``scores``
+
+    @property
+    def score(self) -> float:
+        return float(self.scores.score[self.j])
+
+    @property
+    def anomalous(self) -> bool:
+        return bool(self.scores.anomalous[self.j])
+
+
+class Scoring(Stage):
+    """Turns a finished job into per-frame scores with its model's scorer."""
+
+    def score(self, job: Job) -> list[ScoredFrame]:
+        runtime = job.runtime
+        batch = runtime.engine.batches[job.slot]
+        offset = runtime.window - job.output.shape[1]   # outputs cover the newest frames
+        frames = []
+        for i, w in enumerate(job.windows):
+            scores = runtime.scorer.score(job.output[i], batch[i, offset:],
+                                          w.first - w.start - offset)
+            w.state.counts["scored"] += len(w.seq)
+            for j in range(len(w.seq)):
+                frame = int(w.frame[j])
+                frames.append(ScoredFrame(w.state, int(w.seq[j]), float(w.ts[j]),
+                                          None if frame < 0 else frame, w.clip, w.src[j],
+                                          scores, j))
+        return frames
+
+
+class Publishing(Stage):
+    """Annotates frames and publishes every topic; overlays are drawn only for someone
+    who subscribes to them, or for an event's peak snapshot."""
+
+    def __init__(self, publisher: Publisher, annotator: Annotator) -> None:
+        self.publisher = publisher
+        self.annotator = annotator
+
+    def wants_overlay(self, stream: str) -> bool:
+        return self.publisher.wants(f"overlay.{stream}")
+
+    def overlay(self, f: ScoredFrame, boxes: list) -> bytes:
+        scorer = f.state.runtime.scorer
+        label = f"{scorer.rule} {f.score:.1f} / {scorer.threshold:.1f}"
+        mask = f.scores.mask[f.j] if f.anomalous else None
+        return self.annotator.encode(self.annotator.draw(f.src, mask, boxes, label,
+                                                         f.anomalous))
+
+    def score(self, f: ScoredFrame) -> None:
+        s, j, scorer = f.scores, f.j, f.state.runtime.scorer
+        stream = f.state.stream
+        self.publisher.publish_json(f"score.{stream}", {
+            "stream": stream, "seq": f.seq, "ts": f.ts, "clip": f.clip, "frame": f.frame,
+            "scores": {"error": float(s.error[j]), "area": int(s.area[j]),
+                       "peak": float(s.peak[j]), "motion": float(s.motion[j]),
+                       "score": f.score},
+            "threshold": scorer.threshold, "rule": scorer.rule,
+            "anomalous": f.anomalous, "latency_ms": round((time.time() - f.ts) * 1000, 2)})
+
+    def overlay_message(self, f: ScoredFrame, boxes: list, jpeg: bytes) -> None:
+        stream = f.state.stream
+        self.publisher.publish_overlay(f"overlay.{stream}", {
+            "stream": stream, "seq": f.seq, "ts": f.ts, "clip": f.clip, "frame": f.frame,
+            "anomalous": f.anomalous, "score": f.score, "boxes": boxes}, jpeg)
+
+    def alert(self, alert: dict) -> None:
+        self.publisher.publish_json(f"alert.{alert['stream']}", alert)
+
+    def eos(self, stream: str, counts: dict) -> None:
+        self.publisher.publish_json(f"eos.{stream}", {"stream": stream, **counts})
+
+    def status(self, status: dict) -> None:
+        self.publisher.publish_json("status", status)
+
+
+class Events(Stage):
+    """Per-frame verdicts into events; every alert is stored (with its event's peak
+    snapshot) before it is published, and events a killed detector left open are ended
+    at start.
+
+    Args:
+        publishing: Where alerts go after the store.
+        store: The events store (None: alerts are only published).
+    """
+
+    def __init__(self, publishing: Publishing, store: EventStore | None) -> None:
+        self.publishing = publishing
+        self.store = store
+
+    def start(self) -> None:
+        if self.store is None:
+            return
+        for last in self.store.open_events():
+            log.warning("event %s on %s was left open by a previous run: ending it",
+                        last["id"][:8], last["stream"])
+            self.alert(recovered_end(last))
+
+    def frame(self, f: ScoredFrame) -> None:
+        """Annotate (when wanted), track, store and publish one scored frame, in order."""
+        state = f.state
+        anomalous = f.anomalous
+        boxes = find_boxes(f.scores.mask[f.j], state.shape) if anomalous else []
+        wanted = self.publishing.wants_overlay(state.stream)
+        peak = self.store is not None and state.peak.wants(
+            anomalous, f.score, state.tracker.open_event is not None)
+        jpeg = self.publishing.overlay(f, boxes) if wanted or peak else None
+        if peak:
+            state.peak.keep(f.score, f.seq, jpeg)
+        for alert in state.tracker.update(FrameVerdict(f.seq, f.ts, anomalous, f.score, boxes,
+                                                       f.clip, f.frame)):
+            self.alert(alert, state)
+        self.publishing.score(f)
+        if wanted:
+            self.publishing.overlay_message(f, boxes, jpeg)
+
+    def end_of_stream(self, state: StreamState) -> None:
+        end = state.tracker.close()
+        if end is not None:
+            self.alert(end, state)
+
+    def alert(self, alert: dict, state: StreamState | None = None) -> None:
+        """Store (with the event's snapshot when its peak changed), then publish: an alert
+        that was published is always in the store, and so is its peak's snapshot."""
+        log.info("alert %s %s on %s (score %.1f)", alert["type"], alert["id"][:8],
+                 alert["stream"], alert["score"])
+        if self.store is not None:
+            jpeg = state.peak.for_alert(alert) if state is not None else None
+            if jpeg is not None:
+                self.store.put_snapshot(alert["id"], alert["stream"], alert["peak_seq"], jpeg)
+            self.store.append(alert)
+        if state is not None:
+            if alert["type"] == "start":
+                state.counts["events"] += 1
+            elif alert["type"] == "end":
+                state.peak.reset()
+        self.publishing.alert(alert)
+
+    def stop(self) -> None:
+        if self.store is not None:
+            self.store.close()

@@ -1,0 +1,73 @@
+"""What the detector keeps for one stream."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import numpy as np
+
+from stream.detector.events import EventTracker
+from stream.detector.ring import RingBuffer
+from stream.detector.runtime import ModelRuntime
+from stream.detector.snapshots import PeakFrame
+
+#: Per-stream counters, as the ``eos`` message reports them.
+COUNTS = ("received", "scored", "dropped", "overrun", "unscored")
+
+
+class StreamState:
+    """One stream: its model, ring of frames, window position, events and counters.
+
+    Frames are addressed by their absolute index in the ring; ``next_start`` is the
+    first frame of the next window, ``scored`` the first frame not yet handed to the
+    network for scoring.
+    """
+
+    def __init__(self, stream: str, shape: tuple[int, ...], runtime: ModelRuntime,
+                 tracker: EventTracker) -> None:
+        self.stream = stream
+        self.shape = shape
+        self.runtime = runtime
+        contract = runtime.contract
+        self.ring = RingBuffer(runtime.capacity, {
+            "x": (contract.shape, np.float32), "src": (shape, np.uint8),
+            "seq": ((), np.int64), "ts": ((), np.float64), "frame": ((), np.int64)})
+        self.tracker = tracker
+        self.peak = PeakFrame()
+        self.capture_reconnects = 0   # the count the capture reported last
+        self.clip: str | None = None
+        self.next_start = 0
+        self.scored = 0
+        self.last_seq = -1
+        self.counts = Counter()
+        self.last_seen = time.monotonic()
+        self.rate_mark = (self.last_seen, 0)  # (time, frames received) at the last status
+        self.online = True
+
+    @property
+    def received(self) -> int:
+        """Frames taken in since the stream started."""
+        return self.counts["received"]
+
+    @property
+    def nbytes(self) -> int:
+        return self.ring.nbytes
+
+    @property
+    def ready(self) -> int:
+        """Windows whose frames have all arrived and that are not scheduled yet."""
+        runtime, ring = self.runtime, self.ring
+        if ring.count < self.next_start + runtime.window:
+            return 0
+        return (ring.count - self.next_start - runtime.window) // runtime.stride + 1
+
+    @property
+    def full(self) -> bool:
+        """Whether the ring holds as many unscheduled frames as it can."""
+        return self.ring.count - self.next_start >= self.ring.capacity
+
+    def reset(self) -> None:
+        self.ring.clear()
+        self.peak.reset()
+        self.next_start = self.scored = 0
