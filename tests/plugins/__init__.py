@@ -1,0 +1,1 @@
+"""Plug-in model families registered by the tests (detector.plugins)."""
