@@ -77,7 +77,7 @@ class Entry:
     model: str = ""
 
 
-def _detector(weights, tmp_path, **config):
+def _detector(weights, tmp_path, curve=None, **config):
     bind, publish = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     det = Detector(DetectorConfig(bind=bind, publish=publish, model=str(weights), device="cpu",
                                   precision="fp32", stride=2, max_batch=4,
@@ -87,7 +87,7 @@ def _detector(weights, tmp_path, **config):
     stop = threading.Event()
     thread = threading.Thread(target=det.run, args=(stop,))
     thread.start()
-    sub = Subscriber(publish, ["score.", "status"])
+    sub = Subscriber(publish, ["score.", "status"], curve=curve)
     wait_for(lambda: (m := sub.recv()) is not None and m.topic == "status", 10, "status")
     push = zmq.Context.instance().socket(zmq.PUSH)
     push.connect(bind)
@@ -166,3 +166,44 @@ def test_a_configured_stream_is_admitted_while_64_unknown_ones_are_live(tiny_wei
         _close(sub, push, stop, thread)
 
 
+
+
+@pytest.mark.timeout(120)
+def test_with_curve_a_client_key_is_bound_to_its_stream_ids(tiny_weights, tmp_path):
+    import shutil
+
+    from stream.wire.security import CurveClient, make_keys
+    keys, allowed = tmp_path / "keys", tmp_path / "allowed"
+    make_keys(keys, ["server", "cama", "other"])
+    allowed.mkdir()
+    for name in ("cama", "other"):
+        shutil.copy(keys / f"{name}.key", allowed)
+    server = str(keys / "server.key")
+    det, sub, push, stop, thread = _detector(
+        tiny_weights, tmp_path, curve=CurveClient(str(keys / "other.key_secret"), server),
+        curve_secret_key=str(keys / "server.key_secret"), curve_allowed=str(allowed),
+        curve_streams={"cama": ["cam-a"]})
+    sub.close()
+    push.close(linger=0)
+    ctx = zmq.Context.instance()
+    pushes = {}
+    for name in ("cama", "other"):
+        pushes[name] = ctx.socket(zmq.PUSH)
+        CurveClient(str(keys / f"{name}.key_secret"), server).apply(pushes[name])
+        pushes[name].connect(det.endpoints["bind"])
+    try:
+        frames = _frames("Test001", 5)
+        for seq, frame in enumerate(frames):
+            pushes["other"].send_multipart(encode_frame("cam-a", seq, 1.0, frame))  # not its id
+            pushes["cama"].send_multipart(encode_frame("cam-b", seq, 1.0, frame))   # nor this
+            pushes["cama"].send_multipart(encode_frame("cam-a", seq, 1.0, frame))   # its own
+        wait_for(lambda: det.rejected["stream_not_allowed"] == 2 * len(frames), 30,
+                 "both wrong senders refused")
+        wait_for(lambda: "cam-a" in det.streams and det.streams["cam-a"].received == 5, 30,
+                 "cam-a's frames taken in")
+        assert "cam-b" not in det.streams
+    finally:
+        for p in pushes.values():
+            p.close(linger=0)
+        stop.set()
+        thread.join(15)
