@@ -13,11 +13,13 @@ import numpy as np
 import zmq
 
 from models.scoring import LOOKBACK, ScorerConfig
+from models.weights import load_calibration_arrays, read_meta
 from stream.detector.annotate import Annotator, find_boxes
 from stream.detector.config import DetectorConfig
 from stream.detector.engine import Engine
 from stream.detector.events import EventConfig, EventTracker, FrameVerdict
 from stream.detector.histogram import Histogram
+from stream.detector.precision import scorer_decisions
 from stream.detector.ring import RingBuffer
 from stream.detector.snapshots import PeakFrame
 from stream.store import EventStore, recovered_end
@@ -76,10 +78,8 @@ class Detector:
                  events: EventConfig | None = None, annotator: Annotator | None = None,
                  context: zmq.Context | None = None) -> None:
         self.config = config
-        self.engine = Engine(config.model, config.device, config.precision, config.max_batch,
-                             config.int8_calibration,
-                             decode_last=config.stride + LOOKBACK)
-        self.window = self.engine.window
+        meta = read_meta(config.model)   # checked before any network is built or converted
+        self.window = meta.window
         if self.window < 2:
             raise ValueError(f"{config.model} has a window of {self.window} frame: scoring "
                              "needs at least 2 (the error's change between frames); retrain "
@@ -87,10 +87,14 @@ class Detector:
         if config.stride > self.window:
             raise ValueError(f"detector stride must be 1..{self.window} (the window of "
                              f"{config.model}), got {config.stride}")
-        self.contract = self.engine.contract
         self.scorer = (scorer or ScorerConfig()).build(
-            self.engine.meta.calibration, self.contract.pixel_scale,
-            self.engine.calibration_arrays.get("baseline"))
+            meta.calibration, meta.contract.pixel_scale,
+            load_calibration_arrays(config.model, meta).get("baseline"))
+        self.engine = Engine(config.model, config.device, config.precision, config.max_batch,
+                             config.int8_calibration,
+                             decode_last=config.stride + LOOKBACK,
+                             decide=scorer_decisions(self.scorer))
+        self.contract = self.engine.contract
         self.events = events or EventConfig()
         self.annotator = annotator or Annotator()
         self.capacity = self.window + 2 * config.stride
