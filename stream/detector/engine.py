@@ -65,7 +65,13 @@ class Engine:
     calibration): fp32 and each reduced precision this CPU has instructions for, built
     and timed at ``max_batch`` on the network :meth:`run` uses most (the tail network if
     there is one), and the decisions of those measured faster, on normal calibration
-    windows. :attr:`precision` is what it runs; :attr:`precision_report` what it measured.
+    windows. :attr:`precision` is what it runs; :attr:`precision_report` what it measured:
+    ``requested`` and ``precision`` always; under ``auto`` on a CPU also ``isa``,
+    ``candidates``, ``batch``, ``network`` (``tail`` or ``full``), ``frames_per_s`` (input
+    frames per second of each precision that ran), ``skipped`` (candidates that could not
+    run, with oneDNN's or MXNet's message), ``check`` (``decisions`` or the reconstruction
+    tolerance), ``checked_frames``, ``changed`` (per checked candidate, the frames whose
+    verdict or reconstruction differed from fp32's) and ``reason``.
 
     Args:
         weights: Weights stem or ``.params`` path.
@@ -201,12 +207,13 @@ class Engine:
         chosen = pick_auto(fps, report["changed"])
         report["precision"] = chosen
         report["reason"] = _auto_reason(chosen, fps, report)
-        log.info("precision auto, batch %d, %s network: frames/s %s; %s changed of %d on "
-                 "%d normal windows: %s; running %s", n, report["network"],
+        checked = ", ".join(f"{p} {k} of {report['checked_frames']}"
+                            for p, k in report["changed"].items())
+        log.info("precision auto, batch %d, %s network: frames/s %s; %s changed on %d normal "
+                 "windows: %s; running %s", n, report["network"],
                  ", ".join(f"{p} {v:.1f}" for p, v in report["frames_per_s"].items()),
-                 report["check"], report["checked_frames"], len(windows),
-                 ", ".join(f"{p} {v}" for p, v in report["changed"].items()) or "none checked",
-                 chosen)
+                 report["check"], len(windows),
+                 checked or f"none checked (none {AUTO_MIN_SPEEDUP:g}x fp32)", chosen)
         return chosen, report, {hot: runners[chosen]}
 
     def run(self, n: int, tail: bool = False) -> np.ndarray:
