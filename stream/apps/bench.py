@@ -4,7 +4,8 @@ Measured in one run so that ratios hold even where absolute speeds drift: the ma
 fp32 matrix-multiply peak first, then the detector's network
 (:class:`stream.detector.engine.Engine`,
 as the live detector runs it) at several batch sizes, the fastest reduced precision with
-its AUC change on the Ped2 test clips, and the whole multi-process pipeline
+its AUC change on the Ped2 test clips, what ``precision: auto`` picks beside fp32 (timed
+in turns at the live batch), and the whole multi-process pipeline
 (:mod:`stream.apps.bench_pipeline`). Every throughput is the best of three timed runs, so
 another program's burst of CPU use lowers a figure less.
 """
@@ -21,15 +22,19 @@ from pathlib import Path
 import mxnet as mx
 import numpy as np
 
-from models.scoring import LOOKBACK
-from models.weights import read_meta
+from models.scoring import LOOKBACK, ScorerConfig
+from models.weights import load_calibration_arrays, read_meta
 from stream.apps.demo import DEFAULT_SOURCE
 from stream.detector.engine import Engine, pick_context
-from stream.detector.precision import bf16_possible, cpu_flags, isa_summary
+from stream.detector.precision import bf16_possible, cpu_flags, isa_summary, scorer_decisions
 
 log = logging.getLogger(__name__)
 CPU_BATCHES = (1, 2, 4, 8)
 GPU_BATCHES = (1, 2, 4, 8, 16, 32, 64)
+#: Frames/s of each camera in the live pipeline run.
+LIVE_FPS = 10.0
+#: Windows per forward pass of the live measurements: the detector's default batch.
+LIVE_BATCH = 4
 
 
 def device_name(ctx: mx.Context) -> str:
@@ -52,17 +57,28 @@ def device_name(ctx: mx.Context) -> str:
 def best_time(fn: Callable[[], object], seconds: float, runs: int = 3) -> float:
     """Seconds per call of ``fn``: the best of ``runs`` timed runs of ``seconds / runs``
     each (after one warm-up call)."""
-    fn()
-    best = float("inf")
+    return best_times({"": fn}, seconds, runs)[""]
+
+
+def best_times(fns: dict[str, Callable[[], object]], seconds: float, runs: int = 3
+               ) -> dict[str, float]:
+    """Seconds per call of each function, like :func:`best_time`, but the functions take
+    turns (one timed run of ``seconds / runs`` each per round), so that a change of load
+    on the machine hits all of them alike."""
+    best = {}
+    for name, fn in fns.items():
+        fn()
+        best[name] = float("inf")
     for _ in range(runs):
-        n, start = 0, time.perf_counter()
-        while True:
-            fn()
-            n += 1
-            elapsed = time.perf_counter() - start
-            if elapsed >= seconds / runs and n >= 2:
-                break
-        best = min(best, elapsed / n)
+        for name, fn in fns.items():
+            n, start = 0, time.perf_counter()
+            while True:
+                fn()
+                n += 1
+                elapsed = time.perf_counter() - start
+                if elapsed >= seconds / runs and n >= 2:
+                    break
+            best[name] = min(best[name], elapsed / n)
     return best
 
 
@@ -139,8 +155,15 @@ def reduced_precision(model: str | Path, ctx: mx.Context, data: Path,
     device = "cpu"
     calibration = _calibration_data(model, data)
     candidates = (["bf16"] if bf16_possible() else []) + ["int8"]
-    per_batch = {p: model_fps(model, device, p, batches, seconds, calibration)
-                 for p in candidates}
+    per_batch = {}
+    for p in candidates:
+        try:
+            per_batch[p] = model_fps(model, device, p, batches, seconds, calibration)
+        except mx.base.MXNetError as err:   # e.g. oneDNN cannot create the primitive
+            log.warning("reduced precision: %s cannot run on this CPU, skipped: %s", p,
+                        str(err).strip().splitlines()[0] if str(err).strip() else err)
+    if not per_batch:
+        return None
     fps = {p: max(v.values()) for p, v in per_batch.items()}
     dtype = max(fps, key=fps.get)
     aucs, decisions = {}, {}
@@ -165,6 +188,39 @@ def reduced_precision(model: str | Path, ctx: mx.Context, data: Path,
             "model_fps": {str(b): round(v, 1) for b, v in per_batch[dtype].items()}}
 
 
+def auto_report(model: str | Path, device: str, data: Path, stride: int,
+                seconds: float) -> dict:
+    """What ``precision: auto`` picks for a live detector with the shipped config (batch
+    :data:`LIVE_BATCH`, the tail network at ``stride``, the weights' calibrated rule deciding)
+    and its frames scored per second beside fp32's, the two timed in turns.
+
+    Returns:
+        ``precision``, ``batch``, ``stride``, ``frames_per_s``, ``fp32_frames_per_s``,
+        ``speedup`` and ``startup`` (the engine's own measurement,
+        :attr:`stream.detector.engine.Engine.precision_report`).
+    """
+    meta = read_meta(model)
+    scorer = ScorerConfig().build(meta.calibration, meta.contract.pixel_scale,
+                                  load_calibration_arrays(model, meta).get("baseline"))
+    calibration = _calibration_data(model, data)
+    engines = {p: Engine(model, device, p, LIVE_BATCH, calibration,
+                         decode_last=stride + LOOKBACK, decide=scorer_decisions(scorer))
+               for p in ("auto", "fp32")}
+    chosen = engines["auto"].precision
+    for engine in engines.values():
+        engine.batch[:] = np.random.default_rng(0).random(engine.batch.shape, np.float32)
+    timed = engines if chosen != "fp32" else {"fp32": engines["fp32"]}
+    best = best_times({p: (lambda e=e: e.run(LIVE_BATCH, tail=True)) for p, e in timed.items()},
+                      seconds)
+    fps = {p: LIVE_BATCH * stride / t for p, t in best.items()}
+    fps.setdefault("auto", fps["fp32"])   # auto runs the very fp32 network: one figure
+    return {"precision": chosen, "batch": LIVE_BATCH, "stride": stride,
+            "frames_per_s": round(fps["auto"], 1),
+            "fp32_frames_per_s": round(fps["fp32"], 1),
+            "speedup": round(fps["auto"] / fps["fp32"], 3),
+            "startup": engines["auto"].precision_report}
+
+
 def run_bench(model: str | Path, device: str = "auto", seconds: float = 3.0,
               data: Path = DEFAULT_SOURCE, streams: int = 4, sweep: tuple[int, ...] = (1, 2, 4, 8),
               pipeline: bool = True, reduced: bool = True, stride: int | None = None) -> dict:
@@ -178,7 +234,8 @@ def run_bench(model: str | Path, device: str = "auto", seconds: float = 3.0,
         streams: Cameras in the live pipeline measurement (10 frames/s each).
         sweep: Stream counts of the flooded pipeline sweep.
         pipeline: Measure the multi-process pipeline.
-        reduced: Measure the reduced precision (it evaluates the test clips twice).
+        reduced: Measure the reduced precision (it evaluates the test clips twice) and
+            what ``precision: auto`` picks.
         stride: Detector stride of the live measurements (default: the weights' own).
     """
     from stream.apps.bench_pipeline import pipeline_report
@@ -198,7 +255,7 @@ def run_bench(model: str | Path, device: str = "auto", seconds: float = 3.0,
     stride = stride or detector_stride(model)
     if not 1 <= stride <= meta.window:
         raise ValueError(f"stride must be 1..{meta.window} (the window), got {stride}")
-    live = model_fps(model, device, "fp32", (4,), seconds, stride=stride)[4]
+    live = model_fps(model, device, "fp32", (LIVE_BATCH,), seconds, stride=stride)[LIVE_BATCH]
     result = {
         "device": device_name(ctx), "context": str(ctx),
         "isa": isa_summary(cpu_flags()) if ctx.device_type == "cpu" else None,
@@ -210,17 +267,20 @@ def run_bench(model: str | Path, device: str = "auto", seconds: float = 3.0,
         "best_batch": best_batch,
         "utilization": round(fps[best_batch] * flop / peak, 3),
         # what the live detector's network scores per second at its stride and batch 4
-        "live_scored_fps": {"stride": stride, "batch": 4, "fps": round(live, 1)},
-        "reduced_precision": None, "pipeline": None}
+        "live_scored_fps": {"stride": stride, "batch": LIVE_BATCH, "fps": round(live, 1)},
+        "reduced_precision": None, "auto": None, "pipeline": None}
     if reduced:
         log.info("reduced precision: timing it and evaluating the Ped2 test clips")
         result["reduced_precision"] = reduced_precision(model, ctx, data, batches, seconds,
                                                         fps[best_batch])
+        log.info("precision auto: what it picks for the live detector, timed beside fp32")
+        result["auto"] = auto_report(model, device, data, stride, seconds)
     if pipeline:
         log.info("pipeline: %d streams at 10 frames/s, then flooded with %s streams",
                  streams, list(sweep))
         result["pipeline"] = pipeline_report(model, device, data, streams, sweep, seconds,
-                                             fps, meta.window, live, stride)
+                                             fps, meta.window, live, stride,
+                                             live_fps=LIVE_FPS)
     result["load_average_end"] = [round(x, 2) for x in _load_average()]
     result["seconds"] = round(time.time() - started, 1)
     return result
@@ -258,6 +318,15 @@ def format_bench(result: dict) -> str:
         lines.append(f"{rp['dtype']:<15} {rp['fps']:7.1f} frames/s, {rp['speedup']:.2f}x fp32; "
                      f"AUC {rp['auc_delta']:+.4f} (online {rp['auc_delta_online']:+.4f}), "
                      f"{rp['decisions_changed']}/{rp['frames']} decisions changed")
+    auto = result.get("auto")
+    if auto:
+        measured = auto["startup"].get("frames_per_s") or {}
+        lines.append(f"auto            {auto['precision']}: {auto['frames_per_s']:7.1f} frames/s "
+                     f"scored against fp32's {auto['fp32_frames_per_s']:.1f} "
+                     f"({auto['speedup']:.2f}x) at batch {auto['batch']}, stride "
+                     f"{auto['stride']}; at start-up " + (", ".join(
+                         f"{p} {v:.1f}" for p, v in measured.items()) + " frames/s: "
+                         if measured else "") + auto["startup"].get("reason", ""))
     pipe = result.get("pipeline")
     if pipe:
         lat = pipe["latency_ms"]

@@ -17,8 +17,8 @@ class DetectorConfig:
         publish: Endpoint the topic publisher binds.
         model: Weights stem or ``.params`` path.
         device: ``auto`` (GPU when present), ``cpu`` or ``gpu``.
-        precision: ``auto`` (the fastest reduced precision this CPU has instructions
-            for: bf16 with AVX512-BF16/AMX, int8 with VNNI, else fp32), ``fp32``,
+        precision: ``auto`` (bf16 or int8 where measured faster than fp32 at start-up
+            and deciding as fp32 on normal calibration windows, else fp32), ``fp32``,
             ``bf16`` or ``int8`` (see ``stream.detector.precision``).
         int8_calibration: Folder of normal clips that int8 is calibrated on ("" : the
             clips the weights were trained on). Never test footage.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,11 +15,18 @@ from mxnet.gluon import HybridBlock
 from models.registry import get_family
 from models.weights import load_calibration_arrays, load_weights
 from stream.detector.precision import (
+    AUTO_MIN_SPEEDUP,
+    AUTO_RUNS,
+    RECON_TOLERANCE,
+    Decide,
+    auto_candidates,
     calibration_windows,
     convert_bf16,
     cpu_flags,
     isa_summary,
+    pick_auto,
     quantize_int8,
+    reconstruction_changed,
     resolve_precision,
 )
 
@@ -52,19 +60,36 @@ class Engine:
     ``decode_last``, ``run(n, tail=True)`` reconstructs only each window's newest frames
     (what a live detector scores), skipping the decoder for the others.
 
+    ``precision="auto"`` measures at start-up (a few seconds, more for int8's
+    calibration): fp32 and each reduced precision this CPU has instructions for, built
+    and timed at ``max_batch`` on the network :meth:`run` uses most (the tail network if
+    there is one), and the decisions of those measured faster, on normal calibration
+    windows. :attr:`precision` is what it runs; :attr:`precision_report` what it measured:
+    ``requested`` and ``precision`` always; under ``auto`` on a CPU also ``isa``,
+    ``candidates``, ``batch``, ``network`` (``tail`` or ``full``), ``frames_per_s`` (input
+    frames per second of each precision that ran), ``skipped`` (candidates that could not
+    run, with oneDNN's or MXNet's message), ``check`` (``decisions`` or the reconstruction
+    tolerance), ``checked_frames``, ``changed`` (per checked candidate, the frames whose
+    verdict or reconstruction differed from fp32's) and ``reason``.
+
     Args:
         weights: Weights stem or ``.params`` path.
         device: ``auto``, ``cpu`` or ``gpu``.
         precision: ``auto``, ``fp32``, ``bf16`` or ``int8``.
         max_batch: Most windows per call.
-        int8_calibration: Folder of normal clips for int8 calibration ("" : the clips
-            the weights were trained on).
+        int8_calibration: Folder of normal clips for int8 calibration and ``auto``'s
+            check ("" : the clips the weights were trained on).
         decode_last: Frames a tail run reconstructs (None: no tail network).
+        decide: Per-frame verdicts of reconstructed windows
+            (:func:`stream.detector.precision.scorer_decisions` of the scorer that will
+            use them); ``auto`` takes a reduced precision only if these equal fp32's on
+            every calibration window. None: its reconstructions must stay within
+            :data:`stream.detector.precision.RECON_TOLERANCE` of fp32's instead.
     """
 
     def __init__(self, weights: str | Path, device: str = "auto", precision: str = "auto",
                  max_batch: int = 8, int8_calibration: str = "",
-                 decode_last: int | None = None) -> None:
+                 decode_last: int | None = None, decide: Decide | None = None) -> None:
         self.ctx = pick_context(device)
         trained, self.meta = load_weights(weights, self.ctx)
         self.calibration_arrays = load_calibration_arrays(weights, self.meta)
@@ -73,7 +98,7 @@ class Engine:
         self.window = self.temporal.window
         self.contract = self.meta.contract
         self.requested_precision = precision
-        self.precision = resolve_precision(precision, self.ctx)
+        resolved = resolve_precision(precision, self.ctx)
         # Two input buffers: a caller fills one while the network reads the other.
         self.batches = [np.zeros((max_batch, self.window, *self.contract.shape), np.float32)
                         for _ in range(2)]
@@ -81,21 +106,118 @@ class Engine:
         self.busy_s = 0.0       # time spent in run() and the frames it put through the
         self.frames_run = 0     # network, so a status can tell inference from the rest
         calibration = _once(lambda: calibration_windows(self.meta, int8_calibration))
-        forms = self.family.inference(trained, self.meta, self.ctx, decode_last)
-        self._nets = {}
-        for frames, form in sorted(forms.items(), reverse=True):
-            self._nets[frames] = _Runner(
-                build_network(form, self.ctx, self.precision, self.batch[:1], calibration),
+
+        def forms() -> dict[int, HybridBlock]:
+            """A fresh copy of the networks (each precision converts its own), keyed by the
+            frames each outputs: the full one and, where the family has one, the tail."""
+            return self.family.inference(trained, self.meta, self.ctx, decode_last)
+
+        initial = forms()
+        shapes = sorted(initial, reverse=True)
+        self.outputs = shapes[0]            # frames the full network outputs per window
+        self.decode_last = shapes[-1]
+
+        built: dict[int, _Runner] = {}
+        if resolved == "auto":
+            resolved, self.precision_report, built = self._measure(forms, calibration,
+                                                                   decide)
+        else:
+            self.precision_report = {"requested": precision, "precision": resolved}
+            if precision == "auto":
+                self.precision_report["reason"] = (
+                    "reduced precisions are oneDNN's, CPU only" if self.ctx.device_type !=
+                    "cpu" else f"this CPU ({isa_summary(cpu_flags())}) has neither VNNI "
+                    "nor native bf16: nothing to measure")
+        self.precision = resolved
+        missing = [k for k in shapes if k not in built]
+        made = initial if missing else {}
+        for frames in missing:
+            built[frames] = _Runner(
+                build_network(made[frames], self.ctx, resolved, self.batch[:1], calibration),
                 self.batches, frames, self.ctx)
-        self.outputs = max(self._nets)      # frames the full network outputs per window
+        self._nets = {k: built[k] for k in shapes}
         self.net = self._nets[self.outputs].net
-        self.decode_last = min(self._nets)
+        self.batch[:] = 0
         for frames in self._nets:   # build the graphs and their static memory now
             self.run(1, tail=frames != self.outputs)
         self.busy_s, self.frames_run = 0.0, 0
+        reason = self.precision_report.get("reason")
         log.info("model %s (%s) on %s, precision %s%s", weights, self.meta.model, self.ctx,
-                 self.precision, f" (auto; CPU: {isa_summary(cpu_flags())})"
-                 if precision == "auto" and self.ctx.device_type == "cpu" else "")
+                 self.precision, f" (auto: {reason})" if precision == "auto" else "")
+
+    def _measure(self, forms: Callable[[], dict[int, HybridBlock]],
+                 calibration: Callable[[], np.ndarray], decide: Decide | None
+                 ) -> tuple[str, dict, dict[int, _Runner]]:
+        """``auto``: time fp32 and each candidate, check the decisions of those faster.
+
+        Returns:
+            The precision to run, the report (see :attr:`precision_report`) and the
+            network already built at it.
+        """
+        flags = cpu_flags()
+        hot, n = self.decode_last, len(self.batch)
+        report = {"requested": "auto", "precision": "fp32", "isa": isa_summary(flags),
+                  "candidates": list(auto_candidates(flags)), "batch": n,
+                  "network": "tail" if hot != self.outputs else "full",
+                  "frames_per_s": {}, "skipped": {},
+                  "check": "decisions" if decide is not None else
+                  f"reconstructions within {RECON_TOLERANCE:g} grey level per 4x4 window",
+                  "checked_frames": 0, "changed": {}}
+        try:
+            windows = calibration()
+        except FileNotFoundError as err:
+            report["reason"] = f"no normal windows to check a reduced precision on: {err}"
+            log.warning("precision auto: %s; running fp32", report["reason"])
+            return "fp32", report, {}
+        self.batch[:] = windows[np.arange(n) % len(windows)]
+        runners = {"fp32": _Runner(build_network(forms()[hot], self.ctx, "fp32",
+                                                 self.batch[:1], calibration),
+                                   self.batches, hot, self.ctx)}
+        runners["fp32"].run(n)   # warm-up: the graph at this batch and its memory
+        for p in report["candidates"]:
+            try:
+                runner = _Runner(build_network(forms()[hot], self.ctx, p, self.batch[:1],
+                                               calibration), self.batches, hot, self.ctx)
+                runner.run(n)
+                runners[p] = runner
+            # oneDNN's "could not create a primitive", or an assert in MXNet's AMP: the
+            # candidate cannot run here, and fp32 always can
+            except (mx.base.MXNetError, AssertionError) as err:
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                report["skipped"][p] = first
+                log.warning("precision auto: %s cannot run on this CPU, skipped: %s", p,
+                            first)
+        if len(runners) == 1:
+            report["reason"] = "no candidate could run on this CPU"
+            return "fp32", report, {hot: runners["fp32"]}
+        fps = _best_fps(runners, n, self.window, AUTO_RUNS)
+        report["frames_per_s"] = {p: round(v, 1) for p, v in fps.items()}
+        target = windows[:, self.window - hot:]   # the frames the network reconstructs
+        reference = verdicts = None
+        for p in sorted(runners, key=fps.get, reverse=True):
+            if p == "fp32" or fps[p] < AUTO_MIN_SPEEDUP * fps["fp32"]:
+                continue
+            if reference is None:
+                reference = runners["fp32"].reconstruct(windows)
+                verdicts = None if decide is None else decide(reference, target)
+            recon = runners[p].reconstruct(windows)
+            changed = reconstruction_changed(recon, reference, self.contract.pixel_scale) \
+                if decide is None else decide(recon, target) != verdicts
+            report["checked_frames"] = int(changed.size)
+            report["changed"][p] = int(changed.sum())
+            if not changed.any():
+                break   # the fastest that decides as fp32: slower ones need no check
+        chosen = pick_auto(fps, report["changed"])
+        report["precision"] = chosen
+        report["reason"] = _auto_reason(chosen, fps, report)
+        checked = ", ".join(f"{p} {k} of {report['checked_frames']}"
+                            for p, k in report["changed"].items())
+        log.info("precision auto, batch %d, %s network: frames/s %s; %s changed on %d normal "
+                 "windows: %s; running %s", n, report["network"],
+                 ", ".join(f"{p} {v:.1f}" for p, v in report["frames_per_s"].items()),
+                 report["check"], len(windows),
+                 checked or f"none checked (none {AUTO_MIN_SPEEDUP:g}x fp32)", chosen)
+        return chosen, report, {hot: runners[chosen]}
 
     def run(self, n: int, tail: bool = False, slot: int = 0) -> np.ndarray:
         """Run the network on the first ``n`` windows of ``batches[slot]``.
@@ -156,6 +278,45 @@ class _Runner:
         y.copyto(target)
         target.wait_to_read()
         return self.outputs[slot][:n]
+
+    def reconstruct(self, windows: np.ndarray) -> np.ndarray:
+        """The outputs of any number of windows, always run at the full batch (the last
+        call padded) so that no new input shape takes memory; a new array."""
+        batch = self.batches[0]
+        n = len(batch)
+        out = np.empty((len(windows), *self.outputs[0].shape[1:]), np.float32)
+        for i in range(0, len(windows), n):
+            k = min(n, len(windows) - i)
+            batch[:] = windows[i + np.arange(n) % k]
+            out[i:i + k] = self.run(n)[:k]
+        return out
+
+
+def _best_fps(runners: dict[str, _Runner], n: int, window: int, runs: int
+              ) -> dict[str, float]:
+    """Frames (``n`` windows of ``window`` frames) per second of each runner: the best of
+    ``runs`` calls, the runners taking turns so that a change of load hits all alike."""
+    best = dict.fromkeys(runners, math.inf)
+    for _ in range(runs):
+        for name, runner in runners.items():
+            started = time.perf_counter()
+            runner.run(n)
+            best[name] = min(best[name], time.perf_counter() - started)
+    return {name: n * window / seconds for name, seconds in best.items()}
+
+
+def _auto_reason(chosen: str, fps: dict[str, float], report: dict) -> str:
+    """Why ``auto`` runs ``chosen``, in a few words."""
+    if chosen != "fp32":
+        return (f"{chosen} measured {fps[chosen] / fps['fp32']:.2f}x fp32 and changed none "
+                f"of {report['checked_frames']} {report['check']} on normal windows")
+    if report["changed"]:
+        return ("no candidate at least " f"{AUTO_MIN_SPEEDUP:g}x fp32 kept fp32's "
+                f"{report['check']}: changed " + ", ".join(
+                    f"{p} {k} of {report['checked_frames']}"
+                    for p, k in report["changed"].items()))
+    return "no candidate measured at least " + f"{AUTO_MIN_SPEEDUP:g}x fp32 (" + ", ".join(
+        f"{p} {v / fps['fp32']:.2f}x" for p, v in fps.items() if p != "fp32") + ")"
 
 
 def _once(fn: Callable[[], np.ndarray]) -> Callable[[], np.ndarray]:

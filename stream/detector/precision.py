@@ -1,26 +1,29 @@
-"""The model's numeric precision: which one this machine runs fast, and the conversions.
+"""The model's numeric precision: what this machine runs fast and right, and the conversions.
 
 ``fp32`` is the reference. The reduced paths are MXNet 1.9.1's oneDNN ones: ``bf16``
 (automatic mixed precision: convolutions in bfloat16) and ``int8`` (post-training
-quantization, calibrated on normal *training* footage only). ``auto`` takes the fastest
-reduced path whose instructions this CPU has, and fp32 elsewhere:
+quantization, calibrated on normal *training* footage only).
 
-- bf16 where the CPU has AVX512-BF16 or AMX: oneDNN 2.4 has no bf16 convolution for a CPU
-  without AVX-512 at all (it cannot create the primitive);
-- int8 where it has VNNI; without VNNI, oneDNN's AVX2 int8 convolutions are only about a
-  third faster than fp32 here, and int8 loses some accuracy, so it stays opt-in.
+``auto`` never goes by CPU flags alone (on a CPU with AMX, bf16 measured 0.75x fp32).
+The flags only name the *candidates*: int8 where the CPU has VNNI or AMX-int8, bf16
+where it has AVX512-BF16 or AMX-bf16. The engine then builds each candidate, times it
+against fp32 at its own batch, and runs it only where it is at least
+:data:`AUTO_MIN_SPEEDUP` times as fast *and* its decisions on normal calibration windows
+equal fp32's (:func:`pick_auto`); everywhere else it runs fp32.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import mxnet as mx
 import numpy as np
 from mxnet.gluon import HybridBlock
 
+from models.scoring import LOOKBACK, WINDOW, Scorer, window_sum
 from models.weights import WeightsMeta
 from stream.capture.frames import list_frames, load_clip, resolve_clips
 
@@ -38,6 +41,24 @@ INT8_FP32_LAYERS = ("enc1", "dec2", "h2h")
 #: convolution-plus-sum fusion fails at run time (uint8 vs int8) on the ConvLSTM.
 INT8_FP32_OPS = ("elemwise_add", "Deconvolution", "broadcast_add")
 _REPO = Path(__file__).resolve().parents[2]
+#: Timed runs of each network at start-up under ``auto`` (after one warm-up run); the
+#: best counts, so another program's burst of CPU use lowers a figure less.
+AUTO_RUNS = 3
+#: How much faster than fp32 a reduced precision must measure for ``auto`` to take it:
+#: two best-of-3 timings of the same network on a shared machine differ by a few
+#: percent, and a change of numerics is not worth less than 10%.
+AUTO_MIN_SPEEDUP = 1.1
+#: Without a decision rule, ``auto`` accepts a reduced network whose reconstruction
+#: differs from fp32's by at most this many grey levels (0-255) per pixel, averaged
+#: over every 4x4 window. Every score is built from 4x4 sums of the residual |x̂ − x|
+#: (or its mean), and by the triangle inequality each moves by at most the 4x4 sum of
+#: |x̂_reduced − x̂_fp32|; one grey level is the resolution of the 8-bit frames that
+#: the residual is measured against.
+RECON_TOLERANCE = 1.0
+#: Per-frame verdicts of a batch: ``decide(recon, windows)`` with recon and windows
+#: (n, F, S, S), the reconstruction and the frames it reconstructs, returns a bool
+#: array (n, F') of anomalous verdicts.
+Decide = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def cpu_flags() -> frozenset[str]:
@@ -65,7 +86,9 @@ def bf16_possible(flags: frozenset[str] | None = None) -> bool:
 
 def resolve_precision(precision: str, ctx: mx.Context,
                       flags: frozenset[str] | None = None) -> str:
-    """The precision to run: ``precision`` itself, or what ``auto`` means on this machine.
+    """The precision to run: ``precision`` itself once checked, ``fp32`` for ``auto``
+    where there is nothing to measure (a GPU, or a CPU with no candidate), else ``auto``
+    (the engine measures the candidates, :func:`auto_candidates`).
 
     Args:
         precision: One of :data:`PRECISIONS`.
@@ -84,12 +107,59 @@ def resolve_precision(precision: str, ctx: mx.Context,
         return "fp32"
     flags = cpu_flags() if flags is None else flags
     if precision == "auto":
-        return "bf16" if flags & _BF16 else "int8" if flags & _VNNI else "fp32"
+        return "auto" if auto_candidates(flags) else "fp32"
     if precision == "bf16" and not bf16_possible(flags):
         raise ValueError("precision bf16 needs a CPU with AVX-512 (oneDNN runs bf16 "
                          "natively with AVX512-BF16 or AMX); this CPU has "
                          f"{isa_summary(flags)}: use fp32 or int8")
     return precision
+
+
+def auto_candidates(flags: frozenset[str] | None = None) -> tuple[str, ...]:
+    """The reduced precisions ``auto`` times on this CPU: int8 where it has VNNI or
+    AMX-int8, bf16 where it has AVX512-BF16 or AMX-bf16 (and the AVX-512 core oneDNN
+    needs for any bf16). Candidates only: none is taken unless measured faster."""
+    flags = cpu_flags() if flags is None else flags
+    return (("int8",) if flags & _VNNI else ()) + \
+        (("bf16",) if flags & _BF16 and bf16_possible(flags) else ())
+
+
+def pick_auto(fps: dict[str, float], changed: dict[str, int]) -> str:
+    """What ``auto`` runs, from what it measured.
+
+    Args:
+        fps: Frames/s per precision, ``fp32`` included, all timed at the same batch.
+        changed: Per reduced precision that was checked, how many of its decisions on
+            normal calibration windows differ from fp32's.
+
+    Returns:
+        The fastest reduced precision that is at least :data:`AUTO_MIN_SPEEDUP` times
+        as fast as fp32 and changed no decision; ``fp32`` if none is.
+    """
+    good = [p for p in fps if p != "fp32" and changed.get(p) == 0
+            and fps[p] >= AUTO_MIN_SPEEDUP * fps["fp32"]]
+    return max(good, key=fps.get) if good else "fp32"
+
+
+def scorer_decisions(scorer: Scorer, lookback: int = LOOKBACK) -> Decide:
+    """The verdicts a detector scoring with ``scorer`` reaches on reconstructed frames:
+    every frame but the first ``lookback`` of each (those only give the error's change)."""
+    def decide(recon: np.ndarray, windows: np.ndarray) -> np.ndarray:
+        return np.stack([scorer.score(r, w, first=lookback).anomalous
+                         for r, w in zip(recon, windows, strict=True)])
+    return decide
+
+
+def reconstruction_changed(recon: np.ndarray, reference: np.ndarray,
+                           pixel_scale: float) -> np.ndarray:
+    """Per frame, whether ``recon`` differs from ``reference`` (both (n, F, S, S), model
+    units) by more than :data:`RECON_TOLERANCE` grey levels per pixel in some 4x4 window.
+
+    Returns:
+        bool (n, F).
+    """
+    sums = window_sum(np.abs(recon - reference) * pixel_scale)
+    return sums.max(axis=(-2, -1)) > RECON_TOLERANCE * WINDOW ** 2
 
 
 def _training_root(meta: WeightsMeta, data: str | Path) -> Path:

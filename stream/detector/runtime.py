@@ -7,9 +7,10 @@ from pathlib import Path
 
 from models.registry import get_family
 from models.scoring import ScorerConfig
-from models.weights import read_meta
+from models.weights import load_calibration_arrays, read_meta
 from stream.detector.config import DetectorConfig
 from stream.detector.engine import Engine
+from stream.detector.precision import scorer_decisions
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +42,17 @@ class ModelRuntime:
         if self.stride != config.stride:
             log.info("%s scores %d frame(s) per window: stride %d for it", weights,
                      self.temporal.scorable, self.stride)
+        # The scorer first: precision auto keeps a reduced precision only if it decides
+        # as fp32 does under this scorer.
+        self.scorer = family.scorer(meta, load_calibration_arrays(weights, meta), scorer)
+        if self.scorer.rule == "motion" and self.window < 2:
+            raise ValueError(f"{weights}: rule motion needs a window of at least 2 frames")
         decode = self.stride + self.lookback
         self.engine = Engine(weights, config.device, config.precision, config.max_batch,
                              config.int8_calibration,
-                             decode_last=decode if decode < self.window else None)
+                             decode_last=decode if decode < self.window else None,
+                             decide=scorer_decisions(self.scorer, self.lookback))
         self.contract = self.engine.contract
-        self.scorer = family.scorer(self.engine.meta, self.engine.calibration_arrays, scorer)
-        if self.scorer.rule == "motion" and self.window < 2:
-            raise ValueError(f"{weights}: rule motion needs a window of at least 2 frames")
         #: Frames a stream's ring holds: a window and two strides of slack.
         self.capacity = self.window + 2 * self.stride
 
@@ -70,4 +74,5 @@ class ModelRuntime:
         """What ``status`` reports of this model."""
         return {"weights": self.weights, "model": self.engine.meta.model,
                 "window": self.window, "stride": self.stride, "rule": self.scorer.rule,
-                "threshold": self.scorer.threshold, "precision": self.engine.precision}
+                "threshold": self.scorer.threshold, "precision": self.engine.precision,
+                "precision_report": self.engine.precision_report}

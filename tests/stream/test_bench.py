@@ -1,8 +1,9 @@
-"""The bench's output shape (never its speed: timing stays out of pass/fail tests)."""
+"""The bench's output and the relations between its figures (never its speed: timing stays
+out of pass/fail tests)."""
 
 import json
 
-from stream.apps.bench import gflop_per_frame
+from stream.apps.bench import LIVE_FPS, detector_stride, gflop_per_frame
 from tests.conftest import PED2, vadstream_run
 
 
@@ -12,24 +13,48 @@ def test_flop_count_of_the_paper_network():
 
 
 def test_bench_writes_every_key_and_the_plot(tiny_weights, tmp_path):
+    # The live run measures for 3 x --seconds: one stride's time each makes it three
+    # strides at the cameras' rate, so every stream has windows scored in it.
+    stride = detector_stride(tiny_weights)
+    seconds = stride / LIVE_FPS
     out = vadstream_run("bench", "--model", str(tiny_weights), "--device", "cpu", "--seconds",
-                        "0.05", "--streams", "2", "--sweep", "1,2", "--data", str(PED2),
+                        f"{seconds:g}", "--streams", "2", "--sweep", "1,2", "--data", str(PED2),
                         "--json", str(tmp_path / "b.json"), "--plot", str(tmp_path / "b.png"),
                         timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads((tmp_path / "b.json").read_text())
-    assert result["peak_gflops"] > 0 and result["gflop_per_frame"] > 0
-    assert set(result["model_fps"]) == {"1", "2", "4", "8"}
-    assert all(v > 0 for v in result["model_fps"].values())
-    assert 0 < result["utilization"] and result["device"]
+    peak, flop = result["peak_gflops"], result["gflop_per_frame"]
+    assert peak > 0 and flop > 0 and result["device"]
+    fps = {int(b): v for b, v in result["model_fps"].items()}
+    assert set(fps) == {1, 2, 4, 8} and all(v > 0 for v in fps.values())
+    assert fps[result["best_batch"]] == max(fps.values())
+    # utilization = best frames/s x GFLOP per frame / peak, each figure rounded in the JSON
+    # (half a unit in its last place: frames/s and peak 0.05, GFLOP 0.0005, result 0.0005)
+    best = max(fps.values())
+    rounding = 0.0005 + (0.05 * flop + 0.0005 * best) / peak + 0.05 * best * flop / peak ** 2
+    assert abs(result["utilization"] - best * flop / peak) <= rounding
 
     reduced = result["reduced_precision"]
     assert reduced["dtype"] in ("bf16", "int8") and reduced["fps"] > 0
-    assert reduced["speedup"] > 0 and isinstance(reduced["auc_delta"], float)
+    assert reduced["fps"] == max(reduced["fps_by_dtype"].values())
+    assert isinstance(reduced["auc_delta"], float)
     assert reduced["frames"] == 1020 and 0 <= reduced["decisions_changed"] <= 1020
 
+    auto = result["auto"]
+    startup = auto["startup"]
+    assert auto["precision"] == startup["precision"] in ("fp32", "bf16", "int8")
+    assert auto["batch"] == result["live_scored_fps"]["batch"] and auto["stride"] == stride
+    assert auto["frames_per_s"] > 0 and auto["fp32_frames_per_s"] > 0
+    if auto["precision"] == "fp32":   # the very fp32 network: one figure
+        assert auto["frames_per_s"] == auto["fp32_frames_per_s"]
+    else:                             # taken only as measured faster, deciding as fp32
+        measured = startup["frames_per_s"]
+        assert measured[auto["precision"]] > measured["fp32"]
+        assert startup["changed"][auto["precision"]] == 0
+
     pipe = result["pipeline"]
-    assert pipe["streams"] == 2 and pipe["source_fps"] == 10 and pipe["fps"] > 0
+    assert pipe["streams"] == 2 and pipe["source_fps"] == LIVE_FPS and pipe["fps"] > 0
+    assert pipe["stride"] == stride and pipe["offered_fps"] == 2 * LIVE_FPS
     assert isinstance(pipe["dropped"], int) and pipe["dropped"] >= 0
     lat = pipe["latency_ms"]
     assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"]
@@ -39,4 +64,4 @@ def test_bench_writes_every_key_and_the_plot(tiny_weights, tmp_path):
     assert pipe["flood"]["streams"] == 2 and pipe["cameras_10fps"] >= 0
 
     assert (tmp_path / "b.png").stat().st_size > 10_000
-    assert "utilization" in out.stdout and "pipeline" in out.stdout
+    assert "utilization" in out.stdout and "pipeline" in out.stdout and "auto" in out.stdout

@@ -11,7 +11,8 @@ from tests.conftest import PED2, free_port, stop, vadstream, vadstream_run, wait
 
 def _start_detector(weights, db, bind, publish):
     return vadstream("detect", "--model", str(weights), "--bind", bind, "--publish", publish,
-                     "--device", "cpu", "--stride", "2", "--events-db", str(db))
+                     "--device", "cpu", "--precision", "fp32", "--stride", "2",
+                     "--events-db", str(db))
 
 
 def test_kill_9_mid_event_loses_no_alert(tiny_weights, tmp_path):

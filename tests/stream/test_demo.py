@@ -20,6 +20,7 @@ def test_demo_on_a_ucsd_clip_writes_summary_and_video(tmp_path):
     summary, video = tmp_path / "demo.json", tmp_path / "overlays.mp4"
     proc = vadstream("demo", "--source", str(PED2 / "Test" / "Test001"), "--fps", "10",
                      "--json", str(summary), "--video", str(video), "--device", "cpu",
+                     "--precision", "fp32",
                      stdout=subprocess.PIPE, text=True)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
@@ -44,6 +45,7 @@ def test_ctrl_c_stops_everything(tmp_path):
     video = tmp_path / "v.mp4"
     proc = vadstream("demo", "--source", str(PED2 / "Test" / "Test002"), "--fps", "5",
                      "--video", str(video), "--json", str(tmp_path / "s.json"),
+                     "--precision", "fp32",
                      stdout=subprocess.PIPE, text=True)
     wait_for(lambda: _strays(f"capture --source {PED2 / 'Test' / 'Test002'}"), 60,
              "the capture process")

@@ -141,7 +141,8 @@ def test_only_loopback_endpoints_count_as_private():
 def test_flood_of_stream_ids_is_bounded_and_others_keep_scoring(tiny_weights, tmp_path):
     bind, publish = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     det = Detector(DetectorConfig(bind=bind, publish=publish, model=str(tiny_weights),
-                                  device="cpu", stride=2, max_streams=3, status_interval=0.2,
+                                  device="cpu", precision="fp32", stride=2, max_streams=3,
+                                  status_interval=0.2,
                                   events_db=""), ScorerConfig(rule="area", threshold=1))
     stop = threading.Event()
     thread = threading.Thread(target=det.run, args=(stop,))
@@ -177,7 +178,8 @@ def test_flood_of_stream_ids_is_bounded_and_others_keep_scoring(tiny_weights, tm
 def test_binding_beyond_loopback_without_curve_warns(tiny_weights, caplog):
     det = Detector(DetectorConfig(bind=f"tcp://0.0.0.0:{free_port()}",
                                   publish=f"tcp://127.0.0.1:{free_port()}",
-                                  model=str(tiny_weights), device="cpu", stride=2, events_db=""))
+                                  model=str(tiny_weights), device="cpu", precision="fp32",
+                                  stride=2, events_db=""))
     det.close()
     assert "reachable beyond this machine and unauthenticated" in caplog.text
 
@@ -185,7 +187,8 @@ def test_binding_beyond_loopback_without_curve_warns(tiny_weights, caplog):
 def _run_detector(tiny_weights, tmp_path, **config):
     bind, publish = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     det = Detector(DetectorConfig(bind=bind, publish=publish, model=str(tiny_weights),
-                                  device="cpu", stride=2, status_interval=0.2,
+                                  device="cpu", precision="fp32", stride=2,
+                                  status_interval=0.2,
                                   events_db=str(tmp_path / "e.db"), **config),
                    ScorerConfig(rule="area", threshold=1), EventConfig(open_frames=1))
     stop = threading.Event()
@@ -277,10 +280,13 @@ def test_status_counts_inference_events_reconnects_and_the_store_keeps_the_peak(
     assert jpeg == overlays[seq]          # the very overlay subscribers saw at the peak
 
 
-def test_a_one_frame_window_is_refused_with_what_to_do(tmp_path):
+@pytest.mark.parametrize("precision", ["bf16", "auto"])
+def test_a_one_frame_window_is_refused_with_what_to_do(tmp_path, precision):
+    """Refused before any network is built: bf16 would fail first otherwise (its
+    conversion asserts on a one-frame window; without AVX-512 it cannot run at all)."""
     from tests.conftest import TINY_ARGS, make_weights
     path = make_weights(tmp_path / "one", model_args={**TINY_ARGS, "window": 1})
     with pytest.raises(ValueError, match="window of 1 frame: scoring needs at least 2"):
         Detector(DetectorConfig(bind=f"tcp://127.0.0.1:{free_port()}",
                                 publish=f"tcp://127.0.0.1:{free_port()}", model=str(path),
-                                events_db=""))
+                                precision=precision, events_db=""))

@@ -16,7 +16,8 @@ from tests.conftest import PED2, VTEST, free_port, stop, vadstream, wait_for
 def detector(tiny_weights, tmp_path):
     bind, publish = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     proc = vadstream("detect", "--model", str(tiny_weights), "--bind", bind, "--publish",
-                     publish, "--device", "cpu", "--stride", "2", "--events-db",
+                     publish, "--device", "cpu", "--precision", "fp32", "--stride", "2",
+                     "--events-db",
                      str(tmp_path / "events.sqlite3"))
     with Subscriber(publish, ["status"]) as probe:
         wait_for(lambda: probe.recv() is not None or proc.poll() is not None, 60,

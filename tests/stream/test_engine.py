@@ -18,6 +18,8 @@ def test_engine_runs_the_inference_form_on_its_buffer_in_place(tiny_weights):
         np.testing.assert_allclose(engine.run(n), net(mx.nd.array(windows)).asnumpy(),
                                    atol=1e-5)
     assert engine.frames_run == 9 * meta.window and engine.busy_s > 0
+    # a forced precision runs as asked, with nothing measured
+    assert engine.precision_report == {"requested": "fp32", "precision": "fp32"}
 
 
 def test_reconstruct_takes_more_windows_than_one_batch(tiny_weights):

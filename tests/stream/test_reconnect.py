@@ -10,7 +10,7 @@ def test_camera_dropout_is_survived_and_reported(tiny_weights, tmp_path):
     bind, publish = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     config = tmp_path / "p.yaml"
     config.write_text(f"detector:\n  bind: {bind}\n  publish: {publish}\n  model: {tiny_weights}\n"
-                      f"  device: cpu\n  stride: 2\n  offline_after: 1.0\n"
+                      f"  device: cpu\n  precision: fp32\n  stride: 2\n  offline_after: 1.0\n"
                       f"  events_db: {tmp_path / 'e.sqlite3'}\n")
     det = vadstream("detect", "--config", str(config))
     log = tmp_path / "capture.log"

@@ -12,7 +12,8 @@ from tests.conftest import PED2, free_port, stop, vadstream, wait_for
 
 def _detector(weights, bind, publish, db):
     return vadstream("detect", "--model", str(weights), "--bind", bind, "--publish", publish,
-                     "--device", "cpu", "--stride", "2", "--events-db", str(db))
+                     "--device", "cpu", "--precision", "fp32", "--stride", "2",
+                     "--events-db", str(db))
 
 
 def test_sigterm_ends_open_events_and_restart_resumes_everything(tiny_weights, tmp_path):

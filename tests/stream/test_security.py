@@ -18,7 +18,8 @@ def test_only_admitted_keys_push_frames_and_read_alerts(tiny_weights, tmp_path):
     shutil.copy(keys / "client.key", allowed)
     bind, publish = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     det = vadstream("detect", "--model", str(tiny_weights), "--bind", bind, "--publish", publish,
-                    "--device", "cpu", "--stride", "2", "--events-db", str(tmp_path / "e.db"),
+                    "--device", "cpu", "--precision", "fp32", "--stride", "2",
+                    "--events-db", str(tmp_path / "e.db"),
                     "--curve-secret-key", str(keys / "server.key_secret"),
                     "--curve-allowed", str(allowed))
     server = str(keys / "server.key")

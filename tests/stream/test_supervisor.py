@@ -23,6 +23,7 @@ detector:
   publish: {publish}
   model: {tiny_weights}
   device: cpu
+  precision: fp32
   stride: 2
   events_db: {tmp_path / 'events.sqlite3'}
 supervisor:

@@ -79,7 +79,8 @@ def test_api_metrics_and_snapshots_with_the_detector_started_after_serve(serve, 
 
     bind = f"tcp://127.0.0.1:{free_port()}"
     detector = vadstream("detect", "--model", str(tiny_weights), "--bind", bind, "--publish",
-                         publish, "--device", "cpu", "--stride", "2", "--events-db",
+                         publish, "--device", "cpu", "--precision", "fp32",
+                         "--stride", "2", "--events-db",
                          str(tmp_path / "events.sqlite3"))
     capture = None
     try:

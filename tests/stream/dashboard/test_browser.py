@@ -35,6 +35,7 @@ def test_live_overlay_chart_and_alert_with_snapshot_on_the_demo(tmp_path):
         # 5 fps the clip lasts 36 s: time for a cold browser on a busy machine.
         demo = vadstream("demo", "--source", str(PED2 / "Test" / "Test004"), "--fps", "5",
                          "--http", f"127.0.0.1:{port}", "--hold", "--device", "cpu",
+                         "--precision", "fp32",
                          "--video", str(tmp_path / "overlays.mp4"), stdout=out,
                          stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"
