@@ -94,8 +94,7 @@ class Engine:
         trained, self.meta = load_weights(weights, self.ctx)
         self.calibration_arrays = load_calibration_arrays(weights, self.meta)
         self.family = get_family(self.meta.model)
-        self.temporal = self.family.temporal(self.meta)
-        self.window = self.temporal.window
+        self.window = self.meta.window     # whether the family can score it: the caller's
         self.contract = self.meta.contract
         self.requested_precision = precision
         resolved = resolve_precision(precision, self.ctx)
