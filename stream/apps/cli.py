@@ -162,8 +162,8 @@ def cmd_events(args: argparse.Namespace) -> int:
                              limit=args.limit)
     # Read as alert messages, so they print as `vadstream subscribe` prints live ones
     # (with "v": 1), whichever detector version stored them.
-    for a in (AlertMessage.from_dict(row, topic=f"stored alert {i}")
-              for i, row in enumerate(stored)):
+    for a in (AlertMessage.from_dict(row, topic=f"{args.db}: alert {row.get('id', '?')}")
+              for row in stored):
         if args.json:
             print(a.to_json())
         else:
