@@ -142,3 +142,14 @@ def test_only_detect_loads_mxnet():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, check=True)
     assert out.stdout.split() == ["False", "True"]
+
+
+def test_the_configs_defaults_are_stream_defaults():
+    from stream import defaults
+    detector = DetectorConfig()
+    assert (detector.bind, detector.publish, detector.events_db, detector.model) == (
+        defaults.FRAMES_ENDPOINT, defaults.TOPICS_ENDPOINT, defaults.EVENTS_DB,
+        str(defaults.WEIGHTS))
+    serve = ServeConfig()
+    assert (serve.connect, serve.http, serve.events_db) == (
+        defaults.TOPICS_ENDPOINT, defaults.DASHBOARD_HTTP, defaults.EVENTS_DB)
