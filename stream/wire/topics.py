@@ -59,7 +59,7 @@ class TopicMessage(Record):
 
     @property
     def payload(self) -> dict:
-        """The JSON object as published (:meth:`to_dict`)."""
+        """The JSON object as published (:meth:`to_dict`), for readers that want a dict."""
         return self.to_dict()
 
     def to_json(self) -> str:
@@ -79,7 +79,6 @@ class TopicMessage(Record):
             data: The parsed JSON object.
             topic: The topic it came on, for error messages (default: the kind).
             **parts: Fields that travel outside the JSON (an overlay's ``jpeg``).
-
 
         Raises:
             TopicError: On a version other than 1, a missing field or a wrong type.
