@@ -22,7 +22,9 @@ import numpy as np
 
 from stream.apps.demo import free_port
 from stream.apps.processes import Child, stop_all, vadstream_command
+from stream.defaults import EVENTS_DB
 from stream.wire.subscriber import Subscriber
+from stream.wire.topics import ScoreMessage, StatusMessage, StreamStatus
 
 log = logging.getLogger(__name__)
 #: Offered load of a flooded run, as a multiple of the model's frames/s.
@@ -48,18 +50,17 @@ def _cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-def _totals(status: dict) -> int:
-    """Frames lost so far over all streams: dropped before the detector, or overrun."""
-    return sum(s.get("dropped", 0) + s.get("overrun", 0)
-               for s in status.get("streams", {}).values())
+def _totals(status: StatusMessage) -> int:
+    """Frames lost so far over all tracked streams: dropped before the detector, or overrun."""
+    return sum(s.dropped + s.overrun for s in status.streams.values()
+               if isinstance(s, StreamStatus))
 
 
 def _wait_ready(sub: Subscriber, detector: Child, topics: list[str], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         msg = sub.recv(200)
-        if msg is not None and msg.topic == "status" and \
-                set(topics) <= set(msg.payload.get("subscriptions", [])):
+        if isinstance(msg, StatusMessage) and set(topics) <= set(msg.subscriptions or []):
             return
         if not detector.running:
             raise RuntimeError(f"the detector exited with code {detector.poll()}; run "
@@ -106,7 +107,7 @@ def run_pipeline(model: str | Path, device: str, source: str | Path, streams: in
         detector = Child("detector", vadstream_command(
             "detect", "--bind", bind, "--publish", publish, "--model", str(model),
             "--device", device, "--precision", precision, "--stride", str(stride),
-            "--max-batch", str(max_batch), "--events-db", str(Path(tmp) / "events.sqlite3")),
+            "--max-batch", str(max_batch), "--events-db", str(Path(tmp) / EVENTS_DB)),
             stderr=log_file("detector"))
         captures = [Child(f"capture{k}", vadstream_command(
             "capture", "--source", str(source), "--stream-id", f"cam{k}", "--connect", bind,
@@ -138,8 +139,8 @@ def _measure(sub: Subscriber, detector: Child, captures: list[Child], streams: i
     deadline = time.monotonic() + 120.0
     while len(seen) < streams:                       # every stream scored at least once
         msg = sub.recv(200)
-        if msg is not None and msg.topic.startswith("score."):
-            seen.add(msg.topic)
+        if isinstance(msg, ScoreMessage):
+            seen.add(msg.stream)
         if not detector.running or time.monotonic() > deadline:
             raise RuntimeError(f"only {len(seen)} of {streams} streams were scored "
                                f"(detector {'running' if detector.running else 'exited'})")
@@ -156,27 +157,30 @@ def _measure(sub: Subscriber, detector: Child, captures: list[Child], streams: i
                 cpu0 = _cpu_parts(detector, captures)
         if msg is None:
             continue
-        if msg.topic.startswith("score.") and now >= start:
-            latencies.append(time.time() - msg.payload["ts"])
+        if isinstance(msg, ScoreMessage) and now >= start:
+            latencies.append(time.time() - msg.ts)
             frames += 1
-        elif msg.topic == "status":
+        elif isinstance(msg, StatusMessage):
             if now < start or first is None:
-                first = msg.payload
-            last = msg.payload
+                first = msg
+            last = msg
     cpu1 = _cpu_parts(detector, captures)
     if not frames or first is None or last is None:
         raise RuntimeError("no frame was scored while measuring")
+    if first.inference is None or last.inference is None:
+        raise RuntimeError("the detector's status reports no inference time; the bench "
+                           "needs a detector that does")
     ms = np.percentile(np.array(latencies) * 1000, [50, 95, 99])
-    busy = last["inference"]["seconds"] - first["inference"]["seconds"]
-    span = last["ts"] - first["ts"]
+    busy = last.inference.seconds - first.inference.seconds
+    span = last.ts - first.ts
     return {"fps": round(frames / seconds, 1), "dropped": _totals(last) - _totals(first),
             "latency_ms": {"p50": round(float(ms[0]), 1), "p95": round(float(ms[1]), 1),
                            "p99": round(float(ms[2]), 1)},
             "rss_mb": round(rss / 1024, 1),
             # the detector's own model throughput in this run, and its share of the time
             # (None when the run was shorter than two status messages)
-            "inference": {"fps": round((last["inference"]["frames"]
-                                        - first["inference"]["frames"]) / busy, 1)
+            "inference": {"fps": round((last.inference.frames - first.inference.frames)
+                                       / busy, 1)
                           if busy > 0 else None,
                           "share": round(busy / span, 3) if busy > 0 else None},
             "cpu": {k: round((cpu1[k] - cpu0.get(k, cpu1[k])) / seconds, 2) for k in cpu1}}

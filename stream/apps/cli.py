@@ -12,18 +12,52 @@ from pathlib import Path
 
 import zmq
 
+from stream.apps.flags import add_dataclass_flags, overrides_from_args
+from stream.dashboard.config import ServeConfig
+from stream.defaults import (
+    DASHBOARD_HTTP,
+    EVENTS_DB,
+    FRAMES_ENDPOINT,
+    PED2,
+    TOPICS_ENDPOINT,
+    WEIGHTS,
+)
+
 # MXNet's own default OpenMP thread count ran the model 1.5x slower on a 2-core machine than
 # one thread per available core (29 vs 44 frames/s, `vadstream bench`); set before MXNet loads.
 os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
 
 log = logging.getLogger("vadstream")
-DEFAULT_FRAMES = "tcp://127.0.0.1:5555"
-DEFAULT_TOPICS = "tcp://127.0.0.1:5556"
-# models.DEFAULT_WEIGHTS, spelt out: importing models loads MXNet, which `serve`, `capture`
-# and `subscribe` never need (a test keeps the two equal).
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "models" / "weights" / "ped2_stae"
-#: stream.apps.demo.DEFAULT_SOURCE, spelt out for the same reason: the UCSD Ped2 root.
-PED2 = Path(__file__).resolve().parents[3] / "shared" / "data" / "UCSDped2"
+DEVICES = ("auto", "cpu", "gpu")
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose flags can be added on first use.
+
+    ``populate(parser)`` runs once, before the parser first parses or formats its help.
+    ``detect``'s flags are generated from ``DetectorConfig``, whose module loads MXNet;
+    added this way, only ``vadstream detect`` loads it, never ``serve`` or ``capture``.
+
+    Args:
+        populate: Adds the flags (None: nothing to add).
+    """
+
+    def __init__(self, *args, populate=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._populate = populate
+
+    def _ensure_populated(self) -> None:
+        if self._populate is not None:
+            populate, self._populate = self._populate, None
+            populate(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._ensure_populated()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._ensure_populated()
+        return super().format_help()
 
 
 def _stop_on_signals() -> threading.Event:
@@ -81,14 +115,11 @@ def open_live_with_retry(args: argparse.Namespace, stop: threading.Event):
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
+    from stream.detector.config import DetectorConfig
     from stream.detector.loop import Detector
     from stream.pipeline import load_pipeline
 
-    pipe = load_pipeline(args.config, bind=args.bind, publish=args.publish, model=args.model,
-                         device=args.device, precision=args.precision, stride=args.stride,
-                         max_batch=args.max_batch,
-                         events_db=args.events_db, curve_secret_key=args.curve_secret_key,
-                         curve_allowed=args.curve_allowed)
+    pipe = load_pipeline(args.config, **overrides_from_args(args, DetectorConfig))
     stop = _stop_on_signals()
     detector = Detector(pipe.detector, pipe.scorer, pipe.events, pipe.annotator.build(),
                         streams=pipe.streams)
@@ -120,36 +151,34 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    import json
-
     from stream.store import EventStore
     from stream.times import parse_time
+    from stream.wire.topics import AlertMessage
 
     if not Path(args.db).is_file():
         raise FileNotFoundError(f"events store {args.db} not found; the detector writes it "
                                 "(see --events-db)")
     with EventStore(args.db) as store:
-        alerts = store.query(stream=args.stream, since=parse_time(args.since),
+        stored = store.query(stream=args.stream, since=parse_time(args.since),
                              limit=args.limit)
-    for a in alerts:
+    # Read as alert messages, so they print as `vadstream subscribe` prints live ones
+    # (with "v": 1), whichever detector version stored them.
+    for a in (AlertMessage.from_dict(row, topic=f"{args.db}: alert {row.get('id', '?')}")
+              for row in stored):
         if args.json:
-            print(json.dumps(a))
+            print(a.to_json())
         else:
-            end = "" if a.get("end_seq") is None else f" end_seq {a['end_seq']}"
-            print(f"{a.get('ts', 0):.3f} {a['stream']} {a['type']:6} {a['id'][:12]} "
-                  f"start_seq {a['start_seq']}{end} score {a['score']:.1f} "
-                  f"peak {a['peak_score']:.1f}")
+            end = "" if a.end_seq is None else f" end_seq {a.end_seq}"
+            print(f"{a.ts:.3f} {a.stream} {a.type:6} {a.id[:12]} start_seq {a.start_seq}{end} "
+                  f"score {a.score:.1f} peak {a.peak_score:.1f}")
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     # Imports nothing of MXNet: the dashboard runs beside the detector, not as one.
     from stream.dashboard.app import run_serve
-    from stream.dashboard.config import ServeConfig
 
-    config = ServeConfig(connect=args.connect, http=args.http, events_db=args.events_db,
-                         history_s=args.history, curve_key=args.curve_key or "",
-                         curve_server=args.curve_server or "")
+    config = ServeConfig(**overrides_from_args(args, ServeConfig))
     stop = _stop_on_signals()
     run_serve(config, stop, ready=lambda url: print(
         f"dashboard: {url} (detector topics {config.connect}, events {config.events_db})",
@@ -180,9 +209,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from stream.apps.demo import DEFAULT_SOURCE, dashboard_address, run_demo, write_summary
+    from stream.apps.demo import dashboard_address, run_demo, write_summary
 
-    source = args.source or str(DEFAULT_SOURCE)
+    source = args.source or str(PED2)
     stop = _stop_on_signals()
     http = None if args.no_dashboard else dashboard_address(args.http)
     print(f"vadstream demo: {source} -> detector -> alerts (video: {args.video})", flush=True)
@@ -192,7 +221,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                       else None)
     interrupted = stop.is_set() and result.eos is None
     print(f"demo: {result.frames} frames scored at {result.fps:.1f} frames/s, "
-          f"{sum(a['type'] == 'start' for a in result.alerts)} event(s), "
+          f"{sum(a.type == 'start' for a in result.alerts)} event(s), "
           f"{len(result.alerts)} alert message(s); overlay video {args.video}", flush=True)
     if args.json:
         write_summary(args.json, result, source=source, model=args.model,
@@ -261,17 +290,28 @@ def _curve_client_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--curve-server", help="the detector's public .key")
 
 
+def _detector_flags(parser: argparse.ArgumentParser) -> None:
+    """``detect``'s flags: one per ``DetectorConfig`` field (``detector:`` in the config)."""
+    from stream.detector.config import DetectorConfig
+    from stream.detector.precision import PRECISIONS
+
+    group = parser.add_argument_group("detector", "every key of the config's detector: "
+                                      "section, as a flag that replaces the file's value")
+    add_dataclass_flags(group, DetectorConfig,
+                        choices={"device": DEVICES, "precision": PRECISIONS})
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    p = argparse.ArgumentParser(prog="vadstream", description="Real-time video anomaly "
-                                "detection with a ConvLSTM autoencoder.")
+    p = Parser(prog="vadstream", description="Real-time video anomaly detection with a "
+               "ConvLSTM autoencoder.")
     p.add_argument("--verbose", "-v", action="store_true", help="debug logs and tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("capture", help="read a source and push its frames to a detector")
     c.add_argument("--source", required=True, help="camera index, URL, video file or folder")
     c.add_argument("--stream-id", required=True)
-    c.add_argument("--connect", default=DEFAULT_FRAMES)
+    c.add_argument("--connect", default=FRAMES_ENDPOINT)
     c.add_argument("--fps", type=float, help="replay rate (folders 10, files their own; 0: max)")
     c.add_argument("--loop", action="store_true", help="replay a finite source forever")
     c.add_argument("--encoding", choices=["raw", "jpeg"], default="raw")
@@ -283,26 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
     _curve_client_flags(c)
     c.set_defaults(func=cmd_capture)
 
-    d = sub.add_parser("detect", help="score frames and publish alerts, scores and overlays")
-    d.add_argument("--config", type=Path, help="pipeline YAML (its detector/scorer/events)")
-    d.add_argument("--bind", help=f"frame endpoint (default {DEFAULT_FRAMES})")
-    d.add_argument("--publish", help=f"topic endpoint (default {DEFAULT_TOPICS})")
-    d.add_argument("--model", help=f"weights (default {DEFAULT_WEIGHTS})")
-    d.add_argument("--device", choices=["auto", "cpu", "gpu"])
-    d.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"],
-                   help="model precision (default auto: bf16 or int8 where measured faster "
-                   "than fp32 at start-up with fp32's decisions, else fp32)")
-    d.add_argument("--stride", type=int, help="frames between windows")
-    d.add_argument("--max-batch", type=int, help="windows per forward pass")
-    d.add_argument("--events-db", help="SQLite file of every alert (default events.sqlite3; "
-                   "'' to disable)")
-    d.add_argument("--curve-secret-key", help="the detector's .key_secret: admit only CURVE "
-                   "clients")
-    d.add_argument("--curve-allowed", help="folder of admitted clients' .key files")
+    d = sub.add_parser("detect", help="score frames and publish alerts, scores and overlays",
+                       populate=_detector_flags)
+    d.add_argument("--config", type=Path, help="pipeline YAML (its detector/scorer/events); "
+                   "its values replace the defaults below, and flags replace both")
     d.set_defaults(func=cmd_detect)
 
     s = sub.add_parser("subscribe", help="print published messages as JSON Lines")
-    s.add_argument("--connect", default=DEFAULT_TOPICS)
+    s.add_argument("--connect", default=TOPICS_ENDPOINT)
     s.add_argument("--topic", action="append", help="topic prefix (repeatable; default all)")
     s.add_argument("--save-overlays", type=Path, help="folder for overlay JPEGs")
     s.add_argument("--count", type=int, default=0, help="exit after this many messages")
@@ -310,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_subscribe)
 
     r = sub.add_parser("record", help="write a stream's overlays to an MP4")
-    r.add_argument("--connect", default=DEFAULT_TOPICS)
+    r.add_argument("--connect", default=TOPICS_ENDPOINT)
     r.add_argument("--stream", required=True)
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--fps", type=float, default=10.0)
@@ -319,12 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("serve", help="web dashboard: live overlays, score charts, alerts with "
                        "snapshots, JSON API and Prometheus /metrics")
-    w.add_argument("--connect", default=DEFAULT_TOPICS, help="the detector's topic endpoint")
-    w.add_argument("--http", default="127.0.0.1:8080", help="HOST:PORT to listen on")
-    w.add_argument("--events-db", default="events.sqlite3", help="the detector's --events-db "
-                   "(read only)")
-    w.add_argument("--history", type=float, default=300.0, help="seconds of scores charted")
-    _curve_client_flags(w)
+    add_dataclass_flags(w, ServeConfig, rename={"history_s": "history"})
     w.set_defaults(func=cmd_serve)
 
     y = sub.add_parser("keys", help="make CURVE key pairs for the detector and its clients")
@@ -333,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     y.set_defaults(func=cmd_keys)
 
     v = sub.add_parser("events", help="alerts from the events store")
-    v.add_argument("--db", default="events.sqlite3", help="the detector's --events-db")
+    v.add_argument("--db", default=EVENTS_DB, help="the detector's --events-db")
     v.add_argument("--stream")
     v.add_argument("--since", help="Unix seconds, ISO 8601, or an age (15m, 2h)")
     v.add_argument("--limit", type=int, help="at most this many, the newest")
@@ -347,16 +370,16 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("demo", help="the whole pipeline on UCSD Ped2 (or --source)")
     m.add_argument("--source", help="any capture source (default: UCSD Ped2 test clips in "
                    "../shared/data)")
-    m.add_argument("--model", default=str(DEFAULT_WEIGHTS))
+    m.add_argument("--model", default=str(WEIGHTS))
     m.add_argument("--stream-id", default="demo")
     m.add_argument("--fps", type=float, help="replay rate (0: as fast as the detector goes)")
-    m.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
+    m.add_argument("--device", choices=DEVICES, default="auto")
     m.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"],
                    help="the detector's model precision (default: its own, auto)")
     m.add_argument("--video", type=Path, default=Path("out/demo/overlays.mp4"))
     m.add_argument("--json", type=Path, help="write a summary with every alert here")
-    m.add_argument("--http", help="HOST:PORT of the dashboard (default 127.0.0.1:8080, or a "
-                   "free port when that one is taken)")
+    m.add_argument("--http", help=f"HOST:PORT of the dashboard (default {DASHBOARD_HTTP}, or "
+                   "a free port when that one is taken)")
     m.add_argument("--no-dashboard", action="store_true", help="do not start vadstream serve")
     m.add_argument("--hold", action="store_true", help="when the source ends, keep the "
                    "detector and dashboard up until Ctrl-C")
@@ -366,23 +389,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", type=Path, default=Path("configs/ped2.yaml"))
     t.add_argument("--data", help="dataset root, Train/ folder or clip folder")
     t.add_argument("--out", type=Path, help="weights stem to write")
-    t.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
+    t.add_argument("--device", choices=DEVICES, default="auto")
     t.add_argument("--resume", action="store_true")
     t.set_defaults(func=cmd_train)
 
     k = sub.add_parser("calibrate", help="re-derive the rule and threshold of trained weights "
                        "from their held-out normal clips")
-    k.add_argument("--model", default=str(DEFAULT_WEIGHTS))
+    k.add_argument("--model", default=str(WEIGHTS))
     k.add_argument("--data", help="dataset root (default: the one recorded at training)")
     k.add_argument("--stride", type=int, help="detector stride (default: the recorded one)")
     k.add_argument("--false-alarm-rate", type=float)
-    k.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
+    k.add_argument("--device", choices=DEVICES, default="auto")
     k.set_defaults(func=cmd_calibrate)
 
     b = sub.add_parser("bench", help="throughput against this machine's peak: the model, "
                        "reduced precision, the whole pipeline")
-    b.add_argument("--model", default=str(DEFAULT_WEIGHTS))
-    b.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
+    b.add_argument("--model", default=str(WEIGHTS))
+    b.add_argument("--device", choices=DEVICES, default="auto")
     b.add_argument("--seconds", type=float, default=3.0,
                    help="time per throughput figure (pipeline runs: three times this)")
     b.add_argument("--streams", type=int, default=4, help="cameras at 10 fps in the live run")
@@ -399,10 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_bench)
 
     e = sub.add_parser("evaluate", help="frame and pixel AUC on a UCSD-style test set")
-    e.add_argument("--model", default=str(DEFAULT_WEIGHTS))
+    e.add_argument("--model", default=str(WEIGHTS))
     e.add_argument("--data", required=True, help="dataset root, e.g. ../shared/data/UCSDped2")
     e.add_argument("--stride", type=int, help="detector stride (default: the calibrated one)")
-    e.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
+    e.add_argument("--device", choices=DEVICES, default="auto")
     e.add_argument("--json", type=Path, help="write the results here")
     e.add_argument("--plots", type=Path, help="folder for ROC and per-clip plots")
     e.set_defaults(func=cmd_evaluate)

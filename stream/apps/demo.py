@@ -13,10 +13,14 @@ from pathlib import Path
 
 from models.weights import read_meta
 from stream.apps.processes import Child, stop_all, vadstream_command
+from stream.dashboard.config import split_host_port
+from stream.defaults import DASHBOARD_HTTP, EVENTS_DB, PED2
 from stream.wire.subscriber import Subscriber
+from stream.wire.topics import AlertMessage, EosMessage, ScoreMessage, StatusMessage
 
 log = logging.getLogger(__name__)
-DEFAULT_SOURCE = Path(__file__).resolve().parents[3] / "shared" / "data" / "UCSDped2"
+#: What the demo replays by default: the UCSD Ped2 test clips.
+DEFAULT_SOURCE = PED2
 
 
 def free_port() -> int:
@@ -27,16 +31,18 @@ def free_port() -> int:
 
 
 def dashboard_address(http: str | None) -> str:
-    """The dashboard's ``HOST:PORT``: ``http`` as given, else 127.0.0.1:8080 or, when
-    something already listens there, a free port."""
+    """The dashboard's ``HOST:PORT``: ``http`` as given, else the default one
+    (``stream.defaults.DASHBOARD_HTTP``) or, when something already listens there, a
+    free port on the same host."""
     if http is not None:
         return http
+    host, port = split_host_port(DASHBOARD_HTTP)
     with socket.socket() as s:
         try:
-            s.bind(("127.0.0.1", 8080))
-            return "127.0.0.1:8080"
+            s.bind((host, port))
+            return DASHBOARD_HTTP
         except OSError:
-            return f"127.0.0.1:{free_port()}"
+            return f"{host}:{free_port()}"
 
 
 @dataclass
@@ -45,16 +51,16 @@ class DemoResult:
 
     frames: int = 0
     seconds: float = 0.0
-    alerts: list = field(default_factory=list)
-    eos: dict | None = None
+    alerts: list[AlertMessage] = field(default_factory=list)
+    eos: EosMessage | None = None
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self, **extra) -> dict:
-        return {"frames": self.frames, "fps": round(self.fps, 2), "alerts": self.alerts,
-                **extra}
+        return {"frames": self.frames, "fps": round(self.fps, 2),
+                "alerts": [a.to_dict() for a in self.alerts], **extra}
 
 
 def describe_weights(model: str) -> str:
@@ -73,8 +79,7 @@ def _wait_subscribed(sub: Subscriber, topics: list[str], children: list[Child],
     deadline = time.monotonic() + timeout_s
     while not stop.is_set():
         msg = sub.recv(200)
-        if msg is not None and msg.topic == "status" and \
-                set(topics) <= set(msg.payload.get("subscriptions", [])):
+        if isinstance(msg, StatusMessage) and set(topics) <= set(msg.subscriptions or []):
             return
         for child in children:
             if not child.running:
@@ -115,7 +120,7 @@ def run_demo(source: str, model: str, video: Path, stream: str = "demo",
     bind = f"tcp://127.0.0.1:{free_port()}"
     publish = f"tcp://127.0.0.1:{free_port()}"
     print(describe_weights(model), flush=True)
-    events_db = str(video.with_name("events.sqlite3"))
+    events_db = str(video.with_name(EVENTS_DB))
     detector = Child("detector", vadstream_command(
         "detect", "--bind", bind, "--publish", publish, "--model", model, "--device", device,
         "--events-db", events_db, *(extra_detect_args or [])))
@@ -127,7 +132,7 @@ def run_demo(source: str, model: str, video: Path, stream: str = "demo",
         deadline = time.monotonic() + ready_timeout_s
         while not stop.is_set():
             msg = sub.recv(200)
-            if msg is not None and msg.topic == "status":
+            if isinstance(msg, StatusMessage):
                 break
             if not detector.running:
                 raise RuntimeError(f"the detector exited with code {detector.poll()}; "
@@ -170,14 +175,14 @@ def run_demo(source: str, model: str, video: Path, stream: str = "demo",
                     raise RuntimeError(f"nothing scored for {idle_timeout_s:.0f} s")
                 continue
             idle_since = now
-            if msg.topic.startswith("alert."):
-                result.alerts.append(msg.payload)
-            elif msg.topic.startswith("score."):
+            if isinstance(msg, AlertMessage):
+                result.alerts.append(msg)
+            elif isinstance(msg, ScoreMessage):
                 result.frames += 1
                 first = first or now
                 last = now
-            elif msg.topic.startswith("eos."):
-                result.eos = msg.payload
+            elif isinstance(msg, EosMessage):
+                result.eos = msg
                 break
         if first is not None and last is not None:
             # Frames over the time between the first and last score, counting the first.

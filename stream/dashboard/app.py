@@ -71,7 +71,7 @@ class Api:
         if view is None or view.latest is None:
             return _error(404, f"no overlay of stream {stream!r} yet: is it sending frames, "
                           "and is the detector reachable?")
-        return web.Response(body=view.latest[1], content_type="image/jpeg", headers=NO_CACHE)
+        return web.Response(body=view.latest.jpeg, content_type="image/jpeg", headers=NO_CACHE)
 
     async def events(self, request: web.Request) -> web.Response:
         query = request.query

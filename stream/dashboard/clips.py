@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
+from stream.wire.topics import AlertMessage, OverlayMessage
+
 
 @dataclass(frozen=True)
 class ClipFrame:
@@ -64,11 +66,11 @@ class EventClips:
         self.clips: OrderedDict[str, Clip] = OrderedDict()
         self._bytes = 0
 
-    def on_overlay(self, header: dict, jpeg: bytes) -> None:
-        """Take one overlay (``overlay.<stream>``'s header and JPEG)."""
-        stream = header["stream"]
-        frame = ClipFrame(int(header["seq"]), float(header["ts"]), float(header["score"]),
-                          bool(header.get("anomalous")), jpeg)
+    def on_overlay(self, overlay: OverlayMessage) -> None:
+        """Take one overlay."""
+        stream, jpeg = overlay.stream, overlay.jpeg
+        frame = ClipFrame(overlay.seq, float(overlay.ts), float(overlay.score),
+                          overlay.anomalous, jpeg)
         recent = self._recent.get(stream)
         if recent is None:
             recent = self._recent[stream] = deque(maxlen=max(1, self._before))
@@ -87,9 +89,9 @@ class EventClips:
                 del self._open[stream]
         self._trim()
 
-    def on_alert(self, alert: dict) -> None:
+    def on_alert(self, alert: AlertMessage) -> None:
         """Start a clip at an event's first alert seen; count down its end."""
-        stream, event_id = alert["stream"], alert["id"]
+        stream, event_id = alert.stream, alert.id
         clip = self.clips.get(event_id)
         if clip is None:
             self._finish(stream)
@@ -100,7 +102,7 @@ class EventClips:
             self._bytes += clip.nbytes
             self.clips[event_id] = clip
             self._open[stream] = clip
-        if alert["type"] == "end" and clip.after_end is None:
+        if alert.type == "end" and clip.after_end is None:
             clip.after_end = self.after
             if not self.after:
                 self._finish(stream)

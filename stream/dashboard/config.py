@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stream.defaults import DASHBOARD_HTTP, EVENTS_DB, TOPICS_ENDPOINT
+
 
 def split_host_port(address: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:8080`` for IPv6) as ``(host, port)``.
@@ -13,7 +15,7 @@ def split_host_port(address: str) -> tuple[str, int]:
     """
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"--http {address!r} is not HOST:PORT, e.g. 127.0.0.1:8080")
+        raise ValueError(f"--http {address!r} is not HOST:PORT, e.g. {DASHBOARD_HTTP}")
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
@@ -34,9 +36,9 @@ class ServeConfig:
         curve_server: The detector's public ``.key``.
     """
 
-    connect: str = "tcp://127.0.0.1:5556"
-    http: str = "127.0.0.1:8080"
-    events_db: str = "events.sqlite3"
+    connect: str = TOPICS_ENDPOINT
+    http: str = DASHBOARD_HTTP
+    events_db: str = EVENTS_DB
     history_s: float = 300.0
     clip_before: int = 20
     clip_after: int = 20

@@ -14,13 +14,20 @@ import json
 import logging
 import struct
 
-import zmq
-import zmq.asyncio
 from aiohttp import web
 
 from stream.dashboard.clips import EventClips
 from stream.dashboard.state import LiveState
 from stream.wire.security import CurveClient
+from stream.wire.subscriber import AsyncSubscriber
+from stream.wire.topics import (
+    AlertMessage,
+    EosMessage,
+    OverlayMessage,
+    ScoreMessage,
+    StatusMessage,
+    TopicMessage,
+)
 
 log = logging.getLogger(__name__)
 TOPICS = ("status", "score.", "overlay.", "alert.", "eos.")
@@ -29,10 +36,11 @@ SCORES_EVERY = 0.25
 STATUS_EVERY = 1.0
 
 
-def pack_overlay(header: dict, jpeg: bytes) -> bytes:
-    """A binary WebSocket message: 4-byte big-endian header length, JSON header, JPEG."""
-    head = json.dumps(header).encode()
-    return struct.pack(">I", len(head)) + head + jpeg
+def pack_overlay(overlay: OverlayMessage) -> bytes:
+    """A binary WebSocket message: 4-byte big-endian header length, JSON header (the
+    overlay's as published), JPEG."""
+    head = overlay.to_json().encode()
+    return struct.pack(">I", len(head)) + head + overlay.jpeg
 
 
 class Page:
@@ -99,52 +107,38 @@ class Hub:
     async def read_topics(self) -> None:
         """Subscribe and take in messages until cancelled. ZeroMQ connects (and
         reconnects) by itself, so the detector may start before or after this."""
-        context = zmq.asyncio.Context()
-        socket = context.socket(zmq.SUB)
-        socket.setsockopt(zmq.RCVHWM, 2000)
-        socket.setsockopt(zmq.LINGER, 0)
-        if self.curve is not None:
-            self.curve.apply(socket)
-        socket.connect(self.connect)
-        for topic in TOPICS:
-            socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        log.info("dashboard: reading the detector's topics on %s", self.connect)
-        try:
+        with AsyncSubscriber(self.connect, list(TOPICS), hwm=2000, curve=self.curve) as sub:
+            log.info("dashboard: reading the detector's topics on %s", self.connect)
             while True:
-                parts = await socket.recv_multipart()
+                msg = await sub.recv()
+                if msg is None:
+                    continue      # refused by the decoder (and logged there)
                 try:
-                    self.handle(parts)
+                    self.handle(msg)
                 except Exception:  # noqa: BLE001 - one bad message must not stop the page
-                    log.warning("skipped a message on %r", parts[0][:64], exc_info=True)
-        finally:
-            socket.close()
-            context.term()
+                    log.warning("skipped a message on %s", msg.topic, exc_info=True)
 
-    def handle(self, parts: list[bytes]) -> None:
+    def handle(self, msg: TopicMessage) -> None:
         """Take one published message."""
-        topic = parts[0].decode(errors="replace")
-        payload = json.loads(parts[1]) if len(parts) > 1 else {}
-        kind = topic.partition(".")[0]
-        if kind == "status":
-            self.state.on_status(payload)
-        elif kind == "score":
-            self.state.on_score(payload)
-        elif kind == "overlay" and len(parts) > 2:
-            jpeg = bytes(parts[2])
-            self.state.on_overlay(payload, jpeg)
-            self.clips.on_overlay(payload, jpeg)
+        if isinstance(msg, StatusMessage):
+            self.state.on_status(msg)
+        elif isinstance(msg, ScoreMessage):
+            self.state.on_score(msg)
+        elif isinstance(msg, OverlayMessage):
+            self.state.on_overlay(msg)
+            self.clips.on_overlay(msg)
             if self.pages:
-                packed = pack_overlay(payload, jpeg)
+                packed = pack_overlay(msg)
                 for page in self.pages:
-                    page.send_overlay(payload["stream"], packed)
-        elif kind == "alert":
-            event = self.state.on_alert(payload)
-            self.clips.on_alert(payload)
+                    page.send_overlay(msg.stream, packed)
+        elif isinstance(msg, AlertMessage):
+            event = self.state.on_alert(msg)
+            self.clips.on_alert(msg)
             self.broadcast({"type": "event", "event": event})
-        elif kind == "eos":
-            self.state.on_eos(payload)
-            self.clips.on_eos(payload["stream"])
-            self.broadcast({"type": "eos", "stream": payload["stream"]})
+        elif isinstance(msg, EosMessage):
+            self.state.on_eos(msg)
+            self.clips.on_eos(msg.stream)
+            self.broadcast({"type": "eos", "stream": msg.stream})
 
     # -- to the pages --------------------------------------------------------------------
     def broadcast(self, message: dict) -> None:
@@ -183,7 +177,7 @@ class Hub:
         page.send_json(hello)
         for view in self.state.streams.values():
             if view.latest is not None:
-                page.send_overlay(view.id, pack_overlay(*view.latest))
+                page.send_overlay(view.id, pack_overlay(view.latest))
         self.pages.add(page)
         pump = asyncio.create_task(page.pump())
         try:

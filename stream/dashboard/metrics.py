@@ -21,6 +21,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from stream.dashboard.state import LiveState
+from stream.wire.topics import InferenceTimes, StreamStatus
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -66,28 +67,27 @@ class DashboardCollector(Collector):
                                 value=self.clients())
         if not up:
             return
-        status = state.status or {}
+        status = state.status    # reachable: a status came
         yield GaugeMetricFamily("vadstream_detector_uptime_seconds", "Detector uptime",
-                                value=float(status.get("uptime_s", 0)))
+                                value=float(status.uptime_s))
         yield GaugeMetricFamily("vadstream_anomaly_threshold", "The frame rule's threshold",
-                                value=float(status.get("threshold") or 0))
+                                value=float(status.threshold))
         rejected = CounterMetricFamily("vadstream_rejected_messages", "Frame messages "
                                        "refused, by reason", labels=["reason"])
-        for reason, n in sorted(status.get("rejected", {}).items()):
+        for reason, n in sorted(status.rejected.items()):
             rejected.add_metric([reason], n)
         yield rejected
-        yield from self._inference(status.get("inference_s"))
-        yield from self._streams(status.get("streams", {}))
+        yield from self._inference(status.inference_s)
+        yield from self._streams(status.streams)
 
-    def _inference(self, hist: dict | None) -> Iterator[Metric]:
-        if not hist:
+    def _inference(self, hist: InferenceTimes | None) -> Iterator[Metric]:
+        if hist is None:
             return
-        buckets = [(repr(float(b)), n) for b, n in zip(hist["bounds"], hist["counts"],
-                                                       strict=True)]
-        buckets.append(("+Inf", hist["count"]))
+        buckets = [(repr(float(b)), n) for b, n in zip(hist.bounds, hist.counts, strict=True)]
+        buckets.append(("+Inf", hist.count))
         yield HistogramMetricFamily("vadstream_inference_seconds", "Time of one forward "
                                     "pass (a batch of windows)", buckets=buckets,
-                                    sum_value=hist["sum"])
+                                    sum_value=hist.sum)
 
     def _streams(self, reported: dict) -> Iterator[Metric]:
         views = [v for v in self.state.streams.values() if v.id in reported]
@@ -108,17 +108,17 @@ class DashboardCollector(Collector):
         for view in views:
             entry, label = view.status, [view.id]
             online.add_metric(label, int(view.online))
-            if "received" not in entry:      # ended for idleness: only reported offline
+            if not isinstance(entry, StreamStatus):   # ended for idleness: only offline
                 continue
             for name, _, key in STREAM_COUNTERS:
-                families[name].add_metric(label, entry.get(key, 0))
+                families[name].add_metric(label, getattr(entry, key))
             for name, _, key in STREAM_RATES:
                 rates[name].add_metric(label, view.rates[key])
-            queue.add_metric(label, entry.get("queue", 0))
-            event_open.add_metric(label, int(bool(entry.get("event_open"))))
+            queue.add_metric(label, entry.queue)
+            event_open.add_metric(label, int(entry.event_open))
             if view.last_score is not None:
-                score.add_metric(label, view.last_score["scores"]["score"])
-                latency.add_metric(label, view.last_score.get("latency_ms", 0) / 1000)
+                score.add_metric(label, view.last_score.scores.score)
+                latency.add_metric(label, view.last_score.latency_ms / 1000)
         yield online
         yield from rates.values()
         yield from families.values()

@@ -6,6 +6,17 @@ from __future__ import annotations
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from dataclasses import replace
+
+from stream.wire.topics import (
+    AlertMessage,
+    EosMessage,
+    IdleStream,
+    OverlayMessage,
+    ScoreMessage,
+    StatusMessage,
+    StreamStatus,
+)
 
 #: Fields of a stream's ``status`` entry that count frames (cumulative per stream session).
 COUNTERS = ("received", "scored", "dropped", "overrun")
@@ -15,7 +26,9 @@ RATE_WINDOW_S = 5.0
 
 
 def event_summary(alert: dict) -> dict:
-    """One event as the dashboard shows it, from its latest alert (live or stored).
+    """One event as the dashboard shows it, from its latest alert: the dict form of a
+    live :class:`AlertMessage`, or a row of the events store (which may predate fields,
+    hence every field read with a default).
 
     Returns:
         ``id, stream, open, start_ts, end_ts, start_seq, end_seq, peak_score, peak_seq,
@@ -48,24 +61,24 @@ class StreamView:
     def __init__(self, stream: str, history_s: float, max_points: int) -> None:
         self.id = stream
         self.history_s = history_s
-        self.status: dict = {}
+        self.status: StreamStatus | IdleStream | None = None
         self.rates = {"capture": 0.0, "processed": 0.0, "dropped": 0.0}
         self.scores: deque[tuple[float, float, int]] = deque(maxlen=max_points)
         self.pending: list[tuple[float, float, int]] = []   # scores not yet sent to pages
-        self.last_score: dict | None = None
-        self.latest: tuple[dict, bytes] | None = None       # overlay header, JPEG
+        self.last_score: ScoreMessage | None = None
+        self.latest: OverlayMessage | None = None
         self.ended = False
         self._marks: deque[tuple[float, tuple[int, ...]]] = deque(maxlen=64)
 
-    def on_status(self, entry: dict, ts: float) -> None:
+    def on_status(self, entry: StreamStatus | IdleStream, ts: float) -> None:
         """Take the stream's entry of a ``status`` message sent at detector time ``ts``;
         frame rates come from the change of its counters over the last few seconds."""
         self.status = entry
-        if any(k not in entry for k in COUNTERS):   # a stream the detector ended for idleness
+        if isinstance(entry, IdleStream):   # a stream the detector ended for idleness
             self.rates = dict.fromkeys(self.rates, 0.0)
             self._marks.clear()
             return
-        counts = tuple(int(entry[k]) for k in COUNTERS)
+        counts = tuple(getattr(entry, k) for k in COUNTERS)
         if self._marks and (ts <= self._marks[-1][0] or any(
                 now < then for now, then in zip(counts, self._marks[-1][1], strict=True))):
             self._marks.clear()                     # a new session of the stream
@@ -81,14 +94,13 @@ class StreamView:
                           "dropped": round(dropped + overrun, 2)}
         self.ended = False
 
-    def on_score(self, payload: dict) -> None:
-        point = (float(payload["ts"]), float(payload["scores"]["score"]),
-                 int(bool(payload.get("anomalous"))))
+    def on_score(self, score: ScoreMessage) -> None:
+        point = (float(score.ts), float(score.scores.score), int(score.anomalous))
         self.scores.append(point)
         self.pending.append(point)
         while self.scores and self.scores[0][0] < point[0] - self.history_s:
             self.scores.popleft()
-        self.last_score = payload
+        self.last_score = score
         self.ended = False
 
     def mark_ended(self) -> None:
@@ -102,20 +114,26 @@ class StreamView:
 
     @property
     def online(self) -> bool:
-        return bool(self.status.get("online", self.last_score is not None)) and not self.ended
+        online = self.last_score is not None if self.status is None else self.status.online
+        return online and not self.ended
 
     def summary(self) -> dict:
-        """The stream as ``/api/streams`` and the page show it."""
-        s, last = self.status, self.last_score or {}
+        """The stream as ``/api/streams`` and the page show it (None for what the
+        detector has not said, or no longer says: a stream ended for idleness)."""
+        s = self.status if isinstance(self.status, StreamStatus) else None
+        counts = dict.fromkeys((*COUNTERS, "queue", "events", "reconnects"))
+        if s is not None:
+            counts = {k: getattr(s, k) for k in counts}
+        last = self.last_score
+        latest = {"score": None, "seq": None, "threshold": None, "rule": None,
+                  "latency_ms": None}
+        if last is not None:
+            latest = {"score": last.scores.score, "seq": last.seq, "threshold": last.threshold,
+                      "rule": last.rule, "latency_ms": last.latency_ms}
+        clip = s.clip if s is not None else (last.clip if last is not None else None)
         return {"id": self.id, "online": self.online, "ended": self.ended,
-                "fps": dict(self.rates), "received": s.get("received"),
-                "scored": s.get("scored"), "dropped": s.get("dropped"),
-                "overrun": s.get("overrun"), "queue": s.get("queue"),
-                "event_open": bool(s.get("event_open")), "events": s.get("events"),
-                "reconnects": s.get("reconnects"), "clip": s.get("clip", last.get("clip")),
-                "score": last.get("scores", {}).get("score"), "seq": last.get("seq"),
-                "threshold": last.get("threshold"), "rule": last.get("rule"),
-                "latency_ms": last.get("latency_ms"),
+                "fps": dict(self.rates), **counts,
+                "event_open": s is not None and s.event_open, "clip": clip, **latest,
                 "latest": f"/api/streams/{self.id}/latest.jpg" if self.latest else None}
 
 
@@ -137,7 +155,7 @@ class LiveState:
         self.clock = clock
         self.streams: OrderedDict[str, StreamView] = OrderedDict()
         self.events: OrderedDict[str, dict] = OrderedDict()
-        self.status: dict | None = None
+        self.status: StatusMessage | None = None
         self.status_at: float | None = None
         self.started = clock()
 
@@ -153,41 +171,41 @@ class LiveState:
         self.streams.move_to_end(stream)
         return view
 
-    def on_status(self, payload: dict) -> None:
+    def on_status(self, status: StatusMessage) -> None:
         """Take a ``status`` message."""
-        self.status = payload
+        self.status = status
         self.status_at = self.clock()
-        ts = float(payload.get("ts", time.time()))
-        for stream, entry in payload.get("streams", {}).items():
-            self.stream(stream).on_status(entry, ts)
+        for stream, entry in status.streams.items():
+            self.stream(stream).on_status(entry, float(status.ts))
 
-    def on_score(self, payload: dict) -> None:
-        self.stream(payload["stream"]).on_score(payload)
+    def on_score(self, score: ScoreMessage) -> None:
+        self.stream(score.stream).on_score(score)
 
-    def on_overlay(self, header: dict, jpeg: bytes) -> None:
-        self.stream(header["stream"]).latest = (header, jpeg)
+    def on_overlay(self, overlay: OverlayMessage) -> None:
+        self.stream(overlay.stream).latest = overlay
 
-    def on_alert(self, alert: dict) -> dict:
+    def on_alert(self, alert: AlertMessage) -> dict:
         """Take an alert; returns the event's summary."""
-        event = event_summary(alert)
+        event = event_summary(alert.to_dict())
         self.events[event["id"]] = event
         self.events.move_to_end(event["id"])
         while len(self.events) > self.max_events:
             self.events.popitem(last=False)
         return event
 
-    def on_eos(self, payload: dict) -> None:
-        view = self.stream(payload["stream"])
+    def on_eos(self, eos: EosMessage) -> None:
+        view = self.stream(eos.stream)
         view.ended = True
         view.rates = dict.fromkeys(view.rates, 0.0)
         # the detector forgets an ended stream: its last status no longer holds
-        view.status = {**view.status, "online": False, "event_open": False, "queue": 0}
+        if isinstance(view.status, StreamStatus):
+            view.status = replace(view.status, online=False, event_open=False, queue=0)
         view.mark_ended()
 
     @property
     def interval(self) -> float:
         """The detector's status interval (1 s until it has said)."""
-        return float((self.status or {}).get("status_interval", 1.0))
+        return 1.0 if self.status is None else float(self.status.status_interval)
 
     def reachable(self) -> bool:
         """Whether a ``status`` came within three status intervals."""
@@ -195,12 +213,14 @@ class LiveState:
 
     def detector(self) -> dict:
         """The detector as the page shows it: reachable or not, and since when."""
-        s = self.status or {}
         age = None if self.status_at is None else round(self.clock() - self.status_at, 1)
-        return {"reachable": self.reachable(), "last_status_s": age,
-                "uptime_s": s.get("uptime_s"), "rule": s.get("rule"),
-                "threshold": s.get("threshold"), "rejected": s.get("rejected", {}),
-                "subscriptions": len(s.get("subscriptions", []))}
+        out = {"reachable": self.reachable(), "last_status_s": age, "uptime_s": None,
+               "rule": None, "threshold": None, "rejected": {}, "subscriptions": 0}
+        s = self.status
+        if s is not None:
+            out.update(uptime_s=s.uptime_s, rule=s.rule, threshold=s.threshold,
+                       rejected=dict(s.rejected), subscriptions=len(s.subscriptions or []))
+        return out
 
     def live_events(self, stream: str | None = None, since: float | None = None,
                     limit: int = 100) -> list[dict]:

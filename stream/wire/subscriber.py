@@ -1,33 +1,60 @@
-"""Reading the detector's topics: JSON Lines to a terminal, overlays to files or MP4."""
+"""Reading the detector's topics: typed messages, JSON Lines to a terminal, overlays to
+files or MP4.
+
+:class:`Subscriber` (blocking) and :class:`AsyncSubscriber` (asyncio, the dashboard's)
+both read through :func:`stream.wire.topics.decode_topic`; a message it refuses is
+skipped and logged (the first three, then every 1000th), never passed on.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 import cv2
 import numpy as np
 import zmq
+import zmq.asyncio
 
 from stream.wire.security import CurveClient
+from stream.wire.topics import EosMessage, OverlayMessage, TopicError, TopicMessage, decode_topic
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Message:
-    """One published message: its topic, JSON payload and, for overlays, the JPEG."""
+def _sub_socket(context: zmq.Context, connect: str, topics: list[str], hwm: int,
+                curve: CurveClient | None) -> zmq.Socket:
+    socket = context.socket(zmq.SUB)
+    socket.setsockopt(zmq.RCVHWM, hwm)
+    socket.setsockopt(zmq.LINGER, 0)
+    if curve is not None:
+        curve.apply(socket)
+    socket.connect(connect)
+    for topic in topics or [""]:
+        socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
+    return socket
 
-    topic: str
-    payload: dict
-    jpeg: bytes | None = None
+
+class _Reader:
+    """The decoding both subscribers share: typed messages, bad ones skipped and counted."""
+
+    def __init__(self) -> None:
+        self.skipped = 0
+
+    def _decode(self, parts: list) -> TopicMessage | None:
+        try:
+            return decode_topic(parts)
+        except TopicError as err:
+            self.skipped += 1
+            if self.skipped <= 3 or self.skipped % 1000 == 0:
+                log.warning("skipped a topic message (%d so far): %s", self.skipped, err)
+            return None
 
 
-class Subscriber:
+class Subscriber(_Reader):
     """A SUB socket on the detector's publisher.
 
     Args:
@@ -40,32 +67,51 @@ class Subscriber:
 
     def __init__(self, connect: str, topics: list[str], hwm: int = 10000,
                  context: zmq.Context | None = None, curve: CurveClient | None = None) -> None:
-        self.socket = (context or zmq.Context.instance()).socket(zmq.SUB)
-        self.socket.setsockopt(zmq.RCVHWM, hwm)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        if curve is not None:
-            curve.apply(self.socket)
-        self.socket.connect(connect)
-        for topic in topics or [""]:
-            self.socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        super().__init__()
+        self.socket = _sub_socket(context or zmq.Context.instance(), connect, topics, hwm,
+                                  curve)
 
-    def recv(self, timeout_ms: int = 200) -> Message | None:
-        """The next message, or None after ``timeout_ms``; malformed ones are skipped."""
+    def recv(self, timeout_ms: int = 200) -> TopicMessage | None:
+        """The next message, or None after ``timeout_ms`` or for one that was skipped."""
         if not self.socket.poll(timeout_ms):
             return None
-        parts = self.socket.recv_multipart()
-        try:
-            payload = json.loads(parts[1]) if len(parts) > 1 else {}
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            log.warning("skipped a message on %r that is not JSON", parts[0][:64])
-            return None
-        return Message(parts[0].decode(errors="replace"), payload,
-                       parts[2] if len(parts) > 2 else None)
+        return self._decode(self.socket.recv_multipart())
 
     def close(self) -> None:
         self.socket.close()
 
     def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class AsyncSubscriber(_Reader):
+    """A SUB socket read with ``await``, on its own asyncio ZeroMQ context.
+
+    Args:
+        connect: Publisher endpoint.
+        topics: Topic prefixes ("" for all).
+        hwm: Messages queued before this subscriber drops.
+        curve: CURVE keys, when the detector requires them.
+    """
+
+    def __init__(self, connect: str, topics: list[str], hwm: int = 10000,
+                 curve: CurveClient | None = None) -> None:
+        super().__init__()
+        self._context = zmq.asyncio.Context()
+        self.socket = _sub_socket(self._context, connect, topics, hwm, curve)
+
+    async def recv(self) -> TopicMessage | None:
+        """The next message (waiting for it), or None for one that was skipped."""
+        return self._decode(await self.socket.recv_multipart())
+
+    def close(self) -> None:
+        self.socket.close()
+        self._context.term()
+
+    def __enter__(self) -> AsyncSubscriber:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -93,10 +139,9 @@ def print_messages(sub: Subscriber, out: TextIO, stop: threading.Event,
         msg = sub.recv()
         if msg is None:
             continue
-        if msg.jpeg is not None and save_overlays is not None:
-            name = f"{msg.payload.get('stream', 'stream')}_{int(msg.payload.get('seq', n)):08d}"
-            (save_overlays / f"{name}.jpg").write_bytes(msg.jpeg)
-        out.write(json.dumps({"topic": msg.topic, **msg.payload}) + "\n")
+        if isinstance(msg, OverlayMessage) and save_overlays is not None:
+            (save_overlays / f"{msg.stream}_{msg.seq:08d}.jpg").write_bytes(msg.jpeg)
+        out.write(json.dumps({"topic": msg.topic, **msg.to_dict()}) + "\n")
         out.flush()
         n += 1
     return n
@@ -118,9 +163,9 @@ def record(sub: Subscriber, stream: str, path: Path, fps: float, stop: threading
             msg = sub.recv()
             if msg is None:
                 continue
-            if msg.topic == f"eos.{stream}":
+            if isinstance(msg, EosMessage) and msg.stream == stream:
                 break
-            if msg.jpeg is None or msg.topic != f"overlay.{stream}":
+            if not isinstance(msg, OverlayMessage) or msg.stream != stream:
                 continue
             image = cv2.imdecode(np.frombuffer(msg.jpeg, np.uint8), cv2.IMREAD_COLOR)
             if image is None:

@@ -3,15 +3,20 @@
 import pytest
 
 from stream.dashboard.clips import EventClips
+from stream.wire.topics import AlertMessage, OverlayMessage
 
 
 def _overlay(clips, seq, size=10, stream="cam"):
-    clips.on_overlay({"stream": stream, "seq": seq, "ts": float(seq), "score": float(seq),
-                      "anomalous": False}, bytes(size))
+    clips.on_overlay(OverlayMessage(stream=stream, seq=seq, ts=float(seq), anomalous=False,
+                                    score=float(seq), boxes=[], jpeg=bytes(size)))
 
 
 def _alert(kind, event_id, stream="cam"):
-    return {"type": kind, "id": event_id, "stream": stream}
+    end = kind == "end"
+    return AlertMessage(type=kind, id=event_id, stream=stream, start_seq=0, start_ts=0.0,
+                        end_seq=1 if end else None, end_ts=1.0 if end else None, seq=1, ts=1.0,
+                        score=9.0, peak_score=9.0, peak_seq=1, threshold=5.0, frames=2,
+                        boxes=[])
 
 
 def test_a_clip_holds_frames_before_during_and_after_its_event():

@@ -18,8 +18,9 @@ def test_metrics_carry_the_detectors_numbers():
     state = LiveState(clock=clock)
     first = _status(1000.0, received=10, scored=5)
     state.on_status(first)
-    second = _status(1002.0, received=30, scored=25, dropped=4, overrun=2)
-    second["inference_s"] = {"bounds": [0.01, 0.1], "counts": [3, 7], "sum": 0.42, "count": 8}
+    second = _status(1002.0, received=30, scored=25, dropped=4, overrun=2,
+                     inference_s={"bounds": [0.01, 0.1], "counts": [3, 7], "sum": 0.42,
+                                  "count": 8})
     state.on_status(second)
     state.on_score(_score(30, 1001.9, 12.5, anomalous=True))
     got = _samples(state, clients=2)

@@ -1,6 +1,7 @@
 """The dashboard's state from messages shaped as the detector publishes them."""
 
 from stream.dashboard.state import LiveState
+from stream.wire.topics import AlertMessage, EosMessage, ScoreMessage, StatusMessage
 
 
 class Clock:
@@ -11,19 +12,31 @@ class Clock:
         return self.now
 
 
-def _status(ts, received, scored, dropped=0, overrun=0, interval=1.0, **extra):
-    return {"ts": ts, "uptime_s": 5.0, "rule": "peak", "threshold": 10.0,
-            "status_interval": interval, "rejected": {"bad_json": 2}, "subscriptions": ["status"],
-            "streams": {"cam": {"received": received, "scored": scored, "dropped": dropped,
-                                "overrun": overrun, "queue": 3, "event_open": False,
-                                "events": 1, "reconnects": 2, "online": True, "clip": None,
-                                **extra}}}
+def _status(ts, received, scored, dropped=0, overrun=0, interval=1.0, inference_s=None,
+            **extra):
+    return StatusMessage.from_dict({
+        "ts": ts, "uptime_s": 5.0, "rule": "peak", "threshold": 10.0,
+        "status_interval": interval, "rejected": {"bad_json": 2}, "subscriptions": ["status"],
+        "streams": {"cam": {"received": received, "scored": scored, "dropped": dropped,
+                            "overrun": overrun, "fps": 1.0, "queue": 3, "event_open": False,
+                            "events": 1, "reconnects": 2, "online": True, "clip": None,
+                            **extra}},
+        **({"inference_s": inference_s} if inference_s else {})})
 
 
 def _score(seq, ts, score, anomalous=False):
-    return {"stream": "cam", "seq": seq, "ts": ts, "clip": None, "frame": None,
-            "scores": {"error": 1.0, "area": 0, "peak": score, "score": score},
-            "threshold": 10.0, "rule": "peak", "anomalous": anomalous, "latency_ms": 80.0}
+    return ScoreMessage.from_dict({
+        "stream": "cam", "seq": seq, "ts": ts, "clip": None, "frame": None,
+        "scores": {"error": 1.0, "area": 0, "peak": score, "motion": 0.0, "score": score},
+        "threshold": 10.0, "rule": "peak", "anomalous": anomalous, "latency_ms": 80.0})
+
+
+def _alert(kind, event_id, start_ts, ts, peak_seq=4, peak_score=9.0):
+    return AlertMessage.from_dict({
+        "type": kind, "id": event_id, "stream": "cam", "start_seq": 1, "start_ts": start_ts,
+        "end_seq": 5 if kind == "end" else None, "end_ts": ts if kind == "end" else None,
+        "seq": 5, "ts": ts, "score": 8.0, "peak_score": peak_score, "peak_seq": peak_seq,
+        "threshold": 5.0, "frames": 3, "boxes": [[1, 2, 3, 4]], "clip": None, "frame": None})
 
 
 def test_frame_rates_come_from_the_counters_over_the_last_seconds():
@@ -69,7 +82,8 @@ def test_scores_are_kept_for_the_history_span_and_handed_out_once():
 def test_an_ended_stream_is_no_longer_online_nor_in_an_event():
     state = LiveState(clock=Clock())
     state.on_status(_status(1000.0, 10, 10, event_open=True))
-    state.on_eos({"stream": "cam", "received": 10})
+    state.on_eos(EosMessage(stream="cam", received=10, scored=10, dropped=0, overrun=0,
+                            unscored=0))
     summary = state.streams["cam"].summary()
     assert summary["ended"] and not summary["online"] and not summary["event_open"]
 
@@ -78,8 +92,20 @@ def test_events_seen_live_newest_first_bounded():
     state = LiveState(max_events=2, clock=Clock())
     for i, kind in enumerate(["start", "start", "end", "start"]):
         event_id = ["a", "b", "a", "c"][i]
-        state.on_alert({"type": kind, "id": event_id, "stream": "cam", "start_ts": 10.0 + i,
-                        "ts": 20.0 + i, "peak_seq": 4, "peak_score": 9.0})
+        state.on_alert(_alert(kind, event_id, start_ts=10.0 + i, ts=20.0 + i))
     assert [e["id"] for e in state.live_events()] == ["c", "a"]
     assert state.events["a"]["open"] is False
     assert state.events["c"]["snapshot"] == "/api/events/c/snapshot.jpg?peak=4"
+
+
+def test_a_stream_ended_for_idleness_is_offline_with_no_counters():
+    state = LiveState(clock=Clock())
+    state.on_status(_status(1000.0, 10, 10))
+    state.on_score(_score(9, 999.0, 3.0))
+    idle = StatusMessage.from_dict({**_status(1001.0, 0, 0).to_dict(), "streams": {
+        "cam": {"online": False, "last_seen": 999.5, "idle_ended": True}}})
+    state.on_status(idle)
+    summary = state.streams["cam"].summary()
+    assert not summary["online"] and summary["received"] is None and summary["queue"] is None
+    assert summary["fps"] == {"capture": 0.0, "processed": 0.0, "dropped": 0.0}
+    assert summary["score"] == 3.0 and not summary["event_open"]

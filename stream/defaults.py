@@ -1,0 +1,33 @@
+"""The one home of each default that several commands share: endpoints, files, folders.
+
+Nothing heavy is imported here (no MXNet, no OpenCV), so ``vadstream serve``,
+``capture`` and ``subscribe`` read these without loading a model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+#: The repository (or install) root: the folder holding ``models/`` and ``stream/``.
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Where captures push frames and the detector's PULL socket binds.
+FRAMES_ENDPOINT = "tcp://127.0.0.1:5555"
+#: Where the detector publishes its topics and subscribers connect.
+TOPICS_ENDPOINT = "tcp://127.0.0.1:5556"
+
+#: The shipped weights. ``models.weights.DEFAULT_WEIGHTS`` is the models-side definition
+#: (``models`` imports nothing of ``stream``); this is the same path without importing
+#: MXNet, and a test keeps the two equal.
+WEIGHTS = ROOT / "models" / "weights" / "ped2_stae"
+
+#: The data sets beside the repository: ``../shared/data``.
+DATA_ROOT = ROOT.parent / "shared" / "data"
+#: The UCSD Ped2 root (its ``Train/`` and ``Test/`` clips) under :data:`DATA_ROOT`.
+PED2 = DATA_ROOT / "UCSDped2"
+
+#: The detector's events store (SQLite), relative to the directory vadstream runs in.
+EVENTS_DB = "events.sqlite3"
+
+#: ``HOST:PORT`` the dashboard (``vadstream serve``) listens on.
+DASHBOARD_HTTP = "127.0.0.1:8080"
