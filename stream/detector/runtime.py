@@ -74,5 +74,4 @@ class ModelRuntime:
         """What ``status`` reports of this model."""
         return {"weights": self.weights, "model": self.engine.meta.model,
                 "window": self.window, "stride": self.stride, "rule": self.scorer.rule,
-                "threshold": self.scorer.threshold, "precision": self.engine.precision,
-                "precision_report": self.engine.precision_report}
+                "threshold": self.scorer.threshold, "precision": self.engine.precision}

@@ -26,6 +26,15 @@ from stream.detector.runtime import ModelRuntime
 from stream.detector.state import StreamState
 from stream.store import EventStore, recovered_end
 from stream.wire.publisher import Publisher
+from stream.wire.topics import (
+    AlertMessage,
+    EosMessage,
+    OverlayMessage,
+    ScoreMessage,
+    Scores,
+    StatusMessage,
+    TopicMessage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -257,29 +266,29 @@ class Publishing(Stage):
 
     def score(self, f: ScoredFrame) -> None:
         s, j, scorer = f.scores, f.j, f.state.runtime.scorer
-        stream = f.state.stream
-        self.publisher.publish_json(f"score.{stream}", {
-            "stream": stream, "seq": f.seq, "ts": f.ts, "clip": f.clip, "frame": f.frame,
-            "scores": {"error": float(s.error[j]), "area": int(s.area[j]),
-                       "peak": float(s.peak[j]), "motion": float(s.motion[j]),
-                       "score": f.score},
-            "threshold": scorer.threshold, "rule": scorer.rule,
-            "anomalous": f.anomalous, "latency_ms": round((time.time() - f.ts) * 1000, 2)})
+        self._send(ScoreMessage(
+            stream=f.state.stream, seq=f.seq, ts=f.ts, clip=f.clip, frame=f.frame,
+            scores=Scores(error=float(s.error[j]), area=int(s.area[j]),
+                          peak=float(s.peak[j]), motion=float(s.motion[j]), score=f.score),
+            threshold=scorer.threshold, rule=scorer.rule, anomalous=f.anomalous,
+            latency_ms=round((time.time() - f.ts) * 1000, 2)))
 
     def overlay_message(self, f: ScoredFrame, boxes: list, jpeg: bytes) -> None:
-        stream = f.state.stream
-        self.publisher.publish_overlay(f"overlay.{stream}", {
-            "stream": stream, "seq": f.seq, "ts": f.ts, "clip": f.clip, "frame": f.frame,
-            "anomalous": f.anomalous, "score": f.score, "boxes": boxes}, jpeg)
+        self._send(OverlayMessage(stream=f.state.stream, seq=f.seq, ts=f.ts, clip=f.clip,
+                                  frame=f.frame, anomalous=f.anomalous, score=f.score,
+                                  boxes=boxes, jpeg=jpeg))
 
     def alert(self, alert: dict) -> None:
-        self.publisher.publish_json(f"alert.{alert['stream']}", alert)
+        self._send(AlertMessage(**alert))
 
     def eos(self, stream: str, counts: dict) -> None:
-        self.publisher.publish_json(f"eos.{stream}", {"stream": stream, **counts})
+        self._send(EosMessage(stream=stream, **counts))
 
     def status(self, status: dict) -> None:
-        self.publisher.publish_json("status", status)
+        self._send(StatusMessage.from_dict(status, topic="status"))
+
+    def _send(self, message: TopicMessage) -> None:
+        self.publisher.socket.send_multipart(message.to_parts(), copy=False)
 
 
 class Events(Stage):

@@ -270,6 +270,7 @@ class StreamStatus(Record):
         reconnects: Reconnections of its capture to a live source.
         online: Whether frames arrived lately.
         clip: The clip being replayed (None for live sources).
+        model: The weights it is scored with.
     """
 
     received: int
@@ -283,6 +284,30 @@ class StreamStatus(Record):
     reconnects: int
     online: bool
     clip: str | None = None
+    model: str | None = optional()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelStatus(Record):
+    """One model the detector runs (each weights file is loaded once).
+
+    Args:
+        weights: Its weights file.
+        model: Its family's registered name.
+        window: Frames per window.
+        stride: Frames between a stream's windows.
+        rule: Its frame rule.
+        threshold: That rule's threshold.
+        precision: The precision it runs at.
+    """
+
+    weights: str
+    model: str
+    window: int
+    stride: int
+    rule: str
+    threshold: float
+    precision: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -347,6 +372,7 @@ class StatusMessage(TopicMessage):
         inference_s: The histogram of forward-pass times.
         precision: The model's precision (``fp32``, ``bf16``, ``int8``).
         inference: Seconds spent in the network and frames reconstructed.
+        models: Every model the detector runs.
     """
 
     KIND = "status"
@@ -361,6 +387,7 @@ class StatusMessage(TopicMessage):
     inference_s: InferenceTimes | None = optional()
     precision: str | None = optional()
     inference: InferenceTotals | None = optional()
+    models: list[ModelStatus] | None = optional()
 
     @property
     def topic(self) -> str:
