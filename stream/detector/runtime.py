@@ -66,9 +66,11 @@ class ModelRuntime:
         return max(scored, start + self.window - self.temporal.scorable)
 
     def needs_full(self, start: int, first: int) -> bool:
-        """Whether the window must run the full network (the tail one does not output
-        frame ``first - lookback``)."""
-        return first - self.lookback - start < self.window - self.engine.decode_last
+        """Whether the window must run the full network: the tail one does not output
+        frame ``first - lookback``. (With one network there is no choice to make.)"""
+        engine = self.engine
+        return (engine.decode_last != engine.outputs
+                and first - self.lookback - start < self.window - engine.decode_last)
 
     def describe(self) -> dict:
         """What ``status`` reports of this model."""
