@@ -116,8 +116,8 @@ class Scores(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ScoreMessage(TopicMessage):
-    """``score.<stream>``: every scored frame.
+class FrameMessage(TopicMessage):
+    """The frame a per-frame message is about (its fields come first in the JSON).
 
     Args:
         stream: Stream id.
@@ -125,6 +125,20 @@ class ScoreMessage(TopicMessage):
         ts: Its capture time (Unix seconds).
         clip: Replayed datasets: the clip it comes from (else None).
         frame: Replayed datasets: its 1-based index in the clip (else None).
+    """
+
+    stream: str
+    seq: int
+    ts: float
+    clip: str | None = None
+    frame: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoreMessage(FrameMessage):
+    """``score.<stream>``: every scored frame (after :class:`FrameMessage`'s fields).
+
+    Args:
         scores: Its value under every rule.
         threshold: The frame rule's threshold.
         rule: The frame rule.
@@ -133,11 +147,6 @@ class ScoreMessage(TopicMessage):
     """
 
     KIND = "score"
-    stream: str
-    seq: int
-    ts: float
-    clip: str | None = None
-    frame: int | None = None
     scores: Scores
     threshold: float
     rule: str
@@ -146,15 +155,11 @@ class ScoreMessage(TopicMessage):
 
 
 @dataclass(frozen=True, kw_only=True)
-class OverlayMessage(TopicMessage):
-    """``overlay.<stream>``: the annotated frame (a JSON header, then the JPEG).
+class OverlayMessage(FrameMessage):
+    """``overlay.<stream>``: the annotated frame (a JSON header, then the JPEG), after
+    :class:`FrameMessage`'s fields.
 
     Args:
-        stream: Stream id.
-        seq: The frame's capture sequence number.
-        ts: Its capture time (Unix seconds).
-        clip: Replayed datasets: the clip it comes from (else None).
-        frame: Replayed datasets: its 1-based index in the clip (else None).
         anomalous: Whether it is anomalous.
         score: Its score under the frame rule.
         boxes: ``[[x, y, w, h], ...]`` anomalous regions in source pixels.
@@ -162,11 +167,6 @@ class OverlayMessage(TopicMessage):
     """
 
     KIND = "overlay"
-    stream: str
-    seq: int
-    ts: float
-    clip: str | None = None
-    frame: int | None = None
     anomalous: bool
     score: float
     boxes: list[list[int]]
