@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from models.weights import DEFAULT_WEIGHTS
+from stream.defaults import EVENTS_DB, FRAMES_ENDPOINT, TOPICS_ENDPOINT, WEIGHTS
 from stream.detector.precision import PRECISIONS
 
 
@@ -50,9 +50,9 @@ class DetectorConfig:
         curve_allowed: Folder of the admitted clients' ``.key`` files.
     """
 
-    bind: str = "tcp://127.0.0.1:5555"
-    publish: str = "tcp://127.0.0.1:5556"
-    model: str = str(DEFAULT_WEIGHTS)
+    bind: str = FRAMES_ENDPOINT
+    publish: str = TOPICS_ENDPOINT
+    model: str = str(WEIGHTS)
     device: str = "auto"
     precision: str = "auto"
     int8_calibration: str = ""
@@ -69,7 +69,7 @@ class DetectorConfig:
     max_message_mb: int = 32
     max_buffer_mb: int = 2048
     offline_after: float = 3.0
-    events_db: str = "events.sqlite3"
+    events_db: str = EVENTS_DB
     curve_secret_key: str = ""
     curve_allowed: str = ""
     curve_streams: dict = field(default_factory=dict)
