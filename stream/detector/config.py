@@ -48,6 +48,11 @@ class DetectorConfig:
         curve_secret_key: The detector's CURVE ``.key_secret`` file; set, both sockets
             admit only clients whose public key is in ``curve_allowed``.
         curve_allowed: Folder of the admitted clients' ``.key`` files.
+        curve_streams: Client key name (``NAME`` of ``NAME.key`` in ``curve_allowed``) ->
+            the stream ids that client may send; those ids are refused from any other
+            client, and a named client may send no other id.
+        plugins: Modules to import at start; each registers model families
+            (:func:`models.registry.register_family`) that weights may then name.
     """
 
     bind: str = FRAMES_ENDPOINT
