@@ -130,7 +130,7 @@ def test_new_fields_of_any_type_get_flags_with_help_from_the_docstring():
 def test_docstring_args_reads_google_style_entries():
     docs = docstring_args(DetectorConfig)
     assert set(docs) == {f.name for f in dataclasses.fields(DetectorConfig)}
-    assert docs["precision"].startswith("``auto`` (the fastest reduced precision")
+    assert docs["precision"].startswith("``auto`` (bf16 or int8 where measured faster")
     assert docs["precision"].endswith("(see ``stream.detector.precision``).")
 
 
