@@ -112,6 +112,9 @@ class Detector:
         self._pull.bind(config.bind)
         self.publisher = Publisher(config.publish, hwm=config.publish_hwm, context=ctx,
                                    curve=curve)
+        # What was bound (a ``:*`` port resolved): ``vadstream detect --ready-file`` reports it.
+        self.endpoints = {"bind": self._pull.getsockopt_string(zmq.LAST_ENDPOINT),
+                          "publish": self.publisher.socket.getsockopt_string(zmq.LAST_ENDPOINT)}
         self.store = EventStore(config.events_db, exclusive=True) if config.events_db else None
         self.started = time.time()
         self._last_status = 0.0
