@@ -9,52 +9,50 @@ import pytest
 
 from models.scoring import RULES
 from stream.wire.subscriber import Subscriber
-from tests.conftest import PED2, VTEST, free_port, stop, vadstream, wait_for
+from tests.conftest import PED2, VTEST, Lines, start_detector, stop, vadstream, wait_subscribed
 
 
 @pytest.fixture
 def detector(tiny_weights, tmp_path):
-    bind, publish = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    proc = vadstream("detect", "--model", str(tiny_weights), "--bind", bind, "--publish",
-                     publish, "--device", "cpu", "--stride", "2", "--events-db",
-                     str(tmp_path / "events.sqlite3"))
-    with Subscriber(publish, ["status"]) as probe:
-        wait_for(lambda: probe.recv() is not None or proc.poll() is not None, 60,
-                 "the detector's first status")
-    assert proc.poll() is None, "the detector exited at start"
-    yield bind, publish
+    proc, bound = start_detector(tmp_path / "ready.json", "--model", str(tiny_weights),
+                                 "--device", "cpu", "--stride", "2", "--events-db",
+                                 str(tmp_path / "events.sqlite3"))
+    yield bound["bind"], bound["publish"]
     stop(proc)
     assert proc.returncode == 0
 
 
-def _subscribe(publish, tmp_path, stream):
-    proc = vadstream("subscribe", "--connect", publish, "--topic", f"score.{stream}",
-                     "--topic", f"overlay.{stream}", "--topic", f"alert.{stream}",
-                     "--topic", f"eos.{stream}", "--save-overlays", str(tmp_path / "ov"),
-                     stdout=subprocess.PIPE, text=True)
-    return proc
-
-
-def _read_until_eos(proc):
-    lines = []
-    for line in proc.stdout:
-        msg = json.loads(line)
-        lines.append(msg)
-        if msg["topic"].startswith("eos."):
-            break
-    stop(proc)
+def _read_until_eos(proc, timeout=120):
+    """The subscriber's lines up to its eos; each must come within ``timeout`` seconds."""
+    lines, out = [], Lines(proc.stdout)
+    try:
+        while not lines or not lines[-1]["topic"].startswith("eos."):
+            line = out.next(timeout, "the next message from vadstream subscribe")
+            assert line is not None, f"vadstream subscribe ended (code {proc.poll()})"
+            lines.append(json.loads(line))
+    finally:
+        stop(proc)
     return lines
 
 
 def _run(detector, tmp_path, source, stream, *capture_args):
     bind, publish = detector
-    sub = _subscribe(publish, tmp_path, stream)
-    with Subscriber(publish, ["status"]) as probe:  # the subscriber process is up by now
-        probe.recv(1500)
+    topics = [f"{kind}.{stream}" for kind in ("score", "overlay", "alert", "eos")]
+    sub = vadstream("subscribe", "--connect", publish, *(a for t in topics for a in ("--topic", t)),
+                    "--save-overlays", str(tmp_path / "ov"), stdout=subprocess.PIPE, text=True)
+    try:
+        with Subscriber(publish, ["status"]) as probe:   # the subscriber process is in
+            wait_subscribed(probe, topics, 60)
+    except BaseException:
+        stop(sub)
+        raise
     cap = vadstream("capture", "--source", str(source), "--stream-id", stream, "--connect", bind,
                     *capture_args)
-    lines = _read_until_eos(sub)
-    assert cap.wait(60) == 0
+    try:
+        lines = _read_until_eos(sub)
+        assert cap.wait(60) == 0
+    finally:
+        stop(cap)
     by_topic = {kind: [m for m in lines if m["topic"] == f"{kind}.{stream}"]
                 for kind in ("score", "overlay", "alert", "eos")}
     assert len(by_topic["eos"]) == 1 and lines[-1]["topic"] == f"eos.{stream}"
