@@ -179,17 +179,17 @@ def start_detector(ready: Path, *args: str, bind: str = ANY_PORT, publish: str =
 
 def wait_for_status(sub, predicate=lambda status: True, timeout: float = 60,
                     what: str = "a status message", keep: list | None = None) -> dict:
-    """The first ``status`` payload on ``sub`` that satisfies ``predicate``; other messages
-    are appended to ``keep`` (dropped when it is None)."""
+    """The first ``status`` payload on ``sub`` that satisfies ``predicate``; the messages
+    read before it are appended to ``keep`` (dropped when it is None)."""
     def check():
         m = sub.recv()
         if m is None:
             return None
-        if m.topic != "status":
-            if keep is not None:
-                keep.append(m)
-            return None
-        return m.payload if predicate(m.payload) else None
+        if m.topic == "status" and predicate(m.payload):
+            return m.payload
+        if keep is not None:
+            keep.append(m)
+        return None
     return wait_for(check, timeout, what)
 
 
