@@ -48,12 +48,6 @@ def tiny_weights(tmp_path_factory) -> Path:
     return make_weights(tmp_path_factory.mktemp("weights") / "tiny")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 #: An endpoint whose port the binding process picks itself (ZeroMQ's ``*``); it reports the
 #: port it got (``vadstream detect --ready-file``, ``Detector.endpoints``).
 ANY_PORT = "tcp://127.0.0.1:*"
