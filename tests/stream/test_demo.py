@@ -34,7 +34,8 @@ def test_demo_on_a_ucsd_clip_writes_summary_and_video(tmp_path):
     assert 100 <= data["frames"] <= 180 and data["fps"] > 0
     starts = [a["id"] for a in data["alerts"] if a["type"] == "start"]
     ends = [a["id"] for a in data["alerts"] if a["type"] == "end"]
-    assert starts == ends                      # every event opened is closed at the end
+    # the cyclist of Test001 (frames 61-180) raises events; each one opened is closed
+    assert starts and starts == ends
     printed = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert [a["id"] for a in printed] == [a["id"] for a in data["alerts"]]
     cap = cv2.VideoCapture(str(video))
