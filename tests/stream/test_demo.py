@@ -12,7 +12,8 @@ from tests.conftest import PED2, stop, vadstream, wait_for
 
 
 def _strays(marker: str) -> list[str]:
-    out = subprocess.run(["pgrep", "-af", "--", marker], capture_output=True, text=True).stdout
+    out = subprocess.run(["pgrep", "-af", "--", marker], capture_output=True, text=True,
+                         timeout=30).stdout
     return [line for line in out.splitlines() if "pgrep" not in line]
 
 

@@ -10,7 +10,8 @@ from tests.conftest import PED2, reserve_port, stop, vadstream, wait_for
 
 
 def _pids(pattern: str) -> list[int]:
-    out = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True).stdout
+    out = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True,
+                         timeout=30).stdout
     return [int(p) for p in out.split()]
 
 

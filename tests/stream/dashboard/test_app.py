@@ -183,7 +183,7 @@ def test_the_command_line_loads_no_mxnet_until_a_command_needs_it():
             "from stream.dashboard.config import ServeConfig; build_app(ServeConfig()); "
             "print('mxnet' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=ROOT, check=True)
+                         cwd=ROOT, check=True, timeout=120)
     assert out.stdout.strip() == "False"
     from models import DEFAULT_WEIGHTS
     from stream.apps.cli import DEFAULT_WEIGHTS as SPELT_OUT
