@@ -14,12 +14,14 @@ from tests.conftest import PED2, VTEST, Lines, start_detector, stop, vadstream, 
 
 @pytest.fixture
 def detector(tiny_weights, tmp_path):
-    proc, bound = start_detector(tmp_path / "ready.json", "--model", str(tiny_weights),
-                                 "--device", "cpu", "--stride", "2", "--events-db",
-                                 str(tmp_path / "events.sqlite3"))
+    ready = tmp_path / "ready.json"
+    proc, bound = start_detector(ready, "--model", str(tiny_weights), "--device", "cpu",
+                                 "--stride", "2", "--events-db", str(tmp_path / "events.sqlite3"))
+    assert bound["pid"] == proc.pid and not bound["bind"].endswith(":*")
     yield bound["bind"], bound["publish"]
     stop(proc)
     assert proc.returncode == 0
+    assert not ready.exists()         # it says "serving" only while the detector serves
 
 
 def _read_until_eos(proc, timeout=120):
