@@ -23,7 +23,7 @@ setup(
         "aiohttp>=3.9,<4",             # vadstream serve: HTTP, WebSocket
         "prometheus-client>=0.17",     # vadstream serve: /metrics exposition
     ],
-    extras_require={"test": ["pytest>=8", "hypothesis>=6", "ruff>=0.5",
+    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.1", "hypothesis>=6", "ruff>=0.5",
                              # drives Debian's chromium (never `playwright install`)
                              "playwright>=1.40,<1.66"]},
     entry_points={"console_scripts": ["vadstream=stream.apps.cli:main"]},

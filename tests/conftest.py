@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import queue
+import random
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
 import mxnet as mx
 import pytest
+import zmq
 
 from models import InputContract, WeightsMeta, get_model, save_weights
 
@@ -41,10 +48,60 @@ def tiny_weights(tmp_path_factory) -> Path:
     return make_weights(tmp_path_factory.mktemp("weights") / "tiny")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+#: An endpoint whose port the binding process picks itself (ZeroMQ's ``*``); it reports the
+#: port it got (``vadstream detect --ready-file``, ``Detector.endpoints``).
+ANY_PORT = "tcp://127.0.0.1:*"
+_RESERVED: dict[int, object] = {}   # port -> its open lock file, held for the whole session
+
+
+def _ports_outside_the_ephemeral_range() -> range:
+    """Ports the kernel never hands out by itself (for bind(0) or an outgoing connection)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    if low - 1024 >= 2000:
+        return range(max(1024, low - 12000), low)
+    return range(high + 1, 65536)
+
+
+def reserve_port() -> int:
+    """A loopback TCP port for an endpoint that must be known before the process that binds
+    it starts (a dashboard connected before its detector, a detector restarted on the same
+    endpoints, ``vadstream run``'s config). Prefer :data:`ANY_PORT` and the reported port.
+
+    The port is outside the kernel's ephemeral range, so no other process gets it by
+    asking for any port; it was free when checked by binding it; and a lock file held until
+    this test session ends keeps every other session using this function (other test runs
+    on the machine) off it. Only a process that binds this very number by itself could
+    still take it.
+    """
+    locks = Path(tempfile.gettempdir()) / "vadstream-test-ports"
+    locks.mkdir(exist_ok=True)
+    candidates = _ports_outside_the_ephemeral_range()
+    start = random.SystemRandom().randrange(len(candidates))
+    for i in range(len(candidates)):
+        port = candidates[(start + i) % len(candidates)]
+        if port in _RESERVED:
+            continue
+        try:
+            lock = open(locks / f"{port}.lock", "a")   # held open until the session ends
+        except OSError:
+            continue
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                lock.close()
+                continue
+        _RESERVED[port] = lock
+        return port
+    raise RuntimeError(f"no free port in {candidates}")
 
 
 def vadstream(*args: str, **kwargs) -> subprocess.Popen:
@@ -62,13 +119,14 @@ def vadstream_run(*args: str, timeout: float = 120) -> subprocess.CompletedProce
 
 
 def stop(proc: subprocess.Popen, timeout: float = 15) -> None:
+    """SIGTERM, then SIGKILL after ``timeout``."""
     if proc.poll() is None:
         proc.terminate()
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait()
+            proc.wait(timeout)
 
 
 def wait_for(predicate, timeout: float, what: str):
@@ -87,3 +145,83 @@ def _need_data():
     if not (PED2 / "Test" / "Test001").is_dir() or not VTEST.is_file():
         pytest.exit(f"real data missing: expected {PED2} and {VTEST} (../shared/data beside "
                     "the repo)", returncode=2)
+
+
+def wait_ready(proc: subprocess.Popen, ready: Path, timeout: float = 90) -> dict:
+    """The ``--ready-file`` of ``proc`` (``vadstream detect``) once written: the endpoints it
+    bound and its pid."""
+    wait_for(lambda: ready.is_file() or proc.poll() is not None, timeout,
+             f"{ready} (the detector's sockets bound)")
+    if not ready.is_file():
+        raise AssertionError(f"the detector exited with code {proc.returncode} before it "
+                             "was ready")
+    return json.loads(ready.read_text())
+
+
+def start_detector(ready: Path, *args: str, bind: str = ANY_PORT, publish: str = ANY_PORT,
+                   timeout: float = 90, **kwargs) -> tuple[subprocess.Popen, dict]:
+    """``vadstream detect ARGS`` on ``bind``/``publish`` (default: ports it picks); returns
+    the process once both sockets are bound, and the endpoints it bound."""
+    proc = vadstream("detect", "--bind", bind, "--publish", publish, "--ready-file",
+                     str(ready), *args, **kwargs)
+    try:
+        return proc, wait_ready(proc, ready, timeout)
+    except BaseException:
+        stop(proc)
+        raise
+
+
+def wait_for_status(sub, predicate=lambda status: True, timeout: float = 60,
+                    what: str = "a status message", keep: list | None = None) -> dict:
+    """The first ``status`` payload on ``sub`` that satisfies ``predicate``; the messages
+    read before it are appended to ``keep`` (dropped when it is None)."""
+    def check():
+        m = sub.recv()
+        if m is None:
+            return None
+        if m.topic == "status" and predicate(m.payload):
+            return m.payload
+        if keep is not None:
+            keep.append(m)
+        return None
+    return wait_for(check, timeout, what)
+
+
+def wait_subscribed(sub, topics, timeout: float = 60, keep: list | None = None) -> dict:
+    """Wait until the detector's status lists every topic prefix of ``topics`` among its
+    subscriptions: from then on, messages on them are delivered (``sub`` must be
+    subscribed to ``status``)."""
+    return wait_for_status(sub, lambda s: set(topics) <= set(s["subscriptions"]), timeout,
+                           f"the detector to see subscriptions {sorted(topics)}", keep)
+
+
+def push_socket(endpoint: str, timeout_ms: int = 10_000) -> zmq.Socket:
+    """A PUSH socket connected to ``endpoint`` whose sends fail after ``timeout_ms`` rather
+    than block for ever (a detector that stopped reading)."""
+    sock = zmq.Context.instance().socket(zmq.PUSH)
+    sock.setsockopt(zmq.SNDTIMEO, timeout_ms)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    return sock
+
+
+class Lines:
+    """A process's output read line by line in a thread, so a test waits for each line
+    with a bound (a bare ``readline`` blocks for ever on a process that prints nothing)."""
+
+    def __init__(self, stream) -> None:
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def next(self, timeout: float, what: str = "a line") -> str | None:
+        """The next line (None at the end of the output)."""
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}") from None

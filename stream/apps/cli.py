@@ -123,8 +123,26 @@ def cmd_detect(args: argparse.Namespace) -> int:
     stop = _stop_on_signals()
     detector = Detector(pipe.detector, pipe.scorer, pipe.events, pipe.annotator.build(),
                         streams=pipe.streams)
-    detector.run(stop)
+    if args.ready_file is not None:
+        write_ready_file(args.ready_file, {**detector.endpoints, "pid": os.getpid()})
+        log.info("ready: frames on %s, topics on %s (%s)", detector.endpoints["bind"],
+                 detector.endpoints["publish"], args.ready_file)
+    try:
+        detector.run(stop)
+    finally:
+        if args.ready_file is not None:
+            args.ready_file.unlink(missing_ok=True)
     return 0
+
+
+def write_ready_file(path: Path, content: dict) -> None:
+    """Write ``content`` as JSON to ``path`` atomically: a reader never sees half of it."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(content) + "\n")
+    os.replace(partial, path)
 
 
 def cmd_subscribe(args: argparse.Namespace) -> int:
@@ -327,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
                        populate=_detector_flags)
     d.add_argument("--config", type=Path, help="pipeline YAML (its detector/scorer/events); "
                    "its values replace the defaults below, and flags replace both")
+    d.add_argument("--ready-file", type=Path, help="once both sockets are bound, write "
+                   "{\"bind\", \"publish\", \"pid\"} here as JSON, with the ports chosen for "
+                   "endpoints ending in :* (removed at a clean exit)")
     d.set_defaults(func=cmd_detect)
 
     s = sub.add_parser("subscribe", help="print published messages as JSON Lines")

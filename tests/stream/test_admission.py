@@ -15,7 +15,7 @@ from stream.detector.events import EventConfig
 from stream.detector.loop import Detector
 from stream.wire.protocol import ProtocolError, encode_eos, encode_frame
 from stream.wire.subscriber import Subscriber
-from tests.conftest import free_port, wait_for
+from tests.conftest import ANY_PORT, wait_for
 from tests.stream.test_detector import _frames
 
 
@@ -78,8 +78,8 @@ class Entry:
 
 
 def _detector(weights, tmp_path, curve=None, **config):
-    bind, publish = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    det = Detector(DetectorConfig(bind=bind, publish=publish, model=str(weights), device="cpu",
+    det = Detector(DetectorConfig(bind=ANY_PORT, publish=ANY_PORT, model=str(weights),
+                                  device="cpu",
                                   precision="fp32", stride=2, max_batch=4,
                                   status_interval=0.2, events_db="", **config),
                    ScorerConfig(rule="area", threshold=1), EventConfig(),
@@ -87,10 +87,10 @@ def _detector(weights, tmp_path, curve=None, **config):
     stop = threading.Event()
     thread = threading.Thread(target=det.run, args=(stop,))
     thread.start()
-    sub = Subscriber(publish, ["score.", "status"], curve=curve)
+    sub = Subscriber(det.endpoints["publish"], ["score.", "status"], curve=curve)
     wait_for(lambda: (m := sub.recv()) is not None and m.topic == "status", 10, "status")
     push = zmq.Context.instance().socket(zmq.PUSH)
-    push.connect(bind)
+    push.connect(det.endpoints["bind"])
     return det, sub, push, stop, thread
 
 

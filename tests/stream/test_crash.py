@@ -6,43 +6,56 @@ import os
 import signal
 
 from stream.wire.subscriber import Subscriber
-from tests.conftest import PED2, free_port, stop, vadstream, vadstream_run, wait_for
+from tests.conftest import (
+    PED2,
+    start_detector,
+    stop,
+    vadstream,
+    vadstream_run,
+    wait_for,
+    wait_subscribed,
+)
 
 
-def _start_detector(weights, db, bind, publish):
-    return vadstream("detect", "--model", str(weights), "--bind", bind, "--publish", publish,
-                     "--device", "cpu", "--precision", "fp32", "--stride", "2",
-                     "--events-db", str(db))
+def _start_detector(weights, db, ready):
+    return start_detector(ready, "--model", str(weights), "--device", "cpu",
+                          "--precision", "fp32", "--stride", "2",
+                          "--events-db", str(db))
 
 
 def test_kill_9_mid_event_loses_no_alert(tiny_weights, tmp_path):
     db = tmp_path / "events.sqlite3"
-    bind, publish = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    det = _start_detector(tiny_weights, db, bind, publish)
+    det, bound = _start_detector(tiny_weights, db, tmp_path / "ready1.json")
     received = []
-    with Subscriber(publish, ["alert.", "status"]) as sub:
-        wait_for(lambda: (m := sub.recv()) is not None and m.topic == "status", 60, "detector")
-        cap = vadstream("capture", "--source", str(PED2 / "Test" / "Test001"), "--stream-id",
-                        "crash", "--connect", bind, "--fps", "20", "--loop")
-        def alerts_after_update():
-            m = sub.recv()
-            if m is not None and m.topic.startswith("alert."):
-                received.append(m.payload)
-            return any(a["type"] == "update" for a in received)
-        wait_for(alerts_after_update, 60, "a start and an update alert")
-        os.kill(det.pid, signal.SIGKILL)
-        det.wait(10)
-        while (m := sub.recv(300)) is not None:      # whatever was still in flight
-            if m.topic.startswith("alert."):
-                received.append(m.payload)
-    stop(cap)
+    cap = None
+    try:
+        with Subscriber(bound["publish"], ["alert.", "status"]) as sub:
+            wait_subscribed(sub, ["alert."])
+            cap = vadstream("capture", "--source", str(PED2 / "Test" / "Test001"),
+                            "--stream-id", "crash", "--connect", bound["bind"], "--fps", "20",
+                            "--loop")
+            def alerts_after_update():
+                m = sub.recv()
+                if m is not None and m.topic.startswith("alert."):
+                    received.append(m.payload)
+                return any(a["type"] == "update" for a in received)
+            wait_for(alerts_after_update, 60, "a start and an update alert")
+            os.kill(det.pid, signal.SIGKILL)
+            assert det.wait(10) == -signal.SIGKILL
+            # whatever was still in flight: a dead publisher sends nothing more
+            while (m := sub.recv(300)) is not None:
+                if m.topic.startswith("alert."):
+                    received.append(m.payload)
+    finally:
+        stop(det)
+        if cap is not None:
+            stop(cap)
     out = vadstream_run("events", "--db", str(db), "--json").stdout
     stored = [json.loads(line) for line in out.splitlines()]
     assert received and stored[:len(received)] == received   # every published alert is stored
     assert stored[-1]["type"] != "end"                       # the event was left open
 
-    det = _start_detector(tiny_weights, db, f"tcp://127.0.0.1:{free_port()}",
-                          f"tcp://127.0.0.1:{free_port()}")
+    det, _ = _start_detector(tiny_weights, db, tmp_path / "ready2.json")
     try:
         def recovered():
             out = vadstream_run("events", "--db", str(db), "--json", "--stream", "crash",

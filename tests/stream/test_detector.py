@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 
 import cv2
 import mxnet as mx
@@ -17,14 +18,29 @@ from stream.detector.events import EventConfig
 from stream.detector.loop import Detector
 from stream.wire.protocol import encode_eos, encode_frame
 from stream.wire.subscriber import Subscriber
-from tests.conftest import PED2, free_port, wait_for
+from tests.conftest import (
+    ANY_PORT,
+    PED2,
+    VTEST,
+    push_socket,
+    wait_for,
+    wait_for_status,
+    wait_subscribed,
+)
 from train.offline import score_clip
+
+TOPICS = ["score.", "eos.", "status", "alert.", "overlay."]
+
+
+def _stop(stop: threading.Event, thread: threading.Thread) -> None:
+    stop.set()
+    thread.join(30)
+    assert not thread.is_alive(), "the detector did not stop within 30 s"
 
 
 @pytest.fixture
 def running(tiny_weights, tmp_path):
-    bind, publish = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    det = Detector(DetectorConfig(bind=bind, publish=publish, model=str(tiny_weights),
+    det = Detector(DetectorConfig(bind=ANY_PORT, publish=ANY_PORT, model=str(tiny_weights),
                                   device="cpu", precision="fp32", stride=2, max_batch=3,
                                   status_interval=0.2,
                                   events_db=str(tmp_path / "events.sqlite3")),
@@ -32,15 +48,15 @@ def running(tiny_weights, tmp_path):
     stop = threading.Event()
     thread = threading.Thread(target=det.run, args=(stop,))
     thread.start()
-    sub = Subscriber(publish, ["score.", "eos.", "status", "alert.", "overlay."])
-    wait_for(lambda: (m := sub.recv()) is not None and m.topic == "status", 10, "status")
-    push = zmq.Context.instance().socket(zmq.PUSH)
-    push.connect(bind)
-    yield det, sub, push
-    push.close(linger=0)
-    sub.close()
-    stop.set()
-    thread.join(10)
+    sub = Subscriber(det.endpoints["publish"], TOPICS)
+    push = push_socket(det.endpoints["bind"])
+    try:
+        wait_subscribed(sub, TOPICS, 30)   # overlays are drawn only once "overlay." is seen
+        yield det, sub, push
+    finally:
+        push.close(linger=0)
+        sub.close()
+        _stop(stop, thread)
 
 
 def _frames(clip, n):
@@ -139,25 +155,13 @@ def test_only_loopback_endpoints_count_as_private():
 
 
 def test_flood_of_stream_ids_is_bounded_and_others_keep_scoring(tiny_weights, tmp_path):
-    bind, publish = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    det = Detector(DetectorConfig(bind=bind, publish=publish, model=str(tiny_weights),
-                                  device="cpu", precision="fp32", stride=2, max_streams=3,
-                                  status_interval=0.2,
-                                  events_db=""), ScorerConfig(rule="area", threshold=1))
-    stop = threading.Event()
-    thread = threading.Thread(target=det.run, args=(stop,))
-    thread.start()
+    det, bind, publish, stop, thread = _run_detector(tiny_weights, tmp_path, max_streams=3,
+                                                     events_db="")
     image = _frames("Test001", 1)[0]
     try:
         with Subscriber(publish, ["score.real", "eos.real", "status"]) as sub:
-            wait_for(lambda: (m := sub.recv()) is not None and m.topic == "status", 10, "status")
-            # a stuck subscriber: subscribes to everything, never reads, tiny queue
-            stuck = zmq.Context.instance().socket(zmq.SUB)
-            stuck.setsockopt(zmq.RCVHWM, 1)
-            stuck.setsockopt(zmq.SUBSCRIBE, b"")
-            stuck.connect(publish)
-            push = zmq.Context.instance().socket(zmq.PUSH)
-            push.connect(bind)
+            wait_subscribed(sub, ["score.real", "eos.real"])
+            push = push_socket(bind)
             for seq in range(12):
                 push.send_multipart(encode_frame("real", seq, 2.0 + seq, image))
                 if seq == 3:
@@ -166,35 +170,84 @@ def test_flood_of_stream_ids_is_bounded_and_others_keep_scoring(tiny_weights, tm
             push.send_multipart(encode_eos("real"))
             got = _collect_until_eos(sub, "real")
             push.close(linger=0)
-            stuck.close(linger=0)
         assert [m.payload["seq"] for m in got if m.topic == "score.real"] == list(range(12))
         assert det.rejected["too_many_streams"] == 198
         assert len(det.streams) <= 3
     finally:
-        stop.set()
-        thread.join(10)
+        _stop(stop, thread)
+
+
+def _vtest_frames(n):
+    cap = cv2.VideoCapture(str(VTEST))
+    frames = [cap.read()[1] for _ in range(n)]
+    cap.release()
+    assert all(f is not None for f in frames)
+    return frames
+
+
+def test_stuck_subscriber_loses_messages_at_the_hwm_and_scoring_goes_on(tiny_weights, tmp_path):
+    """A subscriber that subscribes to everything and never reads: once its queue at the
+    publisher (publish_hwm messages) and the TCP buffers are full, its messages are dropped,
+    while the detector keeps scoring and a reading subscriber gets every frame's score."""
+    n = 240   # ~55 kB overlays: 13 MB, several times what the buffers can hold (4 MiB
+    # tcp_wmem max on a default Linux) beside 32 messages queued at the publisher
+    det, bind, publish, stop, thread = _run_detector(tiny_weights, tmp_path, stride=4,
+                                                     max_batch=2, publish_hwm=32, events_db="")
+    stuck = zmq.Context.instance().socket(zmq.SUB)
+    stuck.setsockopt(zmq.RCVHWM, 1)
+    stuck.setsockopt(zmq.RCVBUF, 4096)
+    stuck.setsockopt(zmq.LINGER, 0)
+    stuck.setsockopt(zmq.SUBSCRIBE, b"")
+    stuck.connect(publish)
+    try:
+        with Subscriber(publish, ["score.real", "eos.real", "status"]) as sub:
+            # "" is the stuck one: from now on the publisher queues everything for it
+            wait_subscribed(sub, ["", "score.real", "eos.real"])
+            push = push_socket(bind)
+            for seq, image in enumerate(_vtest_frames(n)):
+                push.send_multipart(encode_frame("real", seq, 1.0 + seq, image))
+            push.send_multipart(encode_eos("real"))
+            got = _collect_until_eos(sub, "real")
+            push.close(linger=0)
+            assert [m.payload["seq"] for m in got if m.topic == "score.real"] == list(range(n))
+            assert got[-1].payload["scored"] == n
+        # Now it reads what reached it: everything up to the moment it filled up.
+        seqs, topics, quiet_since = [], set(), time.monotonic()
+        while time.monotonic() - quiet_since < 2.0:
+            if not stuck.poll(200):
+                continue
+            parts = stuck.recv_multipart()
+            if parts[0] == b"status":     # still published every 0.2 s
+                continue
+            quiet_since = time.monotonic()
+            topics.add(parts[0].decode())
+            if parts[0] == b"score.real":
+                seqs.append(json.loads(parts[1])["seq"])
+        assert {"score.real", "overlay.real"} <= topics     # it was subscribed and served
+        assert seqs == sorted(seqs) and 0 < len(seqs) < n // 2, len(seqs)
+        assert n - 1 not in seqs and "eos.real" not in topics   # the rest was dropped
+    finally:
+        stuck.close(linger=0)
+        _stop(stop, thread)
 
 
 def test_binding_beyond_loopback_without_curve_warns(tiny_weights, caplog):
-    det = Detector(DetectorConfig(bind=f"tcp://0.0.0.0:{free_port()}",
-                                  publish=f"tcp://127.0.0.1:{free_port()}",
-                                  model=str(tiny_weights), device="cpu", precision="fp32",
-                                  stride=2, events_db=""))
+    det = Detector(DetectorConfig(bind="tcp://0.0.0.0:*", publish=ANY_PORT,
+                                  model=str(tiny_weights), device="cpu",
+                                            precision="fp32", stride=2, events_db=""))
     det.close()
     assert "reachable beyond this machine and unauthenticated" in caplog.text
 
 
 def _run_detector(tiny_weights, tmp_path, **config):
-    bind, publish = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    det = Detector(DetectorConfig(bind=bind, publish=publish, model=str(tiny_weights),
-                                  device="cpu", precision="fp32", stride=2,
-                                  status_interval=0.2,
-                                  events_db=str(tmp_path / "e.db"), **config),
+    config = {"stride": 2, "events_db": str(tmp_path / "e.db"), **config}
+    det = Detector(DetectorConfig(bind=ANY_PORT, publish=ANY_PORT, model=str(tiny_weights),
+                                  device="cpu", precision="fp32", status_interval=0.2, **config),
                    ScorerConfig(rule="area", threshold=1), EventConfig(open_frames=1))
     stop = threading.Event()
     thread = threading.Thread(target=det.run, args=(stop,))
     thread.start()
-    return det, bind, publish, stop, thread
+    return det, det.endpoints["bind"], det.endpoints["publish"], stop, thread
 
 
 def test_idle_stream_is_ended_and_reported_offline(tiny_weights, tmp_path):
@@ -202,20 +255,17 @@ def test_idle_stream_is_ended_and_reported_offline(tiny_weights, tmp_path):
                                                      offline_after=0.5)
     try:
         with Subscriber(publish, ["alert.", "eos.", "status"]) as sub:
-            wait_for(lambda: (m := sub.recv()) is not None and m.topic == "status", 10, "status")
-            push = zmq.Context.instance().socket(zmq.PUSH)
-            push.connect(bind)
+            wait_subscribed(sub, ["alert.", "eos."])
+            push = push_socket(bind)
             for seq, image in enumerate(_frames("Test001", 6)):   # then the camera dies
                 push.send_multipart(encode_frame("dead", seq, 1.0 + seq, image))
             got = _collect_until_eos(sub, "dead")
             assert [m.payload["type"] for m in got if m.topic == "alert.dead"][-1] == "end"
-            wait_for(lambda: (m := sub.recv()) is not None and m.topic == "status" and
-                     m.payload["streams"].get("dead", {}).get("online") is False, 10,
-                     "the ended stream still reported offline")
+            wait_for_status(sub, lambda s: s["streams"].get("dead", {}).get("online") is False,
+                            10, "the ended stream still reported offline")
             push.close(linger=0)
     finally:
-        stop.set()
-        thread.join(10)
+        _stop(stop, thread)
 
 
 def test_oversized_messages_are_cut_off_and_bad_ones_logged_sparingly(tiny_weights, tmp_path,
@@ -223,12 +273,10 @@ def test_oversized_messages_are_cut_off_and_bad_ones_logged_sparingly(tiny_weigh
     det, bind, publish, stop, thread = _run_detector(tiny_weights, tmp_path, max_message_mb=1)
     try:
         with Subscriber(publish, ["score.ok", "eos.ok", "status"]) as sub:
-            wait_for(lambda: (m := sub.recv()) is not None and m.topic == "status", 10, "status")
-            big = zmq.Context.instance().socket(zmq.PUSH)
-            big.connect(bind)
+            wait_subscribed(sub, ["score.ok", "eos.ok"])
+            big = push_socket(bind)
             big.send_multipart(encode_frame("big", 0, 1.0, np.zeros((800, 1000, 3), np.uint8)))
-            ok = zmq.Context.instance().socket(zmq.PUSH)
-            ok.connect(bind)
+            ok = push_socket(bind)
             for _ in range(50):
                 ok.send_multipart([b"not json", b""])
             frames = _frames("Test001", 6)
@@ -243,8 +291,7 @@ def test_oversized_messages_are_cut_off_and_bad_ones_logged_sparingly(tiny_weigh
         logged = [r for r in caplog.records if "bad_json" in r.getMessage()]
         assert len(logged) == 3
     finally:
-        stop.set()
-        thread.join(10)
+        _stop(stop, thread)
 
 
 def test_status_counts_inference_events_reconnects_and_the_store_keeps_the_peak(running,
@@ -287,6 +334,5 @@ def test_a_one_frame_window_is_refused_with_what_to_do(tmp_path, precision):
     from tests.conftest import TINY_ARGS, make_weights
     path = make_weights(tmp_path / "one", model_args={**TINY_ARGS, "window": 1})
     with pytest.raises(ValueError, match="window of 1 frame: scoring needs at least 2"):
-        Detector(DetectorConfig(bind=f"tcp://127.0.0.1:{free_port()}",
-                                publish=f"tcp://127.0.0.1:{free_port()}", model=str(path),
+        Detector(DetectorConfig(bind=ANY_PORT, publish=ANY_PORT, model=str(path),
                                 precision=precision, events_db=""))

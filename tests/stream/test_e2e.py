@@ -9,53 +9,53 @@ import pytest
 
 from models.scoring import RULES
 from stream.wire.subscriber import Subscriber
-from tests.conftest import PED2, VTEST, free_port, stop, vadstream, wait_for
+from tests.conftest import PED2, VTEST, Lines, start_detector, stop, vadstream, wait_subscribed
 
 
 @pytest.fixture
 def detector(tiny_weights, tmp_path):
-    bind, publish = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    proc = vadstream("detect", "--model", str(tiny_weights), "--bind", bind, "--publish",
-                     publish, "--device", "cpu", "--precision", "fp32", "--stride", "2",
-                     "--events-db",
-                     str(tmp_path / "events.sqlite3"))
-    with Subscriber(publish, ["status"]) as probe:
-        wait_for(lambda: probe.recv() is not None or proc.poll() is not None, 60,
-                 "the detector's first status")
-    assert proc.poll() is None, "the detector exited at start"
-    yield bind, publish
+    ready = tmp_path / "ready.json"
+    proc, bound = start_detector(ready, "--model", str(tiny_weights), "--device", "cpu",
+                                 "--precision", "fp32", "--stride", "2", "--events-db",
+                                 str(tmp_path / "events.sqlite3"))
+    assert bound["pid"] == proc.pid and not bound["bind"].endswith(":*")
+    yield bound["bind"], bound["publish"]
     stop(proc)
     assert proc.returncode == 0
+    assert not ready.exists()         # it says "serving" only while the detector serves
 
 
-def _subscribe(publish, tmp_path, stream):
-    proc = vadstream("subscribe", "--connect", publish, "--topic", f"score.{stream}",
-                     "--topic", f"overlay.{stream}", "--topic", f"alert.{stream}",
-                     "--topic", f"eos.{stream}", "--save-overlays", str(tmp_path / "ov"),
-                     stdout=subprocess.PIPE, text=True)
-    return proc
-
-
-def _read_until_eos(proc):
-    lines = []
-    for line in proc.stdout:
-        msg = json.loads(line)
-        lines.append(msg)
-        if msg["topic"].startswith("eos."):
-            break
-    stop(proc)
+def _read_until_eos(proc, timeout=120):
+    """The subscriber's lines up to its eos; each must come within ``timeout`` seconds."""
+    lines, out = [], Lines(proc.stdout)
+    try:
+        while not lines or not lines[-1]["topic"].startswith("eos."):
+            line = out.next(timeout, "the next message from vadstream subscribe")
+            assert line is not None, f"vadstream subscribe ended (code {proc.poll()})"
+            lines.append(json.loads(line))
+    finally:
+        stop(proc)
     return lines
 
 
 def _run(detector, tmp_path, source, stream, *capture_args):
     bind, publish = detector
-    sub = _subscribe(publish, tmp_path, stream)
-    with Subscriber(publish, ["status"]) as probe:  # the subscriber process is up by now
-        probe.recv(1500)
+    topics = [f"{kind}.{stream}" for kind in ("score", "overlay", "alert", "eos")]
+    sub = vadstream("subscribe", "--connect", publish, *(a for t in topics for a in ("--topic", t)),
+                    "--save-overlays", str(tmp_path / "ov"), stdout=subprocess.PIPE, text=True)
+    try:
+        with Subscriber(publish, ["status"]) as probe:   # the subscriber process is in
+            wait_subscribed(probe, topics, 60)
+    except BaseException:
+        stop(sub)
+        raise
     cap = vadstream("capture", "--source", str(source), "--stream-id", stream, "--connect", bind,
                     *capture_args)
-    lines = _read_until_eos(sub)
-    assert cap.wait(60) == 0
+    try:
+        lines = _read_until_eos(sub)
+        assert cap.wait(60) == 0
+    finally:
+        stop(cap)
     by_topic = {kind: [m for m in lines if m["topic"] == f"{kind}.{stream}"]
                 for kind in ("score", "overlay", "alert", "eos")}
     assert len(by_topic["eos"]) == 1 and lines[-1]["topic"] == f"eos.{stream}"
@@ -94,8 +94,9 @@ def test_vtest_video_goes_through_capture_detect_subscribe(detector, tmp_path):
     _check_scored_once(scores, eos, 795)
     assert len(overlays) == len(scores) > 0
     assert alerts[0]["type"] == "start" and alerts[-1]["type"] == "end"
-    assert all(0 <= x and x + w <= 768 and 0 <= y and y + h <= 576
-               for a in alerts for x, y, w, h in a["boxes"])
+    boxes = [box for a in alerts for box in a["boxes"]]
+    assert boxes and all(0 <= x and x + w <= 768 and 0 <= y and y + h <= 576
+                         for x, y, w, h in boxes)
     saved = sorted((tmp_path / "ov").glob("vtest_*.jpg"))
     image = cv2.imread(str(saved[-1]))
     assert image.shape == (576, 768, 3) and np.std(image) > 10

@@ -1,6 +1,7 @@
 """Fuzzing the frame decoder: thousands of hostile messages, only ProtocolError comes out."""
 
 import json
+from collections import Counter
 
 import cv2
 import numpy as np
@@ -59,15 +60,20 @@ def test_decoding_corrupt_jpegs_does_not_grow_memory():
     header = json.dumps({"v": 1, "stream": "cam", "seq": 0, "ts": 1.0, "shape": [240, 360],
                          "dtype": "uint8", "encoding": "jpeg"}).encode()
 
+    outcomes = Counter()
+
     def burst():
         for _ in range(1500):
             cut = int(rng.integers(200, len(big)))
             payload = big[:cut] + rng.bytes(64)
             try:
                 decode_message([header, payload])
-            except ProtocolError:
-                pass
+                outcomes["decoded"] += 1
+            except ProtocolError as err:
+                outcomes[err.reason] += 1
     burst()
     before = _rss_kb()
     burst()
     assert _rss_kb() - before < 20_000
+    # every payload went through OpenCV's decoder: it refused it, or made a frame of it
+    assert set(outcomes) == {"bad_jpeg", "decoded"} and outcomes["bad_jpeg"] > 1000, outcomes

@@ -14,26 +14,25 @@ from stream.detector.config import DetectorConfig
 from stream.detector.loop import Detector
 from stream.wire.protocol import encode_eos, encode_frame
 from stream.wire.subscriber import Subscriber
-from tests.conftest import free_port, wait_for
+from tests.conftest import ANY_PORT, wait_for
 from tests.stream.test_detector import _frames
 from train.offline import score_clip
 
 
 @pytest.mark.timeout(300)
 def test_live_motion_score_and_decisions_equal_offline_under_the_shipped_rule():
-    bind, publish = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    det = Detector(DetectorConfig(bind=bind, publish=publish, model=str(DEFAULT_WEIGHTS),
+    det = Detector(DetectorConfig(bind=ANY_PORT, publish=ANY_PORT, model=str(DEFAULT_WEIGHTS),
                                   device="cpu", precision="fp32", stride=5, max_batch=4,
                                   status_interval=0.5, events_db=""), ScorerConfig())
     assert det.scorer.rule == "motion"       # the rule the shipped weights calibrated
     stop = threading.Event()
     thread = threading.Thread(target=det.run, args=(stop,))
     thread.start()
-    sub = Subscriber(publish, ["score.", "eos.", "status"])
+    sub = Subscriber(det.endpoints["publish"], ["score.", "eos.", "status"])
     push = zmq.Context.instance().socket(zmq.PUSH)
     try:
         wait_for(lambda: (m := sub.recv()) is not None and m.topic == "status", 20, "status")
-        push.connect(bind)
+        push.connect(det.endpoints["bind"])
         frames = _frames("Test002", 180)     # the bike enters at frame 95
         for i, image in enumerate(frames):
             push.send_multipart(encode_frame("ped2", i, 1.0 + i, image))

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from stream.wire.subscriber import Subscriber
-from tests.conftest import DATA, PED2, free_port, stop, vadstream, wait_for
+from tests.conftest import DATA, PED2, reserve_port, stop, vadstream, wait_for
 from tests.plugins.frame_ae import make_frame_weights
 
 CASTING = DATA / "casting" / "train" / "ok_front"
@@ -21,7 +21,7 @@ def test_two_streams_on_two_models_in_one_detector(tiny_weights, tmp_path):
     for image in sorted(CASTING.glob("*.jpeg"))[:40]:
         (parts / image.name).symlink_to(image)
     frame_weights = make_frame_weights(tmp_path / "frame_ae", threshold=1e9)
-    bind, publish = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    bind, publish = f"tcp://127.0.0.1:{reserve_port()}", f"tcp://127.0.0.1:{reserve_port()}"
     config = tmp_path / "pipeline.yaml"
     config.write_text(yaml.safe_dump({
         "detector": {"bind": bind, "publish": publish, "model": str(tiny_weights),

@@ -7,19 +7,21 @@ import signal
 import pytest
 
 from stream.wire.subscriber import Subscriber
-from tests.conftest import PED2, free_port, stop, vadstream, wait_for
+from tests.conftest import PED2, reserve_port, start_detector, stop, vadstream, wait_for
 
 
-def _detector(weights, bind, publish, db):
-    return vadstream("detect", "--model", str(weights), "--bind", bind, "--publish", publish,
-                     "--device", "cpu", "--precision", "fp32", "--stride", "2",
-                     "--events-db", str(db))
+def _detector(weights, ready, db, **endpoints):
+    return start_detector(ready, "--model", str(weights), "--device", "cpu",
+                          "--precision", "fp32", "--stride", "2",
+                          "--events-db", str(db), **endpoints)
 
 
 def test_sigterm_ends_open_events_and_restart_resumes_everything(tiny_weights, tmp_path):
-    bind, publish = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    # Restarted on the same endpoints: ports reserved for the session (see reserve_port),
+    # since between two detectors nothing holds them.
+    bind, publish = (f"tcp://127.0.0.1:{reserve_port()}" for _ in range(2))
     db = tmp_path / "e.sqlite3"
-    det = _detector(tiny_weights, bind, publish, db)
+    det, _ = _detector(tiny_weights, tmp_path / "ready1.json", db, bind=bind, publish=publish)
     cap = vadstream("capture", "--source", str(PED2 / "Test" / "Test003"), "--stream-id", "rs",
                     "--connect", bind, "--fps", "15", "--loop")
     try:
@@ -35,12 +37,16 @@ def test_sigterm_ends_open_events_and_restart_resumes_everything(tiny_weights, t
             wait_for(lambda: seen("end"), 20, "the end alert of a clean shutdown")
             assert det.wait(20) == 0
             # a new detector on the same endpoints, after a kill -9 of the next one
-            det = _detector(tiny_weights, bind, publish, db)
+            det, _ = _detector(tiny_weights, tmp_path / "ready2.json", db, bind=bind,
+                               publish=publish)
             got.clear()
             wait_for(lambda: seen("start"), 60, "scores and alerts after the restart")
             os.kill(det.pid, signal.SIGKILL)
-            det.wait(10)
-            det = _detector(tiny_weights, bind, publish, db)
+            assert det.wait(10) == -signal.SIGKILL
+            while sub.recv(300) is not None:   # what the killed one sent before it died
+                pass
+            det, _ = _detector(tiny_weights, tmp_path / "ready3.json", db, bind=bind,
+                               publish=publish)
             got.clear()
             wait_for(lambda: any(m.topic == "score.rs" for m in got) or seen("start"), 60,
                      "scores after a kill -9 and restart")
@@ -52,12 +58,11 @@ def test_sigterm_ends_open_events_and_restart_resumes_everything(tiny_weights, t
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_clean_stop_sends_end_alerts(tiny_weights, tmp_path, sig):
-    bind, publish = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    det = _detector(tiny_weights, bind, publish, tmp_path / "e.sqlite3")
+    det, bound = _detector(tiny_weights, tmp_path / "ready.json", tmp_path / "e.sqlite3")
     cap = vadstream("capture", "--source", str(PED2 / "Test" / "Test005"), "--stream-id", "st",
-                    "--connect", bind, "--fps", "15", "--loop")
+                    "--connect", bound["bind"], "--fps", "15", "--loop")
     try:
-        with Subscriber(publish, ["alert.st"]) as sub:
+        with Subscriber(bound["publish"], ["alert.st"]) as sub:
             kinds = []
             def seen(kind):
                 m = sub.recv()

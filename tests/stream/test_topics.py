@@ -29,7 +29,7 @@ from stream.wire.topics import (
     TopicError,
     decode_topic,
 )
-from tests.conftest import PED2, free_port, stop, vadstream, wait_for
+from tests.conftest import ANY_PORT, PED2, start_detector, stop, wait_for
 
 JPEG = b"\xff\xd8\xff\xe0fake jpeg"
 
@@ -175,9 +175,9 @@ def test_decode_errors_name_what_is_wrong(parts, match):
 
 
 def test_sync_and_async_subscribers_decode_alike_and_skip_bad_messages(caplog):
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
     pub = zmq.Context.instance().socket(zmq.PUB)
-    pub.bind(endpoint)
+    pub.bind(ANY_PORT)
+    endpoint = pub.getsockopt_string(zmq.LAST_ENDPOINT)
     bad = [[b"score.cam", b"{oops"], [b"what.cam", b"{}"]]
     good = [_parts(topic, payload) for topic, payload, _ in PUBLISHED]
     warmup = _parts("eos.warmup", {**EOS, "stream": "warmup"})   # until SUB has joined
@@ -222,13 +222,13 @@ def _frames(clip: str, n: int):
 
 
 def test_a_real_detectors_messages_decode_to_the_bytes_it_sent(tiny_weights, tmp_path):
-    bind, publish = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     db = tmp_path / "events.sqlite3"
     # --status-interval, --idle-timeout and --offline-after are generated from DetectorConfig
-    detector = vadstream("detect", "--model", str(tiny_weights), "--bind", bind, "--publish",
-                         publish, "--device", "cpu", "--stride", "2", "--status-interval",
-                         "0.2", "--idle-timeout", "1", "--offline-after", "0.5",
-                         "--events-db", str(db), stderr=subprocess.DEVNULL)
+    detector, bound = start_detector(
+        tmp_path / "ready.json", "--model", str(tiny_weights), "--device", "cpu",
+        "--precision", "fp32", "--stride", "2", "--status-interval", "0.2", "--idle-timeout",
+        "1", "--offline-after", "0.5", "--events-db", str(db), stderr=subprocess.DEVNULL)
+    bind, publish = bound["bind"], bound["publish"]
     sub = zmq.Context.instance().socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.connect(publish)

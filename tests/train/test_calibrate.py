@@ -61,14 +61,14 @@ def test_calibration_keeps_its_false_alarm_rate_and_picks_the_best_rule(tiny_wei
     import mxnet as mx
 
     from models import load_weights
-    from models.scoring import Scorer
+    from models.scoring import RULES, Scorer
     from train.calibrate import calibrate
     net, meta = load_weights(tiny_weights)
     clips = [load_clip(PED2 / "Train" / name, meta.contract)[:40]
              for name in ("Train001", "Train002", "Train003")]
     cal, arrays, normal = calibrate(net, clips[1:], meta.window, 2, Scorer(), mx.cpu(), 0.05,
                                     clips[:1], train_clips=clips[:1])
-    assert arrays["baseline"].shape == (227, 227)
+    assert arrays["baseline"].shape == (227, 227) and set(normal) == set(RULES)
     for rule, values in normal.items():      # the held-out clips and the training clip
         assert len(values) == 120 and (values >= cal["thresholds"][rule]).mean() <= 0.05
     assert cal["frames"] == 120 and cal["held_out_frames"] == 80

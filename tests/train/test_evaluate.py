@@ -3,7 +3,7 @@
 import json
 import shutil
 
-from tests.conftest import PED2, vadstream
+from tests.conftest import PED2, vadstream_run
 
 
 def test_evaluate_one_real_clip_produces_every_output(tmp_path, tiny_weights):
@@ -13,11 +13,11 @@ def test_evaluate_one_real_clip_produces_every_output(tmp_path, tiny_weights):
     for name in ("Test002", "Test002_gt"):
         (test / name).symlink_to(PED2 / "Test" / name)
     shutil.copy(PED2 / "Test" / "UCSDped2.m", test)
-    proc = vadstream("evaluate", "--model", str(tiny_weights), "--data", str(data), "--json",
-                     str(tmp_path / "r.json"), "--plots", str(tmp_path / "plots"), "--stride", "2",
-                     "--device", "cpu", stdout=__import__("subprocess").PIPE, text=True)
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, out
+    run = vadstream_run("evaluate", "--model", str(tiny_weights), "--data", str(data), "--json",
+                        str(tmp_path / "r.json"), "--plots", str(tmp_path / "plots"),
+                        "--stride", "2", "--device", "cpu", timeout=300)   # killed past it
+    out = run.stdout
+    assert run.returncode == 0, run.stderr[-3000:]
     assert "Test002" in out and "EER paper" in out
     r = json.loads((tmp_path / "r.json").read_text())
     for key in ("frame_auc_paper", "frame_auc_online", "eer_paper", "eer_online", "f1_online"):

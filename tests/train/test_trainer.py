@@ -3,6 +3,7 @@
 import json
 
 import mxnet as mx
+import numpy as np
 
 from models import InputContract, load_weights
 from models.scoring import RULES, Scorer
@@ -59,3 +60,40 @@ def test_resume_continues_where_it_stopped(tmp_path):
     _, meta = load_weights(out)
     assert [h["epoch"] for h in meta.provenance["history"]] == [1, 2]
     assert json.loads(out.with_name("r.last.optimizer.json").read_text())["num_update"] == 4
+
+
+def _params(stem):
+    return {k: v.asnumpy() for k, v in mx.nd.load(str(stem.with_suffix(".params"))).items()}
+
+
+def test_resume_gives_the_parameters_of_an_uninterrupted_run(tmp_path):
+    """3 epochs straight == 1 epoch, then --resume to 3: same seed, CPU, tiny model. And the
+    comparison can fail: a resume without the optimizer's moments ends elsewhere."""
+    data = _dataset(tmp_path, frames=10)
+
+    def config(epochs):
+        return TrainConfig(epochs=epochs, batch_size=4, learning_rate=2e-3, strides=(1,),
+                           val_clips=1, windows_per_epoch=8, patience=10)
+
+    def run(name, *epochs, drop_optimizer=False):
+        out = tmp_path / name / "w"
+        for i, n in enumerate(epochs):
+            if i and drop_optimizer:
+                out.with_name("w.last.optimizer").unlink()
+            train(data, out, model_args=TINY_ARGS, config=config(n), stride=2, resume=i > 0)
+        return out
+
+    straight, resumed = run("straight", 3), run("resumed", 1, 3)
+    for kind in ("w.last", "w.best", "w"):
+        want, got = _params(straight.with_name(kind)), _params(resumed.with_name(kind))
+        assert sorted(got) == sorted(want) and len(want) > 10
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-9,
+                                       err_msg=f"{kind}: {name}")
+    history = json.loads(straight.with_name("w.state.json").read_text())["history"]
+    assert json.loads(resumed.with_name("w.state.json").read_text())["history"] == history
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+
+    amnesic = _params(run("amnesic", 1, 3, drop_optimizer=True).with_name("w.last"))
+    want = _params(straight.with_name("w.last"))
+    assert any(np.abs(amnesic[k] - want[k]).max() > 1e-6 for k in want)

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import re
 import struct
 import subprocess
 import sys
@@ -14,7 +15,17 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import PED2, ROOT, free_port, stop, vadstream, vadstream_run, wait_for
+from tests.conftest import (
+    PED2,
+    ROOT,
+    Lines,
+    reserve_port,
+    start_detector,
+    stop,
+    vadstream,
+    vadstream_run,
+    wait_for,
+)
 
 
 def _get(url: str) -> tuple[int, str, bytes]:
@@ -38,25 +49,38 @@ def _metrics(base: str) -> dict:
             for f in text_string_to_metric_families(body.decode()) for s in f.samples}
 
 
-async def _first_overlay(url: str) -> tuple[dict, dict, bytes]:
-    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+async def _first_overlay(url: str, timeout: float = 30) -> tuple[dict, dict, bytes]:
+    async with asyncio.timeout(timeout), aiohttp.ClientSession() as session, \
+            session.ws_connect(url) as ws:
         hello = json.loads((await ws.receive(timeout=10)).data)
         while True:
             msg = await ws.receive(timeout=10)
             if msg.type == aiohttp.WSMsgType.BINARY:
                 n = struct.unpack(">I", msg.data[:4])[0]
                 return hello, json.loads(msg.data[4:4 + n]), msg.data[4 + n:]
+            assert msg.type == aiohttp.WSMsgType.TEXT, msg
+
+
+def _serve(*args: str) -> tuple[subprocess.Popen, str]:
+    """``vadstream serve ARGS`` on a port it picks; the process and its base URL."""
+    proc = vadstream("serve", "--http", "127.0.0.1:0", *args, stdout=subprocess.PIPE,
+                     text=True)
+    try:
+        line = Lines(proc.stdout).next(60, "the dashboard's address")
+        found = re.match(r"dashboard: (http://127\.0\.0\.1:\d+)/ ", line or "")
+        assert found, f"{line!r} (exit code {proc.poll()})"
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, found.group(1)
 
 
 @pytest.fixture
 def serve(tmp_path):
-    port, publish = free_port(), f"tcp://127.0.0.1:{free_port()}"
-    proc = vadstream("serve", "--connect", publish, "--http", f"127.0.0.1:{port}",
-                     "--events-db", str(tmp_path / "events.sqlite3"), stdout=subprocess.PIPE,
-                     text=True)
-    line = proc.stdout.readline()
-    assert line.startswith(f"dashboard: http://127.0.0.1:{port}/"), line
-    yield f"http://127.0.0.1:{port}", publish, proc
+    # The dashboard connects before the detector binds: a reserved port (see reserve_port).
+    publish = f"tcp://127.0.0.1:{reserve_port()}"
+    proc, base = _serve("--connect", publish, "--events-db", str(tmp_path / "events.sqlite3"))
+    yield base, publish, proc
     stop(proc)
     assert proc.returncode == 0
 
@@ -77,11 +101,11 @@ def test_api_metrics_and_snapshots_with_the_detector_started_after_serve(serve, 
     maps = open(f"/proc/{proc.pid}/maps").read()
     assert "libmxnet" not in maps                           # serve never loads the model
 
-    bind = f"tcp://127.0.0.1:{free_port()}"
-    detector = vadstream("detect", "--model", str(tiny_weights), "--bind", bind, "--publish",
-                         publish, "--device", "cpu", "--precision", "fp32",
-                         "--stride", "2", "--events-db",
-                         str(tmp_path / "events.sqlite3"))
+    detector, bound = start_detector(tmp_path / "ready.json", "--model", str(tiny_weights),
+                                     "--device", "cpu",
+                                     "--precision", "fp32", "--stride", "2", "--events-db",
+                                     str(tmp_path / "events.sqlite3"), publish=publish)
+    bind = bound["bind"]
     capture = None
     try:
         wait_for(lambda: _json(f"{base}/api/streams")["detector"]["reachable"], 60,
@@ -145,11 +169,9 @@ def test_api_metrics_and_snapshots_with_the_detector_started_after_serve(serve, 
 def test_bad_addresses_are_one_clear_line(tmp_path):
     out = vadstream_run("serve", "--http", "127.0.0.1:http")
     assert out.returncode == 2 and "is not HOST:PORT" in out.stderr
-    port = free_port()
-    first = vadstream("serve", "--http", f"127.0.0.1:{port}", "--connect",
-                      f"tcp://127.0.0.1:{free_port()}", stdout=subprocess.PIPE, text=True)
+    first, base = _serve("--connect", f"tcp://127.0.0.1:{reserve_port()}")
+    port = int(base.rsplit(":", 1)[1])
     try:
-        first.stdout.readline()
         out = vadstream_run("serve", "--http", f"127.0.0.1:{port}")
         assert out.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in out.stderr
     finally:
@@ -157,15 +179,13 @@ def test_bad_addresses_are_one_clear_line(tmp_path):
 
 
 def test_the_command_line_loads_no_mxnet_until_a_command_needs_it():
-    code = ("import sys; from stream.apps import cli; "
-            "cli.build_parser().parse_args(['serve', '--history', '60']); "
-            "import stream.defaults; from stream.dashboard.app import build_app; "
+    code = ("import sys; from stream.apps import cli; cli.build_parser(); "
+            "from stream.dashboard.app import build_app; "
             "from stream.dashboard.config import ServeConfig; build_app(ServeConfig()); "
             "print('mxnet' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=ROOT, check=True)
+                         cwd=ROOT, check=True, timeout=120)
     assert out.stdout.strip() == "False"
-    # stream.defaults computes the shipped weights' path without MXNet: the same path
     from models import DEFAULT_WEIGHTS
-    from stream.defaults import WEIGHTS
-    assert WEIGHTS == DEFAULT_WEIGHTS
+    from stream.apps.cli import DEFAULT_WEIGHTS as SPELT_OUT
+    assert SPELT_OUT == DEFAULT_WEIGHTS

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PED2, ROOT, free_port, stop, vadstream, wait_for
+from tests.conftest import PED2, ROOT, reserve_port, stop, vadstream, wait_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
@@ -25,10 +25,11 @@ pytestmark = pytest.mark.skipif(
     "install it (apt-get install chromium)")
 
 
+@pytest.mark.timeout(600)
 def test_live_overlay_chart_and_alert_with_snapshot_on_the_demo(tmp_path):
     from playwright.sync_api import sync_playwright
 
-    port = free_port()
+    port = reserve_port()   # `vadstream demo --http` prints the address it was given
     log = tmp_path / "demo.out"
     with open(log, "w") as out:
         # Test004: a cart crosses the walkway; the shipped weights raise alerts on it. At
@@ -70,7 +71,10 @@ def test_live_overlay_chart_and_alert_with_snapshot_on_the_demo(tmp_path):
             page.wait_for_function(f"[...document.querySelectorAll('{snapshot}')].some("
                                    "i => i.complete && i.naturalWidth === 360)", timeout=15000)
             assert "demo" in page.inner_text("li.alert .what")
-            page.wait_for_timeout(500)                     # let the chart catch up
+            # the chart drawn with every score received before the alert (two animation
+            # frames: the one that draws what is pending, and one after it)
+            page.evaluate("() => new Promise(r => requestAnimationFrame(() => "
+                          "requestAnimationFrame(r)))")
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
 
             page.click("li.alert")                         # the frames around the event
