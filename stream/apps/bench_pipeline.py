@@ -20,8 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stream.apps.demo import free_port
-from stream.apps.processes import Child, stop_all, vadstream_command
+from stream.apps.processes import ANY_PORT, Child, stop_all, vadstream_command, wait_ready_file
 from stream.defaults import EVENTS_DB
 from stream.wire.subscriber import Subscriber
 from stream.wire.topics import ScoreMessage, StatusMessage, StreamStatus
@@ -96,28 +95,30 @@ def run_pipeline(model: str | Path, device: str, source: str | Path, streams: in
     Raises:
         RuntimeError: If a process fails or nothing is scored.
     """
-    bind = f"tcp://127.0.0.1:{free_port()}"
-    publish = f"tcp://127.0.0.1:{free_port()}"
     topics = ["score.", "overlay.", "status"]
     with tempfile.TemporaryDirectory(prefix="vadstream-bench-") as tmp, \
             contextlib.ExitStack() as logs:
         def log_file(name: str):
             return logs.enter_context((Path(tmp) / f"{name}.log").open("wb"))
 
+        ready = Path(tmp) / "ready.json"
         detector = Child("detector", vadstream_command(
-            "detect", "--bind", bind, "--publish", publish, "--model", str(model),
+            "detect", "--bind", ANY_PORT, "--publish", ANY_PORT, "--ready-file", str(ready),
+            "--model", str(model),
             "--device", device, "--precision", precision, "--stride", str(stride),
             "--max-batch", str(max_batch), "--events-db", str(Path(tmp) / EVENTS_DB)),
             stderr=log_file("detector"))
-        captures = [Child(f"capture{k}", vadstream_command(
-            "capture", "--source", str(source), "--stream-id", f"cam{k}", "--connect", bind,
-            "--fps", f"{source_fps:g}", "--loop"), stderr=log_file(f"capture{k}"))
-            for k in range(streams)]
         children = [detector]
-        sub = Subscriber(publish, topics)
+        sub = None
         try:
             detector.start()
+            bound = wait_ready_file(detector, ready, ready_timeout_s)
+            sub = Subscriber(bound["publish"], topics)
             _wait_ready(sub, detector, topics[:2], ready_timeout_s)
+            captures = [Child(f"capture{k}", vadstream_command(
+                "capture", "--source", str(source), "--stream-id", f"cam{k}", "--connect",
+                bound["bind"], "--fps", f"{source_fps:g}", "--loop"),
+                stderr=log_file(f"capture{k}")) for k in range(streams)]
             for capture in captures:
                 capture.start()
                 children.append(capture)
@@ -129,7 +130,8 @@ def run_pipeline(model: str | Path, device: str, source: str | Path, streams: in
             raise RuntimeError(f"{err}; the detector's log ends: {' | '.join(tail[-3:])}") \
                 from None
         finally:
-            sub.close()
+            if sub is not None:
+                sub.close()
             stop_all(children)
 
 

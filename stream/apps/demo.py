@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from models.weights import read_meta
-from stream.apps.processes import Child, stop_all, vadstream_command
+from stream.apps.processes import ANY_PORT, Child, stop_all, vadstream_command, wait_ready_file
 from stream.dashboard.config import split_host_port
 from stream.defaults import DASHBOARD_HTTP, EVENTS_DB, PED2
 from stream.wire.subscriber import Subscriber
@@ -117,18 +117,22 @@ def run_demo(source: str, model: str, video: Path, stream: str = "demo",
         RuntimeError: If the detector does not start or a process fails.
     """
     stop = stop or threading.Event()
-    bind = f"tcp://127.0.0.1:{free_port()}"
-    publish = f"tcp://127.0.0.1:{free_port()}"
     print(describe_weights(model), flush=True)
     events_db = str(video.with_name(EVENTS_DB))
+    ready = video.with_name("detector.ready.json")
+    ready.unlink(missing_ok=True)
     detector = Child("detector", vadstream_command(
-        "detect", "--bind", bind, "--publish", publish, "--model", model, "--device", device,
-        "--events-db", events_db, *(extra_detect_args or [])))
+        "detect", "--bind", ANY_PORT, "--publish", ANY_PORT, "--ready-file", str(ready),
+        "--model", model, "--device", device, "--events-db", events_db,
+        *(extra_detect_args or [])))
     children = [detector]
     result = DemoResult()
-    sub = Subscriber(publish, ["alert.", f"score.{stream}", f"eos.{stream}", "status"])
+    sub = None
     try:
         detector.start()
+        bound = wait_ready_file(detector, ready, ready_timeout_s)
+        bind, publish = bound["bind"], bound["publish"]
+        sub = Subscriber(publish, ["alert.", f"score.{stream}", f"eos.{stream}", "status"])
         deadline = time.monotonic() + ready_timeout_s
         while not stop.is_set():
             msg = sub.recv(200)
@@ -200,7 +204,8 @@ def run_demo(source: str, model: str, video: Path, stream: str = "demo",
                     if not all(c.running for c in children if c not in (recorder, capture)):
                         raise RuntimeError("a demo process exited while holding")
     finally:
-        sub.close()
+        if sub is not None:
+            sub.close()
         stop_all(children)
     return result
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -72,3 +75,24 @@ def stop_all(children: list[Child], timeout_s: float = 10.0) -> None:
     for child in reversed(children):
         child.stop(signal.SIGINT, timeout_s)
 
+
+
+#: Endpoint whose port the binding process picks (and reports in its ready file).
+ANY_PORT = "tcp://127.0.0.1:*"
+
+
+def wait_ready_file(child: Child, path: Path, timeout_s: float) -> dict:
+    """The endpoints a ``vadstream detect --ready-file PATH`` child bound, once it has.
+
+    Raises:
+        RuntimeError: If the child exits first or takes longer than ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.is_file():
+            return json.loads(path.read_text())
+        if not child.running:
+            raise RuntimeError(f"the detector exited with code {child.poll()}; run "
+                               "`vadstream detect --verbose` to see why")
+        time.sleep(0.05)
+    raise RuntimeError(f"the detector did not bind its sockets within {timeout_s:.0f} s")

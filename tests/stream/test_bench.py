@@ -3,6 +3,8 @@ out of pass/fail tests)."""
 
 import json
 
+import pytest
+
 from stream.apps.bench import LIVE_FPS, detector_stride, gflop_per_frame
 from tests.conftest import PED2, vadstream_run
 
@@ -12,6 +14,7 @@ def test_flop_count_of_the_paper_network():
     assert round(gflop_per_frame(10, (128, 64), (64, 32, 64)), 2) == 1.59
 
 
+@pytest.mark.timeout(660)
 def test_bench_writes_every_key_and_the_plot(tiny_weights, tmp_path):
     # The live run measures for 3 x --seconds: one stride's time each makes it three
     # strides at the cameras' rate, so every stream has windows scored in it.
