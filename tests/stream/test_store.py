@@ -9,7 +9,8 @@ from stream.store import EventStore, recovered_end
 def _alert(kind, id_, stream="cam", ts=100.0, **extra):
     return {"type": kind, "id": id_, "stream": stream, "ts": ts, "start_seq": 1,
             "start_ts": 100.0, "end_seq": None, "end_ts": None, "seq": 3, "score": 5.0,
-            "peak_score": 6.0, "threshold": 1.0, "boxes": [[1, 2, 3, 4]], **extra}
+            "peak_score": 6.0, "peak_seq": 3, "threshold": 1.0, "frames": 3,
+            "boxes": [[1, 2, 3, 4]], "clip": None, "frame": None, **extra}
 
 
 def test_append_query_and_filters(tmp_path):
