@@ -275,12 +275,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
+    if args.threads:
+        if "mxnet" in sys.modules:
+            raise RuntimeError("--threads must take effect before MXNet loads")
+        # this process (the model figures) and the detectors it starts alike
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
     from stream.apps.bench import format_bench, run_bench
 
     sweep = tuple(int(n) for n in args.sweep.split(",") if n.strip())
     result = run_bench(args.model, args.device, seconds=args.seconds, data=args.data,
                        streams=args.streams, sweep=sweep, pipeline="pipeline" not in args.skip,
                        reduced="reduced" not in args.skip, stride=args.stride)
+    result["omp_threads"] = int(os.environ["OMP_NUM_THREADS"])
+    print(f"network threads {result['omp_threads']} (OpenMP, bench and detectors alike)")
     print(format_bench(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -440,6 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave a part out (repeatable)")
     b.add_argument("--json", type=Path)
     b.add_argument("--plot", type=Path, help="PNG of frames/s by batch size and by streams")
+    b.add_argument("--threads", type=int, help="OpenMP threads of the network, here and in "
+                   "the detectors the bench starts (default: one per available core); fewer "
+                   "leaves cores to captures and scoring")
     b.set_defaults(func=cmd_bench)
 
     e = sub.add_parser("evaluate", help="frame and pixel AUC on a UCSD-style test set")

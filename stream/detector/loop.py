@@ -4,6 +4,7 @@ score, track events, annotate and publish, as a pipeline of stages
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import sqlite3
@@ -123,7 +124,7 @@ class Detector:
         self.publishing = Publishing(self.publisher, annotator or Annotator())
         self.tracking = Events(self.publishing, store)
         self.stages = (self.scheduler, self.infer, self.scoring, self.tracking, self.publishing)
-        self._slot = 0
+        self._queued: Job | None = None    # assembled, waiting for the network
         self.started = time.time()
         self._last_status = 0.0
         for stage in self.stages:
@@ -248,47 +249,72 @@ class Detector:
 
     # -- infer, score, events, publish ----------------------------------------------------
     def _post(self, job: Job | None) -> None:
-        """Score a finished job and emit its frames (events, store, overlays, topics)."""
+        """Score a finished job and emit its frames (events, store, overlays, topics),
+        then run what waited for them."""
         if job is None:
             return
         for frame in self.scoring.score(job):
             self.tracking.frame(frame)
+        for then in job.then:
+            then()
+
+    def _free_slot(self, *busy: Job | None) -> int:
+        """An engine input slot no running, queued or ``busy`` job holds."""
+        used = {j.slot for j in (self.infer.pending, self._queued, *busy) if j is not None}
+        return next(slot for slot in (0, 1) if slot not in used)
 
     def _pump(self) -> None:
-        """Keep the network busy: when it is free, start the next job, then score the one
-        that just finished while the new one runs."""
+        """Keep the network busy: when it is free, start the next job (the queued one, or
+        the ready windows), then score the one that just finished while the new one runs."""
         if self.infer.busy:
             return
         done = self.infer.collect()
-        job = self.scheduler.take(list(self.streams.values()), self._slot)
+        job, self._queued = self._queued, None
+        if job is None:
+            job = self.scheduler.take(list(self.streams.values()), self._free_slot(done))
+        else:
+            self.scheduler.fill(job, list(self.streams.values()))
         if job is not None:
             self.infer.submit(job)
-            self._slot = 1 - self._slot
         self._post(done)
 
-    def _flush(self) -> None:
-        """Finish the running job (before a stream's end or a cut changes its state)."""
-        self._post(self.infer.collect())
-
-    def _run_now(self, job: Job | None) -> None:
+    def _advance(self) -> None:
+        """Wait for the running job, start the queued one, and emit the finished one."""
+        done = self.infer.collect()
+        job, self._queued = self._queued, None
         if job is not None:
+            self.scheduler.fill(job, list(self.streams.values()))
             self.infer.submit(job)
-            self._slot = 1 - self._slot
-            self._post(self.infer.collect())
+        self._post(done)
 
     def _finish(self, state: StreamState, eos: bool) -> None:
-        """Score what is left of a stream (or clip), close its event, and reset or forget it."""
-        self._flush()
-        while state.ready:
-            self._run_now(self.scheduler.take([state], self._slot))
-        self._run_now(self.scheduler.take_last(state, self._slot))
-        state.counts["unscored"] += max(0, state.ring.count - state.scored)
-        for stage in self.stages:
-            stage.end_of_stream(state)
+        """A stream (or clip) ended: schedule what is left of it, batched with other
+        streams' windows, and close its event and report its end once those frames are
+        emitted. Its ring is free at once (a scheduled window carries its frames), so a
+        new clip's frames are taken in while the network is still busy with the old."""
+        while state.ready or self.scheduler.leftover(state):
+            if self._queued is not None:
+                self._advance()
+            self._queued = self.scheduler.take(list(self.streams.values()),
+                                               self._free_slot(), first=state, last=True)
+        unscored = max(0, state.ring.count - state.scored)
         state.reset()
         if eos:
-            self.publishing.eos(state.stream, {k: state.counts[k] for k in COUNTS})
             del self.streams[state.stream]
+        ended = functools.partial(self._ended, state, eos, unscored)
+        latest = self._queued or self.infer.pending
+        if latest is not None:
+            latest.then.append(ended)
+        else:
+            ended()
+
+    def _ended(self, state: StreamState, eos: bool, unscored: int) -> None:
+        state.counts["unscored"] += unscored
+        for stage in self.stages:
+            stage.end_of_stream(state)
+        state.peak.reset()
+        if eos:
+            self.publishing.eos(state.stream, {k: state.counts[k] for k in COUNTS})
             log.info("stream %s ended: %s", state.stream, dict(state.counts))
 
     # -- status and loop -------------------------------------------------------------------
@@ -368,7 +394,8 @@ class Detector:
                 self.step()
         finally:
             try:
-                self._flush()
+                while self.infer.pending is not None or self._queued is not None:
+                    self._advance()
             finally:
                 for state in list(self.streams.values()):
                     self.tracking.end_of_stream(state)

@@ -12,6 +12,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import count
 
@@ -78,47 +79,70 @@ class Job:
     error: BaseException | None = None
     seconds: float = 0.0
     done: threading.Event = field(default_factory=threading.Event)
+    #: Called after the job's frames are emitted (a stream that ended is closed then).
+    then: list[Callable[[], None]] = field(default_factory=list)
 
 
 class Scheduler(Stage):
     """Takes ready windows (the longest backlog first, so no stream starves), one model
     and one network per job, and writes them into an engine input slot."""
 
-    def take(self, streams: list[StreamState], slot: int) -> Job | None:
+    def take(self, streams: list[StreamState], slot: int, first: StreamState | None = None,
+             last: bool = False) -> Job | None:
         """The next job, or None when no window is ready.
 
-        Windows needing the full network (a stream's first window, a clip's last) run
-        alone; the others go together up to the engine's batch.
+        Windows needing the full network (a stream's first window) run alone; the others
+        go together up to the engine's batch. ``first``'s windows come before any other
+        stream's, and with ``last`` its frames that fill no window of their own get one
+        aligned to its newest frame (the stream or clip ended): other streams' windows
+        fill the rest of the batch.
         """
-        ready = [s for s in streams if s.ready]
+        ready = [s for s in streams if s.ready or (last and s is first and self.leftover(s))]
         if not ready:
             return None
-        ready.sort(key=lambda s: s.next_start - s.ring.count)
+        ready.sort(key=lambda s: (s is not first, s.next_start - s.ring.count))
         runtime = ready[0].runtime
         windows: list[Window] = []
         for state in (s for s in ready if s.runtime is runtime):
-            while state.ready and len(windows) < runtime.max_batch:
-                start = state.next_start
-                first = runtime.first_scored(start, state.scored)
-                if runtime.needs_full(start, first):
+            while len(windows) < runtime.max_batch:
+                if state.ready:
+                    start = state.next_start
+                elif last and state is first and self.leftover(state):
+                    start = state.ring.count - runtime.window
+                else:
+                    break
+                begin = runtime.first_scored(start, state.scored)
+                if runtime.needs_full(start, begin):
                     if windows:   # the tail windows taken so far go first
                         return Job(runtime, slot, True, windows)
                     return Job(runtime, slot, False,
-                               [self._window(state, start, first, slot, 0)])
-                windows.append(self._window(state, start, first, slot, len(windows)))
+                               [self._window(state, start, begin, slot, 0)])
+                windows.append(self._window(state, start, begin, slot, len(windows)))
         return Job(runtime, slot, True, windows)
 
-    def take_last(self, state: StreamState, slot: int) -> Job | None:
-        """A window aligned to the end of a finished stream's frames, for those left
-        unscored (None when fewer than a window arrived)."""
-        ring, window = state.ring, state.runtime.window
-        if ring.count <= state.scored or ring.count < window:
-            return None
-        start = ring.count - window
-        first = state.runtime.first_scored(start, state.scored)
-        job = Job(state.runtime, slot, False, [])
-        job.windows.append(self._window(state, start, first, slot, 0))
-        return job
+    def fill(self, job: Job, streams: list[StreamState]) -> None:
+        """Top a queued job up to the engine's batch with other streams' ready windows
+        (never a stream it already holds: that one's end may wait on the job)."""
+        runtime = job.runtime
+        held = {w.state.stream for w in job.windows}
+        others = sorted((s for s in streams if s.runtime is runtime and s.ready
+                         and s.stream not in held), key=lambda s: s.next_start - s.ring.count)
+        for state in others:
+            while state.ready and len(job.windows) < runtime.max_batch:
+                start = state.next_start
+                begin = runtime.first_scored(start, state.scored)
+                if runtime.needs_full(start, begin) or not job.tail:
+                    return
+                job.windows.append(self._window(state, start, begin, job.slot,
+                                                len(job.windows)))
+
+    @staticmethod
+    def leftover(state: StreamState) -> bool:
+        """Whether a stream has unscored frames that no regular window will score, and
+        enough frames for a window aligned to its newest."""
+        ring = state.ring
+        return ring.count > state.scored and ring.count >= state.runtime.window \
+            and not state.ready
 
     @staticmethod
     def _window(state: StreamState, start: int, first: int, slot: int, i: int) -> Window:

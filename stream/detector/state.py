@@ -68,6 +68,6 @@ class StreamState:
         return self.ring.count - self.next_start >= self.ring.capacity
 
     def reset(self) -> None:
+        """Forget the frames (a new clip starts); events and counters stay."""
         self.ring.clear()
-        self.peak.reset()
         self.next_start = self.scored = 0
