@@ -7,12 +7,9 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
-import sqlite3
 import threading
 import time
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict
 from typing import Protocol
 
 import zmq
@@ -21,14 +18,21 @@ from models.scoring import ScorerConfig
 from stream.detector.admission import Admission
 from stream.detector.annotate import Annotator
 from stream.detector.config import DetectorConfig
-from stream.detector.events import EventConfig, EventTracker
+from stream.detector.events import EventConfig
 from stream.detector.histogram import Histogram
+from stream.detector.receive import Receiver
 from stream.detector.runtime import ModelRuntime
-from stream.detector.stages import Events, Inference, Job, Publishing, Scheduler, Scoring
+from stream.detector.stages import (
+    Events,
+    Inference,
+    Job,
+    Publishing,
+    Scheduler,
+    Scoring,
+)
 from stream.detector.state import COUNTS, StreamState
 from stream.store import EventStore
 from stream.wire.endpoints import is_loopback
-from stream.wire.protocol import EndOfStream, Frame, ProtocolError, decode_message
 from stream.wire.publisher import Publisher
 from stream.wire.security import CurveServer
 
@@ -89,20 +93,11 @@ class Detector:
         self.window = self.default.window
         self.contract = self.default.contract
         self.scorer = self.default.scorer
-        self.events = events or EventConfig()
         self.streams: dict[str, StreamState] = {}
-        self.gone: dict[str, float] = {}   # streams ended for idleness -> last frame time
-        self.rejected = Counter()
         self.inference = Histogram()   # seconds per forward pass
         ctx = context or zmq.Context.instance()
         curve = (CurveServer(config.curve_secret_key, config.curve_allowed)
                  if config.curve_secret_key else None)
-        self.admission = Admission(
-            [*self.stream_models, *config.allow], max_streams=config.max_streams,
-            max_bytes=config.max_buffer_mb * 2**20, probation=config.probation,
-            allow_unknown=config.allow_unknown,
-            key_streams=curve.bound_streams(config.curve_streams) if curve else None,
-            window=self.default.window)
         self._auth = curve.start(ctx) if curve is not None else None
         self._pull = ctx.socket(zmq.PULL)
         if curve is not None:
@@ -118,12 +113,24 @@ class Detector:
                           "publish": self.publisher.socket.getsockopt_string(zmq.LAST_ENDPOINT)}
         store = EventStore(config.events_db, exclusive=True) if config.events_db else None
         self.store = store
+        self.receiver = Receiver(
+            self._pull, Admission(
+                [*self.stream_models, *config.allow], max_streams=config.max_streams,
+                max_bytes=config.max_buffer_mb * 2**20, probation=config.probation,
+                allow_unknown=config.allow_unknown,
+                key_streams=curve.bound_streams(config.curve_streams) if curve else None,
+                window=self.default.window),
+            self.streams, lambda stream: self.stream_models.get(stream, self.default),
+            events or EventConfig(), self._finish, config.max_batch)
+        self.rejected = self.receiver.rejected
+        self.gone = self.receiver.gone
         self.scheduler = Scheduler()
         self.infer = Inference(ctx, self.inference)
         self.scoring = Scoring()
         self.publishing = Publishing(self.publisher, annotator or Annotator())
         self.tracking = Events(self.publishing, store)
-        self.stages = (self.scheduler, self.infer, self.scoring, self.tracking, self.publishing)
+        self.stages = (self.receiver, self.scheduler, self.infer, self.scoring, self.tracking,
+                       self.publishing)
         self._queued: Job | None = None    # assembled, waiting for the network
         self.started = time.time()
         self._last_status = 0.0
@@ -145,107 +152,6 @@ class Detector:
         if key not in self.runtimes:
             self.runtimes[key] = ModelRuntime(key, self.config, scorer)
         return self.runtimes[key]
-
-    # -- receive and admit -----------------------------------------------------------------
-    def _reject(self, reason: str, detail: str) -> None:
-        self.rejected[reason] += 1
-        n = self.rejected[reason]
-        if n <= 3 or n % 1000 == 0:   # log the first few of each kind, then every 1000th
-            log.warning("dropped a message (%s, %d so far): %s", reason, n, detail)
-
-    def _ready_windows(self) -> int:
-        return sum(s.ready for s in self.streams.values())
-
-    def _held(self) -> bool:
-        """Whether :meth:`_drain` would take nothing in (a batch is ready or a ring full)."""
-        return (self._ready_windows() >= self.config.max_batch
-                or any(s.full for s in self.streams.values()))
-
-    def _drain(self) -> None:
-        """Take in queued frames until a full batch of windows is ready or a stream's ring
-        is full of unscheduled frames; what is left waits in the socket queue (and the
-        capture drops once that is full), so a flooded detector never overwrites frames."""
-        while self._ready_windows() < self.config.max_batch:
-            try:
-                parts = self._pull.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            try:
-                msg = decode_message(parts)
-                self.admission.check_sender(msg.stream, _user_id(parts))
-                state = self._accept(msg)
-            except ProtocolError as err:
-                self._reject(err.reason, str(err))
-                continue
-            except sqlite3.Error:
-                raise  # an alert could not be stored: stop, and recover it at restart
-            except Exception as err:  # noqa: BLE001 - one message must never stop the detector
-                log.debug("message failed", exc_info=True)
-                self._reject("error", f"{type(err).__name__}: {err}")
-                continue
-            if state is not None and state.full:
-                return
-
-    def _accept(self, msg: Frame | EndOfStream) -> StreamState | None:
-        state = self.streams.get(msg.stream)
-        if isinstance(msg, EndOfStream):
-            if state is not None:
-                if msg.frames is not None and msg.frames > state.last_seq + 1:
-                    state.counts["dropped"] += msg.frames - state.last_seq - 1
-                self._finish(state, eos=True)
-            return None
-        if state is None:
-            state = self._admit(msg)
-        elif msg.image.shape != state.shape:
-            raise ProtocolError("shape_changed", f"stream {msg.stream!r} frame shape "
-                                f"{msg.image.shape} differs from {state.shape}")
-        if msg.clip != state.clip or msg.seq <= state.last_seq:
-            # A cut: another clip, or a restarted capture counting from 0 again.
-            if state.ring.count:
-                self._finish(state, eos=False)
-            state.clip = msg.clip
-            state.last_seq = -1
-        if msg.seq > state.last_seq + 1 and state.last_seq >= 0:
-            state.counts["dropped"] += msg.seq - state.last_seq - 1
-        if msg.reconnects is not None:
-            # A restarted capture counts from 0 again: then all it reports is new.
-            last = state.capture_reconnects if msg.reconnects >= state.capture_reconnects else 0
-            state.counts["reconnects"] += msg.reconnects - last
-            state.capture_reconnects = msg.reconnects
-        state.last_seq = msg.seq
-        state.last_seen = time.monotonic()
-        state.counts["received"] += 1
-        ring = state.ring
-        if state.full:
-            # The next window's first frame would be overwritten: skip the oldest frames.
-            start = ring.count - ring.capacity + 1
-            state.counts["overrun"] += max(0, start - state.scored)
-            state.scored = max(state.scored, start)
-            state.next_start = start
-        slot = ring.push()
-        state.runtime.contract.preprocess(msg.image, out=ring.fields["x"][slot])
-        ring.fields["src"][slot] = msg.image
-        ring.fields["seq"][slot] = msg.seq
-        ring.fields["ts"][slot] = msg.ts
-        ring.fields["frame"][slot] = -1 if msg.frame is None else msg.frame
-        return state
-
-    def _admit(self, msg: Frame) -> StreamState:
-        runtime = self.stream_models.get(msg.stream, self.default)
-        need = runtime.capacity * (msg.image.nbytes + 4 * runtime.contract.size ** 2 + 24)
-        victim = self.admission.admit(msg.stream, need, self.streams)
-        if victim is not None:
-            log.info("stream %s evicted after probation (%d frame(s), quiet): %s takes its "
-                     "place", victim, self.streams[victim].received, msg.stream)
-            self.rejected["evicted"] += 1
-            del self.streams[victim]
-        state = StreamState(msg.stream, msg.image.shape, runtime,
-                            EventTracker(msg.stream, runtime.scorer.threshold,
-                                         **asdict(self.events)))
-        self.streams[msg.stream] = state
-        self.gone.pop(msg.stream, None)
-        log.info("new stream %s (%s)", msg.stream, "x".join(map(str, msg.image.shape)))
-        return state
 
     # -- infer, score, events, publish ----------------------------------------------------
     def _post(self, job: Job | None) -> None:
@@ -356,16 +262,16 @@ class Detector:
         """One turn of the loop: take in subscriptions and frames, keep the network busy,
         end idle streams, report status. Under overload every turn still does all of it."""
         busy = self.infer.busy
-        if busy and self._held():
+        if busy and self.receiver.held():
             # The next batch is assembled already: wait for the network, not the socket.
             events = dict(self._waiting.poll(timeout_ms))
         else:
-            ready = not busy and self._ready_windows()
+            ready = not busy and self.receiver.ready_windows()
             events = dict(self._poller.poll(0 if ready else timeout_ms))
         if self.publisher.socket in events:
             self.publisher.read_subscriptions()
         if self._pull in events:
-            self._drain()
+            self.receiver.drain()
         self._pump()
         now = time.monotonic()
         if now - self._last_status >= self.config.status_interval:
@@ -410,10 +316,3 @@ class Detector:
         if self._auth is not None:
             self._auth.stop()
 
-
-def _user_id(parts: list) -> str | None:
-    """The CURVE client key ZeroMQ authenticated the message's sender with, if any."""
-    try:
-        return parts[0].get("User-Id")
-    except (AttributeError, zmq.ZMQError):
-        return None

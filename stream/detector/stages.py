@@ -40,6 +40,10 @@ from stream.wire.topics import (
 log = logging.getLogger(__name__)
 
 
+class InferenceError(RuntimeError):
+    """The network failed on a batch: the detector stops (a restart recovers its events)."""
+
+
 class Stage:
     """Lifecycle hooks every stage may implement."""
 
@@ -200,7 +204,8 @@ class Inference(Stage):
         job.done.wait()
         self.socket.recv()
         if job.error is not None:
-            raise job.error
+            raise InferenceError(f"the network failed on a batch of {len(job.windows)} "
+                                 f"window(s): {job.error}") from job.error
         return job
 
     @property
