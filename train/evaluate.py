@@ -174,7 +174,7 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
         paper, online = pooled_aucs([r.labels for r in results],
                                     [r.values[rule] for r in results])
         every_rule[rule] = {"frame_auc_paper": paper[0], "frame_auc_online": online[0]}
-    model = protocol_aucs([r.labels for r in results], [r.scores for r in results])
+    aucs = protocol_aucs([r.labels for r in results], [r.scores for r in results])
     baseline = protocol_aucs([r.labels for r in results], [r.baseline for r in results])
     decisions = decision_scores(labels, np.concatenate([r.decisions for r in results]))
     pixel_auc = None
@@ -184,7 +184,7 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
     out = {"model": str(model), "data": str(data), "stride": stride, "precision": precision,
            "rule": sc.rule,
            "threshold": sc.threshold, "frames": int(len(labels)),
-           **model,
+           **aucs,
            **{f"baseline_{key}": value for key, value in baseline.items()},
            "f1_online": decisions["f1"], "precision_online": decisions["precision"],
            "recall_online": decisions["recall"],

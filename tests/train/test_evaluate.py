@@ -20,6 +20,7 @@ def test_evaluate_one_real_clip_produces_every_output(tmp_path, tiny_weights):
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Test002" in out and "EER paper" in out
     r = json.loads((tmp_path / "r.json").read_text())
+    assert r["model"] == str(tiny_weights)
     for key in ("frame_auc_paper", "frame_auc_online", "eer_paper", "eer_online", "f1_online",
                 "frame_auc_paper_macro", "frame_auc_online_macro", "precision_online",
                 "recall_online", "baseline_frame_auc_paper", "baseline_frame_auc_online",
