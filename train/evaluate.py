@@ -13,13 +13,21 @@ import mxnet as mx
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from models.scoring import RULES, ScorerConfig
+from models.scoring import RULES, TOP_SHARE, ScorerConfig
 from models.weights import load_calibration_arrays, load_weights
 from stream.capture.frames import list_frames, resolve_clips
 from stream.detector.annotate import find_boxes
 from stream.detector.engine import Engine
+from train.baseline import frame_difference_scores
 from train.data import load_clip
-from train.metrics import decision_scores, frame_labels, normalise_per_video, parse_gt, roc_auc_eer
+from train.metrics import (
+    decision_scores,
+    frame_labels,
+    macro_auc,
+    normalise_per_video,
+    parse_gt,
+    roc_auc_eer,
+)
 from train.offline import score_clip
 
 log = logging.getLogger(__name__)
@@ -29,13 +37,14 @@ PIXEL_STEP = 2
 
 @dataclass
 class ClipResult:
-    """Per-clip scores and labels."""
+    """Per-clip scores and labels (``baseline``: the no-model frame-difference score)."""
 
     name: str
     labels: np.ndarray
     scores: np.ndarray
     decisions: np.ndarray
     values: dict[str, np.ndarray]
+    baseline: np.ndarray
     row: dict = field(default_factory=dict)
 
 
@@ -81,6 +90,16 @@ def pooled_aucs(labels: list[np.ndarray], scores: list[np.ndarray]
     return roc_auc_eer(y, paper), roc_auc_eer(y, np.concatenate(scores))
 
 
+def protocol_aucs(labels: list[np.ndarray], scores: list[np.ndarray]) -> dict[str, float | None]:
+    """Frame AUCs of one score under both protocols: pooled over all frames (with the
+    EERs) and the macro mean of per-clip AUCs (:func:`train.metrics.macro_auc`)."""
+    (auc_paper, eer_paper), (auc_online, eer_online) = pooled_aucs(labels, scores)
+    return {"frame_auc_paper": auc_paper, "frame_auc_online": auc_online,
+            "eer_paper": eer_paper, "eer_online": eer_online,
+            "frame_auc_paper_macro": macro_auc(labels, [normalise_per_video(s) for s in scores]),
+            "frame_auc_online_macro": macro_auc(labels, scores)}
+
+
 def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
              ctx: mx.Context | None = None, scorer: ScorerConfig | None = None,
              precision: str | None = None, int8_calibration: str = ""
@@ -96,6 +115,10 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
         precision: None: the training network as it is; ``fp32``, ``int8``, ``bf16`` or
             ``auto``: the live detector's network (:class:`stream.detector.engine.Engine`) at it.
         int8_calibration: Normal clips for int8 calibration ("" : the weights' own).
+
+    Beside the model it scores the no-model baseline
+    (:func:`train.baseline.frame_difference_scores`) on the same preprocessed frames under
+    the same protocols (the ``baseline_`` keys): what the network adds over plain motion.
 
     Returns:
         The results (the ``--json`` content) and per-clip details for plots.
@@ -125,7 +148,8 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
         s = score_clip(net, frames, meta.window, stride, sc, ctx, maps=masks is not None)
         labels = frame_labels(len(frames), gt[int(number.group(1))])
         r = ClipResult(clip.name, labels, s["score"], s["anomalous"],
-                       {rule: s[rule] for rule in RULES})
+                       {rule: s[rule] for rule in RULES},
+                       frame_difference_scores(frames, meta.contract.pixel_scale))
         if masks is not None and len(masks) == len(frames):
             step = slice(None, None, PIXEL_STEP)
             pixel_scores.append(s["map"][:, step, step].ravel())
@@ -136,7 +160,10 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
         auc_online, _ = roc_auc_eer(labels, r.scores)
         r.row = {"clip": clip.name, "frames": len(frames), "anomalous": int(labels.sum()),
                  "flagged": int(r.decisions.sum()), "auc_paper": auc_paper,
-                 "auc_online": auc_online, **decision_scores(labels, r.decisions)}
+                 "auc_online": auc_online,
+                 "baseline_auc_paper": roc_auc_eer(labels, normalise_per_video(r.baseline))[0],
+                 "baseline_auc_online": roc_auc_eer(labels, r.baseline)[0],
+                 **decision_scores(labels, r.decisions)}
         log.info("%s: %s", clip.name, r.row)
         results.append(r)
     if not results:
@@ -147,8 +174,8 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
         paper, online = pooled_aucs([r.labels for r in results],
                                     [r.values[rule] for r in results])
         every_rule[rule] = {"frame_auc_paper": paper[0], "frame_auc_online": online[0]}
-    (auc_paper, eer_paper), (auc_online, eer_online) = pooled_aucs(
-        [r.labels for r in results], [r.scores for r in results])
+    aucs = protocol_aucs([r.labels for r in results], [r.scores for r in results])
+    baseline = protocol_aucs([r.labels for r in results], [r.baseline for r in results])
     decisions = decision_scores(labels, np.concatenate([r.decisions for r in results]))
     pixel_auc = None
     if pixel_scores:
@@ -157,8 +184,8 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
     out = {"model": str(model), "data": str(data), "stride": stride, "precision": precision,
            "rule": sc.rule,
            "threshold": sc.threshold, "frames": int(len(labels)),
-           "frame_auc_paper": auc_paper, "frame_auc_online": auc_online,
-           "eer_paper": eer_paper, "eer_online": eer_online,
+           **aucs,
+           **{f"baseline_{key}": value for key, value in baseline.items()},
            "f1_online": decisions["f1"], "precision_online": decisions["precision"],
            "recall_online": decisions["recall"],
            "rules": every_rule,
@@ -169,22 +196,34 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
 
 
 def format_table(result: dict) -> str:
-    """The per-clip table and the totals, for the terminal."""
+    """The per-clip table and the totals, for the terminal (``BLpap``/``BLon``: the
+    no-model frame-difference baseline's AUCs)."""
     def f(v):
         return "   -  " if v is None else f"{v:6.3f}"
     lines = [f"{'clip':10} {'frames':>6} {'anom':>5} {'flag':>5} {'AUCpap':>6} {'AUCon':>6} "
-             f"{'F1':>6}"]
+             f"{'F1':>6} {'BLpap':>6} {'BLon':>6}"]
     for row in result["clips"]:
         lines.append(f"{row['clip']:10} {row['frames']:6d} {row['anomalous']:5d} "
                      f"{row['flagged']:5d} {f(row['auc_paper'])} {f(row['auc_online'])} "
-                     f"{f(row['f1'])}")
+                     f"{f(row['f1'])} {f(row['baseline_auc_paper'])} "
+                     f"{f(row['baseline_auc_online'])}")
     lines.append(f"{'all':10} {result['frames']:6d} {'':5} {'':5} "
                  f"{f(result['frame_auc_paper'])} {f(result['frame_auc_online'])} "
-                 f"{f(result['f1_online'])}")
+                 f"{f(result['f1_online'])} {f(result['baseline_frame_auc_paper'])} "
+                 f"{f(result['baseline_frame_auc_online'])}")
+    lines.append(f"{'macro':10} {'':6} {'':5} {'':5} "
+                 f"{f(result['frame_auc_paper_macro'])} {f(result['frame_auc_online_macro'])} "
+                 f"{'':6} {f(result['baseline_frame_auc_paper_macro'])} "
+                 f"{f(result['baseline_frame_auc_online_macro'])}")
+    lines.append(f"live decisions: precision {f(result['precision_online'])}, recall "
+                 f"{f(result['recall_online'])}, F1 {f(result['f1_online'])}")
     lines.append(f"EER paper {f(result['eer_paper'])}, online {f(result['eer_online'])}; "
                  f"pixel AUC {f(result['pixel_auc'])}; box hit rate "
                  f"{f(result['box_hit_rate'])}; rule {result['rule']} threshold "
                  f"{result['threshold']:.1f}")
+    lines.append(f"BL: no model, the top {TOP_SHARE:.0%} of the 4x4 sums of |x_t - x_t-1| "
+                 f"(EER paper {f(result['baseline_eer_paper'])}, "
+                 f"online {f(result['baseline_eer_online'])})")
     return "\n".join(lines)
 
 

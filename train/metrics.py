@@ -68,6 +68,26 @@ def roc_auc_eer(labels: np.ndarray, scores: np.ndarray) -> tuple[float | None, f
     return float(roc_auc_score(labels, scores)), float(eer)
 
 
+def macro_auc(labels: list[np.ndarray], scores: list[np.ndarray]) -> float | None:
+    """Mean of the per-clip ROC AUCs over the clips that have both classes.
+
+    Each clip counts once whatever its length, so a long clip cannot hide a weak one.
+    A per-clip AUC does not change under any increasing transform of that clip's scores,
+    so the paper protocol's per-video min-max normalisation gives the same macro AUC as
+    the raw scores (unless it merges distinct scores into ties).
+
+    Args:
+        labels: One boolean label array per clip.
+        scores: One score array per clip, the same lengths.
+
+    Returns:
+        The mean AUC, or None when no clip has both classes.
+    """
+    aucs = [roc_auc_eer(y, s)[0] for y, s in zip(labels, scores, strict=True)]
+    aucs = [a for a in aucs if a is not None]
+    return float(np.mean(aucs)) if aucs else None
+
+
 def threshold_at(values: np.ndarray, false_alarm_rate: float) -> float:
     """The lowest threshold that flags (value >= threshold) at most ``false_alarm_rate`` of
     ``values``, ties included (an integer score with many equal values cannot collapse

@@ -20,11 +20,21 @@ def test_evaluate_one_real_clip_produces_every_output(tmp_path, tiny_weights):
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Test002" in out and "EER paper" in out
     r = json.loads((tmp_path / "r.json").read_text())
-    for key in ("frame_auc_paper", "frame_auc_online", "eer_paper", "eer_online", "f1_online"):
+    assert r["model"] == str(tiny_weights)
+    for key in ("frame_auc_paper", "frame_auc_online", "eer_paper", "eer_online", "f1_online",
+                "frame_auc_paper_macro", "frame_auc_online_macro", "precision_online",
+                "recall_online", "baseline_frame_auc_paper", "baseline_frame_auc_online",
+                "baseline_frame_auc_paper_macro", "baseline_frame_auc_online_macro"):
         assert 0.0 <= r[key] <= 1.0, key
+    # one clip: its macro AUC is its own AUC
+    assert r["frame_auc_online_macro"] == r["frame_auc_online"]
+    # the baseline needs no model: on the bike clip frame differences do separate
+    assert r["baseline_frame_auc_online"] > 0.6 and r["baseline_frame_auc_paper"] > 0.6
+    assert "no model" in out
     assert 0.0 <= r["pixel_auc"] <= 1.0 and r["box_hit_rate"] is not None
     (clip,) = r["clips"]
     assert clip["clip"] == "Test002" and clip["frames"] == 180 and clip["anomalous"] == 86
+    assert clip["baseline_auc_online"] == r["baseline_frame_auc_online"]
     assert (tmp_path / "plots" / "roc.png").stat().st_size > 1000
     assert (tmp_path / "plots" / "Test002.png").stat().st_size > 1000
 
@@ -44,9 +54,13 @@ def test_absent_clips_are_skipped_not_shifted(tmp_path, tiny_weights):
 def test_paper_protocol_normalises_each_clip_and_online_does_not():
     import numpy as np
 
-    from train.evaluate import pooled_aucs
+    from train.evaluate import pooled_aucs, protocol_aucs
     labels = [np.array([0, 0, 1, 1], bool), np.array([0, 0, 1, 1], bool)]
     scores = [np.array([0.0, 0.1, 0.8, 0.9]), np.array([10.0, 10.1, 10.2, 10.3])]
     (paper, paper_eer), (online, _) = pooled_aucs(labels, scores)
     assert paper == 1.0 and paper_eer == 0.0       # separable within each clip
     assert online == 0.75                           # clip 2's normal frames beat clip 1's
+    aucs = protocol_aucs(labels, scores)
+    assert aucs["frame_auc_online"] == 0.75 and aucs["frame_auc_paper"] == 1.0
+    # macro: each clip on its own, where the offset between clips does not matter
+    assert aucs["frame_auc_online_macro"] == aucs["frame_auc_paper_macro"] == 1.0

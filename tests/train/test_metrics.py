@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 
 from tests.conftest import PED2
-from train.metrics import decision_scores, frame_labels, normalise_per_video, parse_gt, roc_auc_eer
+from train.metrics import (
+    decision_scores,
+    frame_labels,
+    macro_auc,
+    normalise_per_video,
+    parse_gt,
+    roc_auc_eer,
+)
 
 
 def test_parses_the_real_ped2_ground_truth():
@@ -58,3 +65,12 @@ def test_per_video_normalisation_and_decisions():
     assert normalise_per_video(np.array([1.0, 1.0])).tolist() == [0, 0]
     d = decision_scores(np.array([1, 1, 0, 0], bool), np.array([1, 0, 1, 0], bool))
     assert d == {"precision": 0.5, "recall": 0.5, "f1": 0.5}
+
+
+def test_macro_auc_averages_clips_with_both_classes_and_skips_the_others():
+    labels = [np.array([0, 0, 1, 1], bool), np.array([0, 0, 1, 1], bool), np.ones(3, bool)]
+    scores = [np.array([0.1, 0.2, 0.8, 0.9]), np.array([0.1, 0.4, 0.35, 0.9]),
+              np.array([5.0, 0.0, 1.0])]
+    assert macro_auc(labels, scores) == pytest.approx((1.0 + 0.75) / 2)   # clip 3 skipped
+    assert macro_auc(labels[2:], scores[2:]) is None
+    assert macro_auc([np.zeros(2, bool)], [np.arange(2.0)]) is None
