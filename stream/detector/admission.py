@@ -13,6 +13,9 @@ A flood of stream ids must never lock a camera out:
 - with ``curve_streams``, a client key may send only the stream ids bound to it, and a
   stream id bound to a key is refused from any other client.
 
+Only configured (or CURVE-bound) streams are guaranteed admission: ids that really send
+a window of frames each can hold the unlisted slots, as cameras would.
+
 Every refusal is a :class:`~stream.wire.protocol.ProtocolError` with a reason that the
 detector counts in ``status.rejected``.
 """
@@ -28,6 +31,9 @@ from stream.wire.protocol import ProtocolError
 
 #: How many refused stream ids are remembered (to tell a persistent sender from a flood).
 KNOCKS_KEPT = 4096
+#: Frames an unlisted stream sends before it is off probation, at the least (a per-frame
+#: model's window of 1 would otherwise make a one-frame id permanent).
+PROBATION_FRAMES = 10
 
 
 class Tracked(Protocol):
@@ -50,7 +56,8 @@ class Admission:
             quiet before a persistent newcomer may take its slot.
         allow_unknown: Whether unlisted streams are admitted at all.
         key_streams: CURVE client key (Z85 public key) -> the stream ids it may send.
-        window: Frames after which an unlisted stream is off probation.
+        window: The default model's window; an unlisted stream is off probation after
+            that many frames, and at least :data:`PROBATION_FRAMES`.
     """
 
     def __init__(self, configured: Iterable[str] = (), max_streams: int = 64,
@@ -64,7 +71,7 @@ class Admission:
         self.max_bytes = max_bytes
         self.probation = probation
         self.allow_unknown = allow_unknown
-        self.window = window
+        self.window = max(window, PROBATION_FRAMES)
         self._knocks: OrderedDict[str, int] = OrderedDict()
 
     def check_sender(self, stream: str, user_id: str | None) -> None:

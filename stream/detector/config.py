@@ -39,8 +39,8 @@ class DetectorConfig:
         status_interval: Seconds between ``status`` messages.
         max_message_mb: Largest frame message accepted; ZeroMQ disconnects a peer that
             sends a larger one before buffering it.
-        max_buffer_mb: Memory all streams' ring buffers may take together; a new stream
-            that would exceed it is refused (counted as ``buffer_budget``).
+        max_buffer_mb: Memory all unlisted streams' ring buffers may take together; a new
+            one that would exceed it is refused (counted as ``buffer_budget``).
         offline_after: Seconds without frames after which ``status`` reports a stream
             offline (it stays tracked until ``idle_timeout``).
         events_db: SQLite file every alert is appended to before it is published

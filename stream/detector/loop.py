@@ -4,6 +4,7 @@ score, track events, annotate and publish, as a pipeline of stages
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import logging
@@ -15,6 +16,7 @@ from typing import Protocol
 import zmq
 
 from models.scoring import ScorerConfig
+from models.weights import weights_paths
 from stream.detector.admission import Admission
 from stream.detector.annotate import Annotator
 from stream.detector.config import DetectorConfig
@@ -57,7 +59,7 @@ def load_plugins(modules: Sequence[str]) -> None:
     for name in modules:
         try:
             importlib.import_module(name)
-        except ImportError as err:
+        except Exception as err:  # noqa: BLE001 - any failure of a plug-in, named
             raise ValueError(f"detector.plugins: cannot import {name!r} ({err}); give a module "
                              "importable from where vadstream runs (PYTHONPATH)") from err
 
@@ -98,44 +100,57 @@ class Detector:
         ctx = context or zmq.Context.instance()
         curve = (CurveServer(config.curve_secret_key, config.curve_allowed)
                  if config.curve_secret_key else None)
-        self._auth = curve.start(ctx) if curve is not None else None
-        self._pull = ctx.socket(zmq.PULL)
-        if curve is not None:
-            curve.apply(self._pull)
-        self._pull.setsockopt(zmq.RCVHWM, config.receive_hwm)
-        # A peer sending anything larger is disconnected by ZeroMQ before it is buffered.
-        self._pull.setsockopt(zmq.MAXMSGSIZE, config.max_message_mb * 2**20)
-        self._pull.setsockopt(zmq.LINGER, 0)
-        self._pull.bind(config.bind)
-        self.publisher = Publisher(config.publish, hwm=config.publish_hwm, context=ctx,
-                                   curve=curve)
-        self.endpoints = {"bind": self._pull.getsockopt_string(zmq.LAST_ENDPOINT),
-                          "publish": self.publisher.socket.getsockopt_string(zmq.LAST_ENDPOINT)}
-        store = EventStore(config.events_db, exclusive=True) if config.events_db else None
-        self.store = store
-        self.receiver = Receiver(
-            self._pull, Admission(
-                [*self.stream_models, *config.allow], max_streams=config.max_streams,
-                max_bytes=config.max_buffer_mb * 2**20, probation=config.probation,
-                allow_unknown=config.allow_unknown,
-                key_streams=curve.bound_streams(config.curve_streams) if curve else None,
-                window=self.default.window),
-            self.streams, lambda stream: self.stream_models.get(stream, self.default),
-            events or EventConfig(), self._finish, config.max_batch)
-        self.rejected = self.receiver.rejected
-        self.gone = self.receiver.gone
-        self.scheduler = Scheduler()
-        self.infer = Inference(ctx, self.inference)
-        self.scoring = Scoring()
-        self.publishing = Publishing(self.publisher, annotator or Annotator())
-        self.tracking = Events(self.publishing, store)
-        self.stages = (self.receiver, self.scheduler, self.infer, self.scoring, self.tracking,
-                       self.publishing)
-        self._queued: Job | None = None    # assembled, waiting for the network
-        self.started = time.time()
-        self._last_status = 0.0
-        for stage in self.stages:
-            stage.start()
+        # What is opened is closed again if a later step fails (a port in use, a locked
+        # store), so a retry in the same process starts clean.
+        with contextlib.ExitStack() as undo:
+            self._auth = curve.start(ctx) if curve is not None else None
+            if self._auth is not None:
+                undo.callback(self._auth.stop)
+            self._pull = ctx.socket(zmq.PULL)
+            undo.callback(self._pull.close, 0)
+            if curve is not None:
+                curve.apply(self._pull)
+            self._pull.setsockopt(zmq.RCVHWM, config.receive_hwm)
+            # A peer sending anything larger is disconnected by ZeroMQ before it is buffered.
+            self._pull.setsockopt(zmq.MAXMSGSIZE, config.max_message_mb * 2**20)
+            self._pull.setsockopt(zmq.LINGER, 0)
+            self._pull.bind(config.bind)
+            self.publisher = Publisher(config.publish, hwm=config.publish_hwm, context=ctx,
+                                       curve=curve)
+            undo.callback(self.publisher.close)
+            self.endpoints = {"bind": self._pull.getsockopt_string(zmq.LAST_ENDPOINT),
+                              "publish": self.publisher.socket.getsockopt_string(zmq.LAST_ENDPOINT)}
+            store = EventStore(config.events_db, exclusive=True) if config.events_db else None
+            self.store = store
+            if store is not None:
+                undo.callback(store.close)
+            self.receiver = Receiver(
+                self._pull, Admission(
+                    [*self.stream_models, *config.allow], max_streams=config.max_streams,
+                    max_bytes=config.max_buffer_mb * 2**20, probation=config.probation,
+                    allow_unknown=config.allow_unknown,
+                    key_streams=curve.bound_streams(config.curve_streams) if curve else None,
+                    window=self.default.window),
+                self.streams, lambda stream: self.stream_models.get(stream, self.default),
+                events or EventConfig(), self._finish, config.max_batch)
+            self.rejected = self.receiver.rejected
+            self.gone = self.receiver.gone
+            self.scheduler = Scheduler()
+            self.infer = Inference(ctx, self.inference)
+            self.scoring = Scoring()
+            self.publishing = Publishing(self.publisher, annotator or Annotator())
+            self.tracking = Events(self.publishing, store)
+            self.stages = (self.receiver, self.scheduler, self.infer, self.scoring, self.tracking,
+                           self.publishing)
+            self._queued: Job | None = None    # assembled, waiting for the network
+            self.started = time.time()
+            self._last_status = 0.0
+            self.infer.start()   # the one stage with a thread
+            undo.callback(self.infer.stop)
+            for stage in self.stages:
+                if stage is not self.infer:
+                    stage.start()
+            undo.pop_all()   # all opened: close() owns them now
         for endpoint in (config.bind, config.publish):
             if not is_loopback(endpoint) and curve is None:
                 log.warning("%s is reachable beyond this machine and unauthenticated: anyone "
@@ -148,9 +163,9 @@ class Detector:
                  self.endpoints["bind"], self.endpoints["publish"], len(self.stream_models))
 
     def _runtime(self, weights: str, scorer: ScorerConfig) -> ModelRuntime:
-        key = str(weights)
+        key = str(weights_paths(weights)[0].resolve())   # a stem and its .params: one model
         if key not in self.runtimes:
-            self.runtimes[key] = ModelRuntime(key, self.config, scorer)
+            self.runtimes[key] = ModelRuntime(weights, self.config, scorer)
         return self.runtimes[key]
 
     # -- infer, score, events, publish ----------------------------------------------------
@@ -211,6 +226,7 @@ class Detector:
         latest = self._queued or self.infer.pending
         if latest is not None:
             latest.then.append(ended)
+            latest.ending.add(state.stream)
         else:
             ended()
 
@@ -302,9 +318,9 @@ class Detector:
             try:
                 while self.infer.pending is not None or self._queued is not None:
                     self._advance()
-            finally:
                 for state in list(self.streams.values()):
                     self.tracking.end_of_stream(state)
+            finally:
                 self.close()
 
     def close(self) -> None:

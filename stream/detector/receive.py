@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 import time
 from collections import Counter
@@ -69,7 +70,7 @@ class Receiver(Stage):
         """Take in queued frames until a full batch of windows is ready or a stream's ring
         is full of unscheduled frames; what is left waits in the socket queue (and the
         capture drops once that is full), so a flooded detector never overwrites frames."""
-        while self.ready_windows() < self.max_batch:
+        while not self.held():
             try:
                 parts = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -77,7 +78,7 @@ class Receiver(Stage):
             try:
                 msg = decode_message(parts)
                 self.admission.check_sender(msg.stream, _user_id(parts))
-                state = self.accept(msg)
+                self.accept(msg)
             except ProtocolError as err:
                 self.reject(err.reason, str(err))
                 continue
@@ -88,8 +89,6 @@ class Receiver(Stage):
                 log.debug("message failed", exc_info=True)
                 self.reject("error", f"{type(err).__name__}: {err}")
                 continue
-            if state is not None and state.full:
-                return
 
     def accept(self, msg: Frame | EndOfStream) -> StreamState | None:
         state = self.streams.get(msg.stream)
@@ -137,7 +136,8 @@ class Receiver(Stage):
 
     def admit(self, msg: Frame) -> StreamState:
         runtime = self.model_for(msg.stream)
-        need = runtime.capacity * (msg.image.nbytes + 4 * runtime.contract.size ** 2 + 24)
+        need = runtime.capacity * (msg.image.nbytes + 4 * math.prod(runtime.contract.shape)
+                                   + 24)
         victim = self.admission.admit(msg.stream, need, self.streams)
         if victim is not None:
             log.info("stream %s evicted after probation (%d frame(s), quiet): %s takes its "

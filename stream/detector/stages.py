@@ -85,6 +85,8 @@ class Job:
     done: threading.Event = field(default_factory=threading.Event)
     #: Called after the job's frames are emitted (a stream that ended is closed then).
     then: list[Callable[[], None]] = field(default_factory=list)
+    #: Streams whose end waits on this job: none of their later frames may join it.
+    ending: set[str] = field(default_factory=set)
 
 
 class Scheduler(Stage):
@@ -128,7 +130,7 @@ class Scheduler(Stage):
         """Top a queued job up to the engine's batch with other streams' ready windows
         (never a stream it already holds: that one's end may wait on the job)."""
         runtime = job.runtime
-        held = {w.state.stream for w in job.windows}
+        held = {w.state.stream for w in job.windows} | job.ending
         others = sorted((s for s in streams if s.runtime is runtime and s.ready
                          and s.stream not in held), key=lambda s: s.next_start - s.ring.count)
         for state in others:
@@ -229,6 +231,9 @@ class Inference(Stage):
         self._jobs.put(None)
         if self._thread.is_alive():
             self._thread.join(30)
+        if self._thread.is_alive():   # still in the network: its socket is still its own
+            log.warning("the inference thread did not stop within 30 s")
+            return
         self._signal.close(linger=0)
         self.socket.close(linger=0)
 
