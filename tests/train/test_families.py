@@ -2,15 +2,18 @@
 run on real Ped2 frames lowers its loss, writes weights that load, is calibrated only for
 the rules the family can compute, and runs in the detector's engine."""
 
+import shutil
+
 import mxnet as mx
 import numpy as np
 import pytest
 
-from models import get_family, load_weights, model_names
+from models import get_family, load_weights, model_names, read_meta
 from models.scoring import RULES, ScorerConfig
 from models.weights import load_calibration_arrays
 from stream.detector.engine import Engine
 from tests.conftest import PED2, TINY_FAMILIES
+from train.calibrate import recalibrate
 from train.data import load_clip
 
 
@@ -53,3 +56,14 @@ def test_tiny_training_writes_weights_the_engine_runs(name, tiny_trained):
     scores = scorer.score(out[0], windows[0], first=temporal.lookback)
     assert scorer.rule == cal["rule"] and len(scores.score) == meta.window - temporal.lookback
     assert np.isfinite(scores.score).all() and (scores.error > 0).all()
+
+
+def test_recalibrating_a_one_frame_model_keeps_to_the_rules_it_can_compute(tiny_trained,
+                                                                         tmp_path):
+    trained = tiny_trained("frame_cae")
+    for suffix in (".params", ".json", ".calib"):
+        shutil.copy(trained.with_suffix(suffix), tmp_path / f"w{suffix}")
+    cal = recalibrate(tmp_path / "w", stride=5)
+    assert cal["rules"] == ["area", "peak", "error"] and set(cal["thresholds"]) == set(cal["rules"])
+    assert cal["stride"] == 1          # one frame per window: every window scores its frame
+    assert read_meta(tmp_path / "w").calibration == cal
