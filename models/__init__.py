@@ -3,7 +3,9 @@ training code here."""
 
 from models.contract import InputContract
 from models.family import ModelFamily, Temporal
+from models.frame_cae import FrameCAE
 from models.registry import get_family, get_model, model_names, register_family
+from models.stacked_ae import StackedAE
 from models.stae import STAE, InferenceSTAE, inference_form
 from models.weights import (
     DEFAULT_WEIGHTS,
@@ -15,7 +17,7 @@ from models.weights import (
     save_weights,
 )
 
-__all__ = ["DEFAULT_WEIGHTS", "STAE", "InferenceSTAE", "InputContract", "ModelFamily",
-           "Temporal", "WeightsError", "WeightsMeta", "get_family", "get_model",
-           "inference_form", "load_calibration_arrays", "load_weights", "model_names",
-           "read_meta", "register_family", "save_weights"]
+__all__ = ["DEFAULT_WEIGHTS", "STAE", "FrameCAE", "InferenceSTAE", "InputContract",
+           "ModelFamily", "StackedAE", "Temporal", "WeightsError", "WeightsMeta", "get_family",
+           "get_model", "inference_form", "load_calibration_arrays", "load_weights",
+           "model_names", "read_meta", "register_family", "save_weights"]

@@ -15,12 +15,39 @@ from typing import TYPE_CHECKING, Protocol
 
 import mxnet as mx
 import numpy as np
+from mxnet import gluon
 from mxnet.gluon import HybridBlock
 
-from models.scoring import FrameScores, ScorerConfig
+from models.scoring import RULES, FrameScores, ScorerConfig
 
 if TYPE_CHECKING:   # models.weights builds networks through the registry, which imports this
     from models.weights import WeightsMeta
+
+
+_L2 = gluon.loss.L2Loss()
+
+
+def check_contract(name: str, meta: WeightsMeta, size: int, unit_range: bool) -> None:
+    """Refuse weights whose input contract does not fit their network.
+
+    Args:
+        name: The family, for the message.
+        meta: The weights' metadata.
+        size: The frame side the network takes.
+        unit_range: Whether inputs must lie in [0, 1] (a sigmoid output): contract mean 0
+            and std 1.
+
+    Raises:
+        ValueError: Saying what to change.
+    """
+    contract = meta.contract
+    if contract.size != size:
+        raise ValueError(f"{name}: the input contract's size {contract.size} differs from the "
+                         f"network's frame side {size}; set both to the same value")
+    if unit_range and (contract.mean != 0 or contract.std != 1):
+        raise ValueError(f"{name} reconstructs through a sigmoid: its input must lie in "
+                         f"[0, 1], i.e. contract mean 0 and std 1, got mean {contract.mean} "
+                         f"and std {contract.std}")
 
 
 @dataclass(frozen=True)
@@ -61,22 +88,55 @@ class FrameScorer(Protocol):
 
 
 class ModelFamily:
-    """Base class of a model family; subclasses set :attr:`name` and :meth:`network`.
+    """Base class of a model family; subclasses set :attr:`name` and :attr:`network_class`
+    (or override :meth:`network`).
 
-    The defaults fit a per-frame reconstruction model: one frame per window, the trained
-    network run as it is, and the reconstruction scorer of :mod:`models.scoring`.
+    The defaults fit a reconstruction model: a window of ``model_args["window"]`` frames
+    (1 without that argument), every frame scored, the trained network run as it is,
+    trained on the L2 reconstruction of the whole window, and the reconstruction scorer
+    of :mod:`models.scoring` with every rule its look-back allows.
     """
 
     #: Registered name (the weights' ``model``).
     name: str = ""
+    #: The network's class; its constructor's signature is the ``model:`` section of a
+    #: training config (None: :meth:`network` is overridden and takes any arguments).
+    network_class: type[HybridBlock] | None = None
 
     def network(self, **kwargs) -> HybridBlock:
         """Build an uninitialised network from the weights' ``model_args``."""
-        raise NotImplementedError
+        if self.network_class is None:
+            raise NotImplementedError(f"{type(self).__name__} sets no network_class")
+        return self.network_class(**kwargs)
+
+    def window(self, model_args: dict) -> int:
+        """Frames per window of a network built from ``model_args`` (what the weights'
+        ``window`` records)."""
+        return int(model_args.get("window", 1))
 
     def temporal(self, meta: WeightsMeta) -> Temporal:
         """The temporal context of weights ``meta`` (raises ValueError if unusable)."""
         return Temporal(window=meta.window, scorable=meta.window)
+
+    def rules(self, meta: WeightsMeta) -> tuple[str, ...]:
+        """The scoring rules weights ``meta`` can be scored by, and calibrated for:
+        ``motion`` needs the frame before every scored one (a look-back of 1)."""
+        if self.temporal(meta).lookback >= 1:
+            return RULES
+        return tuple(r for r in RULES if r != "motion")
+
+    def loss(self, net: HybridBlock, windows: mx.nd.NDArray) -> mx.nd.NDArray:
+        """Training loss per window of a batch (called under ``autograd.record``): the L2
+        reconstruction of the whole window.
+
+        Args:
+            net: The network being trained.
+            windows: (N, T, S, S) input windows.
+
+        Returns:
+            (N,) losses.
+        """
+        return _L2(net(windows), windows)
 
     def inference(self, trained: HybridBlock, meta: WeightsMeta, ctx: mx.Context,
                   outputs: int | None = None) -> dict[int, HybridBlock]:

@@ -68,5 +68,8 @@ def get_model(name: str, **kwargs) -> HybridBlock:
 def _builtin() -> None:
     """Register the families shipped in ``models/`` (imported late: they import this)."""
     if "stae" not in _FAMILIES:
+        from models.frame_cae.family import FrameCAEFamily
+        from models.stacked_ae.family import StackedAEFamily
         from models.stae.family import STAEFamily
-        register_family(STAEFamily())
+        for family in (STAEFamily(), FrameCAEFamily(), StackedAEFamily()):
+            register_family(family)

@@ -20,12 +20,20 @@ import pytest
 import zmq
 
 from models import InputContract, WeightsMeta, get_model, save_weights
+from stream.capture.frames import list_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 PED2 = DATA / "UCSDped2"
 VTEST = DATA / "vtest.avi"
 TINY_ARGS = {"window": 4, "spatial_channels": [8, 8], "temporal_channels": [8, 4, 8]}
+#: Per built-in model family: tiny network arguments and the input contract they take
+#: (each trains for two epochs on a few windows in seconds).
+TINY_FAMILIES = {
+    "stae": (TINY_ARGS, InputContract()),
+    "frame_cae": ({"size": 100, "channels": 4, "bottleneck": 16}, InputContract(size=100)),
+    "stacked_ae": ({"window": 4, "channels": [8, 8, 8], "size": 99}, InputContract(size=99)),
+}
 
 
 def make_weights(path: Path, calibration: dict | None = None, seed: int = 0,
@@ -46,6 +54,42 @@ def make_weights(path: Path, calibration: dict | None = None, seed: int = 0,
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
     return make_weights(tmp_path_factory.mktemp("weights") / "tiny")
+
+
+def tiny_dataset(root: Path, clips: int = 3, frames: int = 12) -> Path:
+    """A dataset under ``root`` of links to the first frames of real Ped2 training clips."""
+    for c in range(1, clips + 1):
+        folder = root / "Train" / f"Train{c:03d}"
+        folder.mkdir(parents=True)
+        for path in list_frames(PED2 / "Train" / f"Train{c:03d}")[:frames]:
+            (folder / path.name).symlink_to(path)
+    return root
+
+
+def train_tiny(name: str, root: Path) -> Path:
+    """Tiny weights of built-in family ``name`` trained for 2 epochs on 16 windows a
+    epoch of :func:`tiny_dataset` (the last of its 3 clips held out), calibrated at
+    stride 2."""
+    from train.trainer import TrainConfig, train
+
+    args, contract = TINY_FAMILIES[name]
+    config = TrainConfig(epochs=2, batch_size=4, learning_rate=2e-3, strides=(1, 2),
+                         val_clips=1, windows_per_epoch=16, patience=5)
+    return train(tiny_dataset(root / "data"), root / "w" / name, model=name, model_args=args,
+                 contract=contract, config=config, stride=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tmp_path_factory):
+    """``tiny_trained(name)``: :func:`train_tiny` weights of a family, trained once a
+    session."""
+    trained: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in trained:
+            trained[name] = train_tiny(name, tmp_path_factory.mktemp(f"trained_{name}"))
+        return trained[name]
+    return get
 
 
 #: An endpoint whose port the binding process picks itself (ZeroMQ's ``*``); it reports the

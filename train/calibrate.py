@@ -33,6 +33,7 @@ import mxnet as mx
 import numpy as np
 from mxnet.gluon import HybridBlock
 
+from models.registry import get_family
 from models.scoring import RULES, Scorer
 from models.weights import load_weights, save_weights, weights_paths
 from stream.capture.frames import resolve_clips
@@ -143,11 +144,14 @@ def estimate_baseline(net: HybridBlock, clips: list[np.ndarray], window: int, st
 
 def calibrate(net: HybridBlock, clips: list[np.ndarray], window: int, stride: int,
               scorer: Scorer, ctx: mx.Context, false_alarm_rate: float,
-              baseline_clips: list[np.ndarray], train_clips: list[np.ndarray] | None = None
-              ) -> tuple[dict, dict[str, np.ndarray], dict]:
+              baseline_clips: list[np.ndarray], train_clips: list[np.ndarray] | None = None,
+              rules: tuple[str, ...] = RULES) -> tuple[dict, dict[str, np.ndarray], dict]:
     """Baseline map (from ``baseline_clips``), the rule chosen by the synthetic test (on
     the held-out ``clips``) and thresholds per rule at the false-alarm rate (on ``clips``
     and ``train_clips``, which should not include ``baseline_clips``).
+
+    ``rules`` are those the model's family can compute (``ModelFamily.rules``: no
+    ``motion`` for a window of one frame); only they are compared and get a threshold.
 
     Returns:
         The calibration metadata, the calibration arrays (``baseline``), and the
@@ -156,36 +160,36 @@ def calibrate(net: HybridBlock, clips: list[np.ndarray], window: int, stride: in
     baseline = estimate_baseline(net, baseline_clips, window, stride, scorer, ctx)
     calibrated = Scorer(pixel_threshold=scorer.pixel_threshold, pixel_scale=scorer.pixel_scale,
                         baseline=baseline)
-    normal_values = {rule: [] for rule in RULES}
-    both = {kind: {rule: [] for rule in RULES} for kind in SYNTHETIC}  # normal, altered
+    normal_values = {rule: [] for rule in rules}
+    both = {kind: {rule: [] for rule in rules} for kind in SYNTHETIC}  # normal, altered
     labels = {kind: [] for kind in SYNTHETIC}
     for frames in clips:
         normal = score_clip(net, frames, window, stride, calibrated, ctx)
         ok = ~np.isnan(normal["peak"])
-        for rule in RULES:
+        for rule in rules:
             normal_values[rule].append(normal[rule][ok])
         for kind, inject in SYNTHETIC.items():
             altered, marks = inject(frames)
             synthetic = score_clip(net, altered, window, stride, calibrated, ctx)
             scored = ~np.isnan(synthetic["peak"])
-            for rule in RULES:
+            for rule in rules:
                 both[kind][rule].append(np.r_[normal[rule][ok], synthetic[rule][scored]])
             labels[kind].append(np.r_[np.zeros(ok.sum(), bool), marks[scored]])
     held_out = {r: np.concatenate(v) for r, v in normal_values.items()}
     for frames in train_clips or []:
         normal = score_clip(net, frames, window, stride, calibrated, ctx)
         ok = ~np.isnan(normal["peak"])
-        for rule in RULES:
+        for rule in rules:
             normal_values[rule].append(normal[rule][ok])
     normal_values = {r: np.concatenate(v) for r, v in normal_values.items()}
     thresholds = {r: threshold_at(v, false_alarm_rate) for r, v in normal_values.items()}
     aucs = {kind: {rule: roc_auc_eer(np.concatenate(labels[kind]),
-                                     np.concatenate(both[kind][rule]))[0] for rule in RULES}
+                                     np.concatenate(both[kind][rule]))[0] for rule in rules}
             for kind in SYNTHETIC}
     mean_auc = {rule: float(np.mean([aucs[k][rule] or 0.0 for k in SYNTHETIC]))
-                for rule in RULES}
-    chosen = max(RULES, key=lambda r: mean_auc[r])
-    meta = {"rule": chosen, "thresholds": thresholds,
+                for rule in rules}
+    chosen = max(rules, key=lambda r: mean_auc[r])
+    meta = {"rule": chosen, "rules": list(rules), "thresholds": thresholds,
             "false_alarm_rate": false_alarm_rate, "frames": int(len(normal_values["peak"])),
             "held_out_frames": int(len(held_out["peak"])),
             "held_out_false_alarm_rate": {r: float((v >= thresholds[r]).mean())
@@ -243,8 +247,11 @@ def recalibrate(model: str | Path, data: str | Path | None = None, stride: int |
     rate = false_alarm_rate or float(old.get("false_alarm_rate", 0.01))
     scorer = Scorer(pixel_threshold=float(old.get("pixel_threshold", 4 * 255.0)),
                     pixel_scale=meta.contract.pixel_scale)
+    family = get_family(meta.model)
+    stride = min(stride, family.temporal(meta).scorable)
     meta.calibration, arrays, normal = calibrate(net, clips, meta.window, stride, scorer, ctx,
-                                                 rate, *split_training_clips(train_clips))
+                                                 rate, *split_training_clips(train_clips),
+                                                 rules=family.rules(meta))
     save_weights(net, meta, model, arrays)
     rule = meta.calibration["rule"]
     params, _ = weights_paths(model)

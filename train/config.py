@@ -2,26 +2,41 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import mxnet as mx
 
 from models.contract import InputContract
+from models.family import ModelFamily
+from models.registry import get_family
 from models.scoring import Scorer, ScorerConfig
-from stream.config import build, check_sections, load_yaml
+from stream.config import ConfigError, build, check_sections, load_yaml
 from stream.detector.engine import pick_context
 from train.trainer import TrainConfig
 
+#: The family a ``model:`` section without ``name`` trains.
+DEFAULT_MODEL = "stae"
 
-@dataclass(frozen=True)
-class ModelConfig:
-    """``model:``: the registered name and the arguments of ``models.STAE``."""
 
-    name: str = "stae"
-    window: int = 10
-    spatial_channels: tuple[int, int] = (128, 64)
-    temporal_channels: tuple[int, int, int] = (64, 32, 64)
+def model_section(family: ModelFamily) -> type | None:
+    """The ``model:`` section of ``family`` as a dataclass: ``name`` and its network's
+    constructor arguments, with their types and defaults (None: the family names no
+    network class, and its arguments are checked when the network is built).
+    """
+    cls = family.network_class
+    if cls is None:
+        return None
+    hints = typing.get_type_hints(cls.__init__)
+    fields = [("name", str, dataclasses.field(default=family.name))]
+    for p in list(inspect.signature(cls.__init__).parameters.values())[1:]:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue        # Gluon's prefix/params
+        fields.append((p.name, hints[p.name], dataclasses.field(default=p.default)))
+    return dataclasses.make_dataclass(f"{cls.__name__}Section", fields, frozen=True)
 
 
 @dataclass(frozen=True)
@@ -67,12 +82,23 @@ def load_train_config(path: str | Path) -> TrainJob:
     check_sections(data, path, ["data", "model", "contract", "training", "scorer"])
     where = str(path)
     paths = build(DataConfig, data.get("data"), f"{where}: data")
-    model = build(ModelConfig, data.get("model"), f"{where}: model")
+    section = data.get("model")
+    name = section.get("name", DEFAULT_MODEL) if isinstance(section, dict) else DEFAULT_MODEL
+    try:
+        family = get_family(str(name))
+    except ValueError as err:
+        raise ConfigError(f"{where}: model.name: {err}") from None
+    schema = model_section(family)
+    if schema is None:
+        if section is not None and not isinstance(section, dict):
+            raise ConfigError(f"{where}: model must be a mapping of keys, got {section!r}")
+        args = dict(section or {})
+    else:
+        args = asdict(build(schema, section, f"{where}: model"))
     contract = build(InputContract, data.get("contract"), f"{where}: contract")
     training = build(TrainConfig, data.get("training"), f"{where}: training")
     scorer = build(ScorerConfig, data.get("scorer"), f"{where}: scorer")
-    args = asdict(model)
-    name = args.pop("name")
+    name = args.pop("name", family.name)
     return TrainJob(data=paths.root, out=paths.out, stride=paths.stride, model=name,
                     model_args=args, contract=contract, training=training,
                     scorer=Scorer(pixel_threshold=scorer.pixel_threshold,

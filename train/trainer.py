@@ -1,4 +1,5 @@
-"""Training the autoencoder on normal footage, with a held-out split and calibration."""
+"""Training any registered reconstruction family on normal footage, with a held-out split
+and calibration: the family gives the window, the loss and the rules it can be scored by."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from mxnet import autograd, gluon
 from tqdm import tqdm
 
 from models.contract import InputContract
-from models.registry import get_model
+from models.registry import get_family, get_model
 from models.scoring import Scorer
 from models.weights import WeightsMeta, load_weights, save_weights
 from train.calibrate import calibrate, split_training_clips
@@ -71,11 +72,12 @@ def train(data: str | Path, out: str | Path, model: str = "stae", model_args: di
         data: Dataset root, ``Train/`` folder or clip folder of normal footage.
         out: Weights stem to write (``.params`` + ``.json``); checkpoints go beside it.
         model: Registered model name.
-        model_args: Model constructor arguments (``window`` among them).
+        model_args: Model constructor arguments (the family reads its window from them).
         contract: Input contract.
         config: Training settings.
         scorer: Scorer used for calibration.
-        stride: Detector stride the calibration assumes.
+        stride: Detector stride the calibration assumes (at most the frames a window of
+            the family scores).
         ctx: MXNet context.
         resume: Continue from the last checkpoint beside ``out``.
 
@@ -88,14 +90,20 @@ def train(data: str | Path, out: str | Path, model: str = "stae", model_args: di
     scorer = scorer or Scorer(pixel_scale=contract.pixel_scale)
     ctx = ctx or mx.cpu()
     out = Path(out)
+    family = get_family(model)
+    window = family.window(model_args)
+    meta = WeightsMeta(model=model, model_args=model_args, window=window, contract=contract)
+    temporal = family.temporal(meta)    # refuses a window or contract the family cannot use
+    rules = family.rules(meta)
+    stride = min(stride, temporal.scorable)
     names, clips = load_clips(data, contract)
     if len(clips) <= config.val_clips:
         raise ValueError(f"{data} has {len(clips)} clips; need more than val_clips="
                          f"{config.val_clips} to hold some out for validation")
     n_val = config.val_clips
     train_clips, val_clips = clips[:len(clips) - n_val], clips[len(clips) - n_val:]
-    window = int(model_args.get("window", 10))
-    train_w = make_windows(train_clips, window, config.strides)
+    # A one-frame window has no temporal stride: every stride would give the same windows.
+    train_w = make_windows(train_clips, window, config.strides if window > 1 else (1,))
     val_w = make_windows(val_clips, window, (1,))[::window]
     if not train_w or not val_w:
         raise ValueError(f"clips in {data} are shorter than one window of {window} frames")
@@ -118,11 +126,8 @@ def train(data: str | Path, out: str | Path, model: str = "stae", model_args: di
     opt_path = out.with_name(out.name + ".last.optimizer")
     if resume and state["epoch"] and not load_optimizer(trainer, opt_path, ctx):
         log.warning("no optimizer state beside %s: Adam restarts its moments", ckpt)
-    loss_fn = gluon.loss.L2Loss()
-    meta = WeightsMeta(model=model, model_args=model_args, window=window, contract=contract,
-                       provenance={"data": str(data), "train_clips": names[:len(train_clips)],
-                                   "val_clips": names[len(train_clips):],
-                                   "config": asdict(config)})
+    meta.provenance = {"data": str(data), "train_clips": names[:len(train_clips)],
+                       "val_clips": names[len(train_clips):], "config": asdict(config)}
     for _ in range(state["epoch"]):
         rng.permutation(len(train_w))  # keep the shuffle sequence of an uninterrupted run
     started = time.time() - state.get("train_seconds", 0.0)  # a resumed run adds its time
@@ -133,7 +138,7 @@ def train(data: str | Path, out: str | Path, model: str = "stae", model_args: di
         for idx in bar:
             x = mx.nd.array(gather(train_clips, [train_w[i] for i in idx], window), ctx=ctx)
             with autograd.record():
-                loss = loss_fn(net(x), x)
+                loss = family.loss(net, x)
             loss.backward()
             trainer.step(len(idx))
             total += float(loss.mean().asscalar()) * len(idx)
@@ -143,7 +148,7 @@ def train(data: str | Path, out: str | Path, model: str = "stae", model_args: di
         val = 0.0
         for i in range(0, len(val_w), config.batch_size):
             x = mx.nd.array(gather(val_clips, val_w[i:i + config.batch_size], window), ctx=ctx)
-            val += float(loss_fn(net(x), x).sum().asscalar())
+            val += float(family.loss(net, x).sum().asscalar())
         val /= len(val_w)
         state["history"].append({"epoch": epoch, "train_loss": total / seen, "val_loss": val})
         log.info("epoch %d: train loss %.5f, validation loss %.5f", epoch, total / seen, val)
@@ -165,7 +170,7 @@ def train(data: str | Path, out: str | Path, model: str = "stae", model_args: di
     best.hybridize()
     meta.calibration, arrays, normal = calibrate(best, val_clips, window, stride, scorer, ctx,
                                                  config.false_alarm_rate,
-                                                 *split_training_clips(train_clips))
+                                                 *split_training_clips(train_clips), rules=rules)
     rule = meta.calibration["rule"]
     plot_histogram(normal[rule], meta.calibration["thresholds"][rule],
                    out.with_name(out.name + ".calibration.png"), f"{rule} score")

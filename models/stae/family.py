@@ -9,7 +9,7 @@ from mxnet.gluon import HybridBlock
 from models.family import ModelFamily, Temporal
 from models.scoring import LOOKBACK
 from models.stae.inference import inference_form
-from models.stae.network import STAE
+from models.stae.network import STAE, WINDOW
 from models.weights import WeightsMeta
 
 
@@ -17,9 +17,10 @@ class STAEFamily(ModelFamily):
     """Chong & Tay 2017's spatio-temporal autoencoder (:class:`models.stae.STAE`)."""
 
     name = "stae"
+    network_class = STAE
 
-    def network(self, **kwargs) -> HybridBlock:
-        return STAE(**kwargs)
+    def window(self, model_args: dict) -> int:
+        return int(model_args.get("window", WINDOW))
 
     def temporal(self, meta: WeightsMeta) -> Temporal:
         if meta.window < 2:

@@ -8,6 +8,8 @@ from models.stae.convlstm import ConvLSTM
 
 #: Frame side the network expects and returns (Chong & Tay use 227×227).
 FRAME_SIZE = 227
+#: Frames per window (T) of the paper.
+WINDOW = 10
 
 
 class STAE(HybridBlock):
@@ -27,7 +29,7 @@ class STAE(HybridBlock):
         temporal_channels: Hidden channels of the three ConvLSTMs (paper: 64, 32, 64).
     """
 
-    def __init__(self, window: int = 10, spatial_channels: tuple[int, int] = (128, 64),
+    def __init__(self, window: int = WINDOW, spatial_channels: tuple[int, int] = (128, 64),
                  temporal_channels: tuple[int, int, int] = (64, 32, 64), **kwargs) -> None:
         super().__init__(**kwargs)
         if window < 1:

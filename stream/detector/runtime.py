@@ -45,8 +45,12 @@ class ModelRuntime:
         # The scorer first: precision auto keeps a reduced precision only if it decides
         # as fp32 does under this scorer.
         self.scorer = family.scorer(meta, load_calibration_arrays(weights, meta), scorer)
-        if self.scorer.rule == "motion" and self.window < 2:
-            raise ValueError(f"{weights}: rule motion needs a window of at least 2 frames")
+        rules = family.rules(meta)
+        if self.scorer.rule not in rules:
+            raise ValueError(f"{weights}: a {meta.model} model with a window of {self.window} "
+                             f"can be scored by rules {', '.join(rules)}, not "
+                             f"{self.scorer.rule} (motion needs the frame before each scored "
+                             "one); set scorer.rule to one of them")
         decode = self.stride + self.lookback
         self.engine = Engine(weights, config.device, config.precision, config.max_batch,
                              config.int8_calibration,

@@ -3,8 +3,7 @@ import json
 import numpy as np
 
 from models import InputContract, read_meta
-from tests.conftest import PED2, make_weights
-from tests.train.test_trainer import _dataset
+from tests.conftest import PED2, make_weights, tiny_dataset
 from train.calibrate import (
     OBJECT_SIZE,
     OBJECT_SPEED,
@@ -42,7 +41,7 @@ def test_time_warp_speeds_the_busiest_band_up_without_a_cut():
 
 
 def test_recalibrate_rewrites_the_metadata(tmp_path):
-    data = _dataset(tmp_path, clips=2, frames=30)
+    data = tiny_dataset(tmp_path, clips=2, frames=30)
     path = make_weights(tmp_path / "w")
     meta_path = tmp_path / "w.json"
     meta = json.loads(meta_path.read_text())

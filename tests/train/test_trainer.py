@@ -7,24 +7,12 @@ import numpy as np
 
 from models import InputContract, load_weights
 from models.scoring import RULES, Scorer
-from stream.capture.frames import list_frames
-from tests.conftest import PED2, TINY_ARGS
+from tests.conftest import TINY_ARGS, tiny_dataset
 from train.trainer import TrainConfig, train
 
 
-def _dataset(tmp_path, clips=3, frames=12):
-    """A dataset of links to the first frames of real training clips."""
-    root = tmp_path / "Train"
-    for c in range(1, clips + 1):
-        folder = root / f"Train{c:03d}"
-        folder.mkdir(parents=True)
-        for path in list_frames(PED2 / "Train" / f"Train{c:03d}")[:frames]:
-            (folder / path.name).symlink_to(path)
-    return tmp_path
-
-
 def test_tiny_training_lowers_the_loss_and_writes_loadable_weights(tmp_path):
-    data = _dataset(tmp_path)
+    data = tiny_dataset(tmp_path)
     out = tmp_path / "w" / "tiny"
     config = TrainConfig(epochs=2, batch_size=4, learning_rate=2e-3, strides=(1, 2), val_clips=1,
                          windows_per_epoch=16, patience=5)
@@ -49,7 +37,7 @@ def test_tiny_training_lowers_the_loss_and_writes_loadable_weights(tmp_path):
 
 
 def test_resume_continues_where_it_stopped(tmp_path):
-    data = _dataset(tmp_path, frames=10)
+    data = tiny_dataset(tmp_path, frames=10)
     out = tmp_path / "w" / "r"
     first = TrainConfig(epochs=1, batch_size=4, strides=(1,), val_clips=1, windows_per_epoch=8)
     train(data, out, model_args=TINY_ARGS, config=first, stride=2)
@@ -69,7 +57,7 @@ def _params(stem):
 def test_resume_gives_the_parameters_of_an_uninterrupted_run(tmp_path):
     """3 epochs straight == 1 epoch, then --resume to 3: same seed, CPU, tiny model. And the
     comparison can fail: a resume without the optimizer's moments ends elsewhere."""
-    data = _dataset(tmp_path, frames=10)
+    data = tiny_dataset(tmp_path, frames=10)
 
     def config(epochs):
         return TrainConfig(epochs=epochs, batch_size=4, learning_rate=2e-3, strides=(1,),

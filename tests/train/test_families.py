@@ -1,0 +1,69 @@
+"""Every built-in model family, one parametrised test (anomalib's style): a tiny training
+run on real Ped2 frames lowers its loss, writes weights that load, is calibrated only for
+the rules the family can compute, and runs in the detector's engine."""
+
+import shutil
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from models import get_family, load_weights, model_names, read_meta
+from models.scoring import RULES, ScorerConfig
+from models.weights import load_calibration_arrays
+from stream.detector.engine import Engine
+from tests.conftest import PED2, TINY_FAMILIES
+from train.calibrate import recalibrate
+from train.data import load_clip
+
+
+def test_every_builtin_family_has_tiny_arguments():
+    builtin = {n for n in model_names() if type(get_family(n)).__module__.startswith("models.")}
+    assert builtin == set(TINY_FAMILIES) >= {"stae", "frame_cae", "stacked_ae"}
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("name", sorted(TINY_FAMILIES))
+def test_tiny_training_writes_weights_the_engine_runs(name, tiny_trained):
+    path = tiny_trained(name)
+    family = get_family(name)
+    net, meta = load_weights(path)
+    assert meta.model == name and meta.model_args == TINY_FAMILIES[name][0]
+    assert meta.window == family.window(meta.model_args)
+    history = meta.provenance["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert history[1]["train_loss"] < history[0]["train_loss"]
+
+    temporal = family.temporal(meta)
+    cal = meta.calibration
+    rules = list(family.rules(meta))
+    assert cal["rules"] == rules and cal["rule"] in rules
+    assert set(cal["thresholds"]) == set(cal["selection"]["mean_auc"]) == set(rules)
+    assert cal["stride"] == min(2, temporal.scorable)
+    if meta.window == 1:    # no frame before a scored one in its window: no motion rule
+        assert temporal.lookback == 0 and rules == [r for r in RULES if r != "motion"]
+    else:
+        assert temporal.lookback == 1 and rules == list(RULES)
+
+    frames = load_clip(PED2 / "Test" / "Test001", meta.contract, count=2 * meta.window)
+    windows = frames.reshape(2, meta.window, *meta.contract.shape)
+    engine = Engine(path, device="cpu", precision="fp32", max_batch=2)
+    assert engine.precision == "fp32"
+    out = engine.reconstruct(windows)
+    assert out.shape == windows.shape
+    np.testing.assert_allclose(out, net(mx.nd.array(windows)).asnumpy(), atol=1e-4)
+    scorer = family.scorer(meta, load_calibration_arrays(path, meta), ScorerConfig())
+    scores = scorer.score(out[0], windows[0], first=temporal.lookback)
+    assert scorer.rule == cal["rule"] and len(scores.score) == meta.window - temporal.lookback
+    assert np.isfinite(scores.score).all() and (scores.error > 0).all()
+
+
+def test_recalibrating_a_one_frame_model_keeps_to_the_rules_it_can_compute(tiny_trained,
+                                                                         tmp_path):
+    trained = tiny_trained("frame_cae")
+    for suffix in (".params", ".json", ".calib"):
+        shutil.copy(trained.with_suffix(suffix), tmp_path / f"w{suffix}")
+    cal = recalibrate(tmp_path / "w", stride=5)
+    assert cal["rules"] == ["area", "peak", "error"] and set(cal["thresholds"]) == set(cal["rules"])
+    assert cal["stride"] == 1          # one frame per window: every window scores its frame
+    assert read_meta(tmp_path / "w").calibration == cal
