@@ -48,6 +48,28 @@ def window_sum(diff: np.ndarray) -> np.ndarray:
     return out
 
 
+def top_share_mean(maps: np.ndarray, share: float = TOP_SHARE,
+                   dtype: type | None = None) -> np.ndarray:
+    """Mean of each map's largest ``share`` of values (at least one value).
+
+    Args:
+        maps: (B, H, W) maps.
+        share: Fraction of each map's values to average, in (0, 1].
+        dtype: Of the mean (None: the maps' own, as the live scorer takes it).
+
+    Returns:
+        (B,) means.
+
+    Raises:
+        ValueError: If ``share`` is outside (0, 1].
+    """
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be in (0, 1], got {share}")
+    flat = maps.reshape(len(maps), -1)
+    k = max(1, int(flat.shape[1] * share))
+    return np.partition(flat, flat.shape[1] - k, axis=1)[:, -k:].mean(axis=1, dtype=dtype)
+
+
 @dataclass(frozen=True)
 class FrameScores:
     """Scores of a batch of B frames.
@@ -149,9 +171,7 @@ class Scorer:
         """Scores from a batch's 4×4 sums of |x̂ − x|, its mean error and the 4×4 sums of
         |Δ(x̂ − x)| (``sums`` is kept)."""
         excess = self.excess(sums)
-        flat = motion_sums.reshape(len(motion_sums), -1)
-        k = max(1, int(flat.shape[1] * TOP_SHARE))
-        motion = np.partition(flat, flat.shape[1] - k, axis=1)[:, -k:].mean(axis=1)
+        motion = top_share_mean(motion_sums)
         above = excess > self.pixel_threshold
         if self.rule == "motion":
             anomaly_map, mask = motion_sums, motion_sums > self.threshold

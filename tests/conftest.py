@@ -17,10 +17,12 @@ from pathlib import Path
 
 import mxnet as mx
 import pytest
+import yaml
 import zmq
 
 from models import InputContract, WeightsMeta, get_model, save_weights
 from stream.capture.frames import list_frames
+from stream.wire.subscriber import Subscriber
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -269,3 +271,44 @@ class Lines:
             return self._queue.get(timeout=timeout)
         except queue.Empty:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}") from None
+
+
+def run_models_live(tmp_path: Path, default_model: Path, streams: list[dict],
+                    detector: dict | None = None, least: int = 25,
+                    timeout: float = 180) -> tuple[dict[str, list[dict]], dict]:
+    """``vadstream run`` with ``streams`` (pipeline entries, each looping; a ``model`` key
+    gives a stream its own weights) on a detector whose default model is
+    ``default_model``, until every stream has ``least`` scores and a status that names
+    the models has arrived.
+
+    Returns:
+        The score payloads by stream id, and the last status payload.
+    """
+    bind, publish = f"tcp://127.0.0.1:{reserve_port()}", f"tcp://127.0.0.1:{reserve_port()}"
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(yaml.safe_dump({
+        "detector": {"bind": bind, "publish": publish, "model": str(default_model),
+                     "device": "cpu", "precision": "fp32", "stride": 2, "max_batch": 4,
+                     "status_interval": 0.5, "events_db": str(tmp_path / "events.sqlite3"),
+                     **(detector or {})},
+        "scorer": {"rule": "auto"},
+        "streams": [{"fps": 15, "loop": True, **s} for s in streams]}))
+    run = vadstream("run", "--config", str(config), stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE, text=True)
+    sub = Subscriber(publish, ["score.", "status"])
+    scores: dict[str, list[dict]] = {s["id"]: [] for s in streams}
+    status: dict = {}
+    try:
+        def enough():
+            assert run.poll() is None, run.stderr.read()
+            m = sub.recv()
+            if m is not None and m.topic.startswith("score."):
+                scores[m.topic[len("score."):]].append(m.payload)
+            elif m is not None and m.topic == "status":
+                status.update(m.payload)
+            return all(len(v) >= least for v in scores.values()) and "models" in status
+        wait_for(enough, timeout, "every stream scored")
+    finally:
+        sub.close()
+        stop(run)
+    return scores, status

@@ -12,30 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.scoring import TOP_SHARE, window_sum
+from models.scoring import top_share_mean, window_sum
 
 #: Frames whose differences are summed at once (bounds the memory of a long clip).
 _CHUNK = 64
-
-
-def top_share_mean(maps: np.ndarray, share: float = TOP_SHARE) -> np.ndarray:
-    """Mean of each map's largest ``share`` of values (at least one value).
-
-    Args:
-        maps: (B, H, W) maps.
-        share: Fraction of each map's values to average, in (0, 1].
-
-    Returns:
-        (B,) float64 means.
-
-    Raises:
-        ValueError: If ``share`` is outside (0, 1].
-    """
-    if not 0 < share <= 1:
-        raise ValueError(f"share must be in (0, 1], got {share}")
-    flat = maps.reshape(len(maps), -1)
-    k = max(1, int(flat.shape[1] * share))
-    return np.partition(flat, flat.shape[1] - k, axis=1)[:, -k:].mean(axis=1, dtype=np.float64)
 
 
 def frame_difference_scores(frames: np.ndarray, pixel_scale: float = 255.0) -> np.ndarray:
@@ -60,5 +40,5 @@ def frame_difference_scores(frames: np.ndarray, pixel_scale: float = 255.0) -> n
         hi = min(lo + _CHUNK, len(frames))
         change = np.abs(frames[lo:hi] - frames[lo - 1:hi - 1])
         change *= pixel_scale
-        out[lo:hi] = top_share_mean(window_sum(change))
+        out[lo:hi] = top_share_mean(window_sum(change), dtype=np.float64)
     return out

@@ -2,13 +2,11 @@
 stream on the STAE and a conveyor stream of casting parts on a per-frame plug-in family
 (tests/plugins/frame_ae.py, window 1)."""
 
-import subprocess
 
 import pytest
-import yaml
 
 from stream.wire.subscriber import Subscriber
-from tests.conftest import DATA, PED2, reserve_port, stop, vadstream, wait_for
+from tests.conftest import DATA, PED2, run_models_live, wait_for
 from tests.plugins.frame_ae import make_frame_weights
 
 CASTING = DATA / "casting" / "train" / "ok_front"
@@ -21,36 +19,11 @@ def test_two_streams_on_two_models_in_one_detector(tiny_weights, tmp_path):
     for image in sorted(CASTING.glob("*.jpeg"))[:40]:
         (parts / image.name).symlink_to(image)
     frame_weights = make_frame_weights(tmp_path / "frame_ae", threshold=1e9)
-    bind, publish = f"tcp://127.0.0.1:{reserve_port()}", f"tcp://127.0.0.1:{reserve_port()}"
-    config = tmp_path / "pipeline.yaml"
-    config.write_text(yaml.safe_dump({
-        "detector": {"bind": bind, "publish": publish, "model": str(tiny_weights),
-                     "device": "cpu", "precision": "fp32", "stride": 2, "max_batch": 4,
-                     "status_interval": 0.5, "events_db": str(tmp_path / "events.sqlite3"),
-                     "plugins": ["tests.plugins.frame_ae"]},
-        "scorer": {"rule": "auto"},
-        "streams": [
-            {"id": "walkway", "source": str(PED2 / "Test" / "Test001"), "fps": 15, "loop": True},
-            {"id": "conveyor", "source": str(parts), "fps": 15, "loop": True,
-             "model": str(frame_weights)}]}))
-    run = vadstream("run", "--config", str(config), stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE, text=True)
-    sub = Subscriber(publish, ["score.", "status"])
-    scores = {"walkway": [], "conveyor": []}
-    status = {}
-    try:
-        def enough():
-            assert run.poll() is None, run.stderr.read()
-            m = sub.recv()
-            if m is not None and m.topic.startswith("score."):
-                scores[m.topic[len("score."):]].append(m.payload)
-            elif m is not None and m.topic == "status":
-                status.update(m.payload)
-            return all(len(v) >= 25 for v in scores.values())
-        wait_for(enough, 120, "both streams scored")
-    finally:
-        sub.close()
-        stop(run)
+    scores, status = run_models_live(
+        tmp_path, tiny_weights,
+        [{"id": "walkway", "source": str(PED2 / "Test" / "Test001")},
+         {"id": "conveyor", "source": str(parts), "model": str(frame_weights)}],
+        detector={"plugins": ["tests.plugins.frame_ae"]}, timeout=120)
     walk, conveyor = scores["walkway"], scores["conveyor"]
     # Each stream was scored by its own model: the STAE's calibrated rule (area) and the
     # plug-in's (error, with no motion: a one-frame window has no change).
