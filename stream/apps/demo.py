@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
+import re
 import socket
 import subprocess
 import threading
@@ -23,17 +25,11 @@ log = logging.getLogger(__name__)
 DEFAULT_SOURCE = PED2
 
 
-def free_port() -> int:
-    """A TCP port on loopback that is free right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def dashboard_address(http: str | None) -> str:
     """The dashboard's ``HOST:PORT``: ``http`` as given, else the default one
-    (``stream.defaults.DASHBOARD_HTTP``) or, when something already listens there, a
-    free port on the same host."""
+    (``stream.defaults.DASHBOARD_HTTP``) or, when something already listens there, port 0
+    on the same host: ``vadstream serve`` then binds a port of its choosing and prints it
+    (:func:`run_demo` reads it)."""
     if http is not None:
         return http
     host, port = split_host_port(DASHBOARD_HTTP)
@@ -42,7 +38,22 @@ def dashboard_address(http: str | None) -> str:
             s.bind((host, port))
             return DASHBOARD_HTTP
         except OSError:
-            return f"{host}:{free_port()}"
+            return f"{host}:0"
+
+
+def _bound_address(dashboard: Child, timeout_s: float) -> str:
+    """``HOST:PORT`` from the first line ``vadstream serve`` prints (``dashboard: URL ...``)."""
+    lines: queue.Queue[bytes] = queue.Queue()
+    threading.Thread(target=lambda: lines.put(dashboard.proc.stdout.readline()),
+                     daemon=True).start()
+    try:
+        line = lines.get(timeout=timeout_s)
+    except queue.Empty:
+        raise RuntimeError(f"the dashboard did not start within {timeout_s:.0f} s") from None
+    match = re.search(r"http://([^/\s]+)/", line.decode(errors="replace"))
+    if match is None:
+        raise RuntimeError(f"the dashboard did not start: {line.strip()!r}")
+    return match.group(1)
 
 
 @dataclass
@@ -148,13 +159,19 @@ def run_demo(source: str, model: str, video: Path, stream: str = "demo",
         recorder = Child("recorder", vadstream_command(
             "record", "--connect", publish, "--stream", stream, "--out", str(video)))
         helpers, topics = [printer, recorder], ["alert", f"overlay.{stream}"]
+        dashboard = None
         if http is not None:
-            helpers.append(Child("dashboard", vadstream_command(
-                "serve", "--connect", publish, "--http", http, "--events-db", events_db)))
+            # port 0: serve picks one and prints it, read below
+            dashboard = Child("dashboard", vadstream_command(
+                "serve", "--connect", publish, "--http", http, "--events-db", events_db),
+                stdout=subprocess.PIPE if http.endswith(":0") else None)
+            helpers.append(dashboard)
             topics.append("overlay.")
         for child in helpers:
             child.start()
             children.append(child)
+        if dashboard is not None and dashboard.stdout is not None:
+            http = _bound_address(dashboard, ready_timeout_s)
         _wait_subscribed(sub, topics, children, stop)
         if http is not None:
             print(f"demo: open http://{http}/ in a browser to watch it live", flush=True)

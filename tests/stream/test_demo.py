@@ -67,3 +67,21 @@ def test_ctrl_c_stops_everything(tmp_path):
     assert proc.returncode == 130, out
     assert json.loads((tmp_path / "s.json").read_text())["interrupted"] is True
     assert _strays(str(video)) == [] and _strays(str(tmp_path)) == []
+
+
+def test_the_dashboard_takes_a_port_of_its_own_when_the_default_is_busy():
+    import socket
+
+    from stream.apps.demo import dashboard_address
+    from stream.dashboard.config import split_host_port
+    from stream.defaults import DASHBOARD_HTTP
+
+    assert dashboard_address("127.0.0.1:9999") == "127.0.0.1:9999"
+    host, port = split_host_port(DASHBOARD_HTTP)
+    with socket.socket() as busy:
+        try:
+            busy.bind((host, port))
+        except OSError:
+            pass          # something else holds it already: just as busy
+        busy.listen()
+        assert dashboard_address(None) == f"{host}:0"   # serve picks it and prints it
