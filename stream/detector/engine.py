@@ -241,14 +241,8 @@ class Engine:
         return out
 
     def reconstruct(self, windows: np.ndarray) -> np.ndarray:
-        """Reconstruct any number of (N, T, S, S) windows; returns a new array."""
-        out = np.empty_like(windows, dtype=np.float32)
-        step = len(self.batch)
-        for i in range(0, len(windows), step):
-            n = min(step, len(windows) - i)
-            self.batch[:n] = windows[i:i + n]
-            out[i:i + n] = self.run(n)
-        return out
+        """The full network's outputs of any number of (N, T, S, S) windows; a new array."""
+        return self._nets[self.outputs].reconstruct(windows)
 
 
 class _Runner:

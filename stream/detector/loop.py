@@ -91,9 +91,6 @@ class Detector:
         self.default = self._runtime(config.model, scorer)
         self.stream_models = {s.id: self._runtime(s.model, scorer) if s.model else self.default
                               for s in streams}
-        self.engine = self.default.engine       # the default model's (bench, tests)
-        self.window = self.default.window
-        self.contract = self.default.contract
         self.scorer = self.default.scorer
         self.streams: dict[str, StreamState] = {}
         self.inference = Histogram()   # seconds per forward pass
@@ -187,24 +184,20 @@ class Detector:
     def _pump(self) -> None:
         """Keep the network busy: when it is free, start the next job (the queued one, or
         the ready windows), then score the one that just finished while the new one runs."""
-        if self.infer.busy:
-            return
-        done = self.infer.collect()
-        job, self._queued = self._queued, None
-        if job is None:
-            job = self.scheduler.take(list(self.streams.values()), self._free_slot(done))
-        else:
-            self.scheduler.fill(job, list(self.streams.values()))
-        if job is not None:
-            self.infer.submit(job)
-        self._post(done)
+        if not self.infer.busy:
+            self._advance(take=True)
 
-    def _advance(self) -> None:
-        """Wait for the running job, start the queued one, and emit the finished one."""
+    def _advance(self, take: bool = False) -> None:
+        """Wait for the running job, start the queued one (topped up with ready windows)
+        or, with ``take`` and none queued, the ready windows; emit the finished one."""
         done = self.infer.collect()
         job, self._queued = self._queued, None
+        streams = list(self.streams.values())
         if job is not None:
-            self.scheduler.fill(job, list(self.streams.values()))
+            self.scheduler.fill(job, streams)
+        elif take:
+            job = self.scheduler.take(streams, self._free_slot(done))
+        if job is not None:
             self.infer.submit(job)
         self._post(done)
 
@@ -269,7 +262,7 @@ class Detector:
                 "rule": self.scorer.rule, "threshold": self.scorer.threshold,
                 "status_interval": self.config.status_interval,
                 "inference_s": self.inference.as_dict(),
-                "precision": self.engine.precision,
+                "precision": self.default.engine.precision,
                 "models": [r.describe() for r in self.runtimes.values()],
                 "inference": {"seconds": round(sum(e.busy_s for e in engines), 3),
                               "frames": sum(e.frames_run for e in engines)}}

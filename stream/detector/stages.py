@@ -107,40 +107,44 @@ class Scheduler(Stage):
         if not ready:
             return None
         ready.sort(key=lambda s: (s is not first, s.next_start - s.ring.count))
-        runtime = ready[0].runtime
-        windows: list[Window] = []
-        for state in (s for s in ready if s.runtime is runtime):
-            while len(windows) < runtime.max_batch:
-                if state.ready:
-                    start = state.next_start
-                elif last and state is first and self.leftover(state):
-                    start = state.ring.count - runtime.window
-                else:
-                    break
-                begin = runtime.first_scored(start, state.scored)
-                if runtime.needs_full(start, begin):
-                    if windows:   # the tail windows taken so far go first
-                        return Job(runtime, slot, True, windows)
-                    return Job(runtime, slot, False,
-                               [self._window(state, start, begin, slot, 0)])
-                windows.append(self._window(state, start, begin, slot, len(windows)))
-        return Job(runtime, slot, True, windows)
+        job = Job(ready[0].runtime, slot, True, [])
+        self._gather(job, [s for s in ready if s.runtime is job.runtime],
+                     first if last else None)
+        return job
 
     def fill(self, job: Job, streams: list[StreamState]) -> None:
         """Top a queued job up to the engine's batch with other streams' ready windows
         (never a stream it already holds: that one's end may wait on the job)."""
-        runtime = job.runtime
+        if not job.tail:
+            return
         held = {w.state.stream for w in job.windows} | job.ending
-        others = sorted((s for s in streams if s.runtime is runtime and s.ready
+        others = sorted((s for s in streams if s.runtime is job.runtime and s.ready
                          and s.stream not in held), key=lambda s: s.next_start - s.ring.count)
-        for state in others:
-            while state.ready and len(job.windows) < runtime.max_batch:
-                start = state.next_start
+        self._gather(job, others)
+
+    def _gather(self, job: Job, states: list[StreamState],
+                ending: StreamState | None = None) -> None:
+        """Add the states' windows, in order, until the batch is full or a window needs
+        the full network (that one runs alone: it is taken only into an empty job).
+        ``ending`` also gets a window aligned to its newest frame for its leftovers."""
+        runtime = job.runtime
+        for state in states:
+            while len(job.windows) < runtime.max_batch:
+                if state.ready:
+                    start = state.next_start
+                elif state is ending and self.leftover(state):
+                    start = state.ring.count - runtime.window
+                else:
+                    break
                 begin = runtime.first_scored(start, state.scored)
-                if runtime.needs_full(start, begin) or not job.tail:
+                full = runtime.needs_full(start, begin)
+                if full and job.windows:   # the tail windows taken so far go first
                     return
                 job.windows.append(self._window(state, start, begin, job.slot,
                                                 len(job.windows)))
+                if full:
+                    job.tail = False
+                    return
 
     @staticmethod
     def leftover(state: StreamState) -> bool:
