@@ -4,6 +4,7 @@ training code here."""
 from models.contract import InputContract
 from models.family import ModelFamily, Temporal
 from models.frame_cae import FrameCAE
+from models.predictor import Predictor
 from models.registry import get_family, get_model, model_names, register_family
 from models.stacked_ae import StackedAE
 from models.stae import STAE, InferenceSTAE, inference_form
@@ -18,6 +19,6 @@ from models.weights import (
 )
 
 __all__ = ["DEFAULT_WEIGHTS", "STAE", "FrameCAE", "InferenceSTAE", "InputContract",
-           "ModelFamily", "StackedAE", "Temporal", "WeightsError", "WeightsMeta", "get_family",
-           "get_model", "inference_form", "load_calibration_arrays", "load_weights",
+           "ModelFamily", "Predictor", "StackedAE", "Temporal", "WeightsError", "WeightsMeta",
+           "get_family", "get_model", "inference_form", "load_calibration_arrays", "load_weights",
            "model_names", "read_meta", "register_family", "save_weights"]

@@ -155,4 +155,5 @@ class ModelFamily:
     def scorer(self, meta: WeightsMeta, arrays: dict[str, np.ndarray],
                config: ScorerConfig) -> FrameScorer:
         """The scorer, with the calibration the weights carry filling in ``config``."""
-        return config.build(meta.calibration, meta.contract.pixel_scale, arrays.get("baseline"))
+        return config.build(meta.calibration, meta.contract.pixel_scale, arrays.get("baseline"),
+                            arrays.get("spread"))

@@ -69,7 +69,8 @@ def _builtin() -> None:
     """Register the families shipped in ``models/`` (imported late: they import this)."""
     if "stae" not in _FAMILIES:
         from models.frame_cae.family import FrameCAEFamily
+        from models.predictor.family import PredictorFamily
         from models.stacked_ae.family import StackedAEFamily
         from models.stae.family import STAEFamily
-        for family in (STAEFamily(), FrameCAEFamily(), StackedAEFamily()):
+        for family in (STAEFamily(), PredictorFamily(), FrameCAEFamily(), StackedAEFamily()):
             register_family(family)

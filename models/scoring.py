@@ -5,6 +5,11 @@ that error changes from one frame to the next, |Δ(x̂ − x)|: the autoencoder 
 the motion it learned as normal, so a change in the error that it did not follow marks
 motion it did not expect (a bike among walkers), while a walker's steady texture error
 cancels out.
+
+``relative`` makes a score comparable across scenes and crowd densities: each location's
+4×4 sum is measured against what normal footage leaves there (its mean, the baseline, and
+its spread), so a far, small person and a near, large one count alike, and a busy walkway
+does not raise the floor everywhere.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-RULES = ("area", "peak", "error", "motion")
+RULES = ("area", "peak", "error", "motion", "relative")
 #: Side of the window the absolute difference is summed over.
 WINDOW = 4
 #: Frames before the first scored one that scoring reads (the error's change into it).
@@ -79,10 +84,13 @@ class FrameScores:
         area: (B,) pixels (at model resolution) whose 4×4 sum exceeds the pixel threshold.
         peak: (B,) largest 4×4 sum on the 0-255 scale.
         motion: (B,) mean of the largest TOP_SHARE of the 4×4 sums of |Δ(x̂ − x)|.
+        relative: (B,) mean of the largest TOP_SHARE of the normalised map (the 4×4 sums
+            less the baseline, over the spread); NaN without a calibrated spread.
         score: (B,) the value the frame rule compares.
         anomalous: (B,) the frame rule's verdict.
         map: (B, H, W) the rule's anomaly map: the 4×4 sums of |Δ(x̂ − x)| for
-            ``motion``, else the 4×4 sums of |x̂ − x| less the baseline.
+            ``motion``, the normalised map for ``relative``, else the 4×4 sums of
+            |x̂ − x| less the baseline.
         mask: (B, H, W) anomalous pixels (``map`` above the scorer's ``map_threshold``).
         sums: (B, H, W) the 4×4 sums of |x̂ − x| themselves (no baseline).
     """
@@ -91,6 +99,7 @@ class FrameScores:
     area: np.ndarray
     peak: np.ndarray
     motion: np.ndarray
+    relative: np.ndarray
     score: np.ndarray
     anomalous: np.ndarray
     map: np.ndarray
@@ -107,30 +116,38 @@ class Scorer:
             Ped2 notebook's.
         rule: Which per-frame value decides: ``area`` (anomalous pixels, at model
             resolution), ``peak`` (the largest 4×4 sum above baseline), ``error``
-            (mean |x̂ − x|) or ``motion`` (the top of the 4×4 map of |Δ(x̂ − x)|; its
-            pixels are anomalous where that map exceeds ``threshold``).
+            (mean |x̂ − x|), ``motion`` (the top of the 4×4 map of |Δ(x̂ − x)|; its
+            pixels are anomalous where that map exceeds ``threshold``) or ``relative``
+            (the top of the map normalised by ``baseline`` and ``spread``; likewise).
         threshold: A frame is anomalous when its ``rule`` value reaches this; usually
             calibrated on held-out normal footage by ``vadstream train``.
         pixel_scale: Factor from model units to 0-255 (``InputContract.pixel_scale``).
         baseline: Optional (H, W) map of the 4×4 sums that normal footage produces at
             each pixel (edges and fine texture are never reconstructed perfectly);
             subtracted before thresholding and taking the peak. None: zero.
+        spread: Optional (H, W) map of how much those sums vary on normal footage at each
+            pixel (floored, see :func:`spread_map`); rule ``relative`` needs it.
     """
 
     def __init__(self, pixel_threshold: float = 4 * 255.0, rule: str = "area",
                  threshold: float = 30.0, pixel_scale: float = 255.0,
-                 baseline: np.ndarray | None = None) -> None:
+                 baseline: np.ndarray | None = None, spread: np.ndarray | None = None) -> None:
         check_rule(rule, pixel_threshold)
+        if rule == "relative" and (baseline is None or spread is None):
+            raise ValueError("scorer rule 'relative' needs the calibrated baseline and spread "
+                             "maps: use weights calibrated by this version's `vadstream "
+                             "train` (or `vadstream calibrate`), and scorer.baseline true")
         self.pixel_threshold = float(pixel_threshold)
         self.rule = rule
         self.threshold = float(threshold)
         self.pixel_scale = float(pixel_scale)
         self.baseline = None if baseline is None else np.asarray(baseline, np.float32)
+        self.spread = None if spread is None else np.asarray(spread, np.float32)
 
     @property
     def map_threshold(self) -> float:
         """The value above which a pixel of the rule's anomaly map is anomalous."""
-        return self.threshold if self.rule == "motion" else self.pixel_threshold
+        return self.threshold if self.rule in ("motion", "relative") else self.pixel_threshold
 
     def score(self, recon: np.ndarray, frames: np.ndarray, first: int = 0) -> FrameScores:
         """Score frames ``first`` to the end of one window.
@@ -173,16 +190,32 @@ class Scorer:
         excess = self.excess(sums)
         motion = top_share_mean(motion_sums)
         above = excess > self.pixel_threshold
+        if self.spread is not None and self.baseline is not None:
+            normalised = excess / self.spread
+            relative = top_share_mean(normalised)
+        else:
+            normalised, relative = None, np.full(len(sums), np.nan, np.float32)
         if self.rule == "motion":
             anomaly_map, mask = motion_sums, motion_sums > self.threshold
+        elif self.rule == "relative":
+            anomaly_map, mask = normalised, normalised > self.threshold
         else:
             anomaly_map, mask = excess, above
         values = {"error": error, "area": above.sum(axis=(-2, -1)),
-                  "peak": excess.max(axis=(-2, -1)), "motion": motion}
+                  "peak": excess.max(axis=(-2, -1)), "motion": motion, "relative": relative}
         score = values[self.rule].astype(np.float64)
         return FrameScores(error=error, area=values["area"], peak=values["peak"],
-                           motion=motion, score=score, anomalous=score >= self.threshold,
-                           map=anomaly_map, mask=mask, sums=sums)
+                           motion=motion, relative=relative, score=score,
+                           anomalous=score >= self.threshold, map=anomaly_map, mask=mask,
+                           sums=sums)
+
+
+def spread_map(std: np.ndarray) -> np.ndarray:
+    """The ``relative`` rule's divisor from the per-pixel standard deviation of normal 4×4
+    sums: at least the median deviation, so that a calm region (a wall, the sky), whose
+    sums hardly vary, does not turn sensor noise into huge normalised values."""
+    std = np.asarray(std, np.float32)
+    return np.maximum(std, max(float(np.median(std)), 1e-6)).astype(np.float32)
 
 
 def check_rule(rule: str, pixel_threshold: float) -> None:
@@ -198,7 +231,8 @@ class ScorerConfig:
     """``scorer:`` in the configs: the :class:`Scorer`'s arguments, where ``rule: auto``
     and ``threshold: null`` (the defaults) take the rule and threshold that training
     calibrated on held-out normal clips and stored in the weights' metadata, and
-    ``baseline: true`` subtracts the calibrated per-pixel baseline when there is one."""
+    ``baseline: true`` subtracts the calibrated per-pixel baseline when there is one (and
+    lets rule ``relative`` divide by the calibrated spread)."""
 
     pixel_threshold: float = 4 * 255.0
     rule: str = "auto"
@@ -210,13 +244,14 @@ class ScorerConfig:
             check_rule(self.rule, self.pixel_threshold)
 
     def build(self, calibration: dict, pixel_scale: float,
-              baseline: np.ndarray | None = None) -> Scorer:
+              baseline: np.ndarray | None = None, spread: np.ndarray | None = None) -> Scorer:
         """The scorer, with the weights' calibration filling in what is left to it.
 
         Args:
             calibration: The weights' calibration metadata.
             pixel_scale: ``InputContract.pixel_scale``.
             baseline: The weights' calibrated baseline map, used if ``self.baseline``.
+            spread: The weights' calibrated spread map, likewise.
 
         Raises:
             ValueError: If a rule needs a calibrated threshold the weights lack.
@@ -240,4 +275,5 @@ class ScorerConfig:
                              "calibration for it; set scorer.threshold or retrain with "
                              "`vadstream train`")
         return Scorer(pixel_threshold=self.pixel_threshold, rule=rule, threshold=threshold,
-                      pixel_scale=pixel_scale, baseline=baseline if self.baseline else None)
+                      pixel_scale=pixel_scale, baseline=baseline if self.baseline else None,
+                      spread=spread if self.baseline else None)

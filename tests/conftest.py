@@ -35,6 +35,8 @@ TINY_FAMILIES = {
     "stae": (TINY_ARGS, InputContract()),
     "frame_cae": ({"size": 100, "channels": 4, "bottleneck": 16}, InputContract(size=100)),
     "stacked_ae": ({"window": 4, "channels": [8, 8, 8], "size": 99}, InputContract(size=99)),
+    "predictor": ({"context": 3, "size": 64, "channels": [4, 8, 8, 8], "hidden": 8},
+                  InputContract(size=64)),
 }
 
 

@@ -34,7 +34,7 @@ import numpy as np
 from mxnet.gluon import HybridBlock
 
 from models.registry import get_family
-from models.scoring import RULES, Scorer
+from models.scoring import RULES, Scorer, spread_map
 from models.weights import load_weights, save_weights, weights_paths
 from stream.capture.frames import resolve_clips
 from train.data import load_clip
@@ -42,32 +42,41 @@ from train.metrics import roc_auc_eer, threshold_at
 from train.offline import score_clip
 from train.plots import plot_histogram
 
-#: Size (rows, columns at model resolution) and speed (pixels per frame) of the synthetic
-#: object; Ped2 pedestrians move about 1 px/frame at 227×227.
+#: Size (rows, columns) and speed (pixels per frame) of the synthetic object at 227×227
+#: (scaled to other frame sides); Ped2 pedestrians move about 1 px/frame at 227×227.
 OBJECT_SIZE = (36, 18)
 OBJECT_SPEED = 4
-#: Rows in the fast band, its speed-up, and the rows its edges blend over.
+#: Rows in the fast band at 227×227 (scaled likewise), its speed-up, and the rows its
+#: edges blend over.
 WARP_BAND = 56
 WARP_SPEED = 3
 WARP_BLEND = 15
+#: The frame side the sizes above are given at.
+REFERENCE_SIDE = 227
+
+
+def _scaled(pixels: float, side: int) -> float:
+    """``pixels`` at 227×227 as pixels at ``side``×``side``."""
+    return pixels * side / REFERENCE_SIDE
 #: The baseline is estimated on every BASELINE_EVERY-th training clip.
 BASELINE_EVERY = 4
 
 
 def inject_fast_object(frames: np.ndarray, size: tuple[int, int] = OBJECT_SIZE,
-                       speed: int = OBJECT_SPEED) -> tuple[np.ndarray, np.ndarray]:
+                       speed: float = OBJECT_SPEED) -> tuple[np.ndarray, np.ndarray]:
     """A copy of a normal clip with a fast-moving patch pasted into its second half.
 
     Args:
         frames: (F, S, S) preprocessed normal frames.
-        size: Patch rows and columns.
-        speed: Columns per frame the patch moves.
+        size: Patch rows and columns at 227×227 (scaled to S).
+        speed: Columns per frame the patch moves at 227×227 (scaled to S).
 
     Returns:
         The altered frames and per-frame labels (True where the patch is visible).
     """
     n, side = len(frames), frames.shape[-1]
-    h, w = size
+    h, w = (max(2, round(_scaled(v, side))) for v in size)
+    speed = _scaled(speed, side)
     motion = np.abs(np.diff(frames, axis=0)).sum(axis=0)
     motion = cv2.blur(motion.astype(np.float32), (w, h))
     cy, cx = np.unravel_index(np.argmax(motion), motion.shape)
@@ -77,7 +86,7 @@ def inject_fast_object(frames: np.ndarray, size: tuple[int, int] = OBJECT_SIZE,
     out = frames.copy()
     labels = np.zeros(n, bool)
     for i, t in enumerate(range(n // 2, n)):
-        x = i * speed
+        x = round(i * speed)
         if x + w > side:
             break
         out[t, y:y + h, x:x + w] = patch
@@ -95,18 +104,20 @@ def inject_time_warp(frames: np.ndarray, band: int = WARP_BAND, speed: int = WAR
 
     Args:
         frames: (F, S, S) preprocessed normal frames.
-        band: Rows in the band.
+        band: Rows in the band at 227×227 (scaled to S).
         speed: Speed-up.
 
     Returns:
         The altered frames (fewer than F) and per-frame labels (True where the band is fast).
     """
     n, side = len(frames), frames.shape[-1]
+    band = max(2, round(_scaled(band, side)))
+    blend = max(3, round(_scaled(WARP_BLEND, side)) | 1)      # an odd kernel
     motion = np.abs(np.diff(frames, axis=0)).sum(axis=(0, 2))
     y = int(np.argmax(np.convolve(motion, np.ones(band), "valid")))
     weight = np.zeros((side, 1), np.float32)
     weight[y:y + band] = 1
-    weight = cv2.GaussianBlur(weight, (1, WARP_BLEND), 0)
+    weight = cv2.GaussianBlur(weight, (1, blend), 0)
     start = n // 4
     end = start + (n - 1 - start) // speed + 1       # the last t whose source is < n, + 1
     out = frames[:end].copy()
@@ -128,25 +139,32 @@ SYNTHETIC = {"paste": inject_fast_object, "warp": inject_time_warp}
 
 
 def estimate_baseline(net: HybridBlock, clips: list[np.ndarray], window: int, stride: int,
-                      scorer: Scorer, ctx: mx.Context) -> np.ndarray:
-    """Mean 4×4 sum per pixel over normal clips (the error normal footage always leaves)."""
-    total, count = None, 0
+                      scorer: Scorer, ctx: mx.Context) -> tuple[np.ndarray, np.ndarray]:
+    """Mean 4×4 sum per pixel over normal clips (the error normal footage always leaves),
+    and the ``relative`` rule's spread (:func:`models.scoring.spread_map` of the sums'
+    per-pixel standard deviation)."""
+    total = squares = None
+    count = 0
     for frames in clips:
         s = score_clip(net, frames, window, stride, scorer, ctx, maps=True)
         ok = ~np.isnan(s["peak"])
-        part = s["sums"][ok].sum(axis=0, dtype=np.float64)
+        sums = s["sums"][ok].astype(np.float64)
+        part, part2 = sums.sum(axis=0), np.square(sums).sum(axis=0)
         total = part if total is None else total + part
+        squares = part2 if squares is None else squares + part2
         count += int(ok.sum())
     if not count:
         raise ValueError("no clip long enough for one window to estimate the baseline")
-    return (total / count).astype(np.float32)
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - np.square(mean), 0.0))
+    return mean.astype(np.float32), spread_map(std)
 
 
 def calibrate(net: HybridBlock, clips: list[np.ndarray], window: int, stride: int,
               scorer: Scorer, ctx: mx.Context, false_alarm_rate: float,
               baseline_clips: list[np.ndarray], train_clips: list[np.ndarray] | None = None,
               rules: tuple[str, ...] = RULES) -> tuple[dict, dict[str, np.ndarray], dict]:
-    """Baseline map (from ``baseline_clips``), the rule chosen by the synthetic test (on
+    """Baseline and spread maps (from ``baseline_clips``), the rule chosen by the synthetic test (on
     the held-out ``clips``) and thresholds per rule at the false-alarm rate (on ``clips``
     and ``train_clips``, which should not include ``baseline_clips``).
 
@@ -154,12 +172,12 @@ def calibrate(net: HybridBlock, clips: list[np.ndarray], window: int, stride: in
     ``motion`` for a window of one frame); only they are compared and get a threshold.
 
     Returns:
-        The calibration metadata, the calibration arrays (``baseline``), and the
+        The calibration metadata, the calibration arrays (``baseline``, ``spread``), and the
         normal values per rule the thresholds come from (for a histogram).
     """
-    baseline = estimate_baseline(net, baseline_clips, window, stride, scorer, ctx)
+    baseline, spread = estimate_baseline(net, baseline_clips, window, stride, scorer, ctx)
     calibrated = Scorer(pixel_threshold=scorer.pixel_threshold, pixel_scale=scorer.pixel_scale,
-                        baseline=baseline)
+                        baseline=baseline, spread=spread)
     normal_values = {rule: [] for rule in rules}
     both = {kind: {rule: [] for rule in rules} for kind in SYNTHETIC}  # normal, altered
     labels = {kind: [] for kind in SYNTHETIC}
@@ -196,6 +214,7 @@ def calibrate(net: HybridBlock, clips: list[np.ndarray], window: int, stride: in
                                           for r, v in held_out.items()},
             "stride": stride, "pixel_threshold": scorer.pixel_threshold,
             "baseline": "mean 4x4 sum per pixel over normal training clips",
+            "spread": "max(std of the 4x4 sums per pixel, their median std) on those clips",
             "baseline_clips": len(baseline_clips),
             "selection": {"method": "mean AUC over synthetic anomalies in held-out "
                                     "normal clips",
@@ -204,7 +223,7 @@ def calibrate(net: HybridBlock, clips: list[np.ndarray], window: int, stride: in
                           "auc": aucs, "mean_auc": mean_auc},
             "percentiles": {r: {str(p): float(np.percentile(v, p)) for p in (50, 90, 99)}
                             for r, v in normal_values.items()}}
-    return meta, {"baseline": baseline}, normal_values
+    return meta, {"baseline": baseline, "spread": spread}, normal_values
 
 
 def recalibrate(model: str | Path, data: str | Path | None = None, stride: int | None = None,

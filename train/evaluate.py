@@ -13,6 +13,7 @@ import mxnet as mx
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from models.registry import get_family
 from models.scoring import RULES, TOP_SHARE, ScorerConfig
 from models.weights import load_calibration_arrays, load_weights
 from stream.capture.frames import list_frames, resolve_clips
@@ -81,6 +82,18 @@ def _box_hits(maps: np.ndarray, masks: np.ndarray, decisions: np.ndarray,
     return hits, total
 
 
+def fill_unscored(values: np.ndarray) -> np.ndarray:
+    """A clip's frame values with those of frames no window scored (a predictor's first
+    T frames: live they are never scored, so never flagged) set to the clip's lowest
+    scored value; all NaN stays NaN (the value does not exist for these weights)."""
+    values = np.asarray(values, np.float64)
+    missing = np.isnan(values)
+    if missing.any() and not missing.all():
+        values = values.copy()
+        values[missing] = np.nanmin(values)
+    return values
+
+
 def pooled_aucs(labels: list[np.ndarray], scores: list[np.ndarray]
                 ) -> tuple[tuple[float | None, float | None], tuple[float | None, float | None]]:
     """(AUC, EER) over all clips' frames under the ``paper`` protocol (each clip's scores
@@ -131,8 +144,8 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
         engine = Engine(model, ctx.device_type, precision, max_batch=4,
                         int8_calibration=int8_calibration)
         net, meta = engine.net, engine.meta
-    sc = (scorer or ScorerConfig()).build(meta.calibration, meta.contract.pixel_scale,
-                                          load_calibration_arrays(model, meta).get("baseline"))
+    sc = get_family(meta.model).scorer(meta, load_calibration_arrays(model, meta),
+                                       scorer or ScorerConfig())
     stride = stride or int(meta.calibration.get("stride", 5))
     clips = resolve_clips(data, split="Test")
     gt = parse_gt(find_gt_file(clips[0].parent))
@@ -147,8 +160,8 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
         masks = _load_masks(clip.parent / f"{clip.name}_gt", meta.contract.size)
         s = score_clip(net, frames, meta.window, stride, sc, ctx, maps=masks is not None)
         labels = frame_labels(len(frames), gt[int(number.group(1))])
-        r = ClipResult(clip.name, labels, s["score"], s["anomalous"],
-                       {rule: s[rule] for rule in RULES},
+        r = ClipResult(clip.name, labels, fill_unscored(s["score"]), s["anomalous"],
+                       {rule: fill_unscored(s[rule]) for rule in RULES},
                        frame_difference_scores(frames, meta.contract.pixel_scale))
         if masks is not None and len(masks) == len(frames):
             step = slice(None, None, PIXEL_STEP)
@@ -171,6 +184,8 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
     labels = np.concatenate([r.labels for r in results])
     every_rule = {}
     for rule in RULES:  # for comparison only: the rule itself was chosen by calibration
+        if any(np.isnan(r.values[rule]).any() for r in results):
+            continue      # not computable for these weights (relative: no spread map)
         paper, online = pooled_aucs([r.labels for r in results],
                                     [r.values[rule] for r in results])
         every_rule[rule] = {"frame_auc_paper": paper[0], "frame_auc_online": online[0]}

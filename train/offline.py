@@ -16,8 +16,11 @@ def score_clip(net: HybridBlock, frames: np.ndarray, window: int, stride: int, s
     """Per-frame scores of one preprocessed clip.
 
     Args:
-        net: The autoencoder (any block from an input batch to its reconstruction, e.g. an
-            :class:`stream.detector.engine.Engine`'s reduced-precision network).
+        net: The model (any block from an input batch of windows to its output for the
+            newest frames of each, e.g. an :class:`stream.detector.engine.Engine`'s
+            reduced-precision network). A reconstruction outputs the whole window; a
+            next-frame predictor its last frame only, so the frames before that in a clip's
+            first window are never scored (NaN), as live.
         frames: (F, H, W) preprocessed frames.
         window: Frames per window (T).
         stride: Frames between windows.
@@ -29,7 +32,8 @@ def score_clip(net: HybridBlock, frames: np.ndarray, window: int, stride: int, s
 
     Returns:
         ``score``, ``anomalous`` and one array per rule (``error``, ``area``, ...), of
-        length F (NaN / False for frames of a clip shorter than one window).
+        length F (NaN / False for frames no window scores: all of a clip shorter than one
+        window, the first frames before a predictor's first output).
     """
     n = len(frames)
     values = (*RULES, "score")
@@ -44,8 +48,10 @@ def score_clip(net: HybridBlock, frames: np.ndarray, window: int, stride: int, s
         batch = np.stack([frames[s:s + window] for s, _, _ in part])
         recon = net(mx.nd.array(batch, ctx=ctx))
         recon = (recon if recon.dtype == np.float32 else recon.astype(np.float32)).asnumpy()
+        offset = window - recon.shape[1]   # the output covers the newest frames
         for (start, lo, hi), rec, x in zip(part, recon, batch, strict=True):
-            scores = scorer.score(rec[:hi - start], x[:hi - start], lo - start)
+            lo = max(lo, start + offset)
+            scores = scorer.score(rec, x[offset:], lo - start - offset)
             for key in (*values, "anomalous"):
                 out[key][lo:hi] = getattr(scores, key)
             if maps:

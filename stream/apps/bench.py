@@ -22,6 +22,7 @@ from pathlib import Path
 import mxnet as mx
 import numpy as np
 
+from models.registry import get_family
 from models.scoring import LOOKBACK, ScorerConfig
 from models.weights import load_calibration_arrays, read_meta
 from stream.apps.demo import DEFAULT_SOURCE
@@ -200,8 +201,8 @@ def auto_report(model: str | Path, device: str, data: Path, stride: int,
         :attr:`stream.detector.engine.Engine.precision_report`).
     """
     meta = read_meta(model)
-    scorer = ScorerConfig().build(meta.calibration, meta.contract.pixel_scale,
-                                  load_calibration_arrays(model, meta).get("baseline"))
+    scorer = get_family(meta.model).scorer(meta, load_calibration_arrays(model, meta),
+                                           ScorerConfig())
     calibration = _calibration_data(model, data)
     engines = {p: Engine(model, device, p, LIVE_BATCH, calibration,
                          decode_last=stride + LOOKBACK, decide=scorer_decisions(scorer))

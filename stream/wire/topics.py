@@ -105,7 +105,9 @@ class Scores(Record):
         area: Anomalous pixels at model resolution.
         peak: Largest excess of the 4x4 error sum over its baseline.
         motion: Mean of the top 1% of the error's change from the frame before.
-        score: The value under the detector's rule (one of the above).
+        score: The value under the detector's rule (one of these).
+        relative: Mean of the top 1% of the error map normalised by normal footage's
+            mean and spread at each pixel (None: the weights carry no spread map).
     """
 
     error: float
@@ -113,6 +115,7 @@ class Scores(Record):
     peak: float
     motion: float
     score: float
+    relative: float | None = optional()
 
 
 @dataclass(frozen=True, kw_only=True)

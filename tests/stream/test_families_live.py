@@ -1,12 +1,17 @@
-"""The two seed-notebook families live through real processes: one `vadstream run`, one
-detector, a walkway stream on tiny trained stacked-frame AE weights (the detector's model)
-and another on tiny trained frame CAE weights (the stream's own model, window 1)."""
+"""The built-in families live through real processes: one `vadstream run`, one detector, a
+walkway stream on tiny trained stacked-frame AE weights (the detector's model) and another
+on tiny trained frame CAE weights (the stream's own model, window 1); and a next-frame
+predictor's stream against the offline scorer."""
 
 
+import mxnet as mx
 import pytest
 
-from models import read_meta
+from models import get_family, load_calibration_arrays, load_weights, read_meta
+from models.scoring import ScorerConfig
 from tests.conftest import PED2, run_models_live
+from train.data import load_clip
+from train.offline import score_clip
 
 
 @pytest.mark.timeout(300)
@@ -34,3 +39,33 @@ def test_frame_cae_and_stacked_ae_streams_in_one_detector(tiny_trained, tmp_path
     assert models["stacked_ae"]["window"] == 4 and models["stacked_ae"]["stride"] == 2
     assert {m["precision"] for m in models.values()} == {"fp32"}
     assert status["streams"]["cae"]["model"] == str(cae)
+
+
+@pytest.mark.timeout(300)
+def test_predictor_stream_scores_live_as_offline(tiny_trained, tmp_path):
+    """A next-frame predictor through `vadstream run`: each frame scored once from the
+    frames before it (the first `context` frames of the clip never), with the scores the
+    offline scorer gives the same clip."""
+    weights = tiny_trained("predictor")
+    scores, status = run_models_live(
+        tmp_path, weights, [{"id": "pred", "source": str(PED2 / "Test" / "Test001")}])
+    net, meta = load_weights(weights)
+    cal = meta.calibration
+    got = scores["pred"]
+    assert {s["rule"] for s in got} == {cal["rule"]}
+    context = meta.window - 1
+    first_pass = [s for s in got if s["seq"] < 120]     # before the clip loops
+    assert [s["frame"] for s in first_pass] == list(range(context + 1, context + 1 +
+                                                          len(first_pass)))
+    frames = load_clip(PED2 / "Test" / "Test001", meta.contract, count=40)
+    scorer = get_family("predictor").scorer(meta, load_calibration_arrays(weights, meta),
+                                            ScorerConfig())
+    offline = score_clip(net, frames, meta.window, 1, scorer, mx.cpu())
+    live = [(s["frame"] - 1, s["scores"]) for s in first_pass if s["frame"] <= 40]
+    assert len(live) >= 20
+    for i, s in live:
+        assert s["score"] == pytest.approx(offline["score"][i], rel=1e-3, abs=1e-3)
+        assert s["relative"] == pytest.approx(offline["relative"][i], rel=1e-3, abs=1e-3)
+        assert s["motion"] == 0
+    models = {m["model"]: m for m in status["models"]}
+    assert models["predictor"]["window"] == context + 1 and models["predictor"]["stride"] == 1

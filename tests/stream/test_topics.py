@@ -81,6 +81,7 @@ def test_todays_payloads_decode_and_encode_to_the_same_bytes_plus_the_version(to
 
 def test_every_class_round_trips_from_its_constructor():
     scores = Scores(error=1.0, area=2, peak=3.0, motion=4.0, score=4.0)
+    relative = Scores(error=1.0, area=2, peak=3.0, motion=0.0, score=2.5, relative=2.5)
     messages = [
         ScoreMessage(stream="a", seq=1, ts=2.0, scores=scores, threshold=3.0, rule="motion",
                      anomalous=True, latency_ms=4.0),
@@ -99,6 +100,8 @@ def test_every_class_round_trips_from_its_constructor():
                       inference_s=InferenceTimes(bounds=[0.1], counts=[1], sum=0.05, count=1),
                       inference=InferenceTotals(seconds=0.05, frames=10), precision="int8",
                       subscriptions=["status"]),
+        ScoreMessage(stream="a", seq=1, ts=2.0, scores=relative, threshold=2.0,
+                     rule="relative", anomalous=True, latency_ms=4.0),
     ]
     for msg in messages:
         parts = msg.to_parts()
@@ -106,6 +109,8 @@ def test_every_class_round_trips_from_its_constructor():
         assert decode_topic(parts) == msg
     assert json.loads(messages[2].to_json())["recovered"] is True
     assert messages[0].to_dict()["clip"] is None             # null, never left out
+    assert "relative" not in messages[0].to_dict()["scores"]   # no spread map: left out
+    assert messages[-1].to_dict()["scores"]["relative"] == 2.5
 
 
 def test_optional_fields_are_left_out_unless_set_and_extra_fields_are_ignored():

@@ -19,7 +19,7 @@ from train.data import load_clip
 
 def test_every_builtin_family_has_tiny_arguments():
     builtin = {n for n in model_names() if type(get_family(n)).__module__.startswith("models.")}
-    assert builtin == set(TINY_FAMILIES) >= {"stae", "frame_cae", "stacked_ae"}
+    assert builtin == set(TINY_FAMILIES) >= {"stae", "predictor", "frame_cae", "stacked_ae"}
 
 
 @pytest.mark.timeout(300)
@@ -40,22 +40,27 @@ def test_tiny_training_writes_weights_the_engine_runs(name, tiny_trained):
     assert cal["rules"] == rules and cal["rule"] in rules
     assert set(cal["thresholds"]) == set(cal["selection"]["mean_auc"]) == set(rules)
     assert cal["stride"] == min(2, temporal.scorable)
-    if meta.window == 1:    # no frame before a scored one in its window: no motion rule
-        assert temporal.lookback == 0 and rules == [r for r in RULES if r != "motion"]
+    if temporal.lookback == 0:  # no frame before a scored one in its output: no motion rule
+        assert rules == [r for r in RULES if r != "motion"]
     else:
         assert temporal.lookback == 1 and rules == list(RULES)
+    assert set(load_calibration_arrays(path, meta)) == {"baseline", "spread"}
 
     frames = load_clip(PED2 / "Test" / "Test001", meta.contract, count=2 * meta.window)
     windows = frames.reshape(2, meta.window, *meta.contract.shape)
     engine = Engine(path, device="cpu", precision="fp32", max_batch=2)
     assert engine.precision == "fp32"
     out = engine.reconstruct(windows)
-    assert out.shape == windows.shape
+    # A reconstruction outputs the whole window, a predictor the frame it predicts.
+    assert out.shape == (2, temporal.scorable, *meta.contract.shape)
     np.testing.assert_allclose(out, net(mx.nd.array(windows)).asnumpy(), atol=1e-4)
     scorer = family.scorer(meta, load_calibration_arrays(path, meta), ScorerConfig())
-    scores = scorer.score(out[0], windows[0], first=temporal.lookback)
-    assert scorer.rule == cal["rule"] and len(scores.score) == meta.window - temporal.lookback
+    offset = meta.window - temporal.scorable
+    scores = scorer.score(out[0], windows[0, offset:], first=temporal.lookback)
+    assert scorer.rule == cal["rule"]
+    assert len(scores.score) == temporal.scorable - temporal.lookback
     assert np.isfinite(scores.score).all() and (scores.error > 0).all()
+    assert np.isfinite(scores.relative).all()
 
 
 def test_recalibrating_a_one_frame_model_keeps_to_the_rules_it_can_compute(tiny_trained,
@@ -64,6 +69,7 @@ def test_recalibrating_a_one_frame_model_keeps_to_the_rules_it_can_compute(tiny_
     for suffix in (".params", ".json", ".calib"):
         shutil.copy(trained.with_suffix(suffix), tmp_path / f"w{suffix}")
     cal = recalibrate(tmp_path / "w", stride=5)
-    assert cal["rules"] == ["area", "peak", "error"] and set(cal["thresholds"]) == set(cal["rules"])
+    assert cal["rules"] == ["area", "peak", "error", "relative"]
+    assert set(cal["thresholds"]) == set(cal["rules"])
     assert cal["stride"] == 1          # one frame per window: every window scores its frame
     assert read_meta(tmp_path / "w").calibration == cal
