@@ -131,6 +131,34 @@ def model_fps(model: str | Path, device: str, precision: str, batches: tuple[int
             for b in batches}
 
 
+def families_report(models: list[str | Path], device: str, seconds: float) -> list[dict]:
+    """Frames each model's network scores per second as the live detector runs it (fp32,
+    batch LIVE_BATCH, at the stride its weights were calibrated for, at most the frames a
+    window of it can score, decoding only what that stride needs), timed in turns in one
+    run so the ratios between families hold."""
+    rows, runs = [], {}
+    for model in models:
+        meta = read_meta(model)
+        family = get_family(meta.model)
+        temporal = family.temporal(meta)
+        stride = min(int(meta.calibration.get("stride", 5)), temporal.scorable)
+        decode = stride + temporal.lookback
+        engine = Engine(model, device, "fp32", LIVE_BATCH,
+                        decode_last=decode if decode < meta.window else None)
+        engine.batch[:] = np.random.default_rng(0).random(engine.batch.shape, np.float32)
+        tail = engine.decode_last != engine.outputs
+        runs[str(model)] = lambda e=engine, t=tail: e.run(LIVE_BATCH, tail=t)
+        rows.append({"weights": str(model), "model": meta.model, "window": meta.window,
+                     "stride": stride, "size": meta.contract.size,
+                     "parameters": int(sum(np.prod(p.shape) for p in
+                                           engine.family.network(**meta.model_args)
+                                           .collect_params().values()))})
+    times = best_times(runs, seconds)
+    for row in rows:
+        row["scored_fps"] = round(LIVE_BATCH * row["stride"] / times[row["weights"]], 1)
+    return rows
+
+
 def detector_stride(model: str | Path) -> int:
     """The stride the weights were calibrated for (5 if none), at most their window."""
     meta = read_meta(model)
@@ -224,7 +252,8 @@ def auto_report(model: str | Path, device: str, data: Path, stride: int,
 
 def run_bench(model: str | Path, device: str = "auto", seconds: float = 3.0,
               data: Path = DEFAULT_SOURCE, streams: int = 4, sweep: tuple[int, ...] = (1, 2, 4, 8),
-              pipeline: bool = True, reduced: bool = True, stride: int | None = None) -> dict:
+              pipeline: bool = True, reduced: bool = True, stride: int | None = None,
+              families: list[str | Path] | None = None) -> dict:
     """Everything ``vadstream bench`` reports, measured in one run.
 
     Args:
@@ -238,6 +267,8 @@ def run_bench(model: str | Path, device: str = "auto", seconds: float = 3.0,
         reduced: Measure the reduced precision (it evaluates the test clips twice) and
             what ``precision: auto`` picks.
         stride: Detector stride of the live measurements (default: the weights' own).
+        families: Weights of other models whose live scored frames/s are timed beside
+            ``model``'s (:func:`families_report`); None: none.
     """
     from stream.apps.bench_pipeline import pipeline_report
 
@@ -270,6 +301,9 @@ def run_bench(model: str | Path, device: str = "auto", seconds: float = 3.0,
         # what the live detector's network scores per second at its stride and batch 4
         "live_scored_fps": {"stride": stride, "batch": LIVE_BATCH, "fps": round(live, 1)},
         "reduced_precision": None, "auto": None, "pipeline": None}
+    if families:
+        log.info("families: live scored frames/s of %s", [str(m) for m in families])
+        result["families"] = families_report([model, *families], device, seconds)
     if reduced:
         log.info("reduced precision: timing it and evaluating the Ped2 test clips")
         result["reduced_precision"] = reduced_precision(model, ctx, data, batches, seconds,
@@ -314,6 +348,11 @@ def format_bench(result: dict) -> str:
     lines.append(f"live network    {live['fps']:7.1f} frames/s scored at stride {live['stride']}, "
                  f"batch {live['batch']} (decodes only the newest {live['stride']} of each "
                  "window and the one before them)")
+    for row in result.get("families") or []:
+        lines.append(f"{row['model']:<15} {row['scored_fps']:7.1f} frames/s scored live "
+                     f"(window {row['window']}, stride {row['stride']}, {row['size']}x"
+                     f"{row['size']}, {row['parameters'] / 1e6:.2f} M parameters) "
+                     f"{row['weights']}")
     rp = result.get("reduced_precision")
     if rp:
         lines.append(f"{rp['dtype']:<15} {rp['fps']:7.1f} frames/s, {rp['speedup']:.2f}x fp32; "

@@ -285,7 +285,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     sweep = tuple(int(n) for n in args.sweep.split(",") if n.strip())
     result = run_bench(args.model, args.device, seconds=args.seconds, data=args.data,
                        streams=args.streams, sweep=sweep, pipeline="pipeline" not in args.skip,
-                       reduced="reduced" not in args.skip, stride=args.stride)
+                       reduced="reduced" not in args.skip, stride=args.stride,
+                       families=args.families)
     result["omp_threads"] = int(os.environ["OMP_NUM_THREADS"])
     print(f"network threads {result['omp_threads']} (OpenMP, bench and detectors alike)")
     print(format_bench(result))
@@ -445,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "calibration")
     b.add_argument("--skip", action="append", default=[], choices=["reduced", "pipeline"],
                    help="leave a part out (repeatable)")
+    b.add_argument("--families", nargs="+", metavar="WEIGHTS",
+                   help="other models' weights whose live scored frames/s are timed beside "
+                   "--model's, in turns")
     b.add_argument("--json", type=Path)
     b.add_argument("--plot", type=Path, help="PNG of frames/s by batch size and by streams")
     b.add_argument("--threads", type=int, help="OpenMP threads of the network, here and in "

@@ -68,3 +68,22 @@ def test_bench_writes_every_key_and_the_plot(tiny_weights, tmp_path):
 
     assert (tmp_path / "b.png").stat().st_size > 10_000
     assert "utilization" in out.stdout and "pipeline" in out.stdout and "auto" in out.stdout
+
+
+@pytest.mark.timeout(300)
+def test_bench_times_other_families_beside_the_model(tiny_weights, tiny_trained, tmp_path):
+    predictor, cae = tiny_trained("predictor"), tiny_trained("frame_cae")
+    out = vadstream_run("bench", "--model", str(tiny_weights), "--device", "cpu", "--seconds",
+                        "0.3", "--skip", "reduced", "--skip", "pipeline", "--families",
+                        str(predictor), str(cae), "--json", str(tmp_path / "b.json"),
+                        timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = json.loads((tmp_path / "b.json").read_text())["families"]
+    assert [r["model"] for r in rows] == ["stae", "predictor", "frame_cae"]
+    assert [r["weights"] for r in rows] == [str(tiny_weights), str(predictor), str(cae)]
+    # Each at the stride the live detector would use: a predictor and a one-frame model
+    # score one frame per window.
+    assert [r["stride"] for r in rows] == [detector_stride(tiny_weights), 1, 1]
+    assert [r["window"] for r in rows] == [4, 4, 1]
+    assert all(r["scored_fps"] > 0 and r["parameters"] > 0 for r in rows)
+    assert "predictor" in out.stdout and "frames/s scored live" in out.stdout
