@@ -19,6 +19,7 @@ from models.weights import load_calibration_arrays, load_weights
 from stream.capture.frames import list_frames, resolve_clips
 from stream.detector.annotate import find_boxes
 from stream.detector.engine import Engine
+from stream.detector.events import EventConfig, EventTracker, FrameVerdict
 from train.baseline import frame_difference_scores
 from train.data import load_clip
 from train.metrics import (
@@ -80,6 +81,38 @@ def _box_hits(maps: np.ndarray, masks: np.ndarray, decisions: np.ndarray,
                            for x, y, w, h in find_boxes(s > map_threshold, m.shape)):
             hits += 1
     return hits, total
+
+
+def clip_events(decisions: np.ndarray, scores: np.ndarray,
+                config: EventConfig | None = None) -> list[tuple[int, int]]:
+    """The events the live detector's tracker raises on one clip's verdicts, as 0-based
+    inclusive (first, last) frame ranges (an event still open at the clip's end closes
+    there, as at the end of a stream)."""
+    config = config or EventConfig()
+    tracker = EventTracker("clip", 0.0, config.open_frames, config.close_frames, 0)
+    events = []
+    for i, (anomalous, score) in enumerate(zip(decisions, scores, strict=True)):
+        for alert in tracker.update(FrameVerdict(i, float(i), bool(anomalous), float(score),
+                                                 [])):
+            if alert["type"] == "end":
+                events.append((alert["start_seq"], alert["end_seq"]))
+    end = tracker.close()
+    if end is not None:
+        events.append((end["start_seq"], end["end_seq"]))
+    return events
+
+
+def event_counts(intervals: list[tuple[int, int]], events: list[tuple[int, int]]) -> dict:
+    """How events meet ground-truth intervals (1-based inclusive, as the ``.m`` file gives
+    them): intervals with an event overlapping them, and events that overlap none."""
+    spans = [(first - 1, last - 1) for first, last in intervals]
+
+    def overlaps(a, b):
+        return a[0] <= b[1] and b[0] <= a[1]
+    return {"intervals": len(spans),
+            "intervals_with_event": sum(any(overlaps(i, e) for e in events) for i in spans),
+            "events": len(events),
+            "events_outside": sum(not any(overlaps(e, i) for i in spans) for e in events)}
 
 
 def fill_unscored(values: np.ndarray) -> np.ndarray:
@@ -169,6 +202,7 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
             pixel_labels.append(masks[:, step, step].ravel())
             h, t = _box_hits(s["map"], masks, s["anomalous"], sc.map_threshold)
             hits, with_masks = hits + h, with_masks + t
+        events = event_counts(gt[int(number.group(1))], clip_events(r.decisions, r.scores))
         auc_paper, _ = roc_auc_eer(labels, normalise_per_video(r.scores))
         auc_online, _ = roc_auc_eer(labels, r.scores)
         r.row = {"clip": clip.name, "frames": len(frames), "anomalous": int(labels.sum()),
@@ -176,7 +210,7 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
                  "auc_online": auc_online,
                  "baseline_auc_paper": roc_auc_eer(labels, normalise_per_video(r.baseline))[0],
                  "baseline_auc_online": roc_auc_eer(labels, r.baseline)[0],
-                 **decision_scores(labels, r.decisions)}
+                 **decision_scores(labels, r.decisions), **events}
         log.info("%s: %s", clip.name, r.row)
         results.append(r)
     if not results:
@@ -203,6 +237,9 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
            **{f"baseline_{key}": value for key, value in baseline.items()},
            "f1_online": decisions["f1"], "precision_online": decisions["precision"],
            "recall_online": decisions["recall"],
+           "events": {key: sum(r.row[key] for r in results)
+                      for key in ("intervals", "intervals_with_event", "events",
+                                  "events_outside")},
            "rules": every_rule,
            "pixel_auc": pixel_auc,
            "box_hit_rate": hits / with_masks if with_masks else None,
@@ -232,6 +269,10 @@ def format_table(result: dict) -> str:
                  f"{f(result['baseline_frame_auc_online_macro'])}")
     lines.append(f"live decisions: precision {f(result['precision_online'])}, recall "
                  f"{f(result['recall_online'])}, F1 {f(result['f1_online'])}")
+    ev = result["events"]
+    lines.append(f"events (live tracker): {ev['intervals_with_event']} of {ev['intervals']} "
+                 f"anomalous intervals raise one; {ev['events']} events, "
+                 f"{ev['events_outside']} outside every interval")
     lines.append(f"EER paper {f(result['eer_paper'])}, online {f(result['eer_online'])}; "
                  f"pixel AUC {f(result['pixel_auc'])}; box hit rate "
                  f"{f(result['box_hit_rate'])}; rule {result['rule']} threshold "

@@ -3,7 +3,10 @@
 import json
 import shutil
 
+import numpy as np
+
 from tests.conftest import PED2, vadstream_run
+from train.evaluate import clip_events, event_counts, fill_unscored
 
 
 def test_evaluate_one_real_clip_produces_every_output(tmp_path, tiny_weights):
@@ -37,6 +40,10 @@ def test_evaluate_one_real_clip_produces_every_output(tmp_path, tiny_weights):
     assert clip["baseline_auc_online"] == r["baseline_frame_auc_online"]
     assert (tmp_path / "plots" / "roc.png").stat().st_size > 1000
     assert (tmp_path / "plots" / "Test002.png").stat().st_size > 1000
+    ev = r["events"]
+    assert ev["intervals"] == 1 and 0 <= ev["intervals_with_event"] <= 1
+    assert ev == {k: clip[k] for k in ev} and 0 <= ev["events_outside"] <= ev["events"]
+    assert "anomalous intervals raise one" in out
 
 
 def test_absent_clips_are_skipped_not_shifted(tmp_path, tiny_weights):
@@ -64,3 +71,24 @@ def test_paper_protocol_normalises_each_clip_and_online_does_not():
     assert aucs["frame_auc_online"] == 0.75 and aucs["frame_auc_paper"] == 1.0
     # macro: each clip on its own, where the offset between clips does not matter
     assert aucs["frame_auc_online_macro"] == aucs["frame_auc_paper_macro"] == 1.0
+
+
+def test_events_are_the_live_trackers_and_meet_intervals_by_overlap():
+    decisions = np.zeros(40, bool)
+    decisions[[2, 3]] = True                  # two frames: below open_frames, no event
+    decisions[10:20] = True                   # one event, 10..19
+    decisions[24:26] = True                   # a gap of 4 normal frames: the same event
+    decisions[35:40] = True                   # open at the end: closed there
+    events = clip_events(decisions, decisions.astype(float))
+    assert events == [(10, 25), (35, 39)]
+    # 1-based inclusive intervals: 21..30 (0-based 20..29) meets the first event; 33..34
+    # meets none; the second event lies outside both.
+    counts = event_counts([(21, 30), (33, 34)], events)
+    assert counts == {"intervals": 2, "intervals_with_event": 1, "events": 2,
+                      "events_outside": 1}
+
+
+def test_frames_no_window_scores_take_the_clips_lowest_score():
+    np.testing.assert_array_equal(fill_unscored(np.array([np.nan, np.nan, 3.0, 1.0])),
+                                  [1.0, 1.0, 3.0, 1.0])
+    assert np.isnan(fill_unscored(np.array([np.nan, np.nan]))).all()
