@@ -6,7 +6,8 @@ over their coarsest features; a decoder up-samples its last state, with skip con
 from frame t−1's encoder features at every scale, to the change from frame t−1 to frame
 t. The prediction is x_{t−1} plus that change, so an untrained network predicts "nothing
 moves" (its error is the frame difference) and training teaches it how normal footage
-moves. Skip connections help a predictor (the last frame's detail is the best guess of
+moves (its last convolution starts at zero, so training starts from exactly that). Skip
+connections help a predictor (the last frame's detail is the best guess of
 the next one's) where they would let a reconstructor copy its input.
 """
 
@@ -70,7 +71,8 @@ class Predictor(HybridBlock):
             self.dec2 = _conv(c2, hidden + c2)
             self.dec1 = _conv(c1, c2 + c1)
             self.dec0 = _conv(c0, c1 + c0)
-            self.out = _conv(1, c0)
+            # Zero-initialised: an untrained network predicts exactly "nothing moves".
+            self.out = nn.Conv2D(1, 3, padding=1, in_channels=c0, weight_initializer="zeros")
 
     def hybrid_forward(self, F, x):  # noqa: N803 - Gluon's F convention
         """Predict each window's last frame from the ones before it.

@@ -20,9 +20,16 @@ def _net(context=3, size=32):
     return net
 
 
+def test_untrained_it_predicts_that_nothing_moves():
+    net = _net()
+    x = mx.nd.random.uniform(shape=(2, 4, 32, 32))
+    np.testing.assert_array_equal(net(x).asnumpy(), x[:, 2:3].asnumpy())
+
+
 def test_predicts_the_last_frame_of_a_window_from_the_ones_before():
     net = _net()
     assert isinstance(net, Predictor)
+    net.out.weight.set_data(mx.nd.random.normal(scale=0.1, shape=net.out.weight.shape))
     x = mx.nd.random.uniform(shape=(2, 4, 32, 32))
     y = net(x).asnumpy()
     assert y.shape == (2, 1, 32, 32)

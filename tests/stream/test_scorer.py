@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy.signal import convolve2d
 
-from models.scoring import Scorer, ScorerConfig, window_sum
+from models.scoring import Scorer, ScorerConfig, spread_map, top_share_mean, window_sum
 from tests.conftest import PED2
 
 
@@ -130,3 +130,42 @@ def test_pixel_scale_converts_standardised_units():
 
 def s_peak_of_first(recon, frames):
     return float(window_sum(np.abs(recon[0] - frames[0]) * 255.0).max())
+
+
+def test_spread_is_floored_at_its_median():
+    std = np.array([[0.0, 1.0], [4.0, 9.0]], np.float32)
+    np.testing.assert_array_equal(spread_map(std), [[2.5, 2.5], [4.0, 9.0]])
+
+
+def test_relative_rule_measures_each_pixel_against_normal_footage_there():
+    """The same error counts for more where normal footage leaves little: a far, small
+    mover against a near, busy walkway."""
+    rng = np.random.default_rng(0)
+    frames = rng.uniform(size=(2, 32, 32)).astype(np.float32)
+    recon = frames.copy()
+    recon[0, 4:8, 4:8] += 0.2           # frame 0: an error in the calm top rows
+    recon[1, 24:28, 4:8] += 0.2         # frame 1: the same error in the busy bottom rows
+    baseline = np.zeros((32, 32), np.float32)
+    baseline[16:] = 100.0               # normal footage leaves errors in the bottom half
+    std = np.full((32, 32), 5.0, np.float32)
+    std[16:] = 50.0
+    spread = spread_map(std)
+    scorer = Scorer(rule="relative", threshold=10.0, baseline=baseline, spread=spread)
+    s = scorer.score(recon, frames)
+    sums = window_sum(np.abs(recon - frames) * 255)
+    want = top_share_mean((sums - baseline) / spread)
+    np.testing.assert_allclose(s.relative, want, rtol=1e-5)
+    np.testing.assert_allclose(s.score, want, rtol=1e-5)
+    assert s.relative[0] > 10 > s.relative[1]
+    assert list(s.anomalous) == [True, False]
+    np.testing.assert_allclose(s.map, (sums - baseline) / spread, rtol=1e-5)
+    np.testing.assert_array_equal(s.mask, s.map > 10)     # the map thresholded at 10
+    assert s.mask[0, :16].any() and not s.mask[:, 16:].all()
+    # Without a spread map the value does not exist, and the rule cannot be used.
+    plain = Scorer(rule="error", threshold=1.0, baseline=baseline).score(recon, frames)
+    assert np.isnan(plain.relative).all()
+    with pytest.raises(ValueError, match="relative' needs the calibrated baseline and spread"):
+        Scorer(rule="relative", baseline=baseline)
+    built = ScorerConfig().build({"rule": "relative", "thresholds": {"relative": 3.0}}, 255.0,
+                                 baseline, spread)
+    assert built.rule == "relative" and built.threshold == 3.0 and built.spread is not None
