@@ -73,7 +73,13 @@ def test_calibration_keeps_its_false_alarm_rate_and_picks_the_best_rule(tiny_wei
     assert cal["frames"] == 120 and cal["held_out_frames"] == 80
     assert set(cal["held_out_false_alarm_rate"]) == set(normal)
     aucs, mean = cal["selection"]["auc"], cal["selection"]["mean_auc"]
-    assert set(aucs) == {"paste", "warp"}
+    kinds = {"paste", "warp", "paste_slow", "warp_slow"}
+    assert set(aucs) == kinds == set(cal["selection"]["recall_at_threshold"])
     for rule in mean:
-        assert mean[rule] == np.mean([aucs["paste"][rule], aucs["warp"][rule]])
+        assert mean[rule] == np.mean([aucs[k][rule] for k in cal["selection"]["kinds"]])
+        recalls = [cal["selection"]["recall_at_threshold"][k][rule] for k in kinds]
+        assert all(0 <= r <= 1 for r in recalls)
+    # every clip that is not the baseline's got every kind: synthetic frames from all three
+    assert all(n > 0 for n in cal["selection"]["synthetic_frames"].values())
     assert cal["rule"] == max(mean, key=mean.get)
+    assert arrays["spread"].shape == (227, 227) and (arrays["spread"] > 0).all()
