@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-RULES = ("area", "peak", "error", "motion", "relative")
+RULES = ("area", "peak", "error", "motion", "relative", "top")
 #: Side of the window the absolute difference is summed over.
 WINDOW = 4
 #: Frames before the first scored one that scoring reads (the error's change into it).
@@ -86,6 +86,8 @@ class FrameScores:
         motion: (B,) mean of the largest TOP_SHARE of the 4×4 sums of |Δ(x̂ − x)|.
         relative: (B,) mean of the largest TOP_SHARE of the normalised map (the 4×4 sums
             less the baseline, over the spread); NaN without a calibrated spread.
+        top: (B,) mean of the largest TOP_SHARE of the 4×4 sums less the baseline (a
+            ``peak`` that one noisy window cannot make).
         score: (B,) the value the frame rule compares.
         anomalous: (B,) the frame rule's verdict.
         map: (B, H, W) the rule's anomaly map: the 4×4 sums of |Δ(x̂ − x)| for
@@ -100,6 +102,7 @@ class FrameScores:
     peak: np.ndarray
     motion: np.ndarray
     relative: np.ndarray
+    top: np.ndarray
     score: np.ndarray
     anomalous: np.ndarray
     map: np.ndarray
@@ -118,7 +121,8 @@ class Scorer:
             resolution), ``peak`` (the largest 4×4 sum above baseline), ``error``
             (mean |x̂ − x|), ``motion`` (the top of the 4×4 map of |Δ(x̂ − x)|; its
             pixels are anomalous where that map exceeds ``threshold``) or ``relative``
-            (the top of the map normalised by ``baseline`` and ``spread``; likewise).
+            (the top of the map normalised by ``baseline`` and ``spread``; likewise) or
+            ``top`` (the top of the 4×4 sums less the baseline; likewise).
         threshold: A frame is anomalous when its ``rule`` value reaches this; usually
             calibrated on held-out normal footage by ``vadstream train``.
         pixel_scale: Factor from model units to 0-255 (``InputContract.pixel_scale``).
@@ -147,7 +151,9 @@ class Scorer:
     @property
     def map_threshold(self) -> float:
         """The value above which a pixel of the rule's anomaly map is anomalous."""
-        return self.threshold if self.rule in ("motion", "relative") else self.pixel_threshold
+        if self.rule in ("motion", "relative", "top"):
+            return self.threshold
+        return self.pixel_threshold
 
     def score(self, recon: np.ndarray, frames: np.ndarray, first: int = 0) -> FrameScores:
         """Score frames ``first`` to the end of one window.
@@ -199,13 +205,16 @@ class Scorer:
             anomaly_map, mask = motion_sums, motion_sums > self.threshold
         elif self.rule == "relative":
             anomaly_map, mask = normalised, normalised > self.threshold
+        elif self.rule == "top":
+            anomaly_map, mask = excess, excess > self.threshold
         else:
             anomaly_map, mask = excess, above
         values = {"error": error, "area": above.sum(axis=(-2, -1)),
-                  "peak": excess.max(axis=(-2, -1)), "motion": motion, "relative": relative}
+                  "peak": excess.max(axis=(-2, -1)), "motion": motion, "relative": relative,
+                  "top": top_share_mean(excess)}
         score = values[self.rule].astype(np.float64)
         return FrameScores(error=error, area=values["area"], peak=values["peak"],
-                           motion=motion, relative=relative, score=score,
+                           motion=motion, relative=relative, top=values["top"], score=score,
                            anomalous=score >= self.threshold, map=anomaly_map, mask=mask,
                            sums=sums)
 

@@ -308,7 +308,8 @@ class Publishing(Stage):
             stream=f.state.stream, seq=f.seq, ts=f.ts, clip=f.clip, frame=f.frame,
             scores=Scores(error=float(s.error[j]), area=int(s.area[j]),
                           peak=float(s.peak[j]), motion=float(s.motion[j]), score=f.score,
-                          relative=None if np.isnan(s.relative[j]) else float(s.relative[j])),
+                          relative=None if np.isnan(s.relative[j]) else float(s.relative[j]),
+                          top=float(s.top[j])),
             threshold=scorer.threshold, rule=scorer.rule, anomalous=f.anomalous,
             latency_ms=round((time.time() - f.ts) * 1000, 2)))
 

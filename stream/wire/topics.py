@@ -108,6 +108,8 @@ class Scores(Record):
         score: The value under the detector's rule (one of these).
         relative: Mean of the top 1% of the error map normalised by normal footage's
             mean and spread at each pixel (None: the weights carry no spread map).
+        top: Mean of the top 1% of the 4x4 error sums less their baseline (None: from a
+            detector before this field).
     """
 
     error: float
@@ -116,6 +118,7 @@ class Scores(Record):
     motion: float
     score: float
     relative: float | None = optional()
+    top: float | None = optional()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -56,7 +56,7 @@ def test_frame_cae_family_has_one_frame_and_no_motion_rule():
     meta = _meta("frame_cae", args, 1)
     temporal = family.temporal(meta)
     assert (temporal.window, temporal.scorable, temporal.lookback) == (1, 1, 0)
-    assert family.rules(meta) == ("area", "peak", "error", "relative")
+    assert family.rules(meta) == ("area", "peak", "error", "relative", "top")
     with pytest.raises(ValueError, match="window must be 1, got 4"):
         family.temporal(_meta("frame_cae", args, 4))
 

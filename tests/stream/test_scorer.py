@@ -169,3 +169,16 @@ def test_relative_rule_measures_each_pixel_against_normal_footage_there():
     built = ScorerConfig().build({"rule": "relative", "thresholds": {"relative": 3.0}}, 255.0,
                                  baseline, spread)
     assert built.rule == "relative" and built.threshold == 3.0 and built.spread is not None
+
+
+def test_top_rule_is_the_top_of_the_sums_less_the_baseline():
+    rng = np.random.default_rng(1)
+    frames = rng.uniform(size=(3, 40, 40)).astype(np.float32)
+    recon = frames + rng.normal(scale=0.02, size=frames.shape).astype(np.float32)
+    baseline = np.full((40, 40), 20.0, np.float32)
+    s = Scorer(rule="top", threshold=50.0, baseline=baseline).score(recon, frames)
+    excess = window_sum(np.abs(recon - frames) * 255) - baseline
+    np.testing.assert_allclose(s.top, top_share_mean(excess), rtol=1e-5)
+    np.testing.assert_allclose(s.score, s.top, rtol=1e-6)
+    assert (s.top <= s.peak).all()
+    np.testing.assert_array_equal(s.mask, s.map > 50.0)

@@ -69,7 +69,7 @@ def test_recalibrating_a_one_frame_model_keeps_to_the_rules_it_can_compute(tiny_
     for suffix in (".params", ".json", ".calib"):
         shutil.copy(trained.with_suffix(suffix), tmp_path / f"w{suffix}")
     cal = recalibrate(tmp_path / "w", stride=5)
-    assert cal["rules"] == ["area", "peak", "error", "relative"]
+    assert cal["rules"] == ["area", "peak", "error", "relative", "top"]
     assert set(cal["thresholds"]) == set(cal["rules"])
     assert cal["stride"] == 1          # one frame per window: every window scores its frame
     assert read_meta(tmp_path / "w").calibration == cal
