@@ -10,6 +10,7 @@ from models.stacked_ae import StackedAE
 from models.stae import STAE, InferenceSTAE, inference_form
 from models.weights import (
     DEFAULT_WEIGHTS,
+    STAE_WEIGHTS,
     WeightsError,
     WeightsMeta,
     load_calibration_arrays,
@@ -18,7 +19,7 @@ from models.weights import (
     save_weights,
 )
 
-__all__ = ["DEFAULT_WEIGHTS", "STAE", "FrameCAE", "InferenceSTAE", "InputContract",
-           "ModelFamily", "Predictor", "StackedAE", "Temporal", "WeightsError", "WeightsMeta",
-           "get_family", "get_model", "inference_form", "load_calibration_arrays", "load_weights",
-           "model_names", "read_meta", "register_family", "save_weights"]
+__all__ = ["DEFAULT_WEIGHTS", "STAE", "STAE_WEIGHTS", "FrameCAE", "InferenceSTAE",
+           "InputContract", "ModelFamily", "Predictor", "StackedAE", "Temporal", "WeightsError",
+           "WeightsMeta", "get_family", "get_model", "inference_form", "load_calibration_arrays",
+           "load_weights", "model_names", "read_meta", "register_family", "save_weights"]

@@ -19,7 +19,10 @@ TOPICS_ENDPOINT = "tcp://127.0.0.1:5556"
 #: The shipped weights. ``models.weights.DEFAULT_WEIGHTS`` is the models-side definition
 #: (``models`` imports nothing of ``stream``); this is the same path without importing
 #: MXNet, and a test keeps the two equal.
-WEIGHTS = ROOT / "models" / "weights" / "ped2_stae"
+WEIGHTS = ROOT / "models" / "weights" / "ped2_predictor"
+#: The shipped STAE weights (``models.weights.STAE_WEIGHTS``): what ``vadstream bench``
+#: times by default, its FLOP count being the STAE's.
+STAE_WEIGHTS = ROOT / "models" / "weights" / "ped2_stae"
 
 #: The data sets beside the repository: ``../shared/data``.
 DATA_ROOT = ROOT.parent / "shared" / "data"

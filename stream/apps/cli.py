@@ -19,6 +19,7 @@ from stream.defaults import (
     EVENTS_DB,
     FRAMES_ENDPOINT,
     PED2,
+    STAE_WEIGHTS,
     TOPICS_ENDPOINT,
     WEIGHTS,
 )
@@ -433,7 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="throughput against this machine's peak: the model, "
                        "reduced precision, the whole pipeline")
-    b.add_argument("--model", default=str(WEIGHTS))
+    b.add_argument("--model", default=str(STAE_WEIGHTS),
+                   help="weights whose network is timed against the peak (the FLOP count is the "
+                   "STAE's; default: the shipped STAE)")
     b.add_argument("--device", choices=DEVICES, default="auto")
     b.add_argument("--seconds", type=float, default=3.0,
                    help="time per throughput figure (pipeline runs: three times this)")

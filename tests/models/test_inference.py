@@ -4,7 +4,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from models import DEFAULT_WEIGHTS, STAE, load_weights
+from models import STAE, STAE_WEIGHTS, load_weights
 from models.stae.convlstm import ConvLSTM, InferenceConvLSTM, fold_convlstm
 from models.stae.inference import inference_form
 from models.stae.phases import compose_over_phases, interleave_kernel, phase_kernels
@@ -92,6 +92,6 @@ def test_inference_form_of_small_random_weights():
 
 
 def test_inference_form_of_the_shipped_weights_on_ped2_frames():
-    net, meta = load_weights(DEFAULT_WEIGHTS)
+    net, meta = load_weights(STAE_WEIGHTS)
     frames = load_clip(PED2 / "Test" / "Test001", meta.contract, start=60, count=20)
     _check(net, mx.nd.array(frames.reshape(2, meta.window, 227, 227)), atol=1e-4)

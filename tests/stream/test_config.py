@@ -16,7 +16,7 @@ def test_shipped_configs_load():
 
 def test_cli_values_override_the_file():
     pipe = load_pipeline(ROOT / "configs" / "pipeline.yaml", stride=10, model=None)
-    assert pipe.detector.stride == 10 and pipe.detector.model == "models/weights/ped2_stae"
+    assert pipe.detector.stride == 10 and pipe.detector.model == "models/weights/ped2_predictor"
 
 
 @pytest.mark.parametrize("text, match", [

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import zmq
 
-from models import DEFAULT_WEIGHTS, load_weights
+from models import STAE_WEIGHTS, load_weights
 from models.scoring import ScorerConfig
 from stream.detector.config import DetectorConfig
 from stream.detector.loop import Detector
@@ -21,7 +21,7 @@ from train.offline import score_clip
 
 @pytest.mark.timeout(300)
 def test_live_motion_score_and_decisions_equal_offline_under_the_shipped_rule():
-    det = Detector(DetectorConfig(bind=ANY_PORT, publish=ANY_PORT, model=str(DEFAULT_WEIGHTS),
+    det = Detector(DetectorConfig(bind=ANY_PORT, publish=ANY_PORT, model=str(STAE_WEIGHTS),
                                   device="cpu", precision="fp32", stride=5, max_batch=4,
                                   status_interval=0.5, events_db=""), ScorerConfig())
     assert det.scorer.rule == "motion"       # the rule the shipped weights calibrated
@@ -50,7 +50,7 @@ def test_live_motion_score_and_decisions_equal_offline_under_the_shipped_rule():
         sub.close()
         stop.set()
         thread.join(30)
-    net, meta = load_weights(DEFAULT_WEIGHTS)
+    net, meta = load_weights(STAE_WEIGHTS)
     x = np.stack([meta.contract.preprocess(f) for f in frames])
     offline = score_clip(net, x, meta.window, 5, det.scorer, mx.cpu())
     assert [s["seq"] for s in live] == list(range(180))

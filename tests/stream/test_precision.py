@@ -7,7 +7,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from models import DEFAULT_WEIGHTS, read_meta
+from models import STAE_WEIGHTS, read_meta
 from models.scoring import LOOKBACK, ScorerConfig
 from models.weights import load_calibration_arrays
 from stream.capture.frames import load_clip
@@ -77,9 +77,9 @@ def test_auto_takes_the_fastest_that_is_measured_faster_and_decides_as_fp32(fps,
 
 def _detector_decisions():
     """What a detector with the shipped config checks: the weights' calibrated rule."""
-    meta = read_meta(DEFAULT_WEIGHTS)
+    meta = read_meta(STAE_WEIGHTS)
     scorer = ScorerConfig().build(meta.calibration, meta.contract.pixel_scale,
-                                  load_calibration_arrays(DEFAULT_WEIGHTS, meta)
+                                  load_calibration_arrays(STAE_WEIGHTS, meta)
                                   .get("baseline"))
     return meta, scorer_decisions(scorer)
 
@@ -99,7 +99,7 @@ def test_auto_is_never_slower_than_fp32_and_decides_as_fp32():
     as fp32 on the normal calibration windows; or it is fp32."""
     meta, decide = _detector_decisions()
     stride = int(meta.calibration["stride"])
-    engine = Engine(DEFAULT_WEIGHTS, "cpu", "auto", max_batch=4,
+    engine = Engine(STAE_WEIGHTS, "cpu", "auto", max_batch=4,
                     decode_last=stride + LOOKBACK, decide=decide)
     report = engine.precision_report
     assert report["requested"] == "auto" and report["precision"] == engine.precision
@@ -114,7 +114,7 @@ def test_auto_is_never_slower_than_fp32_and_decides_as_fp32():
     assert report["check"] == "decisions" and report["changed"][engine.precision] == 0
     windows = calibration_windows(meta)
     target = windows[:, -engine.decode_last:]
-    fp32 = Engine(DEFAULT_WEIGHTS, "cpu", "fp32", max_batch=4,
+    fp32 = Engine(STAE_WEIGHTS, "cpu", "fp32", max_batch=4,
                   decode_last=stride + LOOKBACK)
     np.testing.assert_array_equal(decide(_tail_outputs(engine, windows), target),
                                   decide(_tail_outputs(fp32, windows), target))
@@ -161,10 +161,10 @@ def test_reduced_precision_decides_as_fp32_on_ped2_test001(precision):
     frame of 180 changed; on AMX three)."""
     if precision == "bf16" and not bf16_possible():
         pytest.skip("bf16 needs AVX-512 (oneDNN 2.4 has no bf16 convolution without it)")
-    frames = load_clip(PED2 / "Test" / "Test001", read_meta(DEFAULT_WEIGHTS).contract)
+    frames = load_clip(PED2 / "Test" / "Test001", read_meta(STAE_WEIGHTS).contract)
     scores = {}
     for p in ("fp32", precision):
-        engine = Engine(DEFAULT_WEIGHTS, "cpu", p, max_batch=4)
+        engine = Engine(STAE_WEIGHTS, "cpu", p, max_batch=4)
         scorer = ScorerConfig().build(engine.meta.calibration, engine.contract.pixel_scale,
                                       engine.calibration_arrays.get("baseline"))
         scores[p] = score_clip(engine.net, frames, engine.window,

@@ -188,6 +188,7 @@ def test_the_command_line_loads_no_mxnet_until_a_command_needs_it():
                          cwd=ROOT, check=True, timeout=120)
     assert out.stdout.strip() == "False"
     # stream.defaults computes the shipped weights' path without MXNet: the same path
-    from models import DEFAULT_WEIGHTS
+    from models import DEFAULT_WEIGHTS, STAE_WEIGHTS
+    from stream.defaults import STAE_WEIGHTS as STAE
     from stream.defaults import WEIGHTS
-    assert WEIGHTS == DEFAULT_WEIGHTS
+    assert WEIGHTS == DEFAULT_WEIGHTS and STAE == STAE_WEIGHTS
