@@ -4,11 +4,11 @@ HybridBlock.
 Frames t−T..t−1 go through a per-frame convolutional encoder; a convolutional LSTM runs
 over their coarsest features; a decoder up-samples its last state, with skip connections
 from frame t−1's encoder features at every scale, to the change from frame t−1 to frame
-t. The prediction is x_{t−1} plus that change, so an untrained network predicts "nothing
-moves" (its error is the frame difference) and training teaches it how normal footage
-moves (its last convolution starts at zero, so training starts from exactly that). Skip
-connections help a predictor (the last frame's detail is the best guess of
-the next one's) where they would let a reconstructor copy its input.
+t. The prediction is x_{t−1} plus that change. The last convolution starts at zero, so an
+untrained network predicts exactly "nothing moves" (its error is the frame difference) and
+training can only teach it how normal footage moves. Skip connections help a predictor (the
+last frame's detail is the best guess of the next one's) where they would let a
+reconstructor copy its input.
 """
 
 from __future__ import annotations
