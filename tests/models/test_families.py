@@ -100,6 +100,11 @@ def test_shipped_family_configs_load():
     stacked = load_train_config(ROOT / "configs" / "ped2_stacked_ae.yaml")
     assert stacked.model == "stacked_ae" and stacked.contract.size == 227
     assert stacked.model_args == {"window": 10, "channels": (512, 256, 128), "size": 227}
+    predictor = load_train_config(ROOT / "configs" / "ped2_predictor.yaml")
+    assert predictor.model == "predictor" and predictor.contract.size == 128
+    assert predictor.model_args == {"context": 4, "size": 128, "channels": (16, 32, 64, 64),
+                                    "hidden": 64}
+    assert predictor.training.strides == (1,) and predictor.stride == 1
 
 
 @pytest.mark.parametrize("text, match", [
