@@ -14,6 +14,7 @@ does not raise the floor everywhere.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -131,12 +132,18 @@ class Scorer:
             subtracted before thresholding and taking the peak. None: zero.
         spread: Optional (H, W) map of how much those sums vary on normal footage at each
             pixel (floored, see :func:`spread_map`); rule ``relative`` needs it.
+        smooth: Frames of the causal moving mean a stream's rule values pass through before
+            the threshold (:class:`Smoother`; 1: none). A window's own scores are never
+            smoothed: the stream's :class:`Smoother` does it, live and offline alike.
     """
 
     def __init__(self, pixel_threshold: float = 4 * 255.0, rule: str = "area",
                  threshold: float = 30.0, pixel_scale: float = 255.0,
-                 baseline: np.ndarray | None = None, spread: np.ndarray | None = None) -> None:
+                 baseline: np.ndarray | None = None, spread: np.ndarray | None = None,
+                 smooth: int = 1) -> None:
         check_rule(rule, pixel_threshold)
+        check_smooth(smooth)
+        self.smooth = smooth
         if rule == "relative" and (baseline is None or spread is None):
             raise ValueError("scorer rule 'relative' needs the calibrated baseline and spread "
                              "maps: use weights calibrated by this version's `vadstream "
@@ -219,6 +226,47 @@ class Scorer:
                            sums=sums)
 
 
+class Smoother:
+    """The causal moving mean of one stream's frame values over its last ``frames`` scored
+    frames (fewer at the stream's start or after a cut): what the frame rule thresholds when
+    ``smooth`` is above 1. An anomaly lasts many frames; one noisy normal frame does not.
+
+    Args:
+        frames: Frames averaged (1: the value itself).
+    """
+
+    def __init__(self, frames: int = 1) -> None:
+        check_smooth(frames)
+        self.frames = frames
+        self._recent: deque[float] = deque(maxlen=frames)
+
+    def reset(self) -> None:
+        """Forget the values (the stream was cut)."""
+        self._recent.clear()
+
+    def push(self, value: float) -> float:
+        """Add the next frame's value; its smoothed value."""
+        self._recent.append(float(value))
+        return sum(self._recent) / len(self._recent)
+
+
+def smooth_values(values: np.ndarray, frames: int) -> np.ndarray:
+    """:class:`Smoother` over one clip's frame values, offline: frames never scored (NaN)
+    are skipped, as the live detector never pushes them, and stay NaN."""
+    values = np.asarray(values, np.float64)
+    out = np.full(len(values), np.nan)
+    smoother = Smoother(frames)
+    for i in np.flatnonzero(~np.isnan(values)):
+        out[i] = smoother.push(values[i])
+    return out
+
+
+def check_smooth(frames: int) -> None:
+    """Raise ValueError unless ``frames`` is a positive whole number of frames."""
+    if not isinstance(frames, int) or frames < 1:
+        raise ValueError(f"smooth must be a whole number of frames, at least 1, got {frames!r}")
+
+
 def spread_map(std: np.ndarray) -> np.ndarray:
     """The ``relative`` rule's divisor from the per-pixel standard deviation of normal 4×4
     sums: at least the median deviation, so that a calm region (a wall, the sky), whose
@@ -241,16 +289,22 @@ class ScorerConfig:
     and ``threshold: null`` (the defaults) take the rule and threshold that training
     calibrated on held-out normal clips and stored in the weights' metadata, and
     ``baseline: true`` subtracts the calibrated per-pixel baseline when there is one (and
-    lets rule ``relative`` divide by the calibrated spread)."""
+    lets rule ``relative`` divide by the calibrated spread). ``smooth: null`` takes the
+    calibrated moving mean's length (1 for weights calibrated without one); a calibrated
+    threshold holds only for the length it was calibrated at, so setting ``smooth`` without
+    ``threshold`` to another length is refused."""
 
     pixel_threshold: float = 4 * 255.0
     rule: str = "auto"
     threshold: float | None = None
     baseline: bool = True
+    smooth: int | None = None
 
     def __post_init__(self) -> None:
         if self.rule != "auto":
             check_rule(self.rule, self.pixel_threshold)
+        if self.smooth is not None:
+            check_smooth(self.smooth)
 
     def build(self, calibration: dict, pixel_scale: float,
               baseline: np.ndarray | None = None, spread: np.ndarray | None = None) -> Scorer:
@@ -277,6 +331,12 @@ class ScorerConfig:
                 raise ValueError(f"the calibrated thresholds assume pixel_threshold "
                                  f"{calibrated}: with {self.pixel_threshold}, set "
                                  "scorer.threshold too (or recalibrate)")
+        calibrated_smooth = int(calibration.get("smooth", 1))
+        smooth = calibrated_smooth if self.smooth is None else self.smooth
+        if threshold is None and smooth != calibrated_smooth:
+            raise ValueError(f"the calibrated thresholds assume scorer.smooth "
+                             f"{calibrated_smooth}: with {smooth}, set scorer.threshold too "
+                             "(or recalibrate)")
         if threshold is None:
             threshold = calibration.get("thresholds", {}).get(rule)
         if threshold is None:
@@ -285,4 +345,4 @@ class ScorerConfig:
                              "`vadstream train`")
         return Scorer(pixel_threshold=self.pixel_threshold, rule=rule, threshold=threshold,
                       pixel_scale=pixel_scale, baseline=baseline if self.baseline else None,
-                      spread=spread if self.baseline else None)
+                      spread=spread if self.baseline else None, smooth=smooth)

@@ -6,7 +6,7 @@ import mxnet as mx
 import numpy as np
 from mxnet.gluon import HybridBlock
 
-from models.scoring import RULES, Scorer
+from models.scoring import RULES, Scorer, smooth_values
 from stream.detector.windows import window_starts
 
 
@@ -31,9 +31,11 @@ def score_clip(net: HybridBlock, frames: np.ndarray, window: int, stride: int, s
             and ``map``, the rule's anomaly map.
 
     Returns:
-        ``score``, ``anomalous`` and one array per rule (``error``, ``area``, ...), of
-        length F (NaN / False for frames no window scores: all of a clip shorter than one
-        window, the first frames before a predictor's first output).
+        ``score`` (the rule value after the scorer's ``smooth``-frame moving mean, as the
+        live detector thresholds it), ``anomalous`` and one array per rule (``error``,
+        ``area``, ..., never smoothed), of length F (NaN / False for frames no window
+        scores: all of a clip shorter than one window, the first frames before a
+        predictor's first output).
     """
     n = len(frames)
     values = (*RULES, "score")
@@ -57,4 +59,7 @@ def score_clip(net: HybridBlock, frames: np.ndarray, window: int, stride: int, s
             if maps:
                 out["sums"][lo:hi] = scores.sums
                 out["map"][lo:hi] = scores.map
+    if scorer.smooth > 1:     # the stream's smoother, as live: the clip is one stream
+        out["score"] = smooth_values(out["score"], scorer.smooth)
+        out["anomalous"] = np.nan_to_num(out["score"], nan=-np.inf) >= scorer.threshold
     return out

@@ -265,11 +265,20 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from stream.detector.engine import pick_context
     from train.calibrate import recalibrate
 
+    try:
+        smoothing = tuple(int(k) for k in args.smoothing.split(",") if k.strip())
+        if not smoothing or min(smoothing) < 1:
+            raise ValueError
+    except ValueError:
+        raise SystemExit(f"vadstream calibrate: --smoothing takes frame counts of at least 1, "
+                         f"comma-separated (e.g. 1,3,5), got {args.smoothing!r}") from None
     cal = recalibrate(args.model, args.data, stride=args.stride,
-                      false_alarm_rate=args.false_alarm_rate, ctx=pick_context(args.device))
+                      false_alarm_rate=args.false_alarm_rate, ctx=pick_context(args.device),
+                      smoothing=smoothing)
     mean = ", ".join(f"{r} {a:.3f}" for r, a in cal["selection"]["mean_auc"].items())
     print(f"rule {cal['rule']} threshold {cal['thresholds'][cal['rule']]:.2f} over "
-          f"{cal['frames']} normal frames (synthetic-anomaly AUC: {mean})")
+          f"{cal['frames']} normal frames, smoothed over {cal['smooth']} frame(s) "
+          f"(synthetic-anomaly AUC: {mean})")
     return 0
 
 
@@ -429,6 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--data", help="dataset root (default: the one recorded at training)")
     k.add_argument("--stride", type=int, help="detector stride (default: the recorded one)")
     k.add_argument("--false-alarm-rate", type=float)
+    k.add_argument("--smoothing", default="1", help="moving-mean lengths (frames) to compare "
+                   "for every rule, e.g. 1,3,5 (default: 1, none)")
     k.add_argument("--device", choices=DEVICES, default="auto")
     k.set_defaults(func=cmd_calibrate)
 

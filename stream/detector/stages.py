@@ -254,18 +254,14 @@ class ScoredFrame:
     src: np.ndarray
     scores: FrameScores
     j: int            # its index in ``scores``
-
-    @property
-    def score(self) -> float:
-        return float(self.scores.score[self.j])
-
-    @property
-    def anomalous(self) -> bool:
-        return bool(self.scores.anomalous[self.j])
+    score: float      # its rule value after the stream's smoothing (the rule value itself
+    anomalous: bool   # at smooth 1), and the verdict on it
 
 
 class Scoring(Stage):
-    """Turns a finished job into per-frame scores with its model's scorer."""
+    """Turns a finished job into per-frame scores with its model's scorer, each frame's
+    rule value passed through its stream's smoother (``scorer.smooth``) before the
+    threshold."""
 
     def score(self, job: Job) -> list[ScoredFrame]:
         runtime = job.runtime
@@ -276,11 +272,13 @@ class Scoring(Stage):
             scores = runtime.scorer.score(job.output[i], batch[i, offset:],
                                           w.first - w.start - offset)
             w.state.counts["scored"] += len(w.seq)
+            threshold = runtime.scorer.threshold
             for j in range(len(w.seq)):
-                frame = int(w.frame[j])
-                frames.append(ScoredFrame(w.state, int(w.seq[j]), float(w.ts[j]),
+                frame, seq = int(w.frame[j]), int(w.seq[j])
+                value = w.state.smooth(w.clip, seq, float(scores.score[j]))
+                frames.append(ScoredFrame(w.state, seq, float(w.ts[j]),
                                           None if frame < 0 else frame, w.clip, w.src[j],
-                                          scores, j))
+                                          scores, j, value, value >= threshold))
         return frames
 
 

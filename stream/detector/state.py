@@ -7,6 +7,7 @@ from collections import Counter
 
 import numpy as np
 
+from models.scoring import Smoother
 from stream.detector.events import EventTracker
 from stream.detector.ring import RingBuffer
 from stream.detector.runtime import ModelRuntime
@@ -44,6 +45,8 @@ class StreamState:
         self.last_seen = time.monotonic()
         self.rate_mark = (self.last_seen, 0)  # (time, frames received) at the last status
         self.online = True
+        self.smoother = Smoother(runtime.scorer.smooth)
+        self._smoothed: tuple[str | None, int] = (None, -1)   # clip and seq pushed last
 
     @property
     def received(self) -> int:
@@ -66,6 +69,17 @@ class StreamState:
     def full(self) -> bool:
         """Whether the ring holds as many unscheduled frames as it can."""
         return self.ring.count - self.next_start >= self.ring.capacity
+
+    def smooth(self, clip: str | None, seq: int, value: float) -> float:
+        """A scored frame's rule value through the stream's smoother, which starts afresh
+        at a cut (another clip, or a sequence number that went back: a restarted capture).
+        Scored frames come in order, and a cut's leftover windows are scored before the
+        next clip's, so this sees each segment whole."""
+        last_clip, last_seq = self._smoothed
+        if clip != last_clip or seq <= last_seq:
+            self.smoother.reset()
+        self._smoothed = (clip, seq)
+        return self.smoother.push(value)
 
     def reset(self) -> None:
         """Forget the frames (a new clip starts); events and counters stay."""

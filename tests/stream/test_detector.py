@@ -336,3 +336,16 @@ def test_a_one_frame_window_is_refused_with_what_to_do(tmp_path, precision):
     with pytest.raises(ValueError, match="window of 1 frame: scoring needs at least 2"):
         Detector(DetectorConfig(bind=ANY_PORT, publish=ANY_PORT, model=str(path),
                                 precision=precision, events_db=""))
+
+
+def test_a_streams_smoother_starts_afresh_at_a_cut(tiny_weights):
+    from stream.detector.events import EventTracker
+    from stream.detector.runtime import ModelRuntime
+    from stream.detector.state import StreamState
+    runtime = ModelRuntime(tiny_weights, DetectorConfig(device="cpu", precision="fp32"),
+                           ScorerConfig(smooth=3, threshold=1.0))
+    state = StreamState("s", (8, 8), runtime, EventTracker("s", 1.0))
+    assert [state.smooth("a", i, v) for i, v in enumerate((3, 6, 9))] == [3, 4.5, 6]
+    assert state.smooth("b", 3, 1) == 1             # another clip
+    assert state.smooth("b", 4, 3) == 2
+    assert state.smooth("b", 0, 5) == 5             # a restarted capture counts from 0

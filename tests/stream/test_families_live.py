@@ -4,6 +4,9 @@ on tiny trained frame CAE weights (the stream's own model, window 1); and a next
 predictor's stream against the offline scorer."""
 
 
+import json
+import shutil
+
 import mxnet as mx
 import pytest
 
@@ -42,11 +45,20 @@ def test_frame_cae_and_stacked_ae_streams_in_one_detector(tiny_trained, tmp_path
 
 
 @pytest.mark.timeout(300)
-def test_predictor_stream_scores_live_as_offline(tiny_trained, tmp_path):
+@pytest.mark.parametrize("smooth", [None, 4])
+def test_predictor_stream_scores_live_as_offline(tiny_trained, tmp_path, smooth):
     """A next-frame predictor through `vadstream run`: each frame scored once from the
     frames before it (the first `context` frames of the clip never), with the scores the
-    offline scorer gives the same clip."""
+    offline scorer gives the same clip; with its calibration's smoothing, or a 4-frame
+    moving mean forced into it (scores then the stream's smoothed rule values)."""
     weights = tiny_trained("predictor")
+    if smooth is not None:
+        for suffix in (".params", ".calib"):
+            shutil.copy(weights.with_suffix(suffix), tmp_path / f"w{suffix}")
+        meta = json.loads(weights.with_suffix(".json").read_text())
+        meta["calibration"]["smooth"] = smooth
+        (tmp_path / "w.json").write_text(json.dumps(meta))
+        weights = tmp_path / "w"
     scores, status = run_models_live(
         tmp_path, weights, [{"id": "pred", "source": str(PED2 / "Test" / "Test001")}])
     net, meta = load_weights(weights)
@@ -60,6 +72,7 @@ def test_predictor_stream_scores_live_as_offline(tiny_trained, tmp_path):
     frames = load_clip(PED2 / "Test" / "Test001", meta.contract, count=40)
     scorer = get_family("predictor").scorer(meta, load_calibration_arrays(weights, meta),
                                             ScorerConfig())
+    assert scorer.smooth == meta.calibration.get("smooth", 1)
     offline = score_clip(net, frames, meta.window, 1, scorer, mx.cpu())
     live = [(s["frame"] - 1, s["scores"]) for s in first_pass if s["frame"] <= 40]
     assert len(live) >= 20

@@ -182,3 +182,26 @@ def test_top_rule_is_the_top_of_the_sums_less_the_baseline():
     np.testing.assert_allclose(s.score, s.top, rtol=1e-6)
     assert (s.top <= s.peak).all()
     np.testing.assert_array_equal(s.mask, s.map > 50.0)
+
+
+def test_smoothing_is_a_causal_moving_mean_that_skips_unscored_frames():
+    from models.scoring import Smoother, smooth_values
+    s = Smoother(3)
+    assert [s.push(v) for v in (3, 6, 9, 0)] == [3, 4.5, 6, 5]
+    s.reset()
+    assert s.push(1) == 1
+    out = smooth_values(np.array([np.nan, np.nan, 3, 6, 9, 0]), 3)
+    np.testing.assert_array_equal(out[2:], [3, 4.5, 6, 5])
+    assert np.isnan(out[:2]).all()
+    np.testing.assert_array_equal(smooth_values(np.array([1.0, 5.0]), 1), [1, 5])
+    with pytest.raises(ValueError, match="smooth must be a whole number of frames"):
+        Smoother(0)
+
+
+def test_config_takes_smoothing_from_calibration_and_refuses_another_length():
+    cal = {"rule": "error", "thresholds": {"error": 7.0}, "smooth": 3}
+    assert ScorerConfig().build(cal, 255.0).smooth == 3
+    assert ScorerConfig().build({"rule": "error", "thresholds": {"error": 7.0}}, 255.0).smooth == 1
+    with pytest.raises(ValueError, match="calibrated thresholds assume scorer.smooth 3"):
+        ScorerConfig(smooth=1).build(cal, 255.0)
+    assert ScorerConfig(smooth=5, threshold=9.0).build(cal, 255.0).smooth == 5

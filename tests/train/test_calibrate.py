@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from models import InputContract, read_meta
 from tests.conftest import PED2, make_weights, tiny_dataset
@@ -83,3 +84,43 @@ def test_calibration_keeps_its_false_alarm_rate_and_picks_the_best_rule(tiny_wei
     assert all(n > 0 for n in cal["selection"]["synthetic_frames"].values())
     assert cal["rule"] == max(mean, key=mean.get)
     assert arrays["spread"].shape == (227, 227) and (arrays["spread"] > 0).all()
+
+
+def test_calibration_compares_smoothing_lengths_when_asked(tiny_weights):
+    import mxnet as mx
+
+    from models import load_weights
+    from models.scoring import Scorer, smooth_values
+    from train.calibrate import calibrate
+    from train.metrics import threshold_at
+    from train.offline import score_clip
+    net, meta = load_weights(tiny_weights)
+    clips = [load_clip(PED2 / "Train" / name, meta.contract)[:40]
+             for name in ("Train001", "Train002", "Train003")]
+    plain, _, _ = calibrate(net, clips[1:], meta.window, 2, Scorer(), mx.cpu(), 0.05,
+                            clips[:1], train_clips=clips[:1])
+    assert plain["smooth"] == 1 and set(plain["selection"]["smoothing"]) == {"1"}
+    cal, arrays, normal = calibrate(net, clips[1:], meta.window, 2, Scorer(), mx.cpu(), 0.05,
+                                    clips[:1], train_clips=clips[:1], smoothing=(1, 3))
+    by = cal["selection"]["smoothing"]
+    assert set(by) == {"1", "3"} and by["1"] == {"mean_auc": plain["selection"]["mean_auc"],
+                                                 "mean_recall": plain["selection"]["mean_recall"]}
+    best = max((by[str(k)]["mean_auc"][r], -k, r) for k in (1, 3) for r in by["1"]["mean_auc"])
+    assert (cal["rule"], cal["smooth"]) == (best[2], -best[1])
+    # The thresholds are those of the values smoothed per clip (each clip a stream).
+    scorer = Scorer(baseline=arrays["baseline"], spread=arrays["spread"])
+    rule, k = cal["rule"], cal["smooth"]
+    values = np.concatenate([v[~np.isnan(v)] for v in (
+        smooth_values(score_clip(net, c, meta.window, 2, scorer, mx.cpu())[rule], k)
+        for c in clips)])
+    assert cal["thresholds"][rule] == pytest.approx(threshold_at(values, 0.05), rel=1e-4)
+    np.testing.assert_allclose(np.sort(normal[rule]), np.sort(values), rtol=1e-5)
+
+
+def test_calibrate_refuses_a_smoothing_that_is_not_frame_counts(tiny_weights):
+    from tests.conftest import vadstream_run
+    run = vadstream_run("calibrate", "--model", str(tiny_weights), "--smoothing", "1,0",
+                        timeout=120)
+    assert run.returncode != 0
+    assert "--smoothing takes frame counts of at least 1" in run.stderr
+    assert "got '1,0'" in run.stderr
