@@ -80,6 +80,8 @@ class FrameScorer(Protocol):
     rule: str
     threshold: float
     map_threshold: float
+    #: Frames of the causal moving mean a stream's rule values pass through (1: none).
+    smooth: int
 
     def score(self, output: np.ndarray, frames: np.ndarray, first: int = 0) -> FrameScores:
         """Scores of frames ``first``.. of ``frames`` (the window's newest, aligned with

@@ -245,7 +245,11 @@ class Smoother:
         self._recent.clear()
 
     def push(self, value: float) -> float:
-        """Add the next frame's value; its smoothed value."""
+        """Add the next frame's value; its smoothed value. A value that is not finite (a
+        network that output NaN) is not added, and its frame's smoothed value is NaN, as
+        offline (:func:`smooth_values`) skips it."""
+        if not np.isfinite(value):
+            return float("nan")
         self._recent.append(float(value))
         return sum(self._recent) / len(self._recent)
 
@@ -256,14 +260,14 @@ def smooth_values(values: np.ndarray, frames: int) -> np.ndarray:
     values = np.asarray(values, np.float64)
     out = np.full(len(values), np.nan)
     smoother = Smoother(frames)
-    for i in np.flatnonzero(~np.isnan(values)):
+    for i in np.flatnonzero(np.isfinite(values)):
         out[i] = smoother.push(values[i])
     return out
 
 
 def check_smooth(frames: int) -> None:
     """Raise ValueError unless ``frames`` is a positive whole number of frames."""
-    if not isinstance(frames, int) or frames < 1:
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
         raise ValueError(f"smooth must be a whole number of frames, at least 1, got {frames!r}")
 
 
@@ -321,7 +325,7 @@ class ScorerConfig:
         """
         rule = calibration.get("rule", "area") if self.rule == "auto" else self.rule
         threshold = self.threshold
-        if threshold is None and rule in ("area", "peak"):
+        if threshold is None and rule in ("area", "peak", "top"):
             # Calibrated area/peak thresholds hold only for the map they were measured on.
             if not self.baseline and "baseline" in calibration.get("arrays", []):
                 raise ValueError("the calibrated thresholds assume the baseline: with "

@@ -187,9 +187,12 @@ def calibrate(net: HybridBlock, clips: list[np.ndarray], window: int, stride: in
               baseline_clips: list[np.ndarray], train_clips: list[np.ndarray] | None = None,
               rules: tuple[str, ...] = RULES, smoothing: tuple[int, ...] = SMOOTHING
               ) -> tuple[dict, dict[str, np.ndarray], dict]:
-    """Baseline and spread maps (from ``baseline_clips``), the rule chosen by the synthetic test (on
-    the held-out ``clips``) and thresholds per rule at the false-alarm rate (on ``clips``
-    and ``train_clips``, which should not include ``baseline_clips``).
+    """Baseline and spread maps (from ``baseline_clips``); the rule (and smoothing) chosen
+    by the synthetic test on all the threshold clips (``clips``, the held-out ones, and
+    ``train_clips``, which should not include ``baseline_clips``), pooled; thresholds per
+    rule at the false-alarm rate on those clips' normal frames. The recorded
+    ``held_out_false_alarm_rate`` is measured on the held-out clips, which are among those
+    the thresholds come from: an in-sample figure.
 
     ``rules`` are those the model's family can compute (``ModelFamily.rules``: no
     ``motion`` for a window of one frame); only they are compared and get a threshold.
@@ -243,12 +246,14 @@ def calibrate(net: HybridBlock, clips: list[np.ndarray], window: int, stride: in
                 altered = pooled(values, k, [m for _, m in synthetic_clips[kind][rule]])
                 labels = np.r_[np.zeros(len(normal_k[rule]), bool), np.ones(len(altered), bool)]
                 aucs_k[kind][rule] = roc_auc_eer(labels, np.r_[normal_k[rule], altered])[0]
-                recalls_k[kind][rule] = float((altered >= thresholds_k[rule]).mean())
+                recalls_k[kind][rule] = (float((altered >= thresholds_k[rule]).mean())
+                                         if len(altered) else None)
         by_smooth[k] = {"normal": normal_k, "thresholds": thresholds_k, "auc": aucs_k,
                         "recall": recalls_k,
                         "mean_auc": {r: float(np.mean([aucs_k[q][r] or 0.0 for q in SYNTHETIC]))
                                      for r in rules},
-                        "mean_recall": {r: float(np.mean([recalls_k[q][r] for q in SYNTHETIC]))
+                        "mean_recall": {r: float(np.mean([recalls_k[q][r] or 0.0
+                                                          for q in SYNTHETIC]))
                                         for r in rules}}
     # The rule and smoothing length whose mean AUC is highest (the shorter smoothing on a tie).
     smooth, chosen = max(((k, r) for k in smoothing for r in rules),

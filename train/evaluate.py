@@ -177,9 +177,15 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
         engine = Engine(model, ctx.device_type, precision, max_batch=4,
                         int8_calibration=int8_calibration)
         net, meta = engine.net, engine.meta
-    sc = get_family(meta.model).scorer(meta, load_calibration_arrays(model, meta),
-                                       scorer or ScorerConfig())
-    stride = stride or int(meta.calibration.get("stride", 5))
+    family = get_family(meta.model)
+    sc = family.scorer(meta, load_calibration_arrays(model, meta), scorer or ScorerConfig())
+    rules = family.rules(meta)
+    if sc.rule not in rules:
+        raise ValueError(f"{model}: a {meta.model} model can be scored by rules "
+                         f"{', '.join(rules)}, not {sc.rule}")
+    # As live: at most the frames one window of the model scores.
+    stride = min(stride or int(meta.calibration.get("stride", 5)),
+                 family.temporal(meta).scorable)
     clips = resolve_clips(data, split="Test")
     gt = parse_gt(find_gt_file(clips[0].parent))
     results, pixel_scores, pixel_labels = [], [], []
@@ -217,7 +223,7 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
         raise ValueError(f"no test clip in {data} has a ground-truth entry")
     labels = np.concatenate([r.labels for r in results])
     every_rule = {}
-    for rule in RULES:  # for comparison only: the rule itself was chosen by calibration
+    for rule in rules:  # for comparison only: the rule itself was chosen by calibration
         if any(np.isnan(r.values[rule]).any() for r in results):
             continue      # not computable for these weights (relative: no spread map)
         paper, online = pooled_aucs([r.labels for r in results],

@@ -51,6 +51,10 @@ def score_clip(net: HybridBlock, frames: np.ndarray, window: int, stride: int, s
         recon = net(mx.nd.array(batch, ctx=ctx))
         recon = (recon if recon.dtype == np.float32 else recon.astype(np.float32)).asnumpy()
         offset = window - recon.shape[1]   # the output covers the newest frames
+        if stride > window - offset:
+            raise ValueError(f"stride {stride} skips frames: this model outputs "
+                             f"{window - offset} frame(s) per window; use a stride of at most "
+                             "that")
         for (start, lo, hi), rec, x in zip(part, recon, batch, strict=True):
             lo = max(lo, start + offset)
             scores = scorer.score(rec, x[offset:], lo - start - offset)

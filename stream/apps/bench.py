@@ -160,9 +160,11 @@ def families_report(models: list[str | Path], device: str, seconds: float) -> li
 
 
 def detector_stride(model: str | Path) -> int:
-    """The stride the weights were calibrated for (5 if none), at most their window."""
+    """The stride the weights were calibrated for (5 if none), at most the frames one
+    window of their model scores (as the live detector caps it)."""
     meta = read_meta(model)
-    return min(int(meta.calibration.get("stride", 5)), meta.window)
+    return min(int(meta.calibration.get("stride", 5)),
+               get_family(meta.model).temporal(meta).scorable)
 
 
 def _calibration_data(model: str | Path, data: Path) -> str:
@@ -274,6 +276,10 @@ def run_bench(model: str | Path, device: str = "auto", seconds: float = 3.0,
 
     ctx = pick_context(device)
     meta = read_meta(model)
+    if meta.model != "stae":
+        raise ValueError(f"vadstream bench --model times an STAE (its FLOP count, decoding and "
+                         f"precision checks are the STAE's), and {model} is a {meta.model}: "
+                         "time it with --families beside the shipped STAE")
     args = meta.model_args
     spatial = tuple(args.get("spatial_channels", (128, 64)))
     temporal = tuple(args.get("temporal_channels", (64, 32, 64)))

@@ -65,6 +65,7 @@ class Window:
     start: int          # absolute index of its first frame
     first: int          # absolute index of its first scored frame
     clip: str | None
+    segment: int        # the stream's segment its frames are from (StreamState.segment)
     seq: np.ndarray
     ts: np.ndarray
     frame: np.ndarray
@@ -162,7 +163,7 @@ class Scheduler(Stage):
         if first > state.scored:      # frames this model can never score (a predictor's first)
             state.counts["unscored"] += first - state.scored
         n = end - first
-        w = Window(state, start, first, state.clip, ring.read("seq", first, n),
+        w = Window(state, start, first, state.clip, state.segment, ring.read("seq", first, n),
                    ring.read("ts", first, n), ring.read("frame", first, n),
                    ring.read("src", first, n))
         state.next_start = start + runtime.stride
@@ -275,11 +276,17 @@ class Scoring(Stage):
             threshold = runtime.scorer.threshold
             for j in range(len(w.seq)):
                 frame, seq = int(w.frame[j]), int(w.seq[j])
-                value = w.state.smooth(w.clip, seq, float(scores.score[j]))
+                value = w.state.smooth(w.segment, float(scores.score[j]))
                 frames.append(ScoredFrame(w.state, seq, float(w.ts[j]),
                                           None if frame < 0 else frame, w.clip, w.src[j],
                                           scores, j, value, value >= threshold))
         return frames
+
+
+def _finite_or_none(value: float) -> float | None:
+    """A value for an optional score field: None where it does not exist (NaN) or a
+    network output went wrong (inf), never a JSON ``NaN``."""
+    return float(value) if np.isfinite(value) else None
 
 
 class Publishing(Stage):
@@ -306,8 +313,8 @@ class Publishing(Stage):
             stream=f.state.stream, seq=f.seq, ts=f.ts, clip=f.clip, frame=f.frame,
             scores=Scores(error=float(s.error[j]), area=int(s.area[j]),
                           peak=float(s.peak[j]), motion=float(s.motion[j]), score=f.score,
-                          relative=None if np.isnan(s.relative[j]) else float(s.relative[j]),
-                          top=float(s.top[j])),
+                          relative=_finite_or_none(s.relative[j]),
+                          top=_finite_or_none(s.top[j])),
             threshold=scorer.threshold, rule=scorer.rule, anomalous=f.anomalous,
             latency_ms=round((time.time() - f.ts) * 1000, 2)))
 

@@ -46,7 +46,9 @@ class StreamState:
         self.rate_mark = (self.last_seen, 0)  # (time, frames received) at the last status
         self.online = True
         self.smoother = Smoother(runtime.scorer.smooth)
-        self._smoothed: tuple[str | None, int] = (None, -1)   # clip and seq pushed last
+        #: Stretches of frames between cuts: a window carries the one its frames are from.
+        self.segment = 0
+        self._smoothed_segment = 0   # the segment the smoother holds values of
 
     @property
     def received(self) -> int:
@@ -70,18 +72,19 @@ class StreamState:
         """Whether the ring holds as many unscheduled frames as it can."""
         return self.ring.count - self.next_start >= self.ring.capacity
 
-    def smooth(self, clip: str | None, seq: int, value: float) -> float:
+    def smooth(self, segment: int, value: float) -> float:
         """A scored frame's rule value through the stream's smoother, which starts afresh
-        at a cut (another clip, or a sequence number that went back: a restarted capture).
+        with each segment (a cut: another clip, a restarted capture, an end of stream).
         Scored frames come in order, and a cut's leftover windows are scored before the
-        next clip's, so this sees each segment whole."""
-        last_clip, last_seq = self._smoothed
-        if clip != last_clip or seq <= last_seq:
+        next segment's, so this sees each segment whole, as offline scoring sees a clip."""
+        if segment != self._smoothed_segment:
             self.smoother.reset()
-        self._smoothed = (clip, seq)
+            self._smoothed_segment = segment
         return self.smoother.push(value)
 
     def reset(self) -> None:
-        """Forget the frames (a new clip starts); events and counters stay."""
+        """Forget the frames (a new clip starts, a new segment); events and counters
+        stay."""
+        self.segment += 1
         self.ring.clear()
         self.next_start = self.scored = 0

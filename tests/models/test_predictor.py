@@ -106,3 +106,11 @@ def test_scores_of_a_real_clip_are_causal(tiny_trained):
     for key in ("score", "error", "peak", "area"):
         np.testing.assert_array_equal(after[key][context:k], before[key][context:k])
     assert abs(after["score"][k] - before["score"][k]) > 1.0
+
+
+def test_offline_scoring_refuses_a_stride_that_skips_frames(tiny_trained):
+    net, meta = load_weights(tiny_trained("predictor"))
+    frames = load_clip(PED2 / "Test" / "Test001", meta.contract, count=12)
+    scorer = Scorer(rule="error", threshold=1.0, pixel_scale=meta.contract.pixel_scale)
+    with pytest.raises(ValueError, match="stride 2 skips frames: this model outputs 1 frame"):
+        score_clip(net, frames, meta.window, 2, scorer, mx.cpu())

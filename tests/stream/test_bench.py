@@ -87,3 +87,11 @@ def test_bench_times_other_families_beside_the_model(tiny_weights, tiny_trained,
     assert [r["window"] for r in rows] == [4, 4, 1]
     assert all(r["scored_fps"] > 0 and r["parameters"] > 0 for r in rows)
     assert "predictor" in out.stdout and "frames/s scored live" in out.stdout
+
+
+def test_bench_refuses_a_model_that_is_not_an_stae_with_what_to_do(tiny_trained):
+    predictor = tiny_trained("predictor")
+    out = vadstream_run("bench", "--model", str(predictor), "--device", "cpu", "--skip",
+                        "reduced", "--skip", "pipeline", timeout=120)
+    assert out.returncode != 0
+    assert "times an STAE" in out.stderr and "--families" in out.stderr

@@ -345,7 +345,11 @@ def test_a_streams_smoother_starts_afresh_at_a_cut(tiny_weights):
     runtime = ModelRuntime(tiny_weights, DetectorConfig(device="cpu", precision="fp32"),
                            ScorerConfig(smooth=3, threshold=1.0))
     state = StreamState("s", (8, 8), runtime, EventTracker("s", 1.0))
-    assert [state.smooth("a", i, v) for i, v in enumerate((3, 6, 9))] == [3, 4.5, 6]
-    assert state.smooth("b", 3, 1) == 1             # another clip
-    assert state.smooth("b", 4, 3) == 2
-    assert state.smooth("b", 0, 5) == 5             # a restarted capture counts from 0
+    first = state.segment
+    assert [state.smooth(first, v) for v in (3, 6, 9)] == [3, 4.5, 6]
+    state.reset()                                  # a cut: windows after it carry a new segment
+    assert state.segment == first + 1
+    assert state.smooth(first + 1, 1) == 1
+    assert state.smooth(first + 1, 3) == 2
+    assert np.isnan(state.smooth(first + 1, float("nan")))   # not pushed
+    assert state.smooth(first + 1, 5) == 3

@@ -205,3 +205,18 @@ def test_config_takes_smoothing_from_calibration_and_refuses_another_length():
     with pytest.raises(ValueError, match="calibrated thresholds assume scorer.smooth 3"):
         ScorerConfig(smooth=1).build(cal, 255.0)
     assert ScorerConfig(smooth=5, threshold=9.0).build(cal, 255.0).smooth == 5
+
+
+def test_review_fixes_top_needs_its_baseline_and_smoothing_is_whole_frames():
+    cal = {"rule": "top", "thresholds": {"top": 196.0}, "arrays": ["baseline", "spread"]}
+    with pytest.raises(ValueError, match="calibrated thresholds assume the baseline"):
+        ScorerConfig(baseline=False).build(cal, 255.0)
+    with pytest.raises(ValueError, match="smooth must be a whole number of frames"):
+        ScorerConfig(smooth=True)
+
+
+def test_a_score_message_never_carries_nan():
+    from stream.detector.stages import _finite_or_none
+    assert _finite_or_none(np.float32(2.5)) == 2.5
+    assert _finite_or_none(np.float32("nan")) is None
+    assert _finite_or_none(np.float64("inf")) is None

@@ -92,3 +92,18 @@ def test_frames_no_window_scores_take_the_clips_lowest_score():
     np.testing.assert_array_equal(fill_unscored(np.array([np.nan, np.nan, 3.0, 1.0])),
                                   [1.0, 1.0, 3.0, 1.0])
     assert np.isnan(fill_unscored(np.array([np.nan, np.nan]))).all()
+
+
+def test_evaluate_caps_the_stride_at_what_one_window_scores(tmp_path, tiny_trained):
+    from train.evaluate import evaluate
+    data = tmp_path / "UCSDped2"
+    test = data / "Test"
+    test.mkdir(parents=True)
+    for name in ("Test002", "Test002_gt"):
+        (test / name).symlink_to(PED2 / "Test" / name)
+    shutil.copy(PED2 / "Test" / "UCSDped2.m", test)
+    result, clips = evaluate(tiny_trained("predictor"), data, stride=5)
+    assert result["stride"] == 1          # a predictor scores one frame per window
+    (clip,) = clips
+    assert np.isfinite(clip.scores).all() and len(clip.scores) == 180
+    assert result["rules"].keys() <= {"area", "peak", "error", "relative", "top"}
