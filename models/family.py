@@ -127,6 +127,16 @@ class ModelFamily:
             return RULES
         return tuple(r for r in RULES if r != "motion")
 
+    def check_rule(self, meta: WeightsMeta, rule: str) -> None:
+        """Raise ValueError unless weights ``meta`` can be scored by ``rule``
+        (:meth:`rules`), saying which rules can."""
+        rules = self.rules(meta)
+        if rule not in rules:
+            raise ValueError(f"a {meta.model} model with a window of {meta.window} can be "
+                             f"scored by rules {', '.join(rules)}, not {rule} (motion needs "
+                             "the frame before each scored one); set scorer.rule to one of "
+                             "them")
+
     def loss(self, net: HybridBlock, windows: mx.nd.NDArray) -> mx.nd.NDArray:
         """Training loss per window of a batch (called under ``autograd.record``): the L2
         reconstruction of the whole window.

@@ -179,10 +179,10 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
         net, meta = engine.net, engine.meta
     family = get_family(meta.model)
     sc = family.scorer(meta, load_calibration_arrays(model, meta), scorer or ScorerConfig())
-    rules = family.rules(meta)
-    if sc.rule not in rules:
-        raise ValueError(f"{model}: a {meta.model} model can be scored by rules "
-                         f"{', '.join(rules)}, not {sc.rule}")
+    try:
+        family.check_rule(meta, sc.rule)
+    except ValueError as err:
+        raise ValueError(f"{model}: {err}") from None
     # As live: at most the frames one window of the model scores.
     stride = min(stride or int(meta.calibration.get("stride", 5)),
                  family.temporal(meta).scorable)
@@ -223,7 +223,7 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
         raise ValueError(f"no test clip in {data} has a ground-truth entry")
     labels = np.concatenate([r.labels for r in results])
     every_rule = {}
-    for rule in rules:  # for comparison only: the rule itself was chosen by calibration
+    for rule in family.rules(meta):  # for comparison only: calibration chose the rule
         if any(np.isnan(r.values[rule]).any() for r in results):
             continue      # not computable for these weights (relative: no spread map)
         paper, online = pooled_aucs([r.labels for r in results],

@@ -140,9 +140,8 @@ def families_report(models: list[str | Path], device: str, seconds: float) -> li
     for model in models:
         meta = read_meta(model)
         family = get_family(meta.model)
-        temporal = family.temporal(meta)
-        stride = min(int(meta.calibration.get("stride", 5)), temporal.scorable)
-        decode = stride + temporal.lookback
+        stride = detector_stride(model)
+        decode = stride + family.temporal(meta).lookback
         engine = Engine(model, device, "fp32", LIVE_BATCH,
                         decode_last=decode if decode < meta.window else None)
         engine.batch[:] = np.random.default_rng(0).random(engine.batch.shape, np.float32)

@@ -45,12 +45,10 @@ class ModelRuntime:
         # The scorer first: precision auto keeps a reduced precision only if it decides
         # as fp32 does under this scorer.
         self.scorer = family.scorer(meta, load_calibration_arrays(weights, meta), scorer)
-        rules = family.rules(meta)
-        if self.scorer.rule not in rules:
-            raise ValueError(f"{weights}: a {meta.model} model with a window of {self.window} "
-                             f"can be scored by rules {', '.join(rules)}, not "
-                             f"{self.scorer.rule} (motion needs the frame before each scored "
-                             "one); set scorer.rule to one of them")
+        try:
+            family.check_rule(meta, self.scorer.rule)
+        except ValueError as err:
+            raise ValueError(f"{weights}: {err}") from None
         decode = self.stride + self.lookback
         self.engine = Engine(weights, config.device, config.precision, config.max_batch,
                              config.int8_calibration,

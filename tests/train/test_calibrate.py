@@ -57,6 +57,13 @@ def test_recalibrate_rewrites_the_metadata(tmp_path):
     assert saved["false_alarm_rate"] == 0.05 and saved["stride"] == 2
 
 
+def _three_training_clips(contract):
+    """The first 40 frames of Train001-003: the first sets the baseline, the other two
+    are held out."""
+    return [load_clip(PED2 / "Train" / name, contract)[:40]
+            for name in ("Train001", "Train002", "Train003")]
+
+
 def test_calibration_keeps_its_false_alarm_rate_and_picks_the_best_rule(tiny_weights):
     import mxnet as mx
 
@@ -64,8 +71,7 @@ def test_calibration_keeps_its_false_alarm_rate_and_picks_the_best_rule(tiny_wei
     from models.scoring import RULES, Scorer
     from train.calibrate import calibrate
     net, meta = load_weights(tiny_weights)
-    clips = [load_clip(PED2 / "Train" / name, meta.contract)[:40]
-             for name in ("Train001", "Train002", "Train003")]
+    clips = _three_training_clips(meta.contract)
     cal, arrays, normal = calibrate(net, clips[1:], meta.window, 2, Scorer(), mx.cpu(), 0.05,
                                     clips[:1], train_clips=clips[:1])
     assert arrays["baseline"].shape == (227, 227) and set(normal) == set(RULES)
@@ -95,8 +101,7 @@ def test_calibration_compares_smoothing_lengths_when_asked(tiny_weights):
     from train.metrics import threshold_at
     from train.offline import score_clip
     net, meta = load_weights(tiny_weights)
-    clips = [load_clip(PED2 / "Train" / name, meta.contract)[:40]
-             for name in ("Train001", "Train002", "Train003")]
+    clips = _three_training_clips(meta.contract)
     plain, _, _ = calibrate(net, clips[1:], meta.window, 2, Scorer(), mx.cpu(), 0.05,
                             clips[:1], train_clips=clips[:1])
     assert plain["smooth"] == 1 and set(plain["selection"]["smoothing"]) == {"1"}

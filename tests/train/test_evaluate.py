@@ -9,13 +9,20 @@ from tests.conftest import PED2, vadstream_run
 from train.evaluate import clip_events, event_counts, fill_unscored
 
 
-def test_evaluate_one_real_clip_produces_every_output(tmp_path, tiny_weights):
+def _bike_clip_dataset(tmp_path):
+    """A Ped2-style dataset under ``tmp_path`` with only Test002 (and its masks, and the
+    official ground truth)."""
     data = tmp_path / "UCSDped2"
     test = data / "Test"
     test.mkdir(parents=True)
     for name in ("Test002", "Test002_gt"):
         (test / name).symlink_to(PED2 / "Test" / name)
     shutil.copy(PED2 / "Test" / "UCSDped2.m", test)
+    return data
+
+
+def test_evaluate_one_real_clip_produces_every_output(tmp_path, tiny_weights):
+    data = _bike_clip_dataset(tmp_path)
     run = vadstream_run("evaluate", "--model", str(tiny_weights), "--data", str(data), "--json",
                         str(tmp_path / "r.json"), "--plots", str(tmp_path / "plots"),
                         "--stride", "2", "--device", "cpu", timeout=300)   # killed past it
@@ -96,12 +103,7 @@ def test_frames_no_window_scores_take_the_clips_lowest_score():
 
 def test_evaluate_caps_the_stride_at_what_one_window_scores(tmp_path, tiny_trained):
     from train.evaluate import evaluate
-    data = tmp_path / "UCSDped2"
-    test = data / "Test"
-    test.mkdir(parents=True)
-    for name in ("Test002", "Test002_gt"):
-        (test / name).symlink_to(PED2 / "Test" / name)
-    shutil.copy(PED2 / "Test" / "UCSDped2.m", test)
+    data = _bike_clip_dataset(tmp_path)
     result, clips = evaluate(tiny_trained("predictor"), data, stride=5)
     assert result["stride"] == 1          # a predictor scores one frame per window
     (clip,) = clips
