@@ -114,3 +114,12 @@ def test_offline_scoring_refuses_a_stride_that_skips_frames(tiny_trained):
     scorer = Scorer(rule="error", threshold=1.0, pixel_scale=meta.contract.pixel_scale)
     with pytest.raises(ValueError, match="stride 2 skips frames: this model outputs 1 frame"):
         score_clip(net, frames, meta.window, 2, scorer, mx.cpu())
+
+
+def test_a_rule_the_family_cannot_compute_is_refused_with_the_ones_it_can():
+    meta = WeightsMeta(model="predictor", model_args={"context": 4, "size": 128}, window=5,
+                       contract=InputContract(size=128))
+    get_family("predictor").check_rule(meta, "top")
+    with pytest.raises(ValueError, match="can be scored by rules area, peak, error, relative, "
+                                         "top, not motion"):
+        get_family("predictor").check_rule(meta, "motion")
