@@ -104,6 +104,12 @@ class ModelFamily:
     #: The network's class; its constructor's signature is the ``model:`` section of a
     #: training config (None: :meth:`network` is overridden and takes any arguments).
     network_class: type[HybridBlock] | None = None
+    #: Whether training needs labels (normal 0, defect 1): a classifier; else it learns
+    #: normal footage alone.
+    labelled: bool = False
+    #: Constructor arguments that choose a form of the network, not its weights; never in
+    #: a training config's ``model:`` section.
+    form_args: tuple[str, ...] = ()
 
     def network(self, **kwargs) -> HybridBlock:
         """Build an uninitialised network from the weights' ``model_args``."""
@@ -149,6 +155,11 @@ class ModelFamily:
             (N,) losses.
         """
         return _L2(net(windows), windows)
+
+    def output_shape(self, meta: WeightsMeta, frames: int) -> tuple[int, ...]:
+        """Shape of one window's output from a network that outputs ``frames`` of its newest
+        frames (a reconstruction's: the frames themselves); its first axis is ``frames``."""
+        return (frames, *meta.contract.shape)
 
     def inference(self, trained: HybridBlock, meta: WeightsMeta, ctx: mx.Context,
                   outputs: int | None = None) -> dict[int, HybridBlock]:

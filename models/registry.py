@@ -68,9 +68,12 @@ def get_model(name: str, **kwargs) -> HybridBlock:
 def _builtin() -> None:
     """Register the families shipped in ``models/`` (imported late: they import this)."""
     if "stae" not in _FAMILIES:
+        from models.cam.family import CAMFamily
         from models.frame_cae.family import FrameCAEFamily
         from models.predictor.family import PredictorFamily
+        from models.ssim_ae.family import SSIMAEFamily
         from models.stacked_ae.family import StackedAEFamily
         from models.stae.family import STAEFamily
-        for family in (STAEFamily(), PredictorFamily(), FrameCAEFamily(), StackedAEFamily()):
+        for family in (STAEFamily(), PredictorFamily(), FrameCAEFamily(), StackedAEFamily(),
+                       SSIMAEFamily(), CAMFamily()):
             register_family(family)

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 RULES = ("area", "peak", "error", "motion", "relative", "top")
+#: Every rule a shipped family scores by: the reconstruction rules above and a
+#: classifier's ``probability`` (:mod:`models.cam.family`).
+KNOWN_RULES = (*RULES, "probability")
 #: Side of the window the absolute difference is summed over.
 WINDOW = 4
 #: Frames before the first scored one that scoring reads (the error's change into it).
@@ -279,10 +282,10 @@ def spread_map(std: np.ndarray) -> np.ndarray:
     return np.maximum(std, max(float(np.median(std)), 1e-6)).astype(np.float32)
 
 
-def check_rule(rule: str, pixel_threshold: float) -> None:
-    """Raise ValueError for an unknown rule or a non-positive pixel threshold."""
-    if rule not in RULES:
-        raise ValueError(f"scorer rule {rule!r} is not one of {list(RULES)}")
+def check_rule(rule: str, pixel_threshold: float, known: tuple[str, ...] = RULES) -> None:
+    """Raise ValueError for a rule not in ``known`` or a non-positive pixel threshold."""
+    if rule not in known:
+        raise ValueError(f"scorer rule {rule!r} is not one of {list(known)}")
     if pixel_threshold <= 0:
         raise ValueError(f"pixel_threshold must be positive, got {pixel_threshold}")
 
@@ -306,12 +309,13 @@ class ScorerConfig:
 
     def __post_init__(self) -> None:
         if self.rule != "auto":
-            check_rule(self.rule, self.pixel_threshold)
+            check_rule(self.rule, self.pixel_threshold, KNOWN_RULES)
         if self.smooth is not None:
             check_smooth(self.smooth)
 
     def build(self, calibration: dict, pixel_scale: float,
-              baseline: np.ndarray | None = None, spread: np.ndarray | None = None) -> Scorer:
+              baseline: np.ndarray | None = None, spread: np.ndarray | None = None,
+              scorer_class: type[Scorer] | None = None) -> Scorer:
         """The scorer, with the weights' calibration filling in what is left to it.
 
         Args:
@@ -319,6 +323,8 @@ class ScorerConfig:
             pixel_scale: ``InputContract.pixel_scale``.
             baseline: The weights' calibrated baseline map, used if ``self.baseline``.
             spread: The weights' calibrated spread map, likewise.
+            scorer_class: :class:`Scorer` or a subclass that maps (output, input) to its
+                own per-pixel error (None: :class:`Scorer`).
 
         Raises:
             ValueError: If a rule needs a calibrated threshold the weights lack.
@@ -347,6 +353,7 @@ class ScorerConfig:
             raise ValueError(f"no threshold for scorer rule {rule!r}: these weights carry no "
                              "calibration for it; set scorer.threshold or retrain with "
                              "`vadstream train`")
-        return Scorer(pixel_threshold=self.pixel_threshold, rule=rule, threshold=threshold,
-                      pixel_scale=pixel_scale, baseline=baseline if self.baseline else None,
-                      spread=spread if self.baseline else None, smooth=smooth)
+        return (scorer_class or Scorer)(
+            pixel_threshold=self.pixel_threshold, rule=rule, threshold=threshold,
+            pixel_scale=pixel_scale, baseline=baseline if self.baseline else None,
+            spread=spread if self.baseline else None, smooth=smooth)

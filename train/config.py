@@ -16,6 +16,7 @@ from models.registry import get_family
 from models.scoring import Scorer, ScorerConfig
 from stream.config import ConfigError, build, check_sections, load_yaml
 from stream.detector.engine import pick_context
+from train.image_trainer import ImageTrainConfig
 from train.trainer import TrainConfig
 
 #: The family a ``model:`` section without ``name`` trains.
@@ -33,8 +34,8 @@ def model_section(family: ModelFamily) -> type | None:
     hints = typing.get_type_hints(cls.__init__)
     fields = [("name", str, dataclasses.field(default=family.name))]
     for p in list(inspect.signature(cls.__init__).parameters.values())[1:]:
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue        # Gluon's prefix/params
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name in family.form_args:
+            continue        # Gluon's prefix/params; a form of the network, not its weights
         fields.append((p.name, hints[p.name], dataclasses.field(default=p.default)))
     return dataclasses.make_dataclass(f"{cls.__name__}Section", fields, frozen=True)
 
@@ -47,11 +48,20 @@ class DataConfig:
         root: Dataset root, ``Train/`` folder or clip folder of normal footage.
         out: Weights stem to write.
         stride: Detector stride the calibration assumes.
+        kind: ``clips`` (folders of normal footage) or ``images`` (one subfolder of
+            images per class, e.g. ``ok_front``/``def_front``: see :mod:`train.images`).
+        normal: The normal class folder of an image data set (None: recognised by name).
     """
 
     root: str = "../shared/data/UCSDped2"
     out: str = "models/weights/ped2_stae"
     stride: int = 5
+    kind: str = "clips"
+    normal: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("clips", "images"):
+            raise ValueError(f"kind must be 'clips' or 'images', got {self.kind!r}")
 
 
 @dataclass(frozen=True)
@@ -64,8 +74,10 @@ class TrainJob:
     model: str
     model_args: dict
     contract: InputContract
-    training: TrainConfig
+    training: TrainConfig | ImageTrainConfig
     scorer: Scorer
+    kind: str = "clips"
+    normal: str | None = None
 
     @staticmethod
     def context(device: str) -> mx.Context:
@@ -96,10 +108,12 @@ def load_train_config(path: str | Path) -> TrainJob:
     else:
         args = asdict(build(schema, section, f"{where}: model"))
     contract = build(InputContract, data.get("contract"), f"{where}: contract")
-    training = build(TrainConfig, data.get("training"), f"{where}: training")
+    schema = ImageTrainConfig if paths.kind == "images" else TrainConfig
+    training = build(schema, data.get("training"), f"{where}: training")
     scorer = build(ScorerConfig, data.get("scorer"), f"{where}: scorer")
     name = args.pop("name", family.name)
     return TrainJob(data=paths.root, out=paths.out, stride=paths.stride, model=name,
                     model_args=args, contract=contract, training=training,
                     scorer=Scorer(pixel_threshold=scorer.pixel_threshold,
-                                  pixel_scale=contract.pixel_scale))
+                                  pixel_scale=contract.pixel_scale),
+                    kind=paths.kind, normal=paths.normal)

@@ -54,3 +54,17 @@ def plot_histogram(scores: np.ndarray, threshold: float, path: Path, xlabel: str
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_class_histogram(values: dict[str, np.ndarray], threshold: float, path: Path,
+                         xlabel: str) -> None:
+    """Distributions of a score per class (validation images) with the chosen threshold."""
+    fig, ax = plt.subplots(figsize=(6, 3))
+    for name, v in values.items():
+        ax.hist(v, bins=50, alpha=0.6, label=f"{name} ({len(v)})")
+    ax.axvline(threshold, color="black", ls="--", label=f"threshold {threshold:.3g}")
+    ax.set(xlabel=xlabel, ylabel="images", title="validation images", yscale="log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

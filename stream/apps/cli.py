@@ -253,6 +253,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     from train.trainer import train
 
     job = load_train_config(args.config)
+    if job.kind == "images":
+        from train.image_trainer import train_images
+
+        path = train_images(args.data or job.data, args.out or job.out, model=job.model,
+                            model_args=job.model_args, contract=job.contract,
+                            config=job.training, scorer=job.scorer, normal=job.normal,
+                            ctx=job.context(args.device), resume=args.resume)
+        print(f"wrote {path}")
+        return 0
     path = train(args.data or job.data, args.out or job.out, model=job.model,
                  model_args=job.model_args, contract=job.contract, config=job.training,
                  scorer=job.scorer, stride=job.stride, ctx=job.context(args.device),
@@ -424,7 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "detector and dashboard up until Ctrl-C")
     m.set_defaults(func=cmd_demo)
 
-    t = sub.add_parser("train", help="train the autoencoder on normal footage")
+    t = sub.add_parser("train", help="train a model: on normal footage, or on an image "
+                       "folder per class (data.kind: images)")
     t.add_argument("--config", type=Path, default=Path("configs/ped2.yaml"))
     t.add_argument("--data", help="dataset root, Train/ folder or clip folder")
     t.add_argument("--out", type=Path, help="weights stem to write")

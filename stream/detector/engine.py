@@ -133,7 +133,7 @@ class Engine:
         for frames in missing:
             built[frames] = _Runner(
                 build_network(made[frames], self.ctx, resolved, self.batch[:1], calibration),
-                self.batches, frames, self.ctx)
+                self.batches, self._shape(frames), self.ctx)
         self._nets = {k: built[k] for k in shapes}
         self.net = self._nets[self.outputs].net
         self.batch[:] = 0
@@ -143,6 +143,10 @@ class Engine:
         reason = self.precision_report.get("reason")
         log.info("model %s (%s) on %s, precision %s%s", weights, self.meta.model, self.ctx,
                  self.precision, f" (auto: {reason})" if precision == "auto" else "")
+
+    def _shape(self, frames: int) -> tuple[int, ...]:
+        """One window's output shape from the network that outputs ``frames`` frames."""
+        return self.family.output_shape(self.meta, frames)
 
     def _measure(self, forms: Callable[[], dict[int, HybridBlock]],
                  calibration: Callable[[], np.ndarray], decide: Decide | None
@@ -171,12 +175,13 @@ class Engine:
         self.batch[:] = windows[np.arange(n) % len(windows)]
         runners = {"fp32": _Runner(build_network(forms()[hot], self.ctx, "fp32",
                                                  self.batch[:1], calibration),
-                                   self.batches, hot, self.ctx)}
+                                   self.batches, self._shape(hot), self.ctx)}
         runners["fp32"].run(n)   # warm-up: the graph at this batch and its memory
         for p in report["candidates"]:
             try:
                 runner = _Runner(build_network(forms()[hot], self.ctx, p, self.batch[:1],
-                                               calibration), self.batches, hot, self.ctx)
+                                               calibration), self.batches, self._shape(hot),
+                                 self.ctx)
                 runner.run(n)
                 runners[p] = runner
             # oneDNN's "could not create a primitive", or an assert in MXNet's AMP: the
@@ -248,12 +253,11 @@ class Engine:
 class _Runner:
     """One hybridized network over the engine's input buffer and its own output buffer."""
 
-    def __init__(self, net: HybridBlock, batches: list[np.ndarray], frames: int,
+    def __init__(self, net: HybridBlock, batches: list[np.ndarray], shape: tuple[int, ...],
                  ctx: mx.Context) -> None:
         self.net = net
         self.batches = batches
-        shape = batches[0].shape
-        self.outputs = [np.zeros((shape[0], frames, *shape[2:]), np.float32) for _ in batches]
+        self.outputs = [np.zeros((len(batches[0]), *shape), np.float32) for _ in batches]
         self.ctx = ctx
         self._views: dict[tuple[int, int], tuple[mx.nd.NDArray, mx.nd.NDArray]] = {}
 

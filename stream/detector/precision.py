@@ -192,7 +192,11 @@ def calibration_windows(meta: WeightsMeta, data: str | Path = "", count: int = 1
         raise FileNotFoundError(f"int8 calibration needs normal training clips: {err}; set "
                                 "detector.int8_calibration to a folder of normal clips "
                                 "(never test clips)") from None
-    names = set(meta.provenance.get("train_clips") or [])
+    # A video model's training clips; an image model's normal class folder (its data set
+    # has one folder per class)
+    classes = meta.provenance.get("classes") or {}
+    names = set(meta.provenance.get("train_clips") or
+                [name for name, label in classes.items() if label == 0])
     if names and not data:
         folders = [f for f in folders if f.name in names] or folders
     per_clip = math.ceil(count / len(folders))
