@@ -278,7 +278,8 @@ def calibrate_classifier(family, net: HybridBlock, meta: WeightsMeta, val: Image
     probability = 1 / (1 + np.exp(-np.clip(margin, -60, 60)))
     plot_class_histogram({"normal": probability[~labels], "defect": probability[labels]},
                          threshold, histogram, "defect probability")
-    return {"rule": "probability", "thresholds": {"probability": threshold}, "smooth": 1,
+    return {"rule": "probability", "rules": ["probability"],
+            "thresholds": {"probability": threshold}, "smooth": 1,
             "method": "best validation accuracy (middle of the best range, logit units)",
             "validation": {"images": len(labels), "accuracy": float(accuracy.max()),
                            "auc": auc, "eer": eer,
@@ -328,7 +329,7 @@ def calibrate_autoencoder(family, net: HybridBlock, meta: WeightsMeta, train_nor
                                  np.r_[normal[r], real[r]])[0] for r in rules}
     plot_histogram(normal[rule], thresholds[rule], histogram, f"{rule} score")
     calibration.update(
-        rule=rule, thresholds=thresholds, smooth=1, false_alarm_rate=false_alarm_rate,
+        rule=rule, rules=list(rules), thresholds=thresholds, smooth=1, false_alarm_rate=false_alarm_rate,
         normal_images=int(len(normal_images)), baseline_images=int(len(base)),
         selection={"by": "mean synthetic-defect AUC", "mean_auc": mean_auc,
                    "synthetic_auc": auc, "recall_at_threshold": recall},
