@@ -12,14 +12,15 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 
-def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: Path) -> None:
+def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: Path,
+             title: str = "frame-level ROC") -> None:
     """ROC curves: name -> (labels, scores, auc)."""
     fig, ax = plt.subplots(figsize=(5, 5))
     for name, (labels, scores, auc) in curves.items():
         fpr, tpr, _ = roc_curve(labels, scores)
         ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})")
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="frame-level ROC")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -67,4 +68,36 @@ def plot_class_histogram(values: dict[str, np.ndarray], threshold: float, path: 
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_heatmap_grid(rows: dict[str, list[tuple[np.ndarray, np.ndarray, str]]], path: Path,
+                      title: str = "") -> None:
+    """A grid of anomaly maps: one row per named group of images (e.g. "defect, missed"),
+    each cell a grey image under its map in JET colours.
+
+    Args:
+        rows: Row name -> cells (grey image 0..1, map 0..1, cell title); an empty row is
+            left out and named "none" in the figure's title.
+        path: PNG to write.
+        title: The figure's title.
+    """
+    shown = {name: cells for name, cells in rows.items() if cells}
+    empty = [name for name, cells in rows.items() if not cells]
+    columns = max((len(cells) for cells in shown.values()), default=1)
+    fig, axes = plt.subplots(max(len(shown), 1), columns, squeeze=False,
+                             figsize=(1.9 * columns + 0.4, 2.3 * max(len(shown), 1) + 0.6))
+    for ax in axes.ravel():
+        ax.axis("off")
+    for r, (name, cells) in enumerate(shown.items()):
+        for c, (image, heat, label) in enumerate(cells):
+            ax = axes[r, c]
+            ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+            ax.imshow(heat, cmap="jet", vmin=0, vmax=1, alpha=0.45)
+            ax.set_title(f"{name}\n{label}" if c == 0 else label, fontsize=7)
+    heading = title + ("\n" if title else "") + (f"none: {'; '.join(empty)}" if empty else "")
+    if heading:
+        fig.suptitle(heading, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     plt.close(fig)

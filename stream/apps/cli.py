@@ -321,6 +321,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from stream.detector.engine import pick_context
+    from train.images import is_image_dataset
+
+    if args.normal is not None or is_image_dataset(args.data):
+        from train.evaluate_images import evaluate_images, format_image_table, write_image_outputs
+
+        result, details = evaluate_images(args.model, args.data, normal=args.normal,
+                                          ctx=pick_context(args.device))
+        print(format_image_table(result))
+        write_image_outputs(result, details, args.json, args.plots)
+        return 0
     from train.evaluate import evaluate, format_table, write_outputs
 
     result, clips = evaluate(args.model, args.data, stride=args.stride,
@@ -480,13 +490,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "leaves cores to captures and scoring")
     b.set_defaults(func=cmd_bench)
 
-    e = sub.add_parser("evaluate", help="frame and pixel AUC on a UCSD-style test set")
+    e = sub.add_parser("evaluate", help="frame and pixel AUC on a UCSD-style test set; image "
+                       "AUC, accuracy, precision, recall, F1 on class folders of images")
     e.add_argument("--model", default=str(WEIGHTS))
-    e.add_argument("--data", required=True, help="dataset root, e.g. ../shared/data/UCSDped2")
+    e.add_argument("--data", required=True, help="dataset root, e.g. ../shared/data/UCSDped2, "
+                   "or a folder of class folders, e.g. ../shared/data/casting/train")
+    e.add_argument("--normal", help="the normal class folder of an image set (default: "
+                   "recognised by name, e.g. ok_front); implies image evaluation")
     e.add_argument("--stride", type=int, help="detector stride (default: the calibrated one)")
     e.add_argument("--device", choices=DEVICES, default="auto")
     e.add_argument("--json", type=Path, help="write the results here")
-    e.add_argument("--plots", type=Path, help="folder for ROC and per-clip plots")
+    e.add_argument("--plots", type=Path, help="folder for ROC and per-clip plots (images: "
+                   "roc.png and heatmaps.png)")
     e.set_defaults(func=cmd_evaluate)
     return p
 
