@@ -15,7 +15,7 @@ import numpy as np
 from models.registry import get_family
 from models.scoring import ScorerConfig
 from models.weights import load_calibration_arrays, load_weights
-from train.images import ImageSet, load_image_set, score_images
+from train.images import ImageSet, load_image_set, score_images, split_indices
 from train.metrics import decision_scores, roc_auc_eer
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class ImageDetails:
 
 
 def evaluate_images(weights: str | Path, data: str | Path, normal: str | None = None,
-                    ctx: mx.Context | None = None, batch_size: int = 32
+                    ctx: mx.Context | None = None, batch_size: int = 32, split: str = "all"
                     ) -> tuple[dict, ImageDetails]:
     """Score every image of every class folder of ``data`` and compare with its class.
 
@@ -58,6 +58,10 @@ def evaluate_images(weights: str | Path, data: str | Path, normal: str | None = 
         normal: The normal class folder (None: recognised by name, e.g. ``ok_front``).
         ctx: MXNet context (default CPU).
         batch_size: Images per forward pass.
+        split: ``all`` the images of ``data``; ``val`` only the validation images of the
+            split the weights were trained with (``data`` must be their training folder):
+            a figure on images no training step and no threshold choice saw but for the
+            classifier's threshold, which is chosen on them.
 
     Returns:
         The results (the ``--json`` content: ``image_auc``, ``accuracy``, ``precision``,
@@ -80,6 +84,10 @@ def evaluate_images(weights: str | Path, data: str | Path, normal: str | None = 
     form.hybridize()
     scorer = family.scorer(meta, load_calibration_arrays(weights, meta), ScorerConfig())
     images = load_image_set(data, meta.contract, normal)
+    if split == "val":
+        images = images.subset(_validation_index(meta, images, data))
+    elif split != "all":
+        raise ValueError(f"split must be 'all' or 'val', got {split!r}")
     s = score_images(form, scorer, images.images, ctx, batch_size=batch_size)
     labels = images.labels.astype(bool)
     flagged = s["anomalous"]
@@ -92,13 +100,28 @@ def evaluate_images(weights: str | Path, data: str | Path, normal: str | None = 
               for name, label in images.classes.items()}
     result = {"model": meta.model, "weights": str(weights), "data": str(data),
               "rule": scorer.rule, "threshold": float(scorer.threshold),
-              "images": len(images), "image_auc": auc,
+              "images": len(images), "split": split, "image_auc": auc,
               "accuracy": float((flagged == labels).mean()),
               **decision_scores(labels, flagged), "counts": counts}
     log.info("%s on %s: %s", weights, data, {k: v for k, v in result.items() if k != "counts"})
     details = ImageDetails(images.labels, ranking,
                            _heatmaps(form, scorer, images, s["score"], flagged, ctx))
     return result, details
+
+
+def _validation_index(meta, images: ImageSet, data: str | Path) -> np.ndarray:
+    """The validation images of the split recorded in the weights' provenance."""
+    recorded = meta.provenance.get("split") or {}
+    if "val_share" not in recorded or meta.provenance.get("classes") != images.classes:
+        raise ValueError(f"--split val needs weights trained on this data set's class folders "
+                         f"({', '.join(images.classes)}) with a recorded split; these were "
+                         f"trained on {meta.provenance.get('data')!r}: use --split all")
+    _, val = split_indices(images.labels, recorded["val_share"], recorded["seed"])
+    if len(val) != recorded.get("val", len(val)):
+        raise ValueError(f"{data} does not hold the images the weights were split from "
+                         f"({recorded.get('val')} validation images recorded, {len(val)} "
+                         "now): use --split all")
+    return val
 
 
 def _heatmaps(form, scorer, images: ImageSet, scores: np.ndarray, flagged: np.ndarray,

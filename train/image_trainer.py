@@ -329,7 +329,8 @@ def calibrate_autoencoder(family, net: HybridBlock, meta: WeightsMeta, train_nor
                                  np.r_[normal[r], real[r]])[0] for r in rules}
     plot_histogram(normal[rule], thresholds[rule], histogram, f"{rule} score")
     calibration.update(
-        rule=rule, rules=list(rules), thresholds=thresholds, smooth=1, false_alarm_rate=false_alarm_rate,
+        rule=rule, rules=list(rules), thresholds=thresholds, smooth=1,
+        false_alarm_rate=false_alarm_rate,
         normal_images=int(len(normal_images)), baseline_images=int(len(base)),
         selection={"by": "mean synthetic-defect AUC", "mean_auc": mean_auc,
                    "synthetic_auc": auc, "recall_at_threshold": recall},

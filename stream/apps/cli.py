@@ -327,7 +327,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from train.evaluate_images import evaluate_images, format_image_table, write_image_outputs
 
         result, details = evaluate_images(args.model, args.data, normal=args.normal,
-                                          ctx=pick_context(args.device))
+                                          ctx=pick_context(args.device), split=args.split)
         print(format_image_table(result))
         write_image_outputs(result, details, args.json, args.plots)
         return 0
@@ -497,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "or a folder of class folders, e.g. ../shared/data/casting/train")
     e.add_argument("--normal", help="the normal class folder of an image set (default: "
                    "recognised by name, e.g. ok_front); implies image evaluation")
+    e.add_argument("--split", choices=["all", "val"], default="all", help="images: all of "
+                   "--data, or only the validation split recorded in the weights (--data "
+                   "their training folder)")
     e.add_argument("--stride", type=int, help="detector stride (default: the calibrated one)")
     e.add_argument("--device", choices=DEVICES, default="auto")
     e.add_argument("--json", type=Path, help="write the results here")

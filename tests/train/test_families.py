@@ -16,7 +16,6 @@ from tests.conftest import PED2, TINY_FAMILIES
 from train.calibrate import recalibrate
 from train.data import load_clip
 
-
 #: Families trained on image data sets only (tests/train/test_images.py): the CAM classifier
 #: needs labels, the SSIM autoencoder is the conveyor's.
 IMAGE_FAMILIES = {"cam", "ssim_ae"}
