@@ -143,18 +143,21 @@ class ModelFamily:
                              "the frame before each scored one); set scorer.rule to one of "
                              "them")
 
-    def loss(self, net: HybridBlock, windows: mx.nd.NDArray) -> mx.nd.NDArray:
+    def loss(self, net: HybridBlock, windows: mx.nd.NDArray,
+             target: mx.nd.NDArray | None = None) -> mx.nd.NDArray:
         """Training loss per window of a batch (called under ``autograd.record``): the L2
         reconstruction of the whole window.
 
         Args:
             net: The network being trained.
             windows: (N, T, S, S) input windows.
+            target: What the output should be, if not the input (a denoising autoencoder
+                sees a corrupted image and reconstructs the clean one).
 
         Returns:
             (N,) losses.
         """
-        return _L2(net(windows), windows)
+        return _L2(net(windows), windows if target is None else target)
 
     def output_shape(self, meta: WeightsMeta, frames: int) -> tuple[int, ...]:
         """Shape of one window's output from a network that outputs ``frames`` of its newest

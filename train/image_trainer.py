@@ -29,7 +29,14 @@ from models.contract import InputContract
 from models.registry import get_family, get_model
 from models.scoring import Scorer, ScorerConfig, spread_map
 from models.weights import WeightsMeta, load_weights, save_weights
-from train.images import ImageSet, load_image_set, score_images, split_indices, synthetic_defects
+from train.images import (
+    SYNTHETIC_DEFECTS,
+    ImageSet,
+    load_image_set,
+    score_images,
+    split_indices,
+    synthetic_defects,
+)
 from train.metrics import roc_auc_eer, threshold_at
 from train.optstate import load_optimizer, save_optimizer
 from train.plots import plot_class_histogram, plot_histogram
@@ -61,6 +68,9 @@ class ImageTrainConfig:
         pretrained: Weights stem to start from (same family and model arguments, another
             data set): every layer is loaded, the class layer re-initialised ("" : none).
         freeze: Leading blocks of a classifier's features kept as pretrained.
+        denoise: Share of an autoencoder's training images given one synthetic defect
+            (:data:`train.images.SYNTHETIC_DEFECTS`) while the loss compares with the clean
+            image: it learns to remove defect-like marks (0: a plain autoencoder).
     """
 
     epochs: int = 10
@@ -74,6 +84,7 @@ class ImageTrainConfig:
     augment: bool = True
     pretrained: str = ""
     freeze: int = 0
+    denoise: float = 0.0
 
 
 def _augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -83,6 +94,17 @@ def _augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if rng.random() < 0.5:
             image = image[:, ::-1]
         out[i] = np.rot90(image, int(rng.integers(4)))
+    return out
+
+
+def corrupt_images(x: np.ndarray, share: float, rng: np.random.Generator, low: float,
+                   high: float) -> np.ndarray:
+    """A copy of the batch ``x`` where each image, with probability ``share``, has one
+    synthetic defect of a kind drawn at random, clipped to [``low``, ``high``]."""
+    out = x.copy()
+    kinds = list(SYNTHETIC_DEFECTS.values())
+    for i in np.flatnonzero(rng.random(len(x)) < share):
+        out[i] = np.clip(kinds[int(rng.integers(len(kinds)))](x[i], rng), low, high)
     return out
 
 
@@ -188,10 +210,15 @@ def train_images(data: str | Path, out: str | Path, model: str, model_args: dict
         log.warning("no optimizer state beside %s: Adam restarts its moments", ckpt)
     meta.provenance = provenance
 
-    def loss_of(x: np.ndarray, y: np.ndarray) -> mx.nd.NDArray:
+    lo, hi = -contract.mean / contract.std, (1 - contract.mean) / contract.std
+
+    def loss_of(x: np.ndarray, y: np.ndarray, corrupt: bool = False) -> mx.nd.NDArray:
         batch = mx.nd.array(x[:, None], ctx=ctx)
         if family.labelled:
             return family.loss(net, batch, mx.nd.array(y, ctx=ctx))
+        if corrupt and config.denoise:
+            marked = corrupt_images(x, config.denoise, rng, lo, hi)
+            return family.loss(net, mx.nd.array(marked[:, None], ctx=ctx), target=batch)
         return family.loss(net, batch)
 
     for _ in range(state["epoch"]):
@@ -210,7 +237,7 @@ def train_images(data: str | Path, out: str | Path, model: str, model_args: dict
             if config.augment:
                 x = _augment(x, rng)
             with autograd.record():
-                loss = loss_of(x, fit.labels[idx])
+                loss = loss_of(x, fit.labels[idx], corrupt=True)
             loss.backward()
             trainer.step(len(idx))
             total += float(loss.mean().asscalar()) * len(idx)

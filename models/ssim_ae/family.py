@@ -52,9 +52,11 @@ class SSIMAEFamily(ModelFamily):
     def rules(self, meta: WeightsMeta) -> tuple[str, ...]:
         return tuple(r for r in RULES if r != "motion")
 
-    def loss(self, net: HybridBlock, windows: mx.nd.NDArray) -> mx.nd.NDArray:
-        """1 − mean SSIM of each image's reconstruction (the window is its channel)."""
-        return ssim_loss(net(windows), windows)
+    def loss(self, net: HybridBlock, windows: mx.nd.NDArray,
+             target: mx.nd.NDArray | None = None) -> mx.nd.NDArray:
+        """1 − mean SSIM of each image's reconstruction (the window is its channel) with the
+        image (or ``target``, the clean image of a corrupted input)."""
+        return ssim_loss(net(windows), windows if target is None else target)
 
     def scorer(self, meta: WeightsMeta, arrays: dict[str, np.ndarray],
                config: ScorerConfig) -> Scorer:
