@@ -112,7 +112,7 @@ def test_a_tiny_run_learns_and_writes_calibrated_weights(trained, name):
 
 
 RESULT_KEYS = {"image_auc", "accuracy", "precision", "recall", "f1", "threshold", "counts",
-               "model", "weights", "rule", "data", "images"}
+               "model", "weights", "rule", "data", "images", "split"}
 
 
 @pytest.mark.parametrize(("name", "data"), [("cam", "casting"), ("ssim_ae", "cracks")])
@@ -266,3 +266,28 @@ def test_class_folders_name_the_folders_and_ask_for_normal(tmp_path, subsets):
     assert class_folders(root, normal="clean") == {"bent": 1, "clean": 0}
     with pytest.raises(ValueError, match="--normal 'good' is not a class folder.*bent, clean"):
         class_folders(root, normal="good")
+
+
+
+def test_evaluate_split_val_scores_the_recorded_validation_images(trained, subsets):
+    weights = trained["cam"]
+    source = TINY["cam"][2]
+    result, _ = evaluate_images(weights, subsets[source], split="val")
+    split = load_weights(weights)[1].provenance["split"]
+    assert result["split"] == "val" and result["images"] == split["val"] < 16
+    other = "casting" if source == "cracks" else "cracks"
+    with pytest.raises(ValueError, match="--split all"):
+        evaluate_images(weights, subsets[other], split="val")
+
+
+def test_denoising_corrupts_about_its_share_and_only_within_range():
+    from train.image_trainer import corrupt_images
+
+    rng = np.random.default_rng(0)
+    x = rng.random((200, 32, 32)).astype(np.float32)
+    clean = x.copy()
+    out = corrupt_images(x, 0.5, rng, 0.0, 1.0)
+    changed = (np.abs(out - x) > 1e-6).any(axis=(1, 2))
+    assert 70 <= changed.sum() <= 130
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    assert (x == clean).all()          # the clean batch is the target: left as it was
