@@ -117,10 +117,12 @@ def open_live_with_retry(args: argparse.Namespace, stop: threading.Event):
 
 def cmd_detect(args: argparse.Namespace) -> int:
     from stream.detector.config import DetectorConfig
+    from stream.detector.events import EventConfig
     from stream.detector.loop import Detector
     from stream.pipeline import load_pipeline
 
-    pipe = load_pipeline(args.config, **overrides_from_args(args, DetectorConfig))
+    pipe = load_pipeline(args.config, events=overrides_from_args(args, EventConfig),
+                         **overrides_from_args(args, DetectorConfig))
     stop = _stop_on_signals()
     detector = Detector(pipe.detector, pipe.scorer, pipe.events, pipe.annotator.build(),
                         streams=pipe.streams)
@@ -338,12 +340,16 @@ def _curve_client_flags(p: argparse.ArgumentParser) -> None:
 def _detector_flags(parser: argparse.ArgumentParser) -> None:
     """``detect``'s flags: one per ``DetectorConfig`` field (``detector:`` in the config)."""
     from stream.detector.config import DetectorConfig
+    from stream.detector.events import EventConfig
     from stream.detector.precision import PRECISIONS
 
     group = parser.add_argument_group("detector", "every key of the config's detector: "
                                       "section, as a flag that replaces the file's value")
     add_dataclass_flags(group, DetectorConfig,
                         choices={"device": DEVICES, "precision": PRECISIONS})
+    events = parser.add_argument_group("events", "every key of the config's events: section, "
+                                       "as a flag that replaces the file's value")
+    add_dataclass_flags(events, EventConfig)
 
 
 def build_parser() -> argparse.ArgumentParser:
