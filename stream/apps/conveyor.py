@@ -110,3 +110,33 @@ def conveyor_sample(model: str | Path, out: Path, parts: int = CONVEYOR_PARTS,
         for i in sorted(rng.choice(len(files), k, replace=False)):
             (folder / files[i].name).symlink_to(files[i].resolve())
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m stream.apps.conveyor``: write the sample ``configs/conveyor.yaml``
+    replays (``vadstream demo --conveyor`` makes its own in a temporary folder)."""
+    import argparse
+    import shutil
+
+    p = argparse.ArgumentParser(prog="python -m stream.apps.conveyor", description=main.__doc__)
+    p.add_argument("--model", default=str(CONVEYOR_WEIGHTS), help="weights whose validation "
+                   "split the parts come from")
+    p.add_argument("--parts", type=int, default=CONVEYOR_PARTS)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("out/conveyor/parts"),
+                   help="folder to (re)write: one subfolder of symlinks per class")
+    args = p.parse_args(argv)
+    try:
+        check_weights(args.model)
+        if args.out.exists():
+            shutil.rmtree(args.out)
+        conveyor_sample(args.model, args.out, args.parts, args.seed)
+    except (OSError, ValueError) as err:
+        p.exit(2, f"{p.prog}: error: {err}\n")
+    counts = {c.name: len(list_frames(c)) for c in sorted(args.out.iterdir())}
+    print(f"{args.out}: {counts} validation parts of {args.model}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
