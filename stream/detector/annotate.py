@@ -73,8 +73,12 @@ class Annotator:
         for x, y, w, h in boxes:
             cv2.rectangle(image, (x, y), (x + w - 1, y + h - 1), RED, 2)
         scale = max(0.4, image.shape[0] / 600)
-        cv2.putText(image, label, (6, int(32 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                    RED if anomalous else (0, 255, 0), max(1, int(2 * scale)), cv2.LINE_AA)
+        at, thick = (6, int(32 * scale) + 4), max(1, int(2 * scale))
+        # A dark outline keeps the label readable on a heat map's reds.
+        cv2.putText(image, label, at, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick + 2,
+                    cv2.LINE_AA)
+        cv2.putText(image, label, at, cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    RED if anomalous else (0, 255, 0), thick, cv2.LINE_AA)
         return image
 
     def _blend_heat(self, image: np.ndarray, heat: np.ndarray) -> np.ndarray:
