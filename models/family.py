@@ -75,7 +75,13 @@ class Temporal:
 
 
 class FrameScorer(Protocol):
-    """Scores the newest frames of one window from the model's output."""
+    """Scores the newest frames of one window from the model's output.
+
+    Optional class attributes the live overlay reads with ``getattr``: ``heat`` (True when
+    ``FrameScores.map`` is a 0..1 heat map to draw in colour; default a red tint of
+    ``mask``) and ``label_format`` (format spec of the score in the label; default
+    ``.1f``).
+    """
 
     rule: str
     threshold: float

@@ -84,11 +84,13 @@ SECTIONS = {"detector": DetectorConfig, "scorer": ScorerConfig, "events": EventC
             "annotator": AnnotatorConfig, "supervisor": SupervisorConfig}
 
 
-def load_pipeline(path: str | Path | None, **detector_overrides) -> Pipeline:
+def load_pipeline(path: str | Path | None, events: dict | None = None,
+                  **detector_overrides) -> Pipeline:
     """Read a pipeline config (None: all defaults, no streams).
 
     Args:
         path: YAML file.
+        events: Command-line values for ``events:`` keys (None values: keep).
         **detector_overrides: Command-line values for ``detector:`` keys (None: keep).
 
     Raises:
@@ -97,8 +99,8 @@ def load_pipeline(path: str | Path | None, **detector_overrides) -> Pipeline:
     data = load_yaml(path) if path is not None else {}
     name = str(path) if path is not None else "(defaults)"
     check_sections(data, name, [*SECTIONS, "streams"])
-    parts = {key: build(cls, data.get(key), f"{name}: {key}",
-                        **(detector_overrides if key == "detector" else {}))
+    overrides = {"detector": detector_overrides, "events": events or {}}
+    parts = {key: build(cls, data.get(key), f"{name}: {key}", **overrides.get(key, {}))
              for key, cls in SECTIONS.items()}
     raw_streams = data.get("streams") or []
     if not isinstance(raw_streams, list):

@@ -18,10 +18,7 @@ from mxnet.gluon import HybridBlock
 
 from models.contract import InputContract
 from models.scoring import KNOWN_RULES
-from stream.capture.frames import list_frames
-
-#: Class-folder names read as the normal class (case-insensitive).
-NORMAL_NAMES = ("ok", "good", "normal", "negative", "negatives")
+from stream.capture.frames import is_normal_class, list_frames
 
 
 @dataclass
@@ -53,23 +50,6 @@ class ImageSet:
         return [p.parent.name for p in self.paths]
 
 
-def is_image_dataset(root: str | Path) -> bool:
-    """Whether ``root`` is a class-folder image set: two or more subfolders of images, one
-    of them normal by name (a UCSD root or split has ``Train``/``Test`` or clip folders
-    named ``Test001``...)."""
-    root = Path(root)
-    if not root.is_dir():
-        return False
-    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    return len(folders) >= 2 and any(_normal_name(p.name) for p in folders) \
-        and all(list_frames(p) for p in folders if _normal_name(p.name))
-
-
-def _normal_name(name: str) -> bool:
-    lower = name.lower()
-    return lower in NORMAL_NAMES or lower.startswith("ok_") or lower.startswith("good_")
-
-
 def class_folders(root: str | Path, normal: str | None = None) -> dict[str, int]:
     """Class-folder names of ``root`` -> label.
 
@@ -92,7 +72,7 @@ def class_folders(root: str | Path, normal: str | None = None) -> dict[str, int]
                              f"folders are {', '.join(folders)}")
         chosen = [normal]
     else:
-        chosen = [f for f in folders if _normal_name(f)]
+        chosen = [f for f in folders if is_normal_class(f)]
     if len(chosen) != 1:
         raise ValueError(f"cannot tell which class folder of {root} is normal (found "
                          f"{chosen or 'none'} among {', '.join(folders)}); name it with "

@@ -38,6 +38,10 @@ class CAMScorer:
 
     rule = RULE
     smooth = 1
+    #: ``map`` is a heat map (0..1 over the frame): overlays draw it in colour.
+    heat = True
+    #: Overlay labels show the probability to 3 significant digits.
+    label_format = ".3g"
 
     def __init__(self, threshold: float, side: int, map_side: int,
                  heat_threshold: float = HEAT_THRESHOLD) -> None:

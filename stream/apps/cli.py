@@ -117,10 +117,12 @@ def open_live_with_retry(args: argparse.Namespace, stop: threading.Event):
 
 def cmd_detect(args: argparse.Namespace) -> int:
     from stream.detector.config import DetectorConfig
+    from stream.detector.events import EventConfig
     from stream.detector.loop import Detector
     from stream.pipeline import load_pipeline
 
-    pipe = load_pipeline(args.config, **overrides_from_args(args, DetectorConfig))
+    pipe = load_pipeline(args.config, events=overrides_from_args(args, EventConfig),
+                         **overrides_from_args(args, DetectorConfig))
     stop = _stop_on_signals()
     detector = Detector(pipe.detector, pipe.scorer, pipe.events, pipe.annotator.build(),
                         streams=pipe.streams)
@@ -228,22 +230,38 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import tempfile
+
     from stream.apps.demo import dashboard_address, run_demo, write_summary
 
-    source = args.source or str(PED2)
-    stop = _stop_on_signals()
-    http = None if args.no_dashboard else dashboard_address(args.http)
-    print(f"vadstream demo: {source} -> detector -> alerts (video: {args.video})", flush=True)
-    result = run_demo(source, args.model, args.video, stream=args.stream_id, fps=args.fps,
-                      device=args.device, stop=stop, http=http, hold=args.hold,
-                      extra_detect_args=["--precision", args.precision] if args.precision
-                      else None)
+    model, source, fps = args.model, args.source, args.fps
+    extra = ["--precision", args.precision] if args.precision else []
+    with tempfile.TemporaryDirectory(prefix="vadstream-conveyor-") as parts:
+        if args.conveyor:
+            from stream.apps import conveyor
+
+            model = model or str(conveyor.CONVEYOR_WEIGHTS)
+            conveyor.check_weights(model)
+            if source is None:   # validation parts only: never one the model trained on
+                source = str(conveyor.conveyor_sample(model, Path(parts), args.parts))
+            fps = conveyor.CONVEYOR_FPS if fps is None else fps
+            extra += conveyor.CONVEYOR_EVENTS
+        model = model or str(WEIGHTS)
+        source = source or str(PED2)
+        stream_id = args.stream_id or ("conveyor" if args.conveyor else "demo")
+        stop = _stop_on_signals()
+        http = None if args.no_dashboard else dashboard_address(args.http)
+        print(f"vadstream demo: {source} -> detector -> alerts (video: {args.video})",
+              flush=True)
+        result = run_demo(source, model, args.video, stream=stream_id, fps=fps,
+                          device=args.device, stop=stop, http=http, hold=args.hold,
+                          extra_detect_args=extra or None)
     interrupted = stop.is_set() and result.eos is None
     print(f"demo: {result.frames} frames scored at {result.fps:.1f} frames/s, "
           f"{sum(a.type == 'start' for a in result.alerts)} event(s), "
           f"{len(result.alerts)} alert message(s); overlay video {args.video}", flush=True)
     if args.json:
-        write_summary(args.json, result, source=source, model=args.model,
+        write_summary(args.json, result, source=source, model=model,
                       video=str(args.video), interrupted=interrupted)
     return 130 if interrupted else 0
 
@@ -348,12 +366,16 @@ def _curve_client_flags(p: argparse.ArgumentParser) -> None:
 def _detector_flags(parser: argparse.ArgumentParser) -> None:
     """``detect``'s flags: one per ``DetectorConfig`` field (``detector:`` in the config)."""
     from stream.detector.config import DetectorConfig
+    from stream.detector.events import EventConfig
     from stream.detector.precision import PRECISIONS
 
     group = parser.add_argument_group("detector", "every key of the config's detector: "
                                       "section, as a flag that replaces the file's value")
     add_dataclass_flags(group, DetectorConfig,
                         choices={"device": DEVICES, "precision": PRECISIONS})
+    events = parser.add_argument_group("events", "every key of the config's events: section, "
+                                       "as a flag that replaces the file's value")
+    add_dataclass_flags(events, EventConfig)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -425,12 +447,19 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--config", type=Path, default=Path("configs/pipeline.yaml"))
     u.set_defaults(func=cmd_run)
 
-    m = sub.add_parser("demo", help="the whole pipeline on UCSD Ped2 (or --source)")
+    m = sub.add_parser("demo", help="the whole pipeline on UCSD Ped2 (or --source), or on "
+                       "cast parts passing a camera (--conveyor)")
     m.add_argument("--source", help="any capture source (default: UCSD Ped2 test clips in "
-                   "../shared/data)")
-    m.add_argument("--model", default=str(WEIGHTS))
-    m.add_argument("--stream-id", default="demo")
-    m.add_argument("--fps", type=float, help="replay rate (0: as fast as the detector goes)")
+                   "../shared/data; with --conveyor, validation parts of the model)")
+    m.add_argument("--model", help="weights (default: models/weights/ped2_predictor; with "
+                   "--conveyor, models/weights/casting_cam)")
+    m.add_argument("--conveyor", action="store_true", help="conveyor inspection: a seeded "
+                   "mix of good and defective cast parts the model never trained on (its "
+                   "validation split), 2 parts/s, one event per defective part")
+    m.add_argument("--parts", type=int, default=40, help="parts on the belt with --conveyor")
+    m.add_argument("--stream-id", help="stream id (default: demo; conveyor with --conveyor)")
+    m.add_argument("--fps", type=float, help="replay rate (0: as fast as the detector goes; "
+                   "--conveyor: 2)")
     m.add_argument("--device", choices=DEVICES, default="auto")
     m.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"],
                    help="the detector's model precision (default: its own, auto)")

@@ -1,4 +1,5 @@
-"""Frames on disk: folders of images, UCSD-style datasets of clips, and reading a clip."""
+"""Frames on disk: folders of images, UCSD-style datasets of clips, class-folder image sets,
+and reading a clip."""
 
 from __future__ import annotations
 
@@ -29,6 +30,29 @@ def list_frames(folder: str | Path) -> list[Path]:
     return sorted((p for p in folder.iterdir()
                    if p.is_file() and not p.name.startswith(".")
                    and p.suffix.lower() in IMAGE_EXTENSIONS), key=_natural_key)
+
+
+#: Class-folder names read as the normal class (case-insensitive), besides ``ok_*`` and
+#: ``good_*``.
+NORMAL_NAMES = ("ok", "good", "normal", "negative", "negatives")
+
+
+def is_normal_class(name: str) -> bool:
+    """Whether a class folder's name marks the normal class (``ok_front``, ``Negative``)."""
+    lower = name.lower()
+    return lower in NORMAL_NAMES or lower.startswith("ok_") or lower.startswith("good_")
+
+
+def is_image_dataset(root: str | Path) -> bool:
+    """Whether ``root`` is a class-folder image set: two or more subfolders of images, one
+    of them normal by name (a UCSD root or split has ``Train``/``Test`` or clip folders
+    named ``Test001``...)."""
+    root = Path(root)
+    if not root.is_dir():
+        return False
+    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return len(folders) >= 2 and any(is_normal_class(p.name) for p in folders) \
+        and all(list_frames(p) for p in folders if is_normal_class(p.name))
 
 
 def list_clips(folder: str | Path) -> list[Path]:

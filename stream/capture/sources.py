@@ -1,4 +1,5 @@
-"""Frame sources: camera, video file, stream URL, frame folders and UCSD splits."""
+"""Frame sources: camera, video file, stream URL, frame folders, UCSD splits and class-folder
+image sets."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stream.capture.frames import list_frames, resolve_clips
+from stream.capture.frames import is_image_dataset, list_frames, resolve_clips
 
 #: Replay rate of frame folders when none is given (UCSD footage is about 10 fps).
 FOLDER_FPS = 10.0
@@ -103,20 +104,35 @@ class VideoSource(FrameSource):
 
 
 class FolderSource(FrameSource):
-    """Image frames of one or more clip folders, in order.
+    """Image frames of one or more clip folders, in order; or the images of a class-folder
+    set (``ok_front/``, ``def_front/``: see :func:`stream.capture.frames.is_image_dataset`)
+    as parts on a conveyor, every class mixed in a seeded shuffle.
+
+    Each frame's ``clip`` is its folder's name and its ``index`` its number in that folder's
+    natural order, counting from 1.
 
     Args:
-        path: A clip folder, a split folder (UCSD ``Test/``), or a dataset root.
+        path: A clip folder, a split folder (UCSD ``Test/``), a dataset root, or a folder
+            with one subfolder of images per class.
         fps: Replay rate.
+        seed: Seed of a class-folder set's shuffle (the same seed replays the same order).
     """
 
-    def __init__(self, path: str | Path, fps: float = FOLDER_FPS) -> None:
-        clips = resolve_clips(path)
+    def __init__(self, path: str | Path, fps: float = FOLDER_FPS, seed: int = 0) -> None:
         self.name = str(path)
         self.fps = fps
         self.live = False
-        self._frames = [(clip.name, i + 1, p) for clip in clips
-                        for i, p in enumerate(list_frames(clip))]
+        self.mixed = is_image_dataset(path)
+        if self.mixed:
+            classes = sorted((p for p in Path(path).iterdir()
+                              if p.is_dir() and not p.name.startswith(".")),
+                             key=lambda p: p.name)
+            parts = [(c.name, i + 1, p) for c in classes for i, p in enumerate(list_frames(c))]
+            order = np.random.default_rng(seed).permutation(len(parts))
+            self._frames = [parts[i] for i in order]
+        else:
+            self._frames = [(clip.name, i + 1, p) for clip in resolve_clips(path)
+                            for i, p in enumerate(list_frames(clip))]
         self._pos = 0
 
     def __len__(self) -> int:
@@ -140,7 +156,8 @@ def open_source(spec: str, fps: float | None = None, timeout_s: float = 10.0) ->
 
     Args:
         spec: A camera index (``0``), a stream URL (rtsp/http/...), a video file, a folder
-            of frames, a folder of clip folders, or a UCSD dataset root (its ``Test/`` clips).
+            of frames, a folder of clip folders, a UCSD dataset root (its ``Test/`` clips),
+            or a folder of image class folders (its images mixed, as parts on a conveyor).
         fps: Replay rate override for files and folders (None: folders 10, files their own).
         timeout_s: No-frames watchdog of stream URLs (seconds).
 

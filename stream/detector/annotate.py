@@ -1,4 +1,4 @@
-"""Marking anomalies on the source frame: red tint, boxes, score; JPEG out."""
+"""Marking anomalies on the source frame: red tint or heat map, boxes, score; JPEG out."""
 
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ class Annotator:
     """Draws anomalies on the source frame and encodes it as JPEG.
 
     Args:
-        alpha: Strength of the red tint on anomalous pixels (0..1).
+        alpha: Strength of the red tint on anomalous pixels, or of a heat map's colours
+            over the whole frame (0..1).
         jpeg_quality: JPEG quality of overlays.
     """
 
@@ -47,7 +48,7 @@ class Annotator:
         self.jpeg_quality = jpeg_quality
 
     def draw(self, source: np.ndarray, mask: np.ndarray | None, boxes: list, label: str,
-             anomalous: bool) -> np.ndarray:
+             anomalous: bool, heat: np.ndarray | None = None) -> np.ndarray:
         """The annotated frame: source resolution, colour (BGR).
 
         Args:
@@ -56,10 +57,14 @@ class Annotator:
             boxes: Boxes in source pixels.
             label: Text drawn in the corner (the score).
             anomalous: Whether the frame rule flagged the frame (label colour).
+            heat: A heat map at model resolution, 0..1 (a classifier's activation map):
+                drawn in JET colours over the whole frame instead of the mask's red tint.
         """
         image = cv2.cvtColor(source, cv2.COLOR_GRAY2BGR) if source.ndim == 2 or \
             source.shape[2] == 1 else source.copy()
-        if mask is not None and mask.any():
+        if heat is not None:
+            image = self._blend_heat(image, heat)
+        elif mask is not None and mask.any():
             big = cv2.resize(mask.view(np.uint8), (image.shape[1], image.shape[0]),
                              interpolation=cv2.INTER_NEAREST).astype(bool)
             tinted = image[big].astype(np.float32) * (1 - self.alpha)
@@ -68,9 +73,21 @@ class Annotator:
         for x, y, w, h in boxes:
             cv2.rectangle(image, (x, y), (x + w - 1, y + h - 1), RED, 2)
         scale = max(0.4, image.shape[0] / 600)
-        cv2.putText(image, label, (6, int(32 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                    RED if anomalous else (0, 255, 0), max(1, int(2 * scale)), cv2.LINE_AA)
+        at, thick = (6, int(32 * scale) + 4), max(1, int(2 * scale))
+        # A dark outline keeps the label readable on a heat map's reds.
+        cv2.putText(image, label, at, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick + 2,
+                    cv2.LINE_AA)
+        cv2.putText(image, label, at, cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    RED if anomalous else (0, 255, 0), thick, cv2.LINE_AA)
         return image
+
+    def _blend_heat(self, image: np.ndarray, heat: np.ndarray) -> np.ndarray:
+        # Bilinear to the source size, so the map reads as smooth as the model made it.
+        big = cv2.resize(np.asarray(heat, np.float32), (image.shape[1], image.shape[0]),
+                         interpolation=cv2.INTER_LINEAR)
+        levels = (np.clip(big, 0.0, 1.0) * 255).astype(np.uint8)
+        colours = cv2.applyColorMap(levels, cv2.COLORMAP_JET)
+        return cv2.addWeighted(image, 1 - self.alpha, colours, self.alpha, 0.0)
 
     def encode(self, image: np.ndarray) -> bytes:
         """JPEG bytes of an annotated frame."""

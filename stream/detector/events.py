@@ -21,26 +21,42 @@ class FrameVerdict:
 
 @dataclass(frozen=True)
 class EventConfig:
-    """``events:`` in the configs: the hysteresis arguments of :class:`EventTracker`."""
+    """``events:`` in the configs: the hysteresis arguments of :class:`EventTracker`.
+
+    Args:
+        open_frames: Consecutive anomalous frames that open an event.
+        close_frames: Consecutive normal frames that close it.
+        update_every: Anomalous frames between update alerts of an open event (0: none).
+        max_frames: Frames after which an open event ends even if anomalous frames go on;
+            the next ones open a new event (0: no limit; 1 with open_frames 1: one event
+            per anomalous frame, e.g. per inspected part on a conveyor).
+    """
 
     open_frames: int = 3
     close_frames: int = 5
     update_every: int = 10
+    max_frames: int = 0
 
     def __post_init__(self) -> None:
-        check_hysteresis(self.open_frames, self.close_frames, self.update_every)
+        check_hysteresis(self.open_frames, self.close_frames, self.update_every,
+                         self.max_frames)
 
 
-def check_hysteresis(open_frames: int, close_frames: int, update_every: int) -> None:
+def check_hysteresis(open_frames: int, close_frames: int, update_every: int,
+                     max_frames: int = 0) -> None:
     """Raise ValueError unless the counts make sense."""
     if open_frames < 1 or close_frames < 1 or update_every < 0:
         raise ValueError("open_frames and close_frames must be >= 1 and update_every >= 0, "
                          f"got {open_frames}, {close_frames}, {update_every}")
+    if max_frames < 0 or 0 < max_frames < open_frames:
+        raise ValueError(f"max_frames must be 0 (no limit) or at least open_frames "
+                         f"({open_frames}): an event holds the frames that opened it; got "
+                         f"{max_frames}")
 
 
 class EventTracker:
     """Opens an event after ``open_frames`` consecutive anomalous frames and closes it
-    after ``close_frames`` consecutive normal ones.
+    after ``close_frames`` consecutive normal ones, or once it holds ``max_frames``.
 
     Alerts are JSON-ready dicts with ``type`` (start, update, end), ``id``, ``stream``,
     ``start_seq``, ``start_ts``, ``end_seq``, ``end_ts`` (None until the end), ``score``,
@@ -52,16 +68,19 @@ class EventTracker:
         open_frames: Consecutive anomalous frames that open an event.
         close_frames: Consecutive normal frames that close it.
         update_every: Anomalous frames between ``update`` alerts of an open event (0: none).
+        max_frames: Frames after which an open event ends (its ``end`` alert) even while
+            anomalous frames go on; the next anomalous frames open a new one (0: no limit).
     """
 
     def __init__(self, stream: str, threshold: float, open_frames: int = 3,
-                 close_frames: int = 5, update_every: int = 10) -> None:
-        check_hysteresis(open_frames, close_frames, update_every)
+                 close_frames: int = 5, update_every: int = 10, max_frames: int = 0) -> None:
+        check_hysteresis(open_frames, close_frames, update_every, max_frames)
         self.stream = stream
         self.threshold = threshold
         self.open_frames = open_frames
         self.close_frames = close_frames
         self.update_every = update_every
+        self.max_frames = max_frames
         self._run: list[FrameVerdict] = []
         self._event: dict | None = None
         self._normal = 0
@@ -81,7 +100,7 @@ class EventTracker:
             self._run.append(v)
             if len(self._run) < self.open_frames:
                 return []
-            return [self._start()]
+            return [self._start(), *self._full()]
         if not v.anomalous:
             self._normal += 1
             return [self.close()] if self._normal >= self.close_frames else []
@@ -92,9 +111,16 @@ class EventTracker:
         if v.score > e["peak_score"]:
             e.update(peak_score=v.score, peak_seq=v.seq, peak_boxes=v.boxes)
         self._since_update += 1
+        alerts = []
         if self.update_every and self._since_update >= self.update_every:
             self._since_update = 0
-            return [self._alert("update")]
+            alerts.append(self._alert("update"))
+        return alerts + self._full()
+
+    def _full(self) -> list[dict]:
+        """The open event's ``end`` alert if it holds ``max_frames``, else nothing."""
+        if self.max_frames and self._event["frames"] >= self.max_frames:
+            return [self.close()]
         return []
 
     def _start(self) -> dict:

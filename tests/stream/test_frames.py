@@ -1,7 +1,7 @@
 import cv2
 import numpy as np
 
-from stream.capture.frames import list_frames, resolve_clips
+from stream.capture.frames import is_image_dataset, list_frames, resolve_clips
 from stream.capture.sources import FolderSource, open_source
 from tests.conftest import PED2, VTEST
 
@@ -45,3 +45,43 @@ def test_missing_source_says_what_is_accepted():
     import pytest
     with pytest.raises(FileNotFoundError, match="give a camera index, a stream URL"):
         open_source("/nonexistent/clip.avi")
+
+
+def _class_folders(root, counts):
+    """A class-folder image set: each class's images hold their class number and index."""
+    for label, (name, n) in enumerate(counts.items()):
+        (root / name).mkdir(parents=True)
+        for i in range(1, n + 1):
+            cv2.imwrite(str(root / name / f"part_{i}.png"), np.full((4, 6), label * 100 + i,
+                                                                    np.uint8))
+    return root
+
+
+def test_class_folders_replay_as_parts_of_every_class_mixed(tmp_path):
+    root = _class_folders(tmp_path / "parts", {"def_front": 6, "ok_front": 6})
+    assert is_image_dataset(root) and not is_image_dataset(PED2 / "Test")
+    src = open_source(str(root), fps=2)
+    assert isinstance(src, FolderSource) and src.mixed and src.fps == 2 and len(src) == 12
+    seen = []
+    while (f := src.read()) is not None:
+        label = 0 if f.clip == "def_front" else 1
+        assert int(f.image[0, 0, 0]) == label * 100 + f.index   # index: the file's in its class
+        seen.append((f.clip, f.index))
+    assert sorted(seen) == sorted([(c, i) for c in ("def_front", "ok_front")
+                                   for i in range(1, 7)])
+    classes = [c for c, _ in seen]
+    assert classes != sorted(classes)               # interleaved, not one class then the other
+    assert seen[:6] != [("def_front", i) for i in range(1, 7)]
+    src.rewind()
+    assert [(f.clip, f.index) for f in iter(src.read, None)] == seen
+    again = FolderSource(root, seed=0)
+    assert [(f.clip, f.index) for f in iter(again.read, None)] == seen
+    other = FolderSource(root, seed=1)
+    assert [(f.clip, f.index) for f in iter(other.read, None)] != seen
+
+
+def test_ucsd_folders_are_not_class_folders():
+    src = FolderSource(PED2 / "Test")
+    assert not src.mixed
+    first = src.read()
+    assert (first.clip, first.index) == ("Test001", 1)
