@@ -28,7 +28,7 @@ from tqdm import tqdm
 from models.contract import InputContract
 from models.registry import get_family, get_model
 from models.scoring import Scorer, ScorerConfig, spread_map
-from models.weights import WeightsMeta, load_weights, save_weights
+from models.weights import WeightsMeta, load_weights, save_weights, weights_paths
 from train.images import (
     SYNTHETIC_DEFECTS,
     ImageSet,
@@ -68,6 +68,10 @@ class ImageTrainConfig:
         pretrained: Weights stem to start from (same family and model arguments, another
             data set): every layer is loaded, the class layer re-initialised ("" : none).
         freeze: Leading blocks of a classifier's features kept as pretrained.
+        rule_by: How an autoencoder's rule is chosen: ``synthetic`` (the mean AUC of the
+            synthetic defects against the normal validation images: no label used) or
+            ``defects`` (the AUC of the data set's own defective validation images, where it
+            has them: labels choose the rule, never the weights).
         denoise: Share of an autoencoder's training images given one synthetic defect
             (:data:`train.images.SYNTHETIC_DEFECTS`) while the loss compares with the clean
             image: it learns to remove defect-like marks (0: a plain autoencoder).
@@ -84,7 +88,14 @@ class ImageTrainConfig:
     augment: bool = True
     pretrained: str = ""
     freeze: int = 0
+    rule_by: str = "synthetic"
     denoise: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.rule_by not in ("synthetic", "defects"):
+            raise ValueError(f"rule_by must be 'synthetic' or 'defects', got {self.rule_by!r}")
+        if not 0 <= self.denoise <= 1:
+            raise ValueError(f"denoise is a share of images, 0..1, got {self.denoise}")
 
 
 def _augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -274,7 +285,8 @@ def train_images(data: str | Path, out: str | Path, model: str, model_args: dict
         meta.calibration, arrays = calibrate_autoencoder(
             family, best, meta, train_set.subset(np.flatnonzero(train_set.labels == 0)),
             val_set, scorer, config.false_alarm_rate, ctx,
-            out.with_name(out.name + ".calibration.png"), seed=config.seed)
+            out.with_name(out.name + ".calibration.png"), seed=config.seed,
+            rule_by=config.rule_by)
     return save_weights(best, meta, out, arrays)
 
 
@@ -316,11 +328,12 @@ def calibrate_classifier(family, net: HybridBlock, meta: WeightsMeta, val: Image
 
 def calibrate_autoencoder(family, net: HybridBlock, meta: WeightsMeta, train_normal: ImageSet,
                           val: ImageSet, scorer: Scorer, false_alarm_rate: float,
-                          ctx: mx.Context, histogram: Path, seed: int = 0
-                          ) -> tuple[dict, dict[str, np.ndarray]]:
+                          ctx: mx.Context, histogram: Path, seed: int = 0,
+                          rule_by: str = "synthetic") -> tuple[dict, dict[str, np.ndarray]]:
     """Baseline and spread maps from normal training images; thresholds per rule at the
     false-alarm rate on the normal validation images; the rule whose values best separate
-    synthetic defects (pasted onto copies of those images) from them."""
+    synthetic defects (pasted onto copies of those images) from them, or with ``rule_by``
+    ``defects`` the validation split's real defective images."""
     form = _inference(family, net, meta, ctx)
     rules = family.rules(meta)
     plain = family.scorer(meta, {}, ScorerConfig(pixel_threshold=scorer.pixel_threshold,
@@ -347,20 +360,74 @@ def calibrate_autoencoder(family, net: HybridBlock, meta: WeightsMeta, train_nor
     recall = {r: {k: float((s[r] >= thresholds[r]).mean()) for k, s in synthetic.items()}
               for r in rules}
     mean_auc = {r: float(np.mean(list(auc[r].values()))) for r in rules}
-    rule = max(rules, key=mean_auc.get)
     record = {}
     defects = val.labels == 1
-    if defects.any():   # real defective validation images: reported, never chosen on
+    if defects.any():   # real defective validation images: the record, or the choice
         real = score_images(form, full, val.images[defects], ctx)
         record = {r: roc_auc_eer(np.r_[np.zeros(len(normal[r])), np.ones(len(real[r]))],
                                  np.r_[normal[r], real[r]])[0] for r in rules}
+    if rule_by == "defects" and not record:
+        raise ValueError("rule_by defects needs defective images in the validation split; "
+                         "this data set has none: use rule_by synthetic")
+    by_synthetic = max(rules, key=mean_auc.get)
+    rule = max(rules, key=record.get) if rule_by == "defects" else by_synthetic
     plot_histogram(normal[rule], thresholds[rule], histogram, f"{rule} score")
     calibration.update(
         rule=rule, rules=list(rules), thresholds=thresholds, smooth=1,
         false_alarm_rate=false_alarm_rate,
         normal_images=int(len(normal_images)), baseline_images=int(len(base)),
-        selection={"by": "mean synthetic-defect AUC", "mean_auc": mean_auc,
-                   "synthetic_auc": auc, "recall_at_threshold": recall},
+        selection={"by": "real defective validation images' AUC" if rule_by == "defects"
+                   else "mean synthetic-defect AUC", "synthetic_rule": by_synthetic,
+                   "mean_auc": mean_auc, "synthetic_auc": auc, "recall_at_threshold": recall},
         validation={"real_defect_auc": record,
-                    "note": "real defective validation images, reported only"})
+                    "note": "real defective validation images" + (
+                        ": they chose the rule" if rule_by == "defects" else ", reported only")})
     return calibration, arrays
+
+
+def recalibrate_images(weights: str | Path, rule_by: str | None = None,
+                       false_alarm_rate: float | None = None, ctx: mx.Context | None = None
+                       ) -> dict:
+    """Calibrate trained image weights again on the split they recorded (``vadstream
+    calibrate`` on image weights), e.g. with another ``rule_by``; rewrites the ``.json``
+    (and ``.calib``) beside them.
+
+    Returns:
+        The new calibration.
+    """
+    ctx = ctx or mx.cpu()
+    net, meta = load_weights(weights, ctx)
+    net.hybridize()
+    family = get_family(meta.model)
+    p = meta.provenance
+    config = dict(p.get("config") or {})
+    if "val_share" not in config or "classes" not in p:
+        raise ValueError(f"{weights} were not trained on an image data set by this version "
+                         "(no recorded split): retrain them with `vadstream train`")
+    normal = next(name for name, label in p["classes"].items() if label == 0)
+    images = load_image_set(p["data"], meta.contract, normal)
+    train_i, val_i = split_indices(images.labels, config["val_share"], config["seed"])
+    train_set, val_set = images.subset(train_i), images.subset(val_i)
+    histogram = Path(str(weights_paths_stem(weights)) + ".calibration.png")
+    if family.labelled:
+        meta.calibration = calibrate_classifier(family, net, meta, val_set, ctx, histogram)
+        arrays = None
+    else:
+        rule_by = rule_by or config.get("rule_by", "synthetic")
+        rate = false_alarm_rate if false_alarm_rate is not None else \
+            float(meta.calibration.get("false_alarm_rate", config.get("false_alarm_rate", 0.01)))
+        scorer = Scorer(pixel_threshold=float(meta.calibration.get("pixel_threshold", 1020.0)),
+                        pixel_scale=meta.contract.pixel_scale)
+        meta.calibration, arrays = calibrate_autoencoder(
+            family, net, meta, train_set.subset(np.flatnonzero(train_set.labels == 0)),
+            val_set, scorer, rate, ctx, histogram, seed=config["seed"], rule_by=rule_by)
+        config["rule_by"] = rule_by
+        p["config"] = config
+    save_weights(net, meta, weights, arrays)
+    return meta.calibration
+
+
+def weights_paths_stem(weights: str | Path) -> Path:
+    """The stem (no suffix) of a weights path given as a stem or either file."""
+    params, _ = weights_paths(weights)
+    return params.with_suffix("")

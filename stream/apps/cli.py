@@ -299,6 +299,20 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     except ValueError:
         raise SystemExit(f"vadstream calibrate: --smoothing takes frame counts of at least 1, "
                          f"comma-separated (e.g. 1,3,5), got {args.smoothing!r}") from None
+    from models.weights import read_meta
+
+    if "classes" in read_meta(args.model).provenance:      # trained on an image data set
+        from train.image_trainer import recalibrate_images
+
+        cal = recalibrate_images(args.model, rule_by=args.rule_by,
+                                 false_alarm_rate=args.false_alarm_rate,
+                                 ctx=pick_context(args.device))
+        threshold = cal["thresholds"][cal["rule"]]
+        real = cal.get("validation", {}).get("real_defect_auc") or {}
+        print(f"rule {cal['rule']} threshold {threshold:.4g}"
+              + (f" (validation defects' AUC: {', '.join(f'{r} {a:.3f}' for r, a in real.items())})"
+                 if real else ""))
+        return 0
     cal = recalibrate(args.model, args.data, stride=args.stride,
                       false_alarm_rate=args.false_alarm_rate, ctx=pick_context(args.device),
                       smoothing=smoothing)
@@ -489,6 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--false-alarm-rate", type=float)
     k.add_argument("--smoothing", default="1", help="moving-mean lengths (frames) to compare "
                    "for every rule, e.g. 1,3,5 (default: 1, none)")
+    k.add_argument("--rule-by", choices=["synthetic", "defects"], help="image autoencoders: "
+                   "choose the rule by synthetic defects or by the validation split's real "
+                   "defective images (default: as trained)")
     k.add_argument("--device", choices=DEVICES, default="auto")
     k.set_defaults(func=cmd_calibrate)
 

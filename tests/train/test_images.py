@@ -291,3 +291,23 @@ def test_denoising_corrupts_about_its_share_and_only_within_range():
     assert 70 <= changed.sum() <= 130
     assert out.min() >= 0.0 and out.max() <= 1.0
     assert (x == clean).all()          # the clean batch is the target: left as it was
+
+
+def test_calibrate_chooses_an_image_autoencoders_rule_by_its_validation_defects(trained,
+                                                                              tmp_path):
+    import shutil
+
+    from stream.apps.cli import main
+
+    source = trained["ssim_ae"]
+    for suffix in (".params", ".json", ".calib"):
+        shutil.copy(source.with_suffix(suffix), tmp_path / f"w{suffix}")
+    assert main(["calibrate", "--model", str(tmp_path / "w"), "--rule-by", "defects",
+                 "--device", "cpu"]) == 0
+    _, meta = load_weights(tmp_path / "w")
+    cal = meta.calibration
+    real = cal["validation"]["real_defect_auc"]
+    assert cal["selection"]["by"].startswith("real defective")
+    assert cal["rule"] == max(real, key=real.get)
+    assert cal["selection"]["synthetic_rule"] in real
+    assert meta.provenance["config"]["rule_by"] == "defects"
