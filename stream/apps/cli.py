@@ -352,8 +352,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from stream.capture.frames import is_image_dataset
     from stream.detector.engine import pick_context
-    from train.images import is_image_dataset
 
     if args.normal is not None or is_image_dataset(args.data):
         from train.evaluate_images import evaluate_images, format_image_table, write_image_outputs

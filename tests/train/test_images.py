@@ -17,11 +17,11 @@ from models.contract import InputContract
 from models.registry import get_family, get_model
 from models.scoring import ScorerConfig
 from models.weights import WeightsMeta, load_calibration_arrays, load_weights
-from stream.capture.frames import list_frames
+from stream.capture.frames import is_image_dataset, list_frames
 from tests.conftest import DATA
 from train.evaluate_images import evaluate_images
 from train.image_trainer import ImageTrainConfig
-from train.images import class_folders, is_image_dataset, split_indices
+from train.images import class_folders, split_indices
 
 CASTING = DATA / "casting" / "train"
 CRACKS = DATA / "cracks"
