@@ -33,7 +33,9 @@ from train.images import (
     SYNTHETIC_DEFECTS,
     ImageSet,
     load_image_set,
+    recorded_split,
     score_images,
+    split_digest,
     split_indices,
     synthetic_defects,
 )
@@ -199,6 +201,8 @@ def train_images(data: str | Path, out: str | Path, model: str, model_args: dict
     provenance = {"data": str(data), "classes": images.classes,
                   "split": {"val_share": config.val_share, "seed": config.seed,
                             "train": len(train_set), "val": len(val_set),
+                            "val_digest": split_digest(val_set.paths),
+                            **({"limit": limit} if limit is not None else {}),
                             "method": "per class, numpy default_rng(seed).permutation; the "
                                       "first round(val_share * n) of each are validation"},
                   "config": asdict(config)}
@@ -405,8 +409,13 @@ def recalibrate_images(weights: str | Path, rule_by: str | None = None,
         raise ValueError(f"{weights} were not trained on an image data set by this version "
                          "(no recorded split): retrain them with `vadstream train`")
     normal = next(name for name, label in p["classes"].items() if label == 0)
-    images = load_image_set(p["data"], meta.contract, normal)
-    train_i, val_i = split_indices(images.labels, config["val_share"], config["seed"])
+    split = p.get("split") or {}
+    images = load_image_set(p["data"], meta.contract, normal, limit=split.get("limit"),
+                            seed=int(split.get("seed", config["seed"])))
+    # The very images training held out, or an error: never a recomputed split that
+    # calibrates on images the weights trained on
+    train_i, val_i = recorded_split(p, images, p["data"], "retrain the weights on this data "
+                                    "set with `vadstream train`")
     train_set, val_set = images.subset(train_i), images.subset(val_i)
     histogram = Path(str(weights_paths_stem(weights)) + ".calibration.png")
     if family.labelled:
