@@ -236,8 +236,13 @@ def train_images(data: str | Path, out: str | Path, model: str, model_args: dict
             return family.loss(net, mx.nd.array(marked[:, None], ctx=ctx), target=batch)
         return family.loss(net, batch)
 
-    for _ in range(state["epoch"]):
-        rng.permutation(len(fit))   # the shuffle sequence of an uninterrupted run
+    if "rng" in state:
+        # The generator as the last finished epoch left it: the shuffles, flips, turns
+        # and synthetic defects of an uninterrupted run
+        rng.bit_generator.state = state["rng"]
+    else:
+        for _ in range(state["epoch"]):
+            rng.permutation(len(fit))   # a state from before the generator was recorded
     started = time.time() - state.get("train_seconds", 0.0)
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         order = rng.permutation(len(fit))
@@ -273,6 +278,7 @@ def train_images(data: str | Path, out: str | Path, model: str, model_args: dict
             state["stale"] += 1
         state["epoch"] = epoch
         state["train_seconds"] = round(time.time() - started, 1)
+        state["rng"] = rng.bit_generator.state
         state_path.write_text(json.dumps(state, indent=2))
         if state["stale"] >= config.patience:
             log.info("validation loss has not improved for %d epochs: stopping", config.patience)

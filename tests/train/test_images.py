@@ -345,3 +345,27 @@ def test_a_changed_data_set_is_refused_where_the_split_is_recomputed(trained, su
         recalibrate_images(weights)
     with pytest.raises(ValueError, match="does not hold the images"):
         validation_parts(load_weights(weights)[1])
+
+
+def test_a_resumed_run_is_the_uninterrupted_one(subsets, tmp_path):
+    """One epoch, then --resume to two, ends with the weights of two epochs in one go, with
+    augmentation and denoising drawing from the generator between the shuffles."""
+    from train.image_trainer import train_images
+
+    args, contract, source, normal = TINY["ssim_ae"]
+    config = {"patience": 5, "batch_size": 4, "augment": True, "denoise": 0.5}
+
+    def run(stem: str, epochs: int, resume: bool = False) -> None:
+        train_images(subsets[source], tmp_path / stem, "ssim_ae", args, contract,
+                     ImageTrainConfig(epochs=epochs, **config), normal=normal, resume=resume)
+
+    run("resumed", 1)
+    run("resumed", 2, resume=True)
+    run("straight", 2)
+    a, _ = load_weights(tmp_path / "resumed.last")
+    b, _ = load_weights(tmp_path / "straight.last")
+    pa, pb = a.collect_params(), b.collect_params()
+    for name, param in pa.items():
+        other = pb[b.prefix + name[len(a.prefix):]]
+        np.testing.assert_allclose(param.data().asnumpy(), other.data().asnumpy(),
+                                   rtol=1e-5, atol=1e-6, err_msg=name)
