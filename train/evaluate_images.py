@@ -15,7 +15,7 @@ import numpy as np
 from models.registry import get_family
 from models.scoring import ScorerConfig
 from models.weights import load_calibration_arrays, load_weights
-from train.images import ImageSet, load_image_set, score_images, split_indices
+from train.images import ImageSet, load_image_set, recorded_split, score_images
 from train.metrics import decision_scores, roc_auc_eer
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,10 @@ def evaluate_images(weights: str | Path, data: str | Path, normal: str | None = 
     form = family.inference(net, meta, ctx)[1]
     form.hybridize()
     scorer = family.scorer(meta, load_calibration_arrays(weights, meta), ScorerConfig())
-    images = load_image_set(data, meta.contract, normal)
+    recorded = meta.provenance.get("split") or {}
+    limit = recorded.get("limit") if split == "val" else None
+    images = load_image_set(data, meta.contract, normal, limit=limit,
+                            seed=int(recorded.get("seed", 0)))
     if split == "val":
         images = images.subset(_validation_index(meta, images, data))
     elif split != "all":
@@ -111,17 +114,7 @@ def evaluate_images(weights: str | Path, data: str | Path, normal: str | None = 
 
 def _validation_index(meta, images: ImageSet, data: str | Path) -> np.ndarray:
     """The validation images of the split recorded in the weights' provenance."""
-    recorded = meta.provenance.get("split") or {}
-    if "val_share" not in recorded or meta.provenance.get("classes") != images.classes:
-        raise ValueError(f"--split val needs weights trained on this data set's class folders "
-                         f"({', '.join(images.classes)}) with a recorded split; these were "
-                         f"trained on {meta.provenance.get('data')!r}: use --split all")
-    _, val = split_indices(images.labels, recorded["val_share"], recorded["seed"])
-    if len(val) != recorded.get("val", len(val)):
-        raise ValueError(f"{data} does not hold the images the weights were split from "
-                         f"({recorded.get('val')} validation images recorded, {len(val)} "
-                         "now): use --split all")
-    return val
+    return recorded_split(meta.provenance, images, data, "use --split all")[1]
 
 
 def _heatmaps(form, scorer, images: ImageSet, scores: np.ndarray, flagged: np.ndarray,

@@ -33,7 +33,9 @@ from train.images import (
     SYNTHETIC_DEFECTS,
     ImageSet,
     load_image_set,
+    recorded_split,
     score_images,
+    split_digest,
     split_indices,
     synthetic_defects,
 )
@@ -199,6 +201,8 @@ def train_images(data: str | Path, out: str | Path, model: str, model_args: dict
     provenance = {"data": str(data), "classes": images.classes,
                   "split": {"val_share": config.val_share, "seed": config.seed,
                             "train": len(train_set), "val": len(val_set),
+                            "val_digest": split_digest(val_set.paths),
+                            **({"limit": limit} if limit is not None else {}),
                             "method": "per class, numpy default_rng(seed).permutation; the "
                                       "first round(val_share * n) of each are validation"},
                   "config": asdict(config)}
@@ -232,8 +236,13 @@ def train_images(data: str | Path, out: str | Path, model: str, model_args: dict
             return family.loss(net, mx.nd.array(marked[:, None], ctx=ctx), target=batch)
         return family.loss(net, batch)
 
-    for _ in range(state["epoch"]):
-        rng.permutation(len(fit))   # the shuffle sequence of an uninterrupted run
+    if "rng" in state:
+        # The generator as the last finished epoch left it: the shuffles, flips, turns
+        # and synthetic defects of an uninterrupted run
+        rng.bit_generator.state = state["rng"]
+    else:
+        for _ in range(state["epoch"]):
+            rng.permutation(len(fit))   # a state from before the generator was recorded
     started = time.time() - state.get("train_seconds", 0.0)
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         order = rng.permutation(len(fit))
@@ -269,6 +278,7 @@ def train_images(data: str | Path, out: str | Path, model: str, model_args: dict
             state["stale"] += 1
         state["epoch"] = epoch
         state["train_seconds"] = round(time.time() - started, 1)
+        state["rng"] = rng.bit_generator.state
         state_path.write_text(json.dumps(state, indent=2))
         if state["stale"] >= config.patience:
             log.info("validation loss has not improved for %d epochs: stopping", config.patience)
@@ -405,8 +415,13 @@ def recalibrate_images(weights: str | Path, rule_by: str | None = None,
         raise ValueError(f"{weights} were not trained on an image data set by this version "
                          "(no recorded split): retrain them with `vadstream train`")
     normal = next(name for name, label in p["classes"].items() if label == 0)
-    images = load_image_set(p["data"], meta.contract, normal)
-    train_i, val_i = split_indices(images.labels, config["val_share"], config["seed"])
+    split = p.get("split") or {}
+    images = load_image_set(p["data"], meta.contract, normal, limit=split.get("limit"),
+                            seed=int(split.get("seed", config["seed"])))
+    # The very images training held out, or an error: never a recomputed split that
+    # calibrates on images the weights trained on
+    train_i, val_i = recorded_split(p, images, p["data"], "retrain the weights on this data "
+                                    "set with `vadstream train`")
     train_set, val_set = images.subset(train_i), images.subset(val_i)
     histogram = Path(str(weights_paths_stem(weights)) + ".calibration.png")
     if family.labelled:

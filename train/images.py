@@ -8,6 +8,7 @@ is a defect. Labels: 0 normal, 1 defect.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,6 +135,47 @@ def split_indices(labels: np.ndarray, val_share: float, seed: int
         val.append(index[:k])
         train.append(index[k:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+def split_digest(paths: list[Path]) -> str:
+    """A digest of which images a split part holds (their class folder and file names, in
+    any order): the validation images recomputed later must be the ones training held out."""
+    names = sorted(f"{p.parent.name}/{p.name}" for p in paths)
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
+
+
+def recorded_split(provenance: dict, images: ImageSet, data: str | Path, remedy: str
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The training and validation indices of ``images`` in the split the weights'
+    ``provenance`` recorded, checked to be the very images training split.
+
+    Args:
+        provenance: The weights' provenance (``classes`` and ``split``).
+        images: The data set as loaded now (with the recorded ``limit``, if any).
+        data: Its folder (for the message).
+        remedy: What the caller can do instead (ends the error message).
+
+    Raises:
+        ValueError: If no split is recorded, the class folders differ, or the recomputed
+            split holds other images than the recorded one (images added, removed or
+            renamed since training).
+    """
+    split = provenance.get("split")
+    if not isinstance(split, dict) or "val_share" not in split \
+            or provenance.get("classes") != images.classes:
+        raise ValueError(f"these weights were not trained on the class folders of {data} "
+                         f"({', '.join(images.classes)}) with a recorded split (trained on "
+                         f"{provenance.get('data')!r}): {remedy}")
+    train, val = split_indices(images.labels, float(split["val_share"]), int(split["seed"]))
+    counts = (split.get("train", len(train)), split.get("val", len(val)))
+    digest = split.get("val_digest")
+    if counts != (len(train), len(val)) or (
+            digest and digest != split_digest([images.paths[i] for i in val])):
+        swapped = ", other validation images" if counts == (len(train), len(val)) else ""
+        raise ValueError(f"{data} does not hold the images the weights were split from "
+                         f"({counts[0]} training and {counts[1]} validation images recorded, "
+                         f"{len(train)} and {len(val)} now{swapped}): {remedy}")
+    return train, val
 
 
 def _disk(side: int, rng: np.random.Generator, lo: float, hi: float) -> tuple[int, int, int]:

@@ -53,7 +53,7 @@ def validation_parts(meta: WeightsMeta, data: str | Path | None = None) -> dict[
         ValueError: If the weights carry no image split, or the folder does not hold the
             images they were split over.
     """
-    from train.images import split_indices
+    from train.images import split_digest, split_indices
 
     p = meta.provenance
     split, classes = p.get("split"), p.get("classes")
@@ -76,6 +76,11 @@ def validation_parts(meta: WeightsMeta, data: str | Path | None = None) -> dict[
                          f"not the {expected} the weights were split over; give the data set "
                          "they were trained on")
     _, val = split_indices(np.asarray(labels), float(split["val_share"]), int(split["seed"]))
+    digest = split.get("val_digest")
+    if digest and digest != split_digest([paths[i] for i in val]):
+        raise ValueError(f"{root} does not hold the images the weights were split from (other "
+                         "validation images than training held out); give the data set they "
+                         "were trained on, unchanged")
     out: dict[str, list[Path]] = {name: [] for name in sorted(classes)}
     for i in val:
         out[paths[i].parent.name].append(paths[i])

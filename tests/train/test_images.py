@@ -311,3 +311,61 @@ def test_calibrate_chooses_an_image_autoencoders_rule_by_its_validation_defects(
     assert cal["rule"] == max(real, key=real.get)
     assert cal["selection"]["synthetic_rule"] in real
     assert meta.provenance["config"]["rule_by"] == "defects"
+
+
+def test_a_changed_data_set_is_refused_where_the_split_is_recomputed(trained, subsets,
+                                                                     tmp_path):
+    """evaluate --split val, vadstream calibrate and the conveyor sample recompute the split;
+    on a folder whose images changed since training (the same count: one swapped) they
+    refuse, instead of calling training images validation ones."""
+    import shutil
+
+    from stream.apps.conveyor import validation_parts
+    from train.image_trainer import recalibrate_images
+
+    source = TINY["cam"][2]
+    data = tmp_path / "data"
+    shutil.copytree(subsets[source], data, symlinks=True)
+    weights = tmp_path / "w"
+    for suffix in (".params", ".json"):
+        shutil.copy(trained["cam"].with_suffix(suffix), weights.with_suffix(suffix))
+    meta = json.loads(weights.with_suffix(".json").read_text())
+    meta["provenance"]["data"] = str(data)
+    weights.with_suffix(".json").write_text(json.dumps(meta))
+    result, _ = evaluate_images(weights, data, split="val")          # unchanged: fine
+    assert result["images"] == meta["provenance"]["split"]["val"]
+    normal = next(n for n, label in meta["provenance"]["classes"].items() if label == 0)
+    first = list_frames(data / normal)[0]
+    unseen = list_frames(CRACKS / normal)[-1]
+    first.unlink()
+    (data / normal / unseen.name).symlink_to(unseen)
+    with pytest.raises(ValueError, match="does not hold the images"):
+        evaluate_images(weights, data, split="val")
+    with pytest.raises(ValueError, match="does not hold the images"):
+        recalibrate_images(weights)
+    with pytest.raises(ValueError, match="does not hold the images"):
+        validation_parts(load_weights(weights)[1])
+
+
+def test_a_resumed_run_is_the_uninterrupted_one(subsets, tmp_path):
+    """One epoch, then --resume to two, ends with the weights of two epochs in one go, with
+    augmentation and denoising drawing from the generator between the shuffles."""
+    from train.image_trainer import train_images
+
+    args, contract, source, normal = TINY["ssim_ae"]
+    config = {"patience": 5, "batch_size": 4, "augment": True, "denoise": 0.5}
+
+    def run(stem: str, epochs: int, resume: bool = False) -> None:
+        train_images(subsets[source], tmp_path / stem, "ssim_ae", args, contract,
+                     ImageTrainConfig(epochs=epochs, **config), normal=normal, resume=resume)
+
+    run("resumed", 1)
+    run("resumed", 2, resume=True)
+    run("straight", 2)
+    a, _ = load_weights(tmp_path / "resumed.last")
+    b, _ = load_weights(tmp_path / "straight.last")
+    pa, pb = a.collect_params(), b.collect_params()
+    for name, param in pa.items():
+        other = pb[b.prefix + name[len(a.prefix):]]
+        np.testing.assert_allclose(param.data().asnumpy(), other.data().asnumpy(),
+                                   rtol=1e-5, atol=1e-6, err_msg=name)
