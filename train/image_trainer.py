@@ -320,7 +320,9 @@ def calibrate_classifier(family, net: HybridBlock, meta: WeightsMeta, val: Image
     accuracy = np.array([((margin >= c) == labels).mean() for c in cuts])
     best = np.flatnonzero(accuracy == accuracy.max())
     cut = float(np.median(cuts[best]))
-    threshold = float(1 / (1 + np.exp(-cut)))
+    # A probability strictly inside (0, 1), as the scorer requires, however far the cut
+    threshold = float(np.clip(1 / (1 + np.exp(-np.clip(cut, -60, 60))),
+                              np.nextafter(0.0, 1.0), np.nextafter(1.0, 0.0)))
     flagged = margin >= cut
     auc, eer = roc_auc_eer(labels, margin)
     tp = int((flagged & labels).sum())
