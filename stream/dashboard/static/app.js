@@ -16,6 +16,9 @@ const $ = (sel, root = document) => root.querySelector(sel);
 const fmtTime = (ts) => ts == null ? "–" :
   new Date(ts * 1000).toLocaleTimeString([], { hour12: false });
 const fmtNum = (x, digits = 1) => x == null ? "–" : Number(x).toFixed(digits);
+// Scores and thresholds: a probability (0.203) needs its digits, pixel sums (519.8) do not.
+const fmtScore = (x) => x == null ? "–" :
+  Math.abs(x) < 10 ? String(Number(Number(x).toPrecision(3))) : Number(x).toFixed(1);
 const fmtAge = (s) => s == null ? "never" : s < 90 ? `${Math.round(s)} s ago` :
   `${Math.round(s / 60)} min ago`;
 
@@ -107,7 +110,7 @@ function onStatus(msg) {
   pill.className = "pill " + (detector.reachable ? "pill-up" : "pill-down");
   pill.textContent = detector.reachable ? "detector connected" : "no detector";
   const parts = [];
-  if (detector.rule) parts.push(`rule ${detector.rule} ≥ ${fmtNum(detector.threshold)}`);
+  if (detector.rule) parts.push(`rule ${detector.rule} ≥ ${fmtScore(detector.threshold)}`);
   if (detector.reachable && detector.uptime_s != null)
     parts.push(`up ${Math.round(detector.uptime_s / 60)} min`);
   const rejected = Object.values(detector.rejected || {}).reduce((a, b) => a + b, 0);
@@ -147,7 +150,7 @@ function renderStream(s) {
   $(".reconnects", card).textContent = sum.reconnects ?? "–";
   $(".scored", card).textContent = sum.scored ?? "–";
   $(".score-now", card).textContent = sum.score == null ? "" :
-    `${fmtNum(sum.score)}${sum.rule ? ` (${sum.rule})` : ""}`;
+    `${fmtScore(sum.score)}${sum.rule ? ` (${sum.rule})` : ""}`;
   $(".events", card).textContent = sum.events ?? "–";
 }
 
@@ -225,7 +228,7 @@ function drawChart(s) {
     ctx.beginPath(); ctx.moveTo(left, yy); ctx.lineTo(left + pw, yy); ctx.stroke();
     ctx.setLineDash([]);
     ctx.fillStyle = "#ef4b4b"; ctx.textAlign = "left"; ctx.textBaseline = "bottom";
-    ctx.fillText(`threshold ${fmtNum(s.threshold)}`, left + 4, yy - 2);
+    ctx.fillText(`threshold ${fmtScore(s.threshold)}`, left + 4, yy - 2);
   }
   canvas.dataset.points = shown.length;
   canvas.dataset.threshold = s.threshold ?? "";
@@ -277,7 +280,7 @@ function upsertEvent(e, live) {
   const dur = e.end_ts != null ? ` (${Math.max(0, e.end_ts - e.start_ts).toFixed(1)} s)` : "";
   $(".when", li).textContent = `${fmtTime(e.start_ts)} – ${e.open ? "ongoing" : fmtTime(e.end_ts)}${dur}` +
     (e.clip ? ` · ${e.clip}` : "");
-  $(".score", li).innerHTML = `peak <b>${fmtNum(e.peak_score)}</b> / threshold ${fmtNum(e.threshold)}` +
+  $(".score", li).innerHTML = `peak <b>${fmtScore(e.peak_score)}</b> / threshold ${fmtScore(e.threshold)}` +
     ` · ${e.frames ?? "?"} frame(s)`;
   li.classList.toggle("open", !!e.open);
   if (streams.has(e.stream)) renderStream(streams.get(e.stream));
@@ -304,7 +307,7 @@ async function openEvent(id) {
   const dialog = $("#event-dialog");
   $("#event-title").textContent = `${e.stream} · event ${id.slice(0, 8)}`;
   const meta = [["start", fmtTime(e.start_ts)], ["end", e.open ? "ongoing" : fmtTime(e.end_ts)],
-    ["peak score", fmtNum(e.peak_score)], ["threshold", fmtNum(e.threshold)],
+    ["peak score", fmtScore(e.peak_score)], ["threshold", fmtScore(e.threshold)],
     ["frames", e.frames], ["peak frame", e.peak_seq], ["clip", e.clip || "–"],
     ["boxes", (e.boxes || []).length]];
   $("#event-meta").innerHTML = meta.map(([k, v]) => `<div><dt>${k}</dt><dd>${escapeHtml(String(v))}</dd></div>`).join("");
@@ -327,7 +330,7 @@ async function openEvent(id) {
     const t = document.createElement("img");
     t.src = f.url;
     t.loading = "lazy";
-    t.title = `frame ${f.seq}, score ${fmtNum(f.score)}`;
+    t.title = `frame ${f.seq}, score ${fmtScore(f.score)}`;
     if (f.anomalous) t.classList.add("anomalous");
     if (f.seq === e.peak_seq) t.classList.add("peak");
     t.addEventListener("click", () => { stopPlayer(); show(i); });
@@ -344,7 +347,7 @@ function show(i) {
   const f = player.frames[i];
   $("#event-frame").src = f.url;
   $("#event-slider").value = i;
-  $("#event-pos").textContent = `frame ${f.seq} · score ${fmtNum(f.score)}${f.anomalous ? " · anomalous" : ""}`;
+  $("#event-pos").textContent = `frame ${f.seq} · score ${fmtScore(f.score)}${f.anomalous ? " · anomalous" : ""}`;
   [...$("#event-strip").children].forEach((t, j) => t.classList.toggle("current", j === i));
 }
 
