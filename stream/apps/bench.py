@@ -24,7 +24,7 @@ import numpy as np
 
 from models.registry import get_family
 from models.scoring import LOOKBACK, ScorerConfig
-from models.weights import load_calibration_arrays, read_meta
+from models.weights import load_calibration_arrays, load_weights, read_meta
 from stream.apps.demo import DEFAULT_SOURCE
 from stream.detector.engine import Engine, pick_context
 from stream.detector.precision import bf16_possible, cpu_flags, isa_summary, scorer_decisions
@@ -149,9 +149,9 @@ def families_report(models: list[str | Path], device: str, seconds: float) -> li
         runs[str(model)] = lambda e=engine, t=tail: e.run(LIVE_BATCH, tail=t)
         rows.append({"weights": str(model), "model": meta.model, "window": meta.window,
                      "stride": stride, "size": meta.contract.size,
+                     # of the loaded network: an unloaded one may defer its shapes
                      "parameters": int(sum(np.prod(p.shape) for p in
-                                           engine.family.network(**meta.model_args)
-                                           .collect_params().values()))})
+                                           load_weights(model)[0].collect_params().values()))})
     times = best_times(runs, seconds)
     for row in rows:
         row["scored_fps"] = round(LIVE_BATCH * row["stride"] / times[row["weights"]], 1)
