@@ -151,7 +151,8 @@ def drill(nodes: int = 3, streams: int = 4, kill_after: float = 20.0, after_s: f
         log.info("all %d cameras scoring after %.1f s", streams, time.monotonic() - t0)
         time.sleep(kill_after)
         before = ray.get(coordinator.node_of.remote())
-        victims = {n.node_id: n for n in cluster.worker_nodes}
+        driver = ray.get_runtime_context().get_node_id()   # killing it would end the drill
+        victims = {n.node_id: n for n in cluster.worker_nodes if n.node_id != driver}
         load = {nid: sum(1 for v in before.values() if v == nid) for nid in victims}
         victim = max(load, key=lambda nid: (load[nid], nid))
         killed_at = time.time()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 
+import zmq
+
 from stream.store import EventStore
 from stream.wire.publisher import Publisher
 
@@ -33,6 +35,7 @@ class EventSink:
         self.store = EventStore(events_db, exclusive=True)
         self.seen = {alert_key(a) for a in self.store.query()}
         self.publisher = Publisher(publish)
+        self.endpoint = self.publisher.socket.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.events_db = str(self.store.path.resolve())
         self.scored: dict[str, int] = defaultdict(int)
         self.last_score: dict[str, float] = {}
@@ -75,7 +78,7 @@ class EventSink:
             t0, n0 = self.rate.get(stream, (now, n))
             fps[stream] = (n - n0) / (now - t0) if now > t0 else 0.0
             self.rate[stream] = (now, n)
-        return {"events_db": self.events_db, "endpoint": self.publisher.endpoint,
+        return {"events_db": self.events_db, "endpoint": self.endpoint,
                 "streams": {s: {"scored": self.scored[s], "alerts": self.alerts.get(s, 0),
                                 "fps": round(fps[s], 2), "last_score": self.last_score[s]}
                             for s in self.scored},
