@@ -14,14 +14,19 @@ log = logging.getLogger(__name__)
 
 def run_cluster(config_path: Path, stop: threading.Event) -> int:
     """Start (or join) Ray, the sink and the coordinator; run until ``stop``."""
-    import ray
+    import os
 
-    from stream.cluster import launch
     from stream.cluster.config import load_cluster
 
     setup = load_cluster(config_path)
     if not setup.streams:
         raise ValueError(f"{config_path} configures no streams; add entries under `streams:`")
+    if setup.cluster.address == "local":
+        # An embedded Ray stays on loopback (read when Ray is imported, hence here).
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray
+
+    from stream.cluster import launch
     launch.connect(setup.cluster)
     coordinator, sink = launch.start(setup.cluster, setup.streams, setup.sections)
     try:

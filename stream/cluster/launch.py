@@ -69,6 +69,7 @@ def status(address: str, namespace: str) -> dict:
     ray.init(address=address, namespace=namespace, configure_logging=False,
              log_to_driver=False)
     try:
-        return ray.get(ray.get_actor(COORDINATOR_NAME).status.remote(), timeout=30)
+        coordinator = ray.get_actor(COORDINATOR_NAME)   # held: a temporary handle is lost
+        return ray.get(coordinator.status.remote(), timeout=30)
     finally:
         ray.shutdown()
