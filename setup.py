@@ -25,6 +25,9 @@ setup(
     ],
     extras_require={"test": ["pytest>=8", "pytest-timeout>=2.1", "hypothesis>=6", "ruff>=0.5",
                              # drives Debian's chromium (never `playwright install`)
-                             "playwright>=1.40,<1.66"]},
+                             "playwright>=1.40,<1.66",
+                             "ray[default]==2.40.0"],   # tests/stream/test_cluster.py
+                    # vadstream on a Ray cluster (stream/cluster); resolves with numpy<1.24
+                    "cluster": ["ray[default]==2.40.0"]},
     entry_points={"console_scripts": ["vadstream=stream.apps.cli:main"]},
 )

@@ -220,8 +220,13 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from stream.apps.supervisor import supervise
+    from stream.cluster.config import is_cluster_config
     from stream.pipeline import load_pipeline
 
+    if is_cluster_config(args.config):   # configs/cluster.yaml: shards on a Ray cluster
+        from stream.apps.cluster import run_cluster
+
+        return run_cluster(args.config, _stop_on_signals())
     pipe = load_pipeline(args.config)
     if not pipe.streams:
         raise ValueError(f"{args.config} configures no streams; add entries under `streams:`")
@@ -460,6 +465,10 @@ def build_parser() -> argparse.ArgumentParser:
     u = sub.add_parser("run", help="run the detector and every configured capture, supervised")
     u.add_argument("--config", type=Path, default=Path("configs/pipeline.yaml"))
     u.set_defaults(func=cmd_run)
+
+    from stream.apps.cluster import add_cluster_parser
+
+    add_cluster_parser(sub)
 
     m = sub.add_parser("demo", help="the whole pipeline on UCSD Ped2 (or --source), or on "
                        "cast parts passing a camera (--conveyor)")

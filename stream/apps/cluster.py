@@ -1,0 +1,115 @@
+"""``vadstream run`` with a ``cluster:`` config, ``vadstream cluster status`` and ``drill``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def run_cluster(config_path: Path, stop: threading.Event) -> int:
+    """Start (or join) Ray, the sink and the coordinator; run until ``stop``."""
+    import os
+
+    from stream.cluster.config import load_cluster
+
+    setup = load_cluster(config_path)
+    if not setup.streams:
+        raise ValueError(f"{config_path} configures no streams; add entries under `streams:`")
+    if setup.cluster.address == "local":
+        # An embedded Ray stays on loopback (read when Ray is imported, hence here).
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray
+
+    from stream.cluster import launch
+    launch.connect(setup.cluster)
+    coordinator, sink = launch.start(setup.cluster, setup.streams, setup.sections)
+    try:
+        while not stop.wait(10.0):
+            status = ray.get(coordinator.status.remote(), timeout=30)
+            log.info("%s", summary(status))
+    finally:
+        if not setup.cluster.detached:
+            launch.stop(coordinator, sink)
+        ray.shutdown()
+    return 0
+
+
+def summary(status: dict) -> str:
+    """One line: shards, cameras each, frames/s and alerts."""
+    streams = status["sink"]["streams"]
+    parts = []
+    for name, shard in sorted(status["shards"].items()):
+        fps = sum(streams.get(c, {}).get("fps", 0.0) for c in shard["cameras"])
+        parts.append(f"{name}@{shard['node'][:8]}: {len(shard['cameras'])} cameras "
+                     f"{fps:.1f} frames/s")
+    return f"{'; '.join(parts)}; {status['sink']['alerts_stored']} alerts stored"
+
+
+def cmd_cluster_status(args: argparse.Namespace) -> int:
+    from stream.cluster.launch import status as cluster_status
+
+    status = cluster_status(args.address, args.namespace)
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    alive = {n["node"]: n for n in status["nodes"]}
+    streams = status["sink"]["streams"]
+    print(f"nodes: {sum(n['alive'] for n in status['nodes'])} alive of {len(alive)}; "
+          f"alerts stored: {status['sink']['alerts_stored']} ({status['sink']['events_db']}); "
+          f"topics on {status['sink']['endpoint']}")
+    for name, shard in sorted(status["shards"].items()):
+        node = alive.get(shard["node"], {})
+        print(f"{name} node {shard['node'][:12]} ({node.get('address', '?')}, "
+              f"{'alive' if node.get('alive') else 'dead'}): {len(shard['cameras'])} cameras")
+        for cam in shard["cameras"]:
+            s = streams.get(cam, {})
+            print(f"  {cam:16} {s.get('fps', 0.0):6.1f} frames/s  {s.get('scored', 0):8d} "
+                  f"scored  {s.get('alerts', 0):5d} alerts")
+    return 0
+
+
+def cmd_cluster_drill(args: argparse.Namespace) -> int:
+    from stream.cluster.drill import drill
+
+    t0 = time.monotonic()
+    report = drill(nodes=args.nodes, streams=args.streams, kill_after=args.kill_after,
+                   after_s=args.after, model=args.model, fps=args.fps)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    log.info("drill done in %.0f s", time.monotonic() - t0)
+    ok = (report["alerts_missing"] == 0 and not report["leftover_processes"]
+          and all(s["scored_after"] > 0 for s in report["streams"].values()))
+    return 0 if ok else 1
+
+
+def add_cluster_parser(sub) -> None:
+    """``vadstream cluster status|drill``."""
+    from stream.defaults import STAE_WEIGHTS
+
+    c = sub.add_parser("cluster", help="a Ray cluster of detector shards: status, drill")
+    csub = c.add_subparsers(dest="cluster_command", required=True)
+    s = csub.add_parser("status", help="shards, their nodes, cameras, frames/s, alerts")
+    s.add_argument("--address", default="auto", help="Ray address (auto: the one here)")
+    s.add_argument("--namespace", default="vadstream")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_cluster_status)
+    d = csub.add_parser("drill", help="failover drill on a local multi-node Ray cluster")
+    d.add_argument("--nodes", type=int, default=3, help="Ray nodes (one CPU each)")
+    d.add_argument("--streams", type=int, default=4, help="Ped2 clips replayed as cameras")
+    d.add_argument("--kill-after", type=float, default=20.0,
+                   help="seconds of scoring before a worker node is SIGKILLed")
+    d.add_argument("--after", type=float, default=15.0,
+                   help="seconds measured once the killed node's cameras score again")
+    d.add_argument("--fps", type=float, default=5.0, help="replay rate of each camera")
+    d.add_argument("--model", default=str(STAE_WEIGHTS))
+    d.add_argument("--json", type=Path, help="write the report here")
+    d.set_defaults(func=cmd_cluster_drill)

@@ -1,0 +1,116 @@
+"""vadstream on a local multi-node Ray cluster on loopback: spread, failover, no alert lost.
+
+One drill (3 nodes, 3 cameras, one worker node SIGKILLed) serves the failover tests; a
+second, 2-node cluster has a shard's worker killed and restarted by Ray.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from stream.cluster import drill as drill_module  # first: keeps Ray on loopback
+from stream.cluster.coordinator import balance
+
+ray = pytest.importorskip("ray")
+
+
+def test_balance_spreads_keeps_and_gives_back():
+    cams = [f"c{i}" for i in range(6)]
+    first = balance(cams, ["a", "b", "c"], {})
+    assert sorted(list(first.values()).count(s) for s in "abc") == [2, 2, 2]
+    survivors = balance(cams, ["a", "b"], first)
+    assert all(survivors[c] == s for c, s in first.items() if s in "ab")   # nothing else moves
+    assert sorted(list(survivors.values()).count(s) for s in "ab") == [3, 3]
+    back = balance(cams, ["a", "b", "c"], survivors)
+    assert sorted(list(back.values()).count(s) for s in "abc") == [2, 2, 2]
+    assert balance(cams, [], first) == {}
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    return drill_module.drill(nodes=3, streams=3, kill_after=6.0, after_s=6.0, fps=5.0,
+                              workdir=str(tmp_path_factory.mktemp("drill")))
+
+
+@pytest.mark.timeout(240)
+def test_cameras_spread_over_shards_on_different_nodes(report):
+    nodes = {s["node_before"] for s in report["streams"].values()}
+    assert len(nodes) >= 2
+    assert all(s["scored_before"] > 0 for s in report["streams"].values())
+
+
+@pytest.mark.timeout(240)
+def test_killed_node_cameras_resume_on_the_others_within_30s(report):
+    killed = report["killed_node"]
+    moved = {c: s for c, s in report["streams"].items() if s["node_before"] == killed}
+    assert moved, "the killed node held no camera"
+    for cam, s in moved.items():
+        assert s["node_after"] not in (None, killed), cam
+        assert s["scored_after"] > 0, cam
+    assert report["recovery_s"] < 30
+    assert all(s["scored_after"] > 0 for s in report["streams"].values())
+
+
+@pytest.mark.timeout(240)
+def test_every_alert_published_before_and_after_the_kill_is_stored(report):
+    assert report["alerts_published"] > 0
+    assert report["alerts_missing"] == 0
+    assert report["alerts_stored"] >= report["alerts_published"]
+
+
+@pytest.mark.timeout(240)
+def test_drill_leaves_no_process(report):
+    assert report["leftover_processes"] == []
+
+
+@pytest.mark.timeout(180)
+def test_crashed_shard_is_restarted_with_its_cameras(tmp_path):
+    from stream.cluster import launch
+    from stream.cluster.config import ClusterConfig
+    from stream.pipeline import StreamConfig
+
+    clip = drill_module.PED2 / "Test" / "Test001"
+    config = ClusterConfig(address="test", publish="tcp://127.0.0.1:*",
+                           events_db=str(tmp_path / "events.db"), workdir=str(tmp_path / "w"),
+                           device="cpu", reconcile_s=0.5, namespace="vadstream-crash")
+    cams = tuple(StreamConfig(id=f"cam{i}", source=str(clip), fps=5.0, loop=True)
+                 for i in range(2))
+    cluster = drill_module.start_local_cluster(2)
+    try:
+        ray.init(address=cluster.address, namespace=config.namespace, log_to_driver=False)
+        coordinator, sink = launch.start(
+            config, cams, {"detector": {"model": str(drill_module.STAE_WEIGHTS)}},
+            cluster.head_node.node_id)
+        worker = next(iter(cluster.worker_nodes)).node_id
+        name = f"shard-{worker[:8]}"
+        _wait(lambda: _scoring(sink, coordinator, name, since=0.0), 90)
+        shard = ray.get_actor(name)
+        pid = ray.get(shard.pid.remote())
+        cameras = ray.get(shard.info.remote())["cameras"]
+        killed_at = time.time()
+        os.kill(pid, signal.SIGKILL)
+        _wait(lambda: _scoring(sink, coordinator, name, since=killed_at), 60)
+        info = ray.get(shard.info.remote())
+        assert ray.get(shard.pid.remote()) != pid
+        assert info["node"] == worker and info["cameras"] == cameras
+        launch.stop(coordinator, sink)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def _scoring(sink, coordinator, shard: str, since: float) -> bool:
+    cams = ray.get(coordinator.status.remote())["shards"].get(shard, {}).get("cameras", [])
+    streams = ray.get(sink.stats.remote())["streams"]
+    return bool(cams) and all(streams.get(c, {}).get("last_score", 0) > since for c in cams)
+
+
+def _wait(ready, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.5)
