@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import threading
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ def run_cluster(config_path: Path, stop: threading.Event) -> int:
 
     from stream.cluster import launch
     launch.connect(setup.cluster)
+    _catch_signals_again(stop)
     coordinator, sink = launch.start(setup.cluster, setup.streams, setup.sections)
     try:
         while not stop.wait(10.0):
@@ -38,6 +40,20 @@ def run_cluster(config_path: Path, stop: threading.Event) -> int:
             launch.stop(coordinator, sink)
         ray.shutdown()
     return 0
+
+
+def _catch_signals_again(stop: threading.Event) -> None:
+    """Make SIGINT and SIGTERM set ``stop`` again: ``ray.init`` puts Ray's own handlers in
+    their place (SIGTERM: a crash report, then death, leaving Ray's processes behind)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum, _frame):
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
 
 
 def summary(status: dict) -> str:

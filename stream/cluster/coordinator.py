@@ -163,9 +163,13 @@ class Coordinator:
         self.stopping.set()
         self.thread.join(10)
         with self.lock:
-            refs = [h.shutdown.remote() for _, h in self.shards.values()]
+            handles = list(self.shards.values())
+        refs = [h.shutdown.remote() for _, h in handles]
         for ref in refs:
             try:
                 ray.get(ref, timeout=30)
             except (ray.exceptions.RayError, TimeoutError):
                 pass
+        # Ended here, not by their owner's death (which Ray reports as a worker crash).
+        for _, handle in handles:
+            ray.kill(handle, no_restart=True)

@@ -114,3 +114,54 @@ def _wait(ready, timeout_s: float) -> None:
     while not ready():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.5)
+
+
+@pytest.mark.timeout(180)
+def test_run_on_a_cluster_config_stops_cleanly_on_sigterm(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+    import zmq
+
+    with zmq.Context.instance().socket(zmq.PUB) as probe:   # a free loopback port
+        publish = f"tcp://127.0.0.1:{probe.bind_to_random_port('tcp://127.0.0.1')}"
+    config = tmp_path / "cluster.yaml"
+    config.write_text(yaml.safe_dump({
+        "cluster": {"address": "local", "namespace": "vadstream-sigterm", "publish": publish,
+                    "events_db": str(tmp_path / "events.db"), "workdir": str(tmp_path / "w"),
+                    "device": "cpu", "reconcile_s": 0.5},
+        "detector": {"model": str(drill_module.STAE_WEIGHTS), "precision": "fp32"},
+        "streams": [{"id": "cam0", "source": str(drill_module.PED2 / "Test" / "Test001"),
+                     "fps": 5.0, "loop": True}]}))
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"score.")
+    sub.connect(publish)
+    stderr = tmp_path / "stderr.txt"
+    env = {**os.environ, "PYTHONPATH": str(drill_module.STAE_WEIGHTS.parents[2])}
+    with open(stderr, "wb") as err:   # its own session: every process it starts is in it
+        proc = subprocess.Popen([sys.executable, "-m", "stream.apps.cli", "run", "--config",
+                                 str(config)], stderr=err, stdout=subprocess.DEVNULL, env=env,
+                                start_new_session=True)
+    try:
+        assert sub.poll(120_000), "no score on the sink's endpoint within 120 s"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        text = stderr.read_text()
+        for trace in ("Traceback", "SIGTERM received", "did not stop cleanly", "worker died"):
+            assert trace not in text, text[-3000:]
+        time.sleep(1.0)
+        assert _running_in_session(proc.pid) == []
+    finally:
+        sub.close(0)
+        for line in _running_in_session(proc.pid):   # a failed test leaves nothing either
+            os.kill(int(line.split()[0]), signal.SIGKILL)
+
+
+def _running_in_session(sid: int) -> list[str]:
+    """``pid stat args`` of the processes in session ``sid`` (zombies are not running)."""
+    import subprocess
+
+    ps = subprocess.run(["ps", "-o", "pid=,stat=,args=", "-s", str(sid)], capture_output=True,
+                        text=True).stdout.splitlines()
+    return [line for line in ps if line.split()[1][0] != "Z"]
