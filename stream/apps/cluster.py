@@ -71,23 +71,33 @@ def cmd_cluster_status(args: argparse.Namespace) -> int:
     from stream.cluster.launch import status as cluster_status
 
     status = cluster_status(args.address, args.namespace)
-    if args.json:
-        print(json.dumps(status, indent=2))
-        return 0
+    print(json.dumps(status, indent=2) if args.json else "\n".join(status_table(status)))
+    return 0
+
+
+def status_table(status: dict) -> list[str]:
+    """``cluster status``'s lines: the nodes and the sink, then per shard its node, measured
+    capacity and detector endpoint (overlays stay there), then its cameras."""
     alive = {n["node"]: n for n in status["nodes"]}
     streams = status["sink"]["streams"]
-    print(f"nodes: {sum(n['alive'] for n in status['nodes'])} alive of {len(alive)}; "
-          f"alerts stored: {status['sink']['alerts_stored']} ({status['sink']['events_db']}); "
-          f"topics on {status['sink']['endpoint']}")
+    lines = [f"nodes: {sum(n['alive'] for n in status['nodes'])} alive of {len(alive)}; "
+             f"alerts stored: {status['sink']['alerts_stored']} ({status['sink']['events_db']}); "
+             f"topics on {status['sink']['endpoint']}"]
     for name, shard in sorted(status["shards"].items()):
         node = alive.get(shard["node"], {})
-        print(f"{name} node {shard['node'][:12]} ({node.get('address', '?')}, "
-              f"{'alive' if node.get('alive') else 'dead'}): {len(shard['cameras'])} cameras")
+        capacity = shard.get("capacity_fps")
+        lines.append(
+            f"{name} node {shard['node'][:12]} ({node.get('address', '?')}, "
+            f"{'alive' if node.get('alive') else 'dead'}): {len(shard['cameras'])} cameras, "
+            f"capacity {'not measured yet' if capacity is None else f'{capacity} frames/s'}; "
+            f"overlays and scores on {(shard.get('endpoints') or {}).get('publish', '?')}")
+        models = shard.get("models") or {}
         for cam in shard["cameras"]:
             s = streams.get(cam, {})
-            print(f"  {cam:16} {s.get('fps', 0.0):6.1f} frames/s  {s.get('scored', 0):8d} "
-                  f"scored  {s.get('alerts', 0):5d} alerts")
-    return 0
+            lines.append(f"  {cam:16} {s.get('fps', 0.0):6.1f} frames/s  "
+                         f"{s.get('scored', 0):8d} scored  {s.get('alerts', 0):5d} alerts  "
+                         f"{Path(models.get(cam, '?')).name}")
+    return lines
 
 
 def cmd_cluster_drill(args: argparse.Namespace) -> int:

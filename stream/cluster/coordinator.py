@@ -87,6 +87,7 @@ class Coordinator:
         self.sink = ray.get_actor(SINK_NAME, namespace=namespace)
         self.shards: dict[str, tuple[str, object]] = {}   # name -> (node id, handle)
         self.map: dict[str, str] = {}
+        self.infos: dict[str, dict] = {}   # each shard's last answer (Shard.info)
         self.moves: list[dict] = []
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -109,6 +110,7 @@ class Coordinator:
                 if node not in alive:
                     log.warning("node %s is gone: dropping shard %s", node[:8], name)
                     del self.shards[name]
+                    self.infos.pop(name, None)
             known = {node for node, _ in self.shards.values()}
             for node in sorted(alive - known):
                 name = f"shard-{node[:8]}"
@@ -123,9 +125,13 @@ class Coordinator:
                 for name, (_, handle) in self.shards.items()]
         for name, ref in calls:
             try:
-                ray.get(ref, timeout=max(5.0, 2 * self.reconcile_s))
+                info = ray.get(ref, timeout=max(5.0, 2 * self.reconcile_s))
             except (ray.exceptions.RayError, TimeoutError) as err:
                 log.info("shard %s not answering yet (%s)", name, type(err).__name__)
+                continue
+            with self.lock:
+                if name in self.shards:
+                    self.infos[name] = info
 
     def _start_shard(self, name: str, node: str):
         log.info("starting shard %s on node %s", name, node[:8])
@@ -136,10 +142,14 @@ class Coordinator:
         return actor.remote(name, self.sections, self.workdir, self.device, self.sink)
 
     def status(self) -> dict:
-        """Shards (node, cameras), the camera map, recent moves and the sink's counters."""
+        """Shards (node, cameras, their detector's endpoints: overlays and scores stay on
+        the shard's node; each camera's model; measured capacity), the camera map, recent
+        moves and the sink's counters."""
         with self.lock:
             shards = {name: {"node": node, "cameras": sorted(c for c, s in self.map.items()
-                                                             if s == name)}
+                                                             if s == name),
+                             **{k: self.infos.get(name, {}).get(k) for k in
+                                ("endpoints", "models", "capacity_fps")}}
                       for name, (node, _) in self.shards.items()}
             out = {"map": dict(self.map), "shards": shards, "moves": list(self.moves[-50:])}
         nodes = ray.nodes()

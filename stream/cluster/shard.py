@@ -60,8 +60,13 @@ class Shard:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.sink = sink
         self.forward_s = forward_s
-        self.config = self._write_config(sections, device)
+        self.sections, self.device = sections, device
+        self.config = self.dir / "pipeline.yaml"
         self.wanted: dict[str, dict] = {}
+        self.loaded: dict[str, dict] = {}  # entries with their own model, in the detector
+        self.models: dict[str, str] = {}   # camera -> the weights it is scored with (status)
+        self.measured = (0, 0.0)   # frames scored, seconds in the network: all detectors
+        self._last_status: tuple[dict[str, int], float] = ({}, 0.0)
         self.lock = threading.Lock()
         self.detector: subprocess.Popen | None = None
         self.endpoints: dict = {}
@@ -70,34 +75,55 @@ class Shard:
         self.cursor = 0
         self.restarts = 0
         self.stopping = threading.Event()
+        self.assigned = threading.Event()   # the detector starts with its cameras' models
         # Every child is started from this one thread, so they die with it (PDEATHSIG).
         self.keeper = threading.Thread(target=self._keep, name=f"{name}-keeper", daemon=True)
         self.keeper.start()
 
-    def _write_config(self, sections: dict, device: str) -> Path:
-        data = {k: dict(v or {}) for k, v in sections.items()}
+    def _write_config(self, streams: list[dict]) -> None:
+        """The detector's config: the pipeline's sections, this node's endpoints, and
+        ``streams``: the entries of the cameras with their own ``model`` (the others are
+        admitted as unlisted streams and run ``detector.model``)."""
+        data = {k: dict(v or {}) for k, v in self.sections.items()}
         det = data.setdefault("detector", {})
-        det.update(bind=ANY_PORT, publish=ANY_PORT, device=device,
+        det.update(bind=ANY_PORT, publish=ANY_PORT, device=self.device,
                    events_db=str(self.dir / "events.sqlite3"), allow_unknown=True)
-        path = self.dir / "pipeline.yaml"
-        path.write_text(yaml.safe_dump(data))
-        return path
+        data["streams"] = streams
+        self.config.write_text(yaml.safe_dump(data))
+
+    def _own_models(self) -> dict[str, dict]:
+        with self.lock:
+            return {c: s for c, s in self.wanted.items() if s.get("model")}
+
+    def _needs_reload(self) -> bool:
+        """A camera assigned since the detector started has a model it has not loaded."""
+        return any(self.loaded.get(c, {}).get("model") != s["model"]
+                   for c, s in self._own_models().items())
 
     # -- called by the coordinator -------------------------------------------------------
-    def assign(self, streams: list[dict]) -> list[str]:
-        """Run exactly these cameras (``streams:`` entries); returns the ids now wanted."""
+    def assign(self, streams: list[dict]) -> dict:
+        """Run exactly these cameras (``streams:`` entries).
+
+        Returns:
+            This shard's :meth:`info` (its endpoints and measured capacity among it).
+        """
         with self.lock:
             self.wanted = {s["id"]: s for s in streams}
-            return sorted(self.wanted)
+        self.assigned.set()
+        return self.info()
 
     def info(self) -> dict:
-        """Node, cameras, processes and endpoints of this shard."""
+        """Node, cameras, processes, endpoints, each camera's model, and ``capacity_fps``:
+        the frames/s its detector scores per second of network time (None: not measured
+        yet), which the coordinator balances cameras by."""
+        frames, seconds = self.measured
         with self.lock:
             return {"name": self.name, "node": self.node_id, "cameras": sorted(self.wanted),
                     "running": sorted(s for s, p in self.captures.items() if p.poll() is None),
                     "detector_pid": None if self.detector is None else self.detector.pid,
                     "endpoints": dict(self.endpoints), "scored": dict(self.scored),
-                    "detector_restarts": self.restarts}
+                    "models": dict(self.models), "detector_restarts": self.restarts,
+                    "capacity_fps": round(frames / seconds, 1) if seconds >= 1.0 else None}
 
     def pid(self) -> int:
         """The shard worker's process id (the tests kill it)."""
@@ -112,8 +138,11 @@ class Shard:
     def _keep(self) -> None:
         sub = None
         try:
+            while not (self.assigned.is_set() or self.stopping.wait(0.1)):
+                pass
             while not self.stopping.is_set():
-                if self.detector is None or self.detector.poll() is not None:
+                if (self.detector is None or self.detector.poll() is not None
+                        or self._needs_reload()):
                     if sub is not None:
                         sub.close(0)
                         sub = None
@@ -137,10 +166,16 @@ class Shard:
         for proc in self.captures.values():
             stop(proc)
         self.captures = {}
-        if self.detector is not None:
+        if self.detector is not None and self.detector.poll() is None:
+            log.info("shard %s: restarting the detector for new cameras' models", self.name)
+            stop(self.detector)
+        elif self.detector is not None:
             self.restarts += 1
             log.warning("shard %s: detector exited (%s); restarting", self.name,
                         self.detector.returncode)
+        # Models loaded before stay: a camera that moves back needs no second restart.
+        self.loaded.update(self._own_models())
+        self._write_config(list(self.loaded.values()))
         ready = self.dir / "ready.json"
         ready.unlink(missing_ok=True)
         self.detector = spawn(vadstream_argv("detect", "--config", str(self.config),
@@ -187,6 +222,7 @@ class Shard:
             msg = json.loads(body)
             if topic == b"status":
                 status = msg
+                self._measure(msg)
             else:
                 scores.append(msg)
                 with self.lock:
@@ -202,6 +238,20 @@ class Shard:
             return
         if rows:
             self.cursor = rows[-1][0]
+
+    def _measure(self, status: dict) -> None:
+        """Add what the detector scored, and its network time, since its last status."""
+        streams = status.get("streams", {})
+        scored = {c: s["scored"] for c, s in streams.items() if "scored" in s}
+        seconds = status.get("inference", {}).get("seconds", 0.0)
+        before, before_s = self._last_status
+        if seconds < before_s:   # a new detector: its counters start again
+            before, before_s = {}, 0.0
+        frames = sum(max(0, n - before.get(c, 0)) for c, n in scored.items())
+        self._last_status = (scored, seconds)
+        with self.lock:
+            self.measured = (self.measured[0] + frames, self.measured[1] + seconds - before_s)
+            self.models = {c: s["model"] for c, s in streams.items() if "model" in s}
 
     def _new_alerts(self) -> list[tuple[int, dict]]:
         db = self.dir / "events.sqlite3"

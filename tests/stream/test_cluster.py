@@ -7,6 +7,7 @@ second, 2-node cluster has a shard's worker killed and restarted by Ray.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 
@@ -69,6 +70,7 @@ def test_drill_leaves_no_process(report):
 
 @pytest.mark.timeout(180)
 def test_crashed_shard_is_restarted_with_its_cameras(tmp_path):
+    from stream.apps.cluster import status_table
     from stream.cluster import launch
     from stream.cluster.config import ClusterConfig
     from stream.pipeline import StreamConfig
@@ -77,8 +79,12 @@ def test_crashed_shard_is_restarted_with_its_cameras(tmp_path):
     config = ClusterConfig(address="test", publish="tcp://127.0.0.1:*",
                            events_db=str(tmp_path / "events.db"), workdir=str(tmp_path / "w"),
                            device="cpu", reconcile_s=0.5, namespace="vadstream-crash")
-    cams = tuple(StreamConfig(id=f"cam{i}", source=str(clip), fps=5.0, loop=True)
-                 for i in range(2))
+    own = tmp_path / "own" / "stae_copy"   # cam1's own model: the same weights, elsewhere
+    own.parent.mkdir()
+    for suffix in (".params", ".json", ".calib"):
+        shutil.copy(drill_module.STAE_WEIGHTS.with_suffix(suffix), own.with_suffix(suffix))
+    cams = (StreamConfig(id="cam0", source=str(clip), fps=5.0, loop=True),
+            StreamConfig(id="cam1", source=str(clip), fps=5.0, loop=True, model=str(own)))
     cluster = drill_module.start_local_cluster(2)
     try:
         ray.init(address=cluster.address, namespace=config.namespace, log_to_driver=False)
@@ -88,6 +94,17 @@ def test_crashed_shard_is_restarted_with_its_cameras(tmp_path):
         worker = next(iter(cluster.worker_nodes)).node_id
         name = f"shard-{worker[:8]}"
         _wait(lambda: _scoring(sink, coordinator, name, since=0.0), 90)
+        # Each camera on its own model, on the shard that runs it; each shard's endpoints.
+        _wait(lambda: len(_models(coordinator)) == 2, 30)
+        assert _models(coordinator) == {"cam0": str(drill_module.STAE_WEIGHTS),
+                                        "cam1": str(own)}
+        status = ray.get(coordinator.status.remote())
+        assert all(s["endpoints"]["publish"].startswith("tcp://127.0.0.1:")
+                   for s in status["shards"].values())
+        table = "\n".join(status_table(status))
+        assert all(f"overlays and scores on {s['endpoints']['publish']}" in table
+                   for s in status["shards"].values())
+        assert "stae_copy" in table
         shard = ray.get_actor(name)
         pid = ray.get(shard.pid.remote())
         cameras = ray.get(shard.info.remote())["cameras"]
@@ -101,6 +118,11 @@ def test_crashed_shard_is_restarted_with_its_cameras(tmp_path):
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def _models(coordinator) -> dict[str, str]:
+    shards = ray.get(coordinator.status.remote())["shards"].values()
+    return {c: m for s in shards for c, m in (s["models"] or {}).items() if c in s["cameras"]}
 
 
 def _scoring(sink, coordinator, shard: str, since: float) -> bool:
