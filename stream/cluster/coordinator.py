@@ -17,20 +17,33 @@ log = logging.getLogger(__name__)
 COORDINATOR_NAME = "vadstream-coordinator"
 
 
-def balance(cameras: list[str], shards: list[str], current: dict[str, str]) -> dict[str, str]:
-    """Each camera's shard: cameras stay where they are unless their shard is gone or
-    holds more than its share; the rest go to the least-loaded shards.
+#: Frames/s assumed for a camera whose ``fps`` is not set (its source's own rate) or 0.
+UNKNOWN_FPS = 10.0
+
+
+def balance(cameras: list[str], shards: list[str], current: dict[str, str],
+            demand: dict[str, float] | None = None,
+            capacity: dict[str, float | None] | None = None) -> dict[str, str]:
+    """Each camera's shard, by the shards' measured capacity when every shard has one
+    (:func:`balance_by_capacity`), else by counts: cameras stay where they are unless
+    their shard is gone or holds more than its share; the rest go to the least-loaded
+    shards.
 
     Args:
         cameras: Every camera id.
         shards: The live shards.
         current: The map so far (camera -> shard).
+        demand: Frames/s each camera sends (missing, None or 0: :data:`UNKNOWN_FPS`).
+        capacity: Frames/s each shard measured it can score (None: not measured yet).
 
     Returns:
         The new map (camera -> shard); empty when there is no shard.
     """
     if not shards:
         return {}
+    if capacity and all(capacity.get(s) for s in shards):
+        need = {c: (demand or {}).get(c) or UNKNOWN_FPS for c in cameras}
+        return balance_by_capacity(need, {s: float(capacity[s]) for s in shards}, current)
     share = -(-len(cameras) // len(shards))           # ceil: the most one shard holds
     load = {s: 0 for s in shards}
     out: dict[str, str] = {}
@@ -58,12 +71,62 @@ def balance(cameras: list[str], shards: list[str], current: dict[str, str]) -> d
     return out
 
 
+def balance_by_capacity(need: dict[str, float], capacity: dict[str, float],
+                        current: dict[str, str]) -> dict[str, str]:
+    """Cameras over shards in proportion to their capacity (frames/s they can score).
+
+    A shard's share is the cameras' total demand split by capacity. A camera stays on its
+    shard while that holds no more than its share plus one camera (so noise in the
+    measurements moves nothing); the rest go where they leave the least utilisation
+    (demand / capacity); then a shard under its share takes cameras from one over its own.
+
+    Args:
+        need: Each camera's demanded frames/s.
+        capacity: Each live shard's measured frames/s (> 0).
+        current: The map so far (camera -> shard).
+
+    Returns:
+        The new map (camera -> shard).
+    """
+    shards = sorted(capacity)
+    total, cap_total = sum(need.values()), sum(capacity.values())
+    share = {s: total * capacity[s] / cap_total for s in shards}
+    most = max(need.values(), default=0.0)
+    load = {s: 0.0 for s in shards}
+    out: dict[str, str] = {}
+    biggest_first = sorted(need, key=lambda c: (-need[c], c))
+    for cam in biggest_first:
+        shard = current.get(cam)
+        if shard in load and load[shard] + need[cam] <= share[shard] + most:
+            out[cam] = shard
+            load[shard] += need[cam]
+    for cam in biggest_first:
+        if cam not in out:
+            shard = min(shards, key=lambda s: ((load[s] + need[cam]) / capacity[s], s))
+            out[cam] = shard
+            load[shard] += need[cam]
+    for _ in range(len(need)):   # give back: each move lowers the most loaded shard
+        donor = max(shards, key=lambda s: (load[s] - share[s], s))
+        taker = min(shards, key=lambda s: (load[s] - share[s], s))
+        cams = [c for c, s in out.items() if s == donor]
+        if not cams or load[donor] <= share[donor]:
+            break
+        cam = min(cams, key=lambda c: (need[c], c))
+        if load[taker] + need[cam] > share[taker]:
+            break
+        out[cam] = taker
+        load[donor] -= need[cam]
+        load[taker] += need[cam]
+    return out
+
+
 class Coordinator:
     """Starts a shard on every alive node and keeps the camera -> shard map.
 
     Each ``reconcile_s`` it lists Ray's nodes: a new node gets a shard, a dead node's
-    shard is dropped and its cameras go to the survivors (:func:`balance`), and every
-    shard is told its cameras again, so a shard that Ray restarted gets them back.
+    shard is dropped and its cameras go to the survivors (:func:`balance`, by the
+    capacity each shard reported in its last answer), and every shard is told its
+    cameras again, so a shard that Ray restarted gets them back.
 
     Args:
         streams: The ``streams:`` entries (dicts).
@@ -116,7 +179,10 @@ class Coordinator:
                 name = f"shard-{node[:8]}"
                 self.shards[name] = (node, self._start_shard(name, node))
             old = self.map
-            self.map = balance(list(self.streams), sorted(self.shards), old)
+            self.map = balance(list(self.streams), sorted(self.shards), old,
+                               {c: s.get("fps") for c, s in self.streams.items()},
+                               {n: self.infos.get(n, {}).get("capacity_fps")
+                                for n in self.shards})
             now = time.time()
             self.moves += [{"camera": c, "from": old.get(c), "to": s, "ts": now}
                            for c, s in self.map.items() if old.get(c) != s]

@@ -31,6 +31,23 @@ def test_balance_spreads_keeps_and_gives_back():
     assert balance(cams, [], first) == {}
 
 
+def test_balance_by_capacity_splits_demand_by_measured_frames_per_second():
+    cams = [f"c{i}" for i in range(8)]
+    demand = {c: 5.0 for c in cams}
+    fast_slow = balance(cams, ["a", "b"], {}, demand, {"a": 30.0, "b": 10.0})
+    assert sorted(fast_slow.values()).count("a") == 6
+    # Noise in the measurements moves nothing; a shard not measured yet: by counts.
+    assert balance(cams, ["a", "b"], fast_slow, demand, {"a": 28.0, "b": 11.0}) == fast_slow
+    even = balance(cams, ["a", "b"], fast_slow, demand, {"a": 30.0, "b": None})
+    assert sorted(even.values()).count("a") == 4
+    # A camera that sends more counts for more; a dead shard's cameras go to the others.
+    heavy = balance(cams, ["a", "b"], {}, {**demand, "c0": 25.0}, {"a": 20.0, "b": 20.0})
+    assert [s for c, s in heavy.items() if c != "c0"].count(heavy["c0"]) == 1
+    survivors = balance(cams, ["a", "c"], fast_slow, demand, {"a": 30.0, "c": 30.0})
+    assert sorted(survivors.values()).count("a") == 4
+    assert all(fast_slow[c] == "a" for c, s in survivors.items() if s == "a")
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     return drill_module.drill(nodes=3, streams=3, kill_after=6.0, after_s=6.0, fps=5.0,
