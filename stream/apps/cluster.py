@@ -30,6 +30,10 @@ def run_cluster(config_path: Path, stop: threading.Event) -> int:
     from stream.cluster import launch
     launch.connect(setup.cluster)
     _catch_signals_again(stop)
+    address_file = launch.address_file(setup.cluster)
+    if setup.cluster.address == "local":   # for `cluster status --config` (Ray's `auto`
+        address_file.parent.mkdir(parents=True, exist_ok=True)   # finds no embedded Ray)
+        address_file.write_text(ray.get_runtime_context().gcs_address)
     coordinator, sink = launch.start(setup.cluster, setup.streams, setup.sections)
     try:
         while not stop.wait(10.0):
@@ -39,6 +43,8 @@ def run_cluster(config_path: Path, stop: threading.Event) -> int:
         if not setup.cluster.detached:
             launch.stop(coordinator, sink)
         ray.shutdown()
+        if setup.cluster.address == "local":
+            address_file.unlink(missing_ok=True)
     return 0
 
 
@@ -70,7 +76,20 @@ def summary(status: dict) -> str:
 def cmd_cluster_status(args: argparse.Namespace) -> int:
     from stream.cluster.launch import status as cluster_status
 
-    status = cluster_status(args.address, args.namespace)
+    address, namespace = args.address, args.namespace
+    if args.config is not None:
+        from stream.cluster.config import load_cluster
+        from stream.cluster.launch import address_file
+
+        cluster = load_cluster(args.config).cluster
+        address, namespace = cluster.address, cluster.namespace
+        if address == "local":
+            path = address_file(cluster)
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} not found: is `vadstream run --config "
+                                        f"{args.config}` running?")
+            address = path.read_text().strip()
+    status = cluster_status(address, namespace)
     print(json.dumps(status, indent=2) if args.json else "\n".join(status_table(status)))
     return 0
 
@@ -126,6 +145,8 @@ def add_cluster_parser(sub) -> None:
     s = csub.add_parser("status", help="shards, their nodes, cameras, frames/s, alerts")
     s.add_argument("--address", default="auto", help="Ray address (auto: the one here)")
     s.add_argument("--namespace", default="vadstream")
+    s.add_argument("--config", type=Path, help="the cluster config `vadstream run` runs: "
+                   "its address and namespace (address: local: the embedded Ray's)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_cluster_status)
     d = csub.add_parser("drill", help="failover drill on a local multi-node Ray cluster")

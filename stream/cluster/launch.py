@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict
+from pathlib import Path
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -64,10 +65,16 @@ def stop(coordinator, sink) -> None:
     ray.kill(sink)
 
 
+def address_file(config: ClusterConfig) -> Path:
+    """Where ``vadstream run`` writes an embedded Ray's GCS address (``address: local``)."""
+    return Path(config.workdir) / "ray-address"
+
+
 def status(address: str, namespace: str) -> dict:
     """The running cluster's coordinator status (``vadstream cluster status``)."""
+    loopback = address.startswith("127.0.0.1:")   # then this driver stays on it too
     ray.init(address=address, namespace=namespace, configure_logging=False,
-             log_to_driver=False)
+             log_to_driver=False, **({"_node_ip_address": "127.0.0.1"} if loopback else {}))
     try:
         coordinator = ray.get_actor(COORDINATOR_NAME)   # held: a temporary handle is lost
         return ray.get(coordinator.status.remote(), timeout=30)

@@ -6,6 +6,7 @@ second, 2-node cluster has a shard's worker killed and restarted by Ray.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -184,6 +185,14 @@ def test_run_on_a_cluster_config_stops_cleanly_on_sigterm(tmp_path):
                                 start_new_session=True)
     try:
         assert sub.poll(120_000), "no score on the sink's endpoint within 120 s"
+        status = subprocess.run([sys.executable, "-m", "stream.apps.cli", "cluster", "status",
+                                 "--config", str(config), "--json"], env=env, timeout=90,
+                                capture_output=True, text=True)
+        assert status.returncode == 0, status.stderr[-3000:]
+        shards = json.loads(status.stdout)["shards"]
+        assert [s["cameras"] for s in shards.values()] == [["cam0"]]
+        assert all(s["endpoints"]["publish"].startswith("tcp://127.0.0.1:")
+                   for s in shards.values())
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
         text = stderr.read_text()
