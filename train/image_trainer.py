@@ -40,8 +40,9 @@ from train.images import (
     synthetic_defects,
 )
 from train.metrics import roc_auc_eer, threshold_at
-from train.optstate import load_optimizer, save_optimizer
+from train.optstate import load_optimizer
 from train.plots import plot_class_histogram, plot_histogram
+from train.trainer import end_epoch
 
 log = logging.getLogger(__name__)
 
@@ -266,22 +267,9 @@ def train_images(data: str | Path, out: str | Path, model: str, model_args: dict
         val = sum(float(loss_of(check.images[i:i + config.batch_size],
                                 check.labels[i:i + config.batch_size]).sum().asscalar())
                   for i in range(0, len(check), config.batch_size)) / len(check)
-        state["history"].append({"epoch": epoch, "train_loss": total / seen, "val_loss": val})
-        log.info("epoch %d: train loss %.5f, validation loss %.5f", epoch, total / seen, val)
-        meta.provenance.update(epochs=epoch, train_seconds=round(time.time() - started, 1))
-        save_weights(net, meta, ckpt)
-        save_optimizer(trainer, opt_path)
-        if val < state["best_val"]:
-            state.update(best_val=val, stale=0, best_epoch=epoch)
-            save_weights(net, meta, out.with_name(out.name + ".best"))
-        else:
-            state["stale"] += 1
-        state["epoch"] = epoch
-        state["train_seconds"] = round(time.time() - started, 1)
-        state["rng"] = rng.bit_generator.state
-        state_path.write_text(json.dumps(state, indent=2))
-        if state["stale"] >= config.patience:
-            log.info("validation loss has not improved for %d epochs: stopping", config.patience)
+        state["rng"] = rng.bit_generator.state   # what the next epoch draws from
+        if end_epoch(state, epoch, total / seen, val, net, meta, trainer, out, started,
+                     config.patience):
             break
     best, _ = load_weights(out.with_name(out.name + ".best"), ctx)
     best.hybridize()

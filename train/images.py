@@ -19,7 +19,7 @@ from mxnet.gluon import HybridBlock
 
 from models.contract import InputContract
 from models.scoring import KNOWN_RULES
-from stream.capture.frames import is_normal_class, list_frames
+from stream.capture.frames import is_normal_class, list_frames, load_images
 
 
 @dataclass
@@ -106,14 +106,8 @@ def load_image_set(root: str | Path, contract: InputContract, normal: str | None
             files = [files[i] for i in sorted(rng.choice(len(files), limit, replace=False))]
         paths += files
         labels += [label] * len(files)
-    images = np.empty((len(paths), *contract.shape), np.float32)
-    for i, path in enumerate(paths):
-        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        if image is None:
-            raise ValueError(f"cannot read image {path}: not a readable image; remove it or "
-                             "replace it")
-        contract.preprocess(image, out=images[i])
-    return ImageSet(paths, images, np.asarray(labels, np.int64), classes)
+    return ImageSet(paths, load_images(paths, contract, "image"),
+                    np.asarray(labels, np.int64), classes)
 
 
 def split_indices(labels: np.ndarray, val_share: float, seed: int

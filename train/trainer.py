@@ -12,6 +12,7 @@ from pathlib import Path
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
+from mxnet.gluon import HybridBlock
 from tqdm import tqdm
 
 from models.contract import InputContract
@@ -60,6 +61,35 @@ def _batches(n: int, size: int, rng: np.random.Generator, cap: int) -> list[np.n
     if cap:
         order = order[:cap]
     return [order[i:i + size] for i in range(0, len(order), size)]
+
+
+def end_epoch(state: dict, epoch: int, train_loss: float, val_loss: float, net: HybridBlock,
+              meta: WeightsMeta, trainer: gluon.Trainer, out: Path, started: float,
+              patience: int) -> bool:
+    """An epoch's bookkeeping, for every trainer: its losses in ``state`` and the log, the
+    ``.last`` checkpoint with the optimizer's state, the ``.best`` one when the validation
+    loss improved, ``state`` written to ``<out>.state.json``.
+
+    Returns:
+        Whether to stop: the validation loss has not improved for ``patience`` epochs.
+    """
+    state["history"].append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
+    log.info("epoch %d: train loss %.5f, validation loss %.5f", epoch, train_loss, val_loss)
+    meta.provenance.update(epochs=epoch, train_seconds=round(time.time() - started, 1))
+    save_weights(net, meta, out.with_name(out.name + ".last"))
+    save_optimizer(trainer, out.with_name(out.name + ".last.optimizer"))
+    if val_loss < state["best_val"]:
+        state.update(best_val=val_loss, stale=0, best_epoch=epoch)
+        save_weights(net, meta, out.with_name(out.name + ".best"))
+    else:
+        state["stale"] += 1
+    state["epoch"] = epoch
+    state["train_seconds"] = round(time.time() - started, 1)
+    out.with_name(out.name + ".state.json").write_text(json.dumps(state, indent=2))
+    if state["stale"] >= patience:
+        log.info("validation loss has not improved for %d epochs: stopping", patience)
+        return True
+    return False
 
 
 def train(data: str | Path, out: str | Path, model: str = "stae", model_args: dict | None = None,
@@ -150,21 +180,8 @@ def train(data: str | Path, out: str | Path, model: str = "stae", model_args: di
             x = mx.nd.array(gather(val_clips, val_w[i:i + config.batch_size], window), ctx=ctx)
             val += float(family.loss(net, x).sum().asscalar())
         val /= len(val_w)
-        state["history"].append({"epoch": epoch, "train_loss": total / seen, "val_loss": val})
-        log.info("epoch %d: train loss %.5f, validation loss %.5f", epoch, total / seen, val)
-        meta.provenance.update(epochs=epoch, train_seconds=round(time.time() - started, 1))
-        save_weights(net, meta, ckpt)
-        save_optimizer(trainer, opt_path)
-        if val < state["best_val"]:
-            state.update(best_val=val, stale=0, best_epoch=epoch)
-            save_weights(net, meta, out.with_name(out.name + ".best"))
-        else:
-            state["stale"] += 1
-        state["epoch"] = epoch
-        state["train_seconds"] = round(time.time() - started, 1)
-        state_path.write_text(json.dumps(state, indent=2))
-        if state["stale"] >= config.patience:
-            log.info("validation loss has not improved for %d epochs: stopping", config.patience)
+        if end_epoch(state, epoch, total / seen, val, net, meta, trainer, out, started,
+                     config.patience):
             break
     best, _ = load_weights(out.with_name(out.name + ".best"), ctx)
     best.hybridize()

@@ -111,12 +111,30 @@ def load_clip(folder: str | Path, contract: InputContract, start: int = 0,
     Raises:
         ValueError: If a frame cannot be read.
     """
-    paths = list_frames(folder)[start:None if count is None else start + count]
+    return load_images(list_frames(folder)[start:None if count is None else start + count],
+                       contract)
+
+
+def load_images(paths: list[Path], contract: InputContract, what: str = "frame"
+                ) -> np.ndarray:
+    """Image files read grey and preprocessed by the input contract.
+
+    Args:
+        paths: The files, in the order wanted.
+        contract: How an image becomes a model input.
+        what: What an image is called in the error (``frame``, ``image``).
+
+    Returns:
+        float32 (N, size, size).
+
+    Raises:
+        ValueError: If a file cannot be read as an image.
+    """
     out = np.empty((len(paths), contract.size, contract.size), np.float32)
     for i, path in enumerate(paths):
         image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
         if image is None:
-            raise ValueError(f"cannot read frame {path}: not a readable image; remove it "
+            raise ValueError(f"cannot read {what} {path}: not a readable image; remove it "
                              "or replace it")
         contract.preprocess(image, out=out[i])
     return out
