@@ -89,9 +89,12 @@ class FrameScorer(Protocol):
     #: Frames of the causal moving mean a stream's rule values pass through (1: none).
     smooth: int
 
-    def score(self, output: np.ndarray, frames: np.ndarray, first: int = 0) -> FrameScores:
+    def score(self, output: np.ndarray, frames: np.ndarray, first: int = 0,
+              ignore: np.ndarray | None = None) -> FrameScores:
         """Scores of frames ``first``.. of ``frames`` (the window's newest, aligned with
-        ``output``)."""
+        ``output``). ``ignore``: an optional (H, W) bool map at model resolution of pixels
+        that must never count (a stream's ignore mask); a scorer without the argument
+        cannot take masks (the detector says so when one is set)."""
         ...
 
 

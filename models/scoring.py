@@ -165,7 +165,8 @@ class Scorer:
             return self.threshold
         return self.pixel_threshold
 
-    def score(self, recon: np.ndarray, frames: np.ndarray, first: int = 0) -> FrameScores:
+    def score(self, recon: np.ndarray, frames: np.ndarray, first: int = 0,
+              ignore: np.ndarray | None = None) -> FrameScores:
         """Score frames ``first`` to the end of one window.
 
         Args:
@@ -173,6 +174,8 @@ class Scorer:
             frames: (T, H, W) the window's input in model units.
             first: The first frame to score (the earlier ones give the error's change; frame
                 0 of a window has no change, so its ``motion`` is 0).
+            ignore: Optional (H, W) bool map of pixels that never count (a stream's ignore
+                mask): their error is taken as 0.
 
         Returns:
             Scores and anomaly maps of the T − ``first`` frames.
@@ -186,6 +189,8 @@ class Scorer:
                              f"a window of at least 2 frames), got {n} frames and first {first}")
         residual = recon - frames
         residual *= self.pixel_scale
+        if ignore is not None:
+            residual[:, ignore] = 0
         diff = np.abs(residual[first:])
         # The change into frame t. A window's first frame has no frame before it: no
         # change (taking the next frame's would look into the future).

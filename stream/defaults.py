@@ -16,6 +16,11 @@ FRAMES_ENDPOINT = "tcp://127.0.0.1:5555"
 #: Where the detector publishes its topics and subscribers connect.
 TOPICS_ENDPOINT = "tcp://127.0.0.1:5556"
 
+#: Where the detector answers control requests (``detector.control``).
+CONTROL_ENDPOINT = "tcp://127.0.0.1:5557"
+#: Where ``vadstream run``'s supervisor answers camera requests (``supervisor.control``).
+SUPERVISOR_ENDPOINT = "tcp://127.0.0.1:5558"
+
 #: The shipped weights. ``models.weights.DEFAULT_WEIGHTS`` is the models-side definition
 #: (``models`` imports nothing of ``stream``); this is the same path without importing
 #: MXNet, and a test keeps the two equal.

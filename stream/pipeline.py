@@ -10,6 +10,7 @@ from stream.config import ConfigError, build, check_sections, load_yaml
 from stream.detector.annotate import Annotator
 from stream.detector.config import DetectorConfig
 from stream.detector.events import EventConfig
+from stream.detector.settings import check_polygons, check_threshold
 from stream.wire.protocol import ENCODINGS, check_stream_id
 
 
@@ -25,6 +26,11 @@ class StreamConfig:
         encoding: ``raw`` or ``jpeg`` on the wire.
         model: Weights this stream is scored with ("" : the detector's ``model``); each
             camera can have its own (an anomaly model learns one scene's normal).
+        threshold: Overrides the model's calibrated threshold for this stream (null: the
+            calibrated one); lower is more sensitive.
+        detect: False: the stream is received but not scored (switch it on live).
+        mask: Ignore zones: polygons of [x, y] points in source pixels that the anomaly
+            map and boxes never count (a tree in the wind, a screen, a road).
         curve_key: The capture's CURVE ``.key_secret`` (when the detector requires CURVE).
         curve_server: The detector's public ``.key``.
     """
@@ -35,11 +41,16 @@ class StreamConfig:
     loop: bool = False
     encoding: str = "raw"
     model: str = ""
+    threshold: float | None = None
+    detect: bool = True
+    mask: tuple[tuple[tuple[float, float], ...], ...] = ()
     curve_key: str = ""
     curve_server: str = ""
 
     def __post_init__(self) -> None:
         check_stream_id(self.id)
+        check_threshold(self.threshold)
+        object.__setattr__(self, "mask", check_polygons(self.mask))
         if self.encoding not in ENCODINGS:
             raise ValueError(f"encoding {self.encoding!r} is not one of {list(ENCODINGS)}")
 

@@ -207,11 +207,12 @@ def wait_ready(proc: subprocess.Popen, ready: Path, timeout: float = 90) -> dict
 
 
 def start_detector(ready: Path, *args: str, bind: str = ANY_PORT, publish: str = ANY_PORT,
-                   timeout: float = 90, **kwargs) -> tuple[subprocess.Popen, dict]:
-    """``vadstream detect ARGS`` on ``bind``/``publish`` (default: ports it picks); returns
-    the process once both sockets are bound, and the endpoints it bound."""
-    proc = vadstream("detect", "--bind", bind, "--publish", publish, "--ready-file",
-                     str(ready), *args, **kwargs)
+                   control: str = ANY_PORT, timeout: float = 90,
+                   **kwargs) -> tuple[subprocess.Popen, dict]:
+    """``vadstream detect ARGS`` on ``bind``/``publish``/``control`` (default: ports it
+    picks); returns the process once its sockets are bound, and the endpoints it bound."""
+    proc = vadstream("detect", "--bind", bind, "--publish", publish, "--control", control,
+                     "--ready-file", str(ready), *args, **kwargs)
     try:
         return proc, wait_ready(proc, ready, timeout)
     except BaseException:

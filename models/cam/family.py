@@ -52,13 +52,17 @@ class CAMScorer:
         self.map_side = map_side
         self.map_threshold = heat_threshold
 
-    def score(self, output: np.ndarray, frames: np.ndarray, first: int = 0) -> FrameScores:
+    def score(self, output: np.ndarray, frames: np.ndarray, first: int = 0,
+              ignore: np.ndarray | None = None) -> FrameScores:
         """Scores of images ``first``.. of a window.
 
         Args:
             output: (T, 1 + 2·m²) the inference output of the window's images.
             frames: (T, S, S) the images (only their count is read).
             first: First image to score.
+            ignore: Optional (S, S) bool map of pixels that never count: map cells mostly
+                inside it are left out of both classes' means (a class's logit is its
+                map's mean), and of the heat map.
 
         Returns:
             ``score`` the defect probability; ``map`` the predicted class's activation map,
@@ -73,9 +77,14 @@ class CAMScorer:
             raise ValueError(f"a CAM output of {m}x{m} maps has 1 + 2*{m * m} values per "
                              f"image, got shape {np.shape(output)}")
         margin = out[:, 0].astype(np.float64)
+        maps = out[:, 1:].reshape(len(out), 2, m, m)
+        if ignore is not None:
+            keep = cv2.resize(ignore.astype(np.float32), (m, m),
+                              interpolation=cv2.INTER_AREA) <= 0.5
+            margin = ((maps[:, 1] - maps[:, 0])[:, keep].mean(axis=1).astype(np.float64)
+                      if keep.any() else np.full(len(out), -60.0))   # all ignored: normal
         probability = 1.0 / (1.0 + np.exp(-np.clip(margin, -60, 60)))
         anomalous = probability >= self.threshold
-        maps = out[:, 1:].reshape(len(out), 2, m, m)
         n, s = len(out), self.side
         heat = np.empty((n, s, s), np.float32)
         defect = np.empty((n, s, s), np.float32)
@@ -85,6 +94,9 @@ class CAMScorer:
                 maps[i, 0], (s, s), interpolation=cv2.INTER_LINEAR)
             lo, hi = float(chosen.min()), float(chosen.max())
             heat[i] = (chosen - lo) / (hi - lo) if hi > lo else 0.0
+        if ignore is not None:
+            heat[:, ignore] = 0.0
+            defect[:, ignore] = defect.min()
         mask = heat > self.map_threshold
         nan = np.full(n, np.nan)
         return FrameScores(error=margin, area=mask.sum(axis=(1, 2)),

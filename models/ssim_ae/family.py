@@ -23,11 +23,14 @@ class SSIMScorer(Scorer):
     it is inverted), so every rule but ``motion`` reads d's 4×4 sums as it reads the
     error's (``error`` is d's mean)."""
 
-    def score(self, recon: np.ndarray, frames: np.ndarray, first: int = 0) -> FrameScores:
+    def score(self, recon: np.ndarray, frames: np.ndarray, first: int = 0,
+              ignore: np.ndarray | None = None) -> FrameScores:
         if not 0 <= first < len(frames):
             raise ValueError(f"first frame {first} is outside a window of {len(frames)}")
         d = DISSIMILARITY_SCALE * (1.0 - ssim_map(recon[first:], frames[first:]))
         np.maximum(d, 0, out=d)
+        if ignore is not None:
+            d[:, ignore] = 0
         sums = window_sum(d)
         return self.from_sums(sums, d.mean(axis=(-2, -1)), np.zeros_like(sums))
 

@@ -103,7 +103,8 @@ def run_pipeline(model: str | Path, device: str, source: str | Path, streams: in
 
         ready = Path(tmp) / "ready.json"
         detector = Child("detector", vadstream_command(
-            "detect", "--bind", ANY_PORT, "--publish", ANY_PORT, "--ready-file", str(ready),
+            "detect", "--bind", ANY_PORT, "--publish", ANY_PORT, "--control", ANY_PORT,
+            "--ready-file", str(ready),
             "--model", str(model),
             "--device", device, "--precision", precision, "--stride", str(stride),
             "--max-batch", str(max_batch), "--events-db", str(Path(tmp) / EVENTS_DB)),

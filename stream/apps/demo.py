@@ -133,7 +133,8 @@ def run_demo(source: str, model: str, video: Path, stream: str = "demo",
     ready = video.with_name("detector.ready.json")
     ready.unlink(missing_ok=True)
     detector = Child("detector", vadstream_command(
-        "detect", "--bind", ANY_PORT, "--publish", ANY_PORT, "--ready-file", str(ready),
+        "detect", "--bind", ANY_PORT, "--publish", ANY_PORT, "--control", ANY_PORT,
+        "--ready-file", str(ready),
         "--model", model, "--device", device, "--events-db", events_db,
         *(extra_detect_args or [])))
     children = [detector]

@@ -86,7 +86,7 @@ class Shard:
         admitted as unlisted streams and run ``detector.model``)."""
         data = {k: dict(v or {}) for k, v in self.sections.items()}
         det = data.setdefault("detector", {})
-        det.update(bind=ANY_PORT, publish=ANY_PORT, device=self.device,
+        det.update(bind=ANY_PORT, publish=ANY_PORT, control=ANY_PORT, device=self.device,
                    events_db=str(self.dir / "events.sqlite3"), allow_unknown=True)
         data["streams"] = streams
         self.config.write_text(yaml.safe_dump(data))

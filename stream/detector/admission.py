@@ -73,6 +73,19 @@ class Admission:
         self.allow_unknown = allow_unknown
         self.window = max(window, PROBATION_FRAMES)
         self._knocks: OrderedDict[str, int] = OrderedDict()
+        self._added: set[str] = set()   # configured while running (:meth:`configure`)
+
+    def configure(self, stream: str) -> None:
+        """Admit ``stream`` always from now on (a camera added while running)."""
+        if stream not in self.configured:
+            self.configured = self.configured | {stream}
+            self._added.add(stream)
+
+    def release(self, stream: str) -> None:
+        """Undo :meth:`configure` (a camera removed); configured-at-start ids stay."""
+        if stream in self._added:
+            self._added.discard(stream)
+            self.configured = self.configured - {stream}
 
     def check_sender(self, stream: str, user_id: str | None) -> None:
         """Refuse a message whose CURVE client may not send ``stream``."""

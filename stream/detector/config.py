@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from stream.defaults import EVENTS_DB, FRAMES_ENDPOINT, TOPICS_ENDPOINT, WEIGHTS
+from stream.defaults import CONTROL_ENDPOINT, EVENTS_DB, FRAMES_ENDPOINT, TOPICS_ENDPOINT, WEIGHTS
 from stream.detector.precision import PRECISIONS
 
 
@@ -15,6 +15,9 @@ class DetectorConfig:
     Args:
         bind: Endpoint the frame PULL socket binds.
         publish: Endpoint the topic publisher binds.
+        control: Endpoint the control socket binds (:mod:`stream.wire.control`: per-stream
+            threshold, detection on/off, model, ignore mask, changed while running; ""
+            none). Behind CURVE when the other two are.
         model: Weights stem or ``.params`` path.
         device: ``auto`` (GPU when present), ``cpu`` or ``gpu``.
         precision: ``auto`` (bf16 or int8 where measured faster than fp32 at start-up
@@ -57,6 +60,7 @@ class DetectorConfig:
 
     bind: str = FRAMES_ENDPOINT
     publish: str = TOPICS_ENDPOINT
+    control: str = CONTROL_ENDPOINT
     model: str = str(WEIGHTS)
     device: str = "auto"
     precision: str = "auto"

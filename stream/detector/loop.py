@@ -20,10 +20,12 @@ from models.weights import weights_paths
 from stream.detector.admission import Admission
 from stream.detector.annotate import Annotator
 from stream.detector.config import DetectorConfig
+from stream.detector.control import Controls, takes_masks
 from stream.detector.events import EventConfig
 from stream.detector.histogram import Histogram
 from stream.detector.receive import Receiver
 from stream.detector.runtime import ModelRuntime
+from stream.detector.settings import StreamSettings, check_polygons, check_threshold
 from stream.detector.stages import (
     Events,
     Inference,
@@ -34,6 +36,7 @@ from stream.detector.stages import (
 )
 from stream.detector.state import COUNTS, StreamState
 from stream.store import EventStore
+from stream.wire.control import ControlServer
 from stream.wire.endpoints import is_loopback
 from stream.wire.publisher import Publisher
 from stream.wire.security import CurveServer
@@ -44,10 +47,18 @@ __all__ = ["Detector", "DetectorConfig", "is_loopback"]
 
 
 class StreamEntry(Protocol):
-    """What the detector reads of a configured stream (``streams:`` in the pipeline)."""
+    """What the detector reads of a configured stream (``streams:`` in the pipeline; its
+    ``threshold``, ``detect`` and ``mask`` are read where present)."""
 
     id: str
     model: str
+
+
+def entry_settings(entry: StreamEntry) -> StreamSettings:
+    """A configured stream's initial live settings."""
+    return StreamSettings(threshold=check_threshold(getattr(entry, "threshold", None)),
+                          detect=getattr(entry, "detect", True), model=entry.model,
+                          mask=check_polygons(getattr(entry, "mask", ())))
 
 
 def load_plugins(modules: Sequence[str]) -> None:
@@ -77,7 +88,7 @@ class Detector:
         annotator: Overlay drawing.
         context: ZeroMQ context.
         streams: Configured streams: always admitted, each on its ``model`` ("" : the
-            detector's).
+            detector's), with its ``threshold``, ``detect`` and ``mask``.
     """
 
     def __init__(self, config: DetectorConfig, scorer: ScorerConfig | None = None,
@@ -89,8 +100,16 @@ class Detector:
         scorer = scorer or ScorerConfig()
         self.runtimes: dict[str, ModelRuntime] = {}
         self.default = self._runtime(config.model, scorer)
+        self._scorer_config = scorer
         self.stream_models = {s.id: self._runtime(s.model, scorer) if s.model else self.default
                               for s in streams}
+        #: Live settings by stream id: the configured streams', and any set over control.
+        self.settings = {s.id: entry_settings(s) for s in streams}
+        self._configured = frozenset(self.settings)
+        for stream, settings in self.settings.items():
+            if settings.mask and not takes_masks(self.stream_models[stream]):
+                raise ValueError(f"stream {stream}: {self.stream_models[stream].weights}'s "
+                                 "scorer cannot ignore masked regions; remove its mask")
         self.scorer = self.default.scorer
         self.streams: dict[str, StreamState] = {}
         self.inference = Histogram()   # seconds per forward pass
@@ -117,6 +136,12 @@ class Detector:
             undo.callback(self.publisher.close)
             self.endpoints = {"bind": self._pull.getsockopt_string(zmq.LAST_ENDPOINT),
                               "publish": self.publisher.socket.getsockopt_string(zmq.LAST_ENDPOINT)}
+            self.controls = Controls(self)
+            self.control = (ControlServer(config.control, self.controls.handlers, ctx, curve)
+                            if config.control else None)
+            if self.control is not None:
+                undo.callback(self.control.close)
+                self.endpoints["control"] = self.control.endpoint
             store = EventStore(config.events_db, exclusive=True) if config.events_db else None
             self.store = store
             if store is not None:
@@ -128,8 +153,9 @@ class Detector:
                     allow_unknown=config.allow_unknown,
                     key_streams=curve.bound_streams(config.curve_streams) if curve else None,
                     window=self.default.window),
-                self.streams, lambda stream: self.stream_models.get(stream, self.default),
-                events or EventConfig(), self._finish, config.max_batch)
+                self.streams, self.model_for, events or EventConfig(), self._finish,
+                config.max_batch, self.settings_for)
+            self.admission = self.receiver.admission
             self.rejected = self.receiver.rejected
             self.gone = self.receiver.gone
             self.scheduler = Scheduler()
@@ -148,8 +174,8 @@ class Detector:
                 if stage is not self.infer:
                     stage.start()
             undo.pop_all()   # all opened: close() owns them now
-        for endpoint in (config.bind, config.publish):
-            if not is_loopback(endpoint) and curve is None:
+        for endpoint in (config.bind, config.publish, config.control):
+            if endpoint and not is_loopback(endpoint) and curve is None:
                 log.warning("%s is reachable beyond this machine and unauthenticated: anyone "
                             "who can reach it can push frames or read alerts", endpoint)
         for runtime in self.runtimes.values():
@@ -164,6 +190,45 @@ class Detector:
         if key not in self.runtimes:
             self.runtimes[key] = ModelRuntime(weights, self.config, scorer)
         return self.runtimes[key]
+
+    # -- per-stream settings (the control channel's) -----------------------------------------
+    def load_runtime(self, weights: str) -> ModelRuntime:
+        """The runtime of ``weights``, loaded once (under the detector's scorer config)."""
+        return self._runtime(weights, self._scorer_config)
+
+    def model_for(self, stream: str) -> ModelRuntime:
+        """The model a stream is (or would be) scored with."""
+        return self.stream_models.get(stream, self.default)
+
+    def settings_for(self, stream: str) -> StreamSettings:
+        """A stream's live settings, made (defaults) the first time it is asked for."""
+        settings = self.settings.get(stream)
+        if settings is None:
+            settings = self.settings[stream] = StreamSettings()
+        return settings
+
+    def apply_settings(self, stream: str) -> None:
+        """Carry a changed threshold to the stream's event tracker (what alerts report)."""
+        state = self.streams.get(stream)
+        if state is not None:
+            state.tracker.threshold = state.threshold
+
+    def end_segment(self, state: StreamState) -> None:
+        """Score what a stream sent so far and end its open event; it stays tracked."""
+        self._finish(state, eos=False)
+
+    def end_stream(self, state: StreamState) -> None:
+        """Score what a stream sent, end its event, report its end and forget its frames;
+        its next frame starts it afresh (on its current model)."""
+        self._finish(state, eos=True)
+
+    def forget(self, stream: str) -> None:
+        """Drop a stream's live settings and model (unless it is in the pipeline config)."""
+        if stream in self._configured:
+            return
+        self.settings.pop(stream, None)
+        self.stream_models.pop(stream, None)
+        self.admission.release(stream)
 
     # -- infer, score, events, publish ----------------------------------------------------
     def _post(self, job: Job | None) -> None:
@@ -251,7 +316,9 @@ class Detector:
                 "fps": round((s.counts["received"] - mark_n) / max(1e-3, now - mark_t), 2),
                 "queue": s.ring.count - s.scored, "event_open": s.tracker.open_event is not None,
                 "events": s.counts["events"], "reconnects": s.counts["reconnects"],
-                "online": online, "clip": s.clip, "model": s.runtime.weights}
+                "online": online, "clip": s.clip, "model": s.runtime.weights,
+                "threshold": s.threshold, "detect": s.settings.detect,
+                "paused": s.counts["paused"], "masked": bool(s.settings.mask)}
             s.rate_mark = (now, s.counts["received"])
         for stream, last in self.gone.items():   # still reported: a camera that is down
             streams[stream] = {"online": False, "last_seen": last, "idle_ended": True}
@@ -281,6 +348,8 @@ class Detector:
             self.publisher.read_subscriptions()
         if self._pull in events:
             self.receiver.drain()
+        if self.control is not None and self.control.socket in events:
+            self.control.serve_pending()
         self._pump()
         now = time.monotonic()
         if now - self._last_status >= self.config.status_interval:
@@ -304,6 +373,9 @@ class Detector:
         self._waiting = zmq.Poller()
         self._waiting.register(self.publisher.socket, zmq.POLLIN)
         self._waiting.register(self.infer.socket, zmq.POLLIN)
+        if self.control is not None:
+            self._poller.register(self.control.socket, zmq.POLLIN)
+            self._waiting.register(self.control.socket, zmq.POLLIN)
         try:
             while not stop.is_set():
                 self.step()
@@ -322,6 +394,8 @@ class Detector:
             stage.stop()
         self._pull.close()
         self.publisher.close()
+        if self.control is not None:
+            self.control.close()
         if self._auth is not None:
             self._auth.stop()
 

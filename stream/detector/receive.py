@@ -15,6 +15,7 @@ import zmq
 from stream.detector.admission import Admission
 from stream.detector.events import EventConfig, EventTracker
 from stream.detector.runtime import ModelRuntime
+from stream.detector.settings import StreamSettings
 from stream.detector.stages import InferenceError, Stage
 from stream.detector.state import StreamState
 from stream.wire.protocol import EndOfStream, Frame, ProtocolError, decode_message
@@ -36,12 +37,14 @@ class Receiver(Stage):
         events: Event hysteresis of new streams' trackers.
         finish: ``finish(state, eos)``: score what is left of a stream and end it.
         max_batch: Windows that make a batch (draining stops there).
+        settings_for: A stream's live settings, by its id (None: defaults for all).
     """
 
     def __init__(self, socket: zmq.Socket, admission: Admission,
                  streams: dict[str, StreamState], model_for: Callable[[str], ModelRuntime],
                  events: EventConfig, finish: Callable[[StreamState, bool], None],
-                 max_batch: int) -> None:
+                 max_batch: int,
+                 settings_for: Callable[[str], StreamSettings] | None = None) -> None:
         self.socket = socket
         self.admission = admission
         self.streams = streams
@@ -49,6 +52,7 @@ class Receiver(Stage):
         self.events = events
         self.finish = finish
         self.max_batch = max_batch
+        self.settings_for = settings_for or (lambda stream: StreamSettings())
         self.rejected = Counter()
         self.gone: dict[str, float] = {}   # streams ended for idleness -> last frame time
 
@@ -119,6 +123,9 @@ class Receiver(Stage):
         state.last_seq = msg.seq
         state.last_seen = time.monotonic()
         state.counts["received"] += 1
+        if not state.settings.detect:   # switched off: seen (online), never scored
+            state.counts["paused"] += 1
+            return state
         ring = state.ring
         if state.full:
             # The next window's first frame would be overwritten: skip the oldest frames.
@@ -144,9 +151,12 @@ class Receiver(Stage):
                      "place", victim, self.streams[victim].received, msg.stream)
             self.rejected["evicted"] += 1
             del self.streams[victim]
+        settings = self.settings_for(msg.stream)
+        threshold = (runtime.scorer.threshold if settings.threshold is None
+                     else settings.threshold)
         state = StreamState(msg.stream, msg.image.shape, runtime,
-                            EventTracker(msg.stream, runtime.scorer.threshold,
-                                         **asdict(self.events)))
+                            EventTracker(msg.stream, threshold, **asdict(self.events)),
+                            settings)
         self.streams[msg.stream] = state
         self.gone.pop(msg.stream, None)
         log.info("new stream %s (%s)", msg.stream, "x".join(map(str, msg.image.shape)))

@@ -257,6 +257,8 @@ class ScoredFrame:
     j: int            # its index in ``scores``
     score: float      # its rule value after the stream's smoothing (the rule value itself
     anomalous: bool   # at smooth 1), and the verdict on it
+    threshold: float  # the stream's threshold the verdict is against
+    mask: np.ndarray  # its anomalous pixels (model resolution) under that threshold
 
 
 class Scoring(Stage):
@@ -269,17 +271,26 @@ class Scoring(Stage):
         batch = runtime.engine.batches[job.slot]
         offset = runtime.window - job.output.shape[1]   # outputs cover the newest frames
         frames = []
+        scorer = runtime.scorer
         for i, w in enumerate(job.windows):
-            scores = runtime.scorer.score(job.output[i], batch[i, offset:],
-                                          w.first - w.start - offset)
-            w.state.counts["scored"] += len(w.seq)
-            threshold = runtime.scorer.threshold
+            state = w.state
+            ignore = state.ignore()
+            extra = {} if ignore is None else {"ignore": ignore}
+            scores = scorer.score(job.output[i], batch[i, offset:],
+                                  w.first - w.start - offset, **extra)
+            state.counts["scored"] += len(w.seq)
+            threshold = state.threshold
+            # A rule whose map is thresholded at the frame threshold marks its pixels at
+            # the stream's own threshold where that is overridden.
+            remask = threshold != scorer.threshold and scorer.map_threshold == scorer.threshold
             for j in range(len(w.seq)):
                 frame, seq = int(w.frame[j]), int(w.seq[j])
-                value = w.state.smooth(w.segment, float(scores.score[j]))
-                frames.append(ScoredFrame(w.state, seq, float(w.ts[j]),
+                value = state.smooth(w.segment, float(scores.score[j]))
+                mask = scores.map[j] > threshold if remask else scores.mask[j]
+                frames.append(ScoredFrame(state, seq, float(w.ts[j]),
                                           None if frame < 0 else frame, w.clip, w.src[j],
-                                          scores, j, value, value >= threshold))
+                                          scores, j, value, value >= threshold, threshold,
+                                          mask))
         return frames
 
 
@@ -304,8 +315,8 @@ class Publishing(Stage):
         scorer = f.state.runtime.scorer
         # A probability needs its digits (0.97 / 0.4); pixel sums read fine at one decimal.
         fmt = getattr(scorer, "label_format", ".1f")
-        label = f"{scorer.rule} {f.score:{fmt}} / {scorer.threshold:{fmt}}"
-        mask = f.scores.mask[f.j] if f.anomalous else None
+        label = f"{scorer.rule} {f.score:{fmt}} / {f.threshold:{fmt}}"
+        mask = f.mask if f.anomalous else None
         # Scorers whose map is a heat map (a classifier's activation map) draw it in colour.
         heat = f.scores.map[f.j] if f.anomalous and getattr(scorer, "heat", False) else None
         return self.annotator.encode(self.annotator.draw(f.src, mask, boxes, label,
@@ -319,7 +330,7 @@ class Publishing(Stage):
                           peak=float(s.peak[j]), motion=float(s.motion[j]), score=f.score,
                           relative=_finite_or_none(s.relative[j]),
                           top=_finite_or_none(s.top[j])),
-            threshold=scorer.threshold, rule=scorer.rule, anomalous=f.anomalous,
+            threshold=f.threshold, rule=scorer.rule, anomalous=f.anomalous,
             latency_ms=round((time.time() - f.ts) * 1000, 2)))
 
     def overlay_message(self, f: ScoredFrame, boxes: list, jpeg: bytes) -> None:
@@ -366,7 +377,7 @@ class Events(Stage):
         """Annotate (when wanted), track, store and publish one scored frame, in order."""
         state = f.state
         anomalous = f.anomalous
-        boxes = find_boxes(f.scores.mask[f.j], state.shape) if anomalous else []
+        boxes = find_boxes(f.mask, state.shape) if anomalous else []
         wanted = self.publishing.wants_overlay(state.stream)
         peak = self.store is not None and state.peak.wants(
             anomalous, f.score, state.tracker.open_event is not None)

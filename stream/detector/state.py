@@ -11,6 +11,7 @@ from models.scoring import Smoother
 from stream.detector.events import EventTracker
 from stream.detector.ring import RingBuffer
 from stream.detector.runtime import ModelRuntime
+from stream.detector.settings import StreamSettings
 from stream.detector.snapshots import PeakFrame
 
 #: Per-stream counters, as the ``eos`` message reports them.
@@ -26,8 +27,10 @@ class StreamState:
     """
 
     def __init__(self, stream: str, shape: tuple[int, ...], runtime: ModelRuntime,
-                 tracker: EventTracker) -> None:
+                 tracker: EventTracker, settings: StreamSettings | None = None) -> None:
         self.stream = stream
+        #: Live settings (threshold, detection, mask), shared with the detector's by id.
+        self.settings = settings or StreamSettings()
         self.shape = shape
         self.runtime = runtime
         contract = runtime.contract
@@ -49,6 +52,16 @@ class StreamState:
         #: Stretches of frames between cuts: a window carries the one its frames are from.
         self.segment = 0
         self._smoothed_segment = 0   # the segment the smoother holds values of
+
+    @property
+    def threshold(self) -> float:
+        """The threshold its frames are decided against: its override, or its model's."""
+        override = self.settings.threshold
+        return self.runtime.scorer.threshold if override is None else override
+
+    def ignore(self):
+        """Its ignore mask at model resolution (None: none)."""
+        return self.settings.ignore(self.shape, self.runtime.contract.size)
 
     @property
     def received(self) -> int:

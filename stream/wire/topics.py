@@ -277,6 +277,11 @@ class StreamStatus(Record):
         online: Whether frames arrived lately.
         clip: The clip being replayed (None for live sources).
         model: The weights it is scored with.
+        threshold: The threshold its frames are decided against (its override, or its
+            model's calibrated one).
+        detect: False while its detection is switched off.
+        paused: Frames dropped unscored while detection was off.
+        masked: Whether an ignore mask applies.
     """
 
     received: int
@@ -291,6 +296,10 @@ class StreamStatus(Record):
     online: bool
     clip: str | None = None
     model: str | None = optional()
+    threshold: float | None = optional()
+    detect: bool = optional(True)
+    paused: int = optional(0)
+    masked: bool = optional(False)
 
 
 @dataclass(frozen=True, kw_only=True)

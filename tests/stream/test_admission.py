@@ -78,7 +78,8 @@ class Entry:
 
 
 def _detector(weights, tmp_path, curve=None, **config):
-    det = Detector(DetectorConfig(bind=ANY_PORT, publish=ANY_PORT, model=str(weights),
+    det = Detector(DetectorConfig(bind=ANY_PORT, publish=ANY_PORT, control=ANY_PORT,
+                                  model=str(weights),
                                   device="cpu",
                                   precision="fp32", stride=2, max_batch=4,
                                   status_interval=0.2, events_db="", **config),

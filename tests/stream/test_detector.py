@@ -40,7 +40,8 @@ def _stop(stop: threading.Event, thread: threading.Thread) -> None:
 
 @pytest.fixture
 def running(tiny_weights, tmp_path):
-    det = Detector(DetectorConfig(bind=ANY_PORT, publish=ANY_PORT, model=str(tiny_weights),
+    det = Detector(DetectorConfig(bind=ANY_PORT, publish=ANY_PORT, control=ANY_PORT,
+                                  model=str(tiny_weights),
                                   device="cpu", precision="fp32", stride=2, max_batch=3,
                                   status_interval=0.2,
                                   events_db=str(tmp_path / "events.sqlite3")),
@@ -241,7 +242,8 @@ def test_binding_beyond_loopback_without_curve_warns(tiny_weights, caplog):
 
 def _run_detector(tiny_weights, tmp_path, **config):
     config = {"stride": 2, "events_db": str(tmp_path / "e.db"), **config}
-    det = Detector(DetectorConfig(bind=ANY_PORT, publish=ANY_PORT, model=str(tiny_weights),
+    det = Detector(DetectorConfig(bind=ANY_PORT, publish=ANY_PORT, control=ANY_PORT,
+                                  model=str(tiny_weights),
                                   device="cpu", precision="fp32", status_interval=0.2, **config),
                    ScorerConfig(rule="area", threshold=1), EventConfig(open_frames=1))
     stop = threading.Event()
@@ -334,7 +336,8 @@ def test_a_one_frame_window_is_refused_with_what_to_do(tmp_path, precision):
     from tests.conftest import TINY_ARGS, make_weights
     path = make_weights(tmp_path / "one", model_args={**TINY_ARGS, "window": 1})
     with pytest.raises(ValueError, match="window of 1 frame: scoring needs at least 2"):
-        Detector(DetectorConfig(bind=ANY_PORT, publish=ANY_PORT, model=str(path),
+        Detector(DetectorConfig(bind=ANY_PORT, publish=ANY_PORT, control=ANY_PORT,
+                                  model=str(path),
                                 precision=precision, events_db=""))
 
 

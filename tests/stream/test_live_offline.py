@@ -21,7 +21,8 @@ from train.offline import score_clip
 
 @pytest.mark.timeout(300)
 def test_live_motion_score_and_decisions_equal_offline_under_the_shipped_rule():
-    det = Detector(DetectorConfig(bind=ANY_PORT, publish=ANY_PORT, model=str(STAE_WEIGHTS),
+    det = Detector(DetectorConfig(bind=ANY_PORT, publish=ANY_PORT, control=ANY_PORT,
+                                  model=str(STAE_WEIGHTS),
                                   device="cpu", precision="fp32", stride=5, max_batch=4,
                                   status_interval=0.5, events_db=""), ScorerConfig())
     assert det.scorer.rule == "motion"       # the rule the shipped weights calibrated

@@ -59,7 +59,8 @@ def test_a_clip_ends_before_the_next_one_starts_while_other_streams_end(tmp_path
     from tests.conftest import ANY_PORT, push_socket
 
     weights = make_frame_weights(tmp_path / "frame_ae", threshold=1e9)
-    det = Detector(DetectorConfig(bind=ANY_PORT, publish=ANY_PORT, model=str(weights),
+    det = Detector(DetectorConfig(bind=ANY_PORT, publish=ANY_PORT, control=ANY_PORT,
+                                  model=str(weights),
                                   device="cpu", precision="fp32", max_batch=4,
                                   status_interval=0.2, events_db="",
                                   plugins=("tests.plugins.frame_ae",)),

@@ -1,0 +1,161 @@
+"""The detector's side of the control channel: each stream's threshold, detection, model and
+ignore mask, changed while it runs (:mod:`stream.wire.control`). Every change is logged and
+shows in ``status``."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import TYPE_CHECKING
+
+from stream.detector.settings import StreamSettings, check_polygons, check_threshold
+from stream.wire.control import RequestError
+from stream.wire.protocol import ProtocolError, check_stream_id
+
+if TYPE_CHECKING:
+    from stream.detector.loop import Detector
+    from stream.detector.runtime import ModelRuntime
+
+log = logging.getLogger(__name__)
+
+
+def takes_masks(runtime: ModelRuntime) -> bool:
+    """Whether the model's scorer can leave out an ignore mask (its ``score`` has
+    ``ignore``)."""
+    return "ignore" in inspect.signature(runtime.scorer.score).parameters
+
+
+class Controls:
+    """The handlers of the detector's control commands (``handlers`` by name).
+
+    Args:
+        detector: The detector whose streams they change.
+    """
+
+    def __init__(self, detector: Detector) -> None:
+        self.detector = detector
+        self.handlers = {"state": self.state, "threshold": self.threshold,
+                         "detect": self.detect, "model": self.model, "mask": self.mask,
+                         "configure": self.configure, "end": self.end}
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _settings(self, stream: object) -> tuple[str, StreamSettings]:
+        if not isinstance(stream, str):
+            raise RequestError(f"stream must be a stream id string, got {stream!r}")
+        try:
+            check_stream_id(stream)
+        except ProtocolError as err:
+            raise RequestError(str(err)) from None
+        return stream, self.detector.settings_for(stream)
+
+    def describe(self, stream: str) -> dict:
+        """One stream's settings, as every reply and ``state`` report them."""
+        d = self.detector
+        runtime = d.model_for(stream)
+        state = d.streams.get(stream)
+        return {"stream": stream, **d.settings_for(stream).describe(
+                    runtime.scorer.threshold, runtime.weights),
+                "tracked": state is not None}
+
+    # -- commands --------------------------------------------------------------------------
+    def state(self) -> dict:
+        """Every configured or tracked stream's settings."""
+        d = self.detector
+        ids = sorted({*d.settings, *d.streams})
+        return {"streams": {s: self.describe(s) for s in ids}}
+
+    def threshold(self, stream: str, value: float | None) -> dict:
+        """Override a stream's threshold (None: the calibrated one), from its next scored
+        frame on."""
+        stream, settings = self._settings(stream)
+        settings.threshold = check_threshold(value)
+        self.detector.apply_settings(stream)
+        log.warning("control: stream %s threshold %s", stream,
+                    "calibrated" if value is None else f"{settings.threshold:g}")
+        return self.describe(stream)
+
+    def detect(self, stream: str, on: bool) -> dict:
+        """Switch a stream's detection off (its frames dropped unscored, its open event
+        ended once what it already sent is scored) or back on."""
+        stream, settings = self._settings(stream)
+        if not isinstance(on, bool):
+            raise RequestError(f"on must be true or false, got {on!r}")
+        if settings.detect != on:
+            settings.detect = on
+            state = self.detector.streams.get(stream)
+            if not on and state is not None:
+                self.detector.end_segment(state)
+            log.warning("control: stream %s detection %s", stream, "on" if on else "off")
+        return self.describe(stream)
+
+    def model(self, stream: str, weights: str) -> dict:
+        """Score a stream with other weights ("" : the default) from its next frame on;
+        what it sent before is scored with the old model and its open event ended."""
+        stream, settings = self._settings(stream)
+        if not isinstance(weights, str):
+            raise RequestError(f"weights must be a path string (\"\": the default), got "
+                               f"{weights!r}")
+        d = self.detector
+        try:
+            runtime = d.load_runtime(weights) if weights else d.default
+        except (OSError, ValueError) as err:
+            raise RequestError(f"cannot load {weights!r}: {err}") from None
+        if settings.mask and not takes_masks(runtime):
+            raise RequestError(f"{weights}'s scorer cannot ignore masked regions; clear the "
+                               "stream's mask first (mask with no polygons)")
+        before = d.model_for(stream)
+        settings.model = weights
+        d.stream_models[stream] = runtime
+        d.admission.configure(stream)
+        state = d.streams.get(stream)
+        if state is not None and state.runtime is not runtime:
+            d.end_stream(state)   # its next frame starts it afresh on the new model
+        log.warning("control: stream %s model %s -> %s", stream, before.weights,
+                    runtime.weights)
+        return self.describe(stream)
+
+    def mask(self, stream: str, polygons: list) -> dict:
+        """Set a stream's ignore mask (polygons in source pixels; [] clears it)."""
+        stream, settings = self._settings(stream)
+        try:
+            polygons = check_polygons(polygons)
+        except ValueError as err:
+            raise RequestError(str(err)) from None
+        if polygons and not takes_masks(self.detector.model_for(stream)):
+            raise RequestError(f"{self.detector.model_for(stream).weights}'s scorer cannot "
+                               "ignore masked regions")
+        settings.set_mask(polygons)
+        log.warning("control: stream %s mask of %d polygon(s)", stream, len(polygons))
+        return self.describe(stream)
+
+    def configure(self, stream: str, model: str = "", threshold: float | None = None,
+                  detect: bool = True, mask: list | tuple = ()) -> dict:
+        """Take a stream as configured (always admitted) with these settings: what a
+        camera added while running needs before its first frame."""
+        stream, settings = self._settings(stream)
+        check_threshold(threshold)
+        if not isinstance(detect, bool):
+            raise RequestError(f"detect must be true or false, got {detect!r}")
+        try:
+            check_polygons(list(mask))
+        except ValueError as err:
+            raise RequestError(str(err)) from None
+        if model != settings.model:
+            self.model(stream, model)
+        self.detector.admission.configure(stream)
+        self.threshold(stream, threshold)
+        self.mask(stream, list(mask))
+        self.detect(stream, detect)
+        return self.describe(stream)
+
+    def end(self, stream: str) -> dict:
+        """End a stream now (a camera removed): score what it sent, end its event, forget
+        its settings unless it is in the pipeline config."""
+        stream, _ = self._settings(stream)
+        d = self.detector
+        state = d.streams.get(stream)
+        if state is not None:
+            d.end_stream(state)
+        d.forget(stream)
+        log.warning("control: stream %s ended", stream)
+        return {"stream": stream, "ended": state is not None}

@@ -1,0 +1,183 @@
+"""The detector's control channel: per-stream threshold, detection, model and ignore masks
+changed while it runs, with a real detector, real sockets and real Ped2 frames."""
+
+import threading
+
+import cv2
+import numpy as np
+import pytest
+
+from models.scoring import ScorerConfig
+from stream.capture.frames import list_frames
+from stream.config import ConfigError
+from stream.detector.config import DetectorConfig
+from stream.detector.events import EventConfig
+from stream.detector.loop import Detector
+from stream.detector.settings import ignore_map
+from stream.pipeline import load_pipeline
+from stream.wire.control import ControlClient, ControlError
+from stream.wire.protocol import encode_eos, encode_frame
+from stream.wire.subscriber import Subscriber
+from tests.conftest import ANY_PORT, PED2, push_socket, wait_for, wait_for_status, wait_subscribed
+
+TOPICS = ["score.", "eos.", "status", "alert."]
+#: Where the synthetic intruder walks: a bright square along the top of the frame.
+PATH = [[0, 0], [360, 0], [360, 90], [0, 90]]
+
+
+def _intruder_clip(n: int = 40) -> list[np.ndarray]:
+    """Real normal Ped2 frames (a quiet stretch of Train004) with a bright 28-pixel square sweeping across the top."""
+    frames = []
+    for i, path in enumerate(list_frames(PED2 / "Train" / "Train004")[:n]):
+        image = cv2.imread(str(path))
+        x = 10 + 8 * i
+        image[30:58, x:x + 28] = 255
+        frames.append(image)
+    return frames
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory):
+    """The shipped default model, its control endpoint on a free port."""
+    tmp = tmp_path_factory.mktemp("control")
+    det = Detector(DetectorConfig(bind=ANY_PORT, publish=ANY_PORT, control=ANY_PORT,
+                                  device="cpu", precision="fp32", max_batch=4,
+                                  status_interval=0.2, events_db=str(tmp / "events.db")),
+                   ScorerConfig(), EventConfig(open_frames=2, close_frames=2))
+    stop = threading.Event()
+    thread = threading.Thread(target=det.run, args=(stop,))
+    thread.start()
+    sub = Subscriber(det.endpoints["publish"], TOPICS)
+    push = push_socket(det.endpoints["bind"])
+    control = ControlClient(det.endpoints["control"], timeout_s=60)
+    try:
+        wait_subscribed(sub, TOPICS, 30)
+        yield det, sub, push, control
+    finally:
+        control.close()
+        push.close(linger=0)
+        sub.close()
+        stop.set()
+        thread.join(60)
+        assert not thread.is_alive()
+
+
+def _play(sub, push, stream: str, frames: list[np.ndarray]) -> list:
+    """Send ``frames`` as ``stream`` and its end; every message up to its ``eos``."""
+    for i, image in enumerate(frames):
+        push.send_multipart(encode_frame(stream, i, 1.0 + i, image))
+    push.send_multipart(encode_eos(stream))
+    got = []
+
+    def step():
+        m = sub.recv()
+        if m is not None:
+            got.append(m)
+            return m.topic == f"eos.{stream}"
+        return False
+    wait_for(step, 120, f"eos.{stream}")
+    return got
+
+
+def _starts(got, stream):
+    return [m.payload for m in got if m.topic == f"alert.{stream}"
+            and m.payload["type"] == "start"]
+
+
+def _scores(got, stream):
+    return [m.payload for m in got if m.topic == f"score.{stream}"]
+
+
+@pytest.mark.timeout(300)
+def test_a_mask_over_the_intruder_suppresses_its_event_and_one_elsewhere_does_not(detector):
+    det, sub, push, control = detector
+    frames = _intruder_clip()
+    seen = _play(sub, push, "open", frames)
+    assert _starts(seen, "open"), "the intruder raised no event without a mask"
+    state = control.set_mask("masked", [PATH])
+    assert state["mask"] == [[[float(x), float(y)] for x, y in PATH]]
+    masked = _play(sub, push, "masked", frames)
+    assert not _starts(masked, "masked")
+    control.set_mask("elsewhere", [[[0, 150], [360, 150], [360, 240], [0, 240]]])
+    elsewhere = _play(sub, push, "elsewhere", frames)
+    assert _starts(elsewhere, "elsewhere")
+    peak = max(s["scores"]["score"] for s in _scores(seen, "open"))
+    assert max(s["scores"]["score"] for s in _scores(masked, "masked")) < 0.5 * peak
+    assert control.state()["streams"]["masked"]["mask"]
+
+
+@pytest.mark.timeout(300)
+def test_threshold_and_detection_change_live_and_show_in_status(detector):
+    det, sub, push, control = detector
+    frames = _intruder_clip(30)
+    calibrated = det.default.scorer.threshold
+    state = control.set_threshold("quiet", 1e9)
+    assert state["threshold"] == 1e9 and state["calibrated_threshold"] == calibrated
+    assert state["threshold_override"] is True
+    got = _play(sub, push, "quiet", frames[:20])
+    assert not _starts(got, "quiet")
+    assert {s["threshold"] for s in _scores(got, "quiet")} == {1e9}
+    # Back to the calibrated threshold: the same frames raise their event again.
+    assert control.set_threshold("quiet", None)["threshold"] == calibrated
+    got = _play(sub, push, "quiet", frames)
+    assert _starts(got, "quiet") and _starts(got, "quiet")[0]["threshold"] == calibrated
+
+    control.set_detect("paused", False)
+    for i, image in enumerate(frames[:12]):
+        push.send_multipart(encode_frame("paused", i, 1.0 + i, image))
+    status = wait_for_status(sub, lambda s: s["streams"].get("paused", {}).get("paused") == 12,
+                             what="12 paused frames")
+    assert status["streams"]["paused"]["detect"] is False
+    assert status["streams"]["paused"]["scored"] == 0
+    control.set_detect("paused", True)
+    got = _play(sub, push, "paused", frames[:12])
+    assert _scores(got, "paused"), "no frame scored after detection was switched back on"
+
+
+@pytest.mark.timeout(300)
+def test_a_stream_moves_to_other_weights_while_running(detector, tiny_weights):
+    det, sub, push, control = detector
+    frames = _intruder_clip(12)
+    before = _scores(_play(sub, push, "swap", frames), "swap")
+    assert {s["rule"] for s in before} == {det.default.scorer.rule}
+    state = control.set_model("swap", str(tiny_weights))
+    assert state["model"] == str(tiny_weights)
+    after = _scores(_play(sub, push, "swap", frames), "swap")
+    assert {s["rule"] for s in after} == {"area"}   # the tiny weights' calibrated rule
+    status = wait_for_status(sub, lambda s: "swap" in s["streams"] or True)
+    assert any(m["weights"] == str(tiny_weights) for m in status["models"])
+    control.set_model("swap", "")
+    assert control.state()["streams"]["swap"]["model"] == det.default.weights
+
+
+def test_bad_requests_are_refused_with_what_to_send(detector):
+    det, _, _, control = detector
+    with pytest.raises(ControlError, match="unknown command 'explode'"):
+        control.request("explode")
+    with pytest.raises(ControlError, match="finite number"):
+        control.set_threshold("cam", "high")
+    with pytest.raises(ControlError, match="stream id"):
+        control.set_threshold("bad id!", 1.0)
+    with pytest.raises(ControlError, match=r"\[x, y\] point"):
+        control.set_mask("cam", [[[0, 0], [1, "a"], [2, 2]]])
+    with pytest.raises(ControlError, match="cannot load"):
+        control.set_model("cam", "/no/such/weights")
+    assert control.state()["streams"]   # still answering
+
+
+def test_ignore_map_covers_the_polygon_at_model_resolution():
+    ignore = ignore_map(((((0.0, 0.0), (180.0, 0.0), (180.0, 240.0), (0.0, 240.0))),),
+                        (240, 360, 3), 64)
+    assert ignore[:, :31].all() and not ignore[:, 33:].any()
+
+
+def test_stream_masks_and_thresholds_in_the_pipeline_config(tmp_path):
+    config = tmp_path / "p.yaml"
+    config.write_text("streams:\n  - id: cam\n    source: x.mp4\n    threshold: 5\n"
+                      "    detect: false\n    mask: [[[0, 0], [10, 0], [10, 10]]]\n")
+    stream = load_pipeline(config).streams[0]
+    assert stream.threshold == 5.0 and stream.detect is False
+    assert stream.mask == (((0.0, 0.0), (10.0, 0.0), (10.0, 10.0)),)
+    config.write_text("streams:\n  - id: cam\n    source: x.mp4\n    mask: [[[0, 0], [10, 0]]]\n")
+    with pytest.raises(ConfigError, match=r"mask\[0\] must be 3"):
+        load_pipeline(config)
