@@ -12,6 +12,10 @@ $(VENV)/.installed: setup.py
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
 		echo "chromium not installed: the browser test will be skipped (apt-get install chromium)"
+	@# Debian's mosquitto, the broker the MQTT bridge's tests start (skipped where missing).
+	@command -v mosquitto >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto; } || \
+		echo "mosquitto not installed: the MQTT tests will be skipped (apt-get install mosquitto)"
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[test]"

@@ -22,6 +22,7 @@ setup(
         "matplotlib>=3.7,<3.10",
         "aiohttp>=3.9,<4",             # vadstream serve: HTTP, WebSocket
         "prometheus-client>=0.17",     # vadstream serve: /metrics exposition
+        "paho-mqtt>=2.0,<3",           # vadstream mqtt: the MQTT bridge (CallbackAPIVersion 2)
     ],
     extras_require={"test": ["pytest>=8", "pytest-timeout>=2.1", "hypothesis>=6", "ruff>=0.5",
                              # drives Debian's chromium (never `playwright install`)

@@ -207,6 +207,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mqtt(args: argparse.Namespace) -> int:
+    # Imports nothing of MXNet: the bridge runs beside the detector.
+    from stream.mqtt.bridge import Bridge
+    from stream.mqtt.config import MqttConfig
+
+    bridge = Bridge(MqttConfig(enabled=True, **overrides_from_args(args, MqttConfig)))
+    bridge.run(_stop_on_signals())
+    return 0
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     from stream.wire.security import make_keys
 
@@ -260,7 +270,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
               flush=True)
         result = run_demo(source, model, args.video, stream=stream_id, fps=fps,
                           device=args.device, stop=stop, http=http, hold=args.hold,
-                          extra_detect_args=extra or None)
+                          extra_detect_args=extra or None, mqtt=args.mqtt)
     interrupted = stop.is_set() and result.eos is None
     print(f"demo: {result.frames} frames scored at {result.fps:.1f} frames/s, "
           f"{sum(a.type == 'start' for a in result.alerts)} event(s), "
@@ -449,6 +459,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_flags(w, ServeConfig, rename={"history_s": "history"})
     w.set_defaults(func=cmd_serve)
 
+    from stream.mqtt.config import MqttConfig
+
+    q = sub.add_parser("mqtt", help="publish alerts, scores and snapshots on an MQTT broker, "
+                       "with Home Assistant discovery and threshold/detection commands")
+    add_dataclass_flags(q, MqttConfig, skip={"enabled"})
+    q.set_defaults(func=cmd_mqtt)
+
     y = sub.add_parser("keys", help="make CURVE key pairs for the detector and its clients")
     y.add_argument("--dir", default="keys")
     y.add_argument("--name", action="append", help="key pair names (default: server, client)")
@@ -493,6 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--no-dashboard", action="store_true", help="do not start vadstream serve")
     m.add_argument("--hold", action="store_true", help="when the source ends, keep the "
                    "detector and dashboard up until Ctrl-C")
+    m.add_argument("--mqtt", metavar="URL", help="also run the MQTT bridge (vadstream mqtt) "
+                   "on this broker, e.g. mqtt://127.0.0.1:1883")
     m.set_defaults(func=cmd_demo)
 
     t = sub.add_parser("train", help="train a model: on normal footage, or on an image "

@@ -1,0 +1,75 @@
+"""Home Assistant MQTT discovery: one device per stream with five entities.
+
+Each entity's config is published retained on
+``<discovery_prefix>/<component>/vadstream_<stream>/<object>/config``; Home Assistant
+names the entity after the device (``vadstream <stream>``) and the entity's name, so the
+anomaly sensor becomes ``binary_sensor.vadstream_<stream>_anomaly``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from stream.mqtt.topics import OFF, ON, MqttTopics
+
+#: ``(component, object)`` of every entity a stream gets.
+ENTITIES = (("binary_sensor", "anomaly"), ("sensor", "score"), ("image", "snapshot"),
+            ("number", "threshold"), ("switch", "detect"))
+
+
+def threshold_range(threshold: float | None) -> tuple[float, float, float]:
+    """``(min, max, step)`` of the threshold entity: 0 to the first 1, 2 or 5 times a
+    power of ten at or above twice ``threshold``, in steps of a thousandth of that.
+
+    Scores are on each rule's own scale (pixel counts in the hundreds, errors on 0-255,
+    probabilities on 0-1), so the range follows the calibrated threshold.
+    """
+    if threshold is None or not math.isfinite(threshold) or threshold <= 0:
+        return 0.0, 1.0, 0.001
+    target = 2 * threshold
+    exponent = math.floor(math.log10(target))
+    top = next(m * 10.0 ** exponent for m in (1, 2, 5, 10) if m * 10.0 ** exponent >= target)
+    step = 10.0 ** math.floor(math.log10(top / 1000))
+    return 0.0, float(f"{top:.6g}"), float(f"{step:.1g}")
+
+
+def discovery_configs(topics: MqttTopics, discovery_prefix: str, stream: str,
+                      threshold: float | None = None, model: str | None = None
+                      ) -> list[tuple[str, dict]]:
+    """The retained discovery messages of one stream: ``[(topic, config), ...]``.
+
+    Args:
+        topics: The bridge's topics.
+        discovery_prefix: Home Assistant's discovery prefix (``homeassistant``).
+        stream: Stream id.
+        threshold: Its calibrated threshold (sets the threshold entity's range).
+        model: The weights it is scored with (shown as the device's model).
+    """
+    node = f"vadstream_{stream}"
+    device = {"identifiers": [node], "name": f"vadstream {stream}",
+              "manufacturer": "vadstream", "model": model or "video anomaly detector"}
+    low, high, step = threshold_range(threshold)
+    entities = {
+        "anomaly": {"name": "Anomaly", "state_topic": topics.stream(stream, "anomaly"),
+                    "payload_on": ON, "payload_off": OFF, "device_class": "problem"},
+        "score": {"name": "Score", "state_topic": topics.stream(stream, "score"),
+                  "state_class": "measurement", "icon": "mdi:chart-bell-curve"},
+        "snapshot": {"name": "Snapshot", "image_topic": topics.stream(stream, "snapshot"),
+                     "content_type": "image/jpeg"},
+        "threshold": {"name": "Threshold",
+                      "command_topic": topics.stream(stream, "threshold/set"),
+                      "state_topic": topics.stream(stream, "threshold/state"),
+                      "min": low, "max": high, "step": step, "mode": "box",
+                      "entity_category": "config"},
+        "detect": {"name": "Detection", "command_topic": topics.stream(stream, "detect/set"),
+                   "state_topic": topics.stream(stream, "detect/state"),
+                   "payload_on": ON, "payload_off": OFF, "state_on": ON, "state_off": OFF,
+                   "entity_category": "config"},
+    }
+    out = []
+    for component, obj in ENTITIES:
+        config = {**entities[obj], "unique_id": f"{node}_{obj}",
+                  "availability_topic": topics.available, "device": device,
+                  "origin": {"name": "vadstream"}}
+        out.append((f"{discovery_prefix}/{component}/{node}/{obj}/config", config))
+    return out

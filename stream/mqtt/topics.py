@@ -1,0 +1,125 @@
+"""The bridge's MQTT topics (Frigate's conventions under a prefix) and the payloads it
+reads and writes on them."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from stream.wire.protocol import STREAM_ID
+
+#: Payloads of the ``anomaly``, ``detect`` and command topics.
+ON, OFF = "ON", "OFF"
+#: Payloads of ``available`` and a stream's ``status``.
+ONLINE, OFFLINE = "online", "offline"
+#: The bridge's event types for the detector's alert types (Frigate's names).
+EVENT_TYPES = {"start": "new", "update": "update", "end": "end"}
+#: What ``threshold/set`` takes to go back to the calibrated threshold.
+CALIBRATED = ("", "calibrated", "reset", "none", "null")
+COMMANDS = ("threshold", "detect")
+
+
+class CommandError(ValueError):
+    """A command that cannot be carried out as sent; the message says why."""
+
+
+class MqttTopics:
+    """Every topic the bridge publishes or reads, under ``prefix``.
+
+    Args:
+        prefix: First topic level(s), e.g. ``vadstream``.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    @property
+    def available(self) -> str:
+        """``online``/``offline``, retained; also the bridge's last will."""
+        return f"{self.prefix}/available"
+
+    @property
+    def events(self) -> str:
+        """Every event's ``new``/``update``/``end`` as JSON."""
+        return f"{self.prefix}/events"
+
+    def stream(self, stream: str, name: str) -> str:
+        """A stream's topic: ``anomaly``, ``score``, ``snapshot``, ``status``,
+        ``threshold/state``, ``threshold/set``, ``detect/state`` or ``detect/set``."""
+        return f"{self.prefix}/{stream}/{name}"
+
+    @property
+    def command_filters(self) -> list[str]:
+        """Subscriptions that receive every stream's commands."""
+        return [f"{self.prefix}/+/{name}/set" for name in COMMANDS]
+
+    def parse_command(self, topic: str) -> tuple[str, str]:
+        """``(stream, command)`` of a ``<prefix>/<stream>/<command>/set`` topic.
+
+        Raises:
+            CommandError: If it is no command topic, or the stream id is invalid.
+        """
+        head = f"{self.prefix}/"
+        rest = topic[len(head):] if topic.startswith(head) else ""
+        parts = rest.split("/")
+        if len(parts) != 3 or parts[2] != "set" or parts[1] not in COMMANDS:
+            raise CommandError(f"topic {topic[:100]!r} is not {head}<stream>/threshold/set "
+                               f"or {head}<stream>/detect/set")
+        if not STREAM_ID.match(parts[0]):
+            raise CommandError(f"topic {topic[:100]!r}: stream id {parts[0][:64]!r} is invalid "
+                               "(1-64 letters, digits, '_' or '-')")
+        return parts[0], parts[1]
+
+
+def parse_threshold(payload: bytes) -> float | None:
+    """A ``threshold/set`` payload: a positive number, or ``calibrated`` (also ``reset``,
+    ``none`` or empty) for the threshold the weights were calibrated with (None).
+
+    Raises:
+        CommandError: If it is neither.
+    """
+    text = _text(payload).strip()
+    if text.lower() in CALIBRATED:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise CommandError(f"threshold {text[:40]!r} is not a number (send a number, or "
+                           "'calibrated' for the calibrated threshold)") from None
+    if not math.isfinite(value) or value < 0:
+        raise CommandError(f"threshold {text[:40]!r} must be a finite number >= 0")
+    return value
+
+
+def parse_switch(payload: bytes) -> bool:
+    """A ``detect/set`` payload: ``ON`` or ``OFF`` (any case).
+
+    Raises:
+        CommandError: On anything else.
+    """
+    text = _text(payload).strip().upper()
+    if text not in (ON, OFF):
+        raise CommandError(f"detect {text[:40]!r} is not ON or OFF")
+    return text == ON
+
+
+def _text(payload: bytes) -> str:
+    try:
+        return payload.decode()
+    except UnicodeDecodeError:
+        raise CommandError(f"payload {payload[:40]!r} is not UTF-8 text") from None
+
+
+def number(value: float) -> str:
+    """A number as a state payload (6 significant digits, as Home Assistant parses it)."""
+    return f"{value:.6g}"
+
+
+def switch(on: bool) -> str:
+    """``ON`` or ``OFF``."""
+    return ON if on else OFF
+
+
+def event_payload(kind: str, before: dict, after: dict) -> str:
+    """The JSON of an ``events`` message: ``{"type", "before", "after"}``."""
+    return json.dumps({"type": kind, "before": before, "after": after})
