@@ -11,6 +11,7 @@ from stream.detector.annotate import Annotator
 from stream.detector.config import DetectorConfig
 from stream.detector.events import EventConfig
 from stream.detector.settings import check_polygons, check_threshold
+from stream.mqtt.config import MqttConfig
 from stream.wire.protocol import ENCODINGS, check_stream_id
 
 
@@ -89,10 +90,12 @@ class Pipeline:
     annotator: AnnotatorConfig
     supervisor: SupervisorConfig
     streams: tuple[StreamConfig, ...]
+    mqtt: MqttConfig = MqttConfig()
 
 
 SECTIONS = {"detector": DetectorConfig, "scorer": ScorerConfig, "events": EventConfig,
-            "annotator": AnnotatorConfig, "supervisor": SupervisorConfig}
+            "annotator": AnnotatorConfig, "supervisor": SupervisorConfig,
+            "mqtt": MqttConfig}
 
 
 def load_pipeline(path: str | Path | None, events: dict | None = None,

@@ -103,7 +103,7 @@ def run_demo(source: str, model: str, video: Path, stream: str = "demo",
              fps: float | None = None, device: str = "auto", stop: threading.Event | None = None,
              ready_timeout_s: float = 120.0, idle_timeout_s: float = 60.0,
              extra_detect_args: list[str] | None = None, http: str | None = None,
-             hold: bool = False) -> DemoResult:
+             hold: bool = False, mqtt: str | None = None) -> DemoResult:
     """Run the whole pipeline on one source until it ends (or ``stop`` is set).
 
     Args:
@@ -120,6 +120,8 @@ def run_demo(source: str, model: str, video: Path, stream: str = "demo",
         http: ``HOST:PORT`` of the dashboard (``vadstream serve``) started beside the
             pipeline; None: no dashboard.
         hold: When the source ends, keep the detector and the dashboard up until ``stop``.
+        mqtt: Broker URL (``mqtt://HOST:PORT``) of an MQTT bridge (``vadstream mqtt``)
+            started beside the pipeline; None: no bridge.
 
     Returns:
         Frames scored, time taken, every alert.
@@ -168,6 +170,12 @@ def run_demo(source: str, model: str, video: Path, stream: str = "demo",
                 stdout=subprocess.PIPE if http.endswith(":0") else None)
             helpers.append(dashboard)
             topics.append("overlay.")
+        if mqtt is not None:
+            argv = ["mqtt", "--connect", publish, "--broker", mqtt]
+            if bound.get("control"):
+                argv += ["--control", bound["control"]]
+            helpers.append(Child("mqtt", vadstream_command(*argv)))
+            topics += ["alert.", "score."]
         for child in helpers:
             child.start()
             children.append(child)

@@ -18,6 +18,20 @@ def connect_endpoint(bind: str) -> str:
     return bind.replace("://*:", "://127.0.0.1:").replace("://0.0.0.0:", "://127.0.0.1:")
 
 
+def mqtt_command(pipeline: Pipeline) -> list[str]:
+    """The ``vadstream mqtt`` command line of the pipeline's ``mqtt:`` section, connected
+    to its detector's topics and control endpoint."""
+    detector = pipeline.detector
+    control = getattr(detector, "control", "")
+    endpoints = {"connect": pipeline.mqtt.connect or connect_endpoint(detector.publish),
+                 "control": pipeline.mqtt.control or (connect_endpoint(control) if control
+                                                      else "")}
+    if detector.curve_secret_key and not pipeline.mqtt.curve_key:
+        log.warning("the detector requires CURVE: give mqtt.curve_key and mqtt.curve_server, "
+                    "or the MQTT bridge cannot subscribe")
+    return vadstream_command("mqtt", *pipeline.mqtt.to_argv(**endpoints))
+
+
 def capture_command(stream: StreamConfig, connect: str) -> list[str]:
     """The ``vadstream capture`` command line for one configured stream."""
     argv = vadstream_command("capture", "--source", stream.source, "--stream-id", stream.id,
@@ -58,6 +72,9 @@ def supervise(config_path: Path, pipeline: Pipeline, stop: threading.Event,
         finite = not s.loop and not s.source.isdigit() and "://" not in s.source
         watched.append(_Watched(Child(f"capture {s.id}", capture_command(s, connect)),
                                 finite, sup.restart_delay))
+    if pipeline.mqtt.active:   # a separate process: the detector never waits on the broker
+        watched.append(_Watched(Child("mqtt", mqtt_command(pipeline)), False,
+                                sup.restart_delay))
     for w in watched:
         w.child.start()
         w.started_at = time.monotonic()
