@@ -133,7 +133,8 @@ class Bridge:
 
     # -- the bridge's thread ------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        """Bridge until ``stop`` is set; then say ``offline`` and disconnect."""
+        """Bridge until ``stop`` is set; then pass on what the detector had already
+        published, say ``offline`` and disconnect."""
         self.client.connect_async(self.broker.host, self.broker.port, self.config.keepalive)
         self.client.loop_start()
         log.info("bridging detector topics %s to MQTT %s (prefix %s)", self.connect,
@@ -148,6 +149,13 @@ class Bridge:
                     if message is not None:
                         self.handle(message)
                     self._check_detector()
+                # What the detector published before the stop (the end of a replayed
+                # clip's last event) still goes out.
+                for _ in range(10000):
+                    message = sub.recv(0)
+                    if message is None:
+                        break
+                    self.handle(message)
         finally:
             self._sub = None
             self._shutdown()
