@@ -73,6 +73,8 @@ class _Stream:
     best: OverlayMessage | None = None   # the event's best overlay so far
     best_sent: int | None = None         # the seq of the snapshot last published
     snapshot: bytes | None = None        # the last snapshot published (re-sent on reconnect)
+    reported: bool = False               # status reports its threshold (detectors since control)
+    commanded_at: float = 0.0            # Unix time of the last command the detector applied
 
 
 class Bridge:
@@ -106,6 +108,8 @@ class Bridge:
         self.client = make_client(config, self.topics.available, OFFLINE)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = self._on_connect_fail
+        self._failures = 0
         self.client.on_message = self._on_message
 
     # -- paho's network thread: hand everything to the bridge's thread ------------------
@@ -116,6 +120,7 @@ class Bridge:
                       if "auth" in str(reason).lower() else "")
             return
         log.info("connected to the MQTT broker %s", self.config.broker)
+        self._failures = 0
         subscriptions = [(f, 1) for f in self.topics.command_filters]
         if self.config.discovery_prefix:
             subscriptions.append((f"{self.config.discovery_prefix}/status", 1))
@@ -127,6 +132,13 @@ class Bridge:
         if not self._stopping:
             log.warning("lost the MQTT broker %s (%s); reconnecting with backoff up to %.0f s",
                         self.config.broker, reason, self.config.max_backoff)
+
+    def _on_connect_fail(self, _client, _userdata) -> None:
+        self._failures += 1
+        level = logging.WARNING if self._failures in (1, 10) or self._failures % 100 == 0 \
+            else logging.DEBUG
+        log.log(level, "cannot reach the MQTT broker %s (attempt %d); retrying with backoff up "
+                "to %.0f s", self.config.broker, self._failures, self.config.max_backoff)
 
     def _on_message(self, _client, _userdata, message: mqtt.MQTTMessage) -> None:
         self._inbox.put(("message", message.topic, bytes(message.payload)))
@@ -214,13 +226,16 @@ class Bridge:
         for stream, entry in status.streams.items():
             s = self._stream(stream)
             s.model = getattr(entry, "model", None) or s.model
-            threshold = getattr(entry, "threshold", None)
             if s.calibrated is None:
                 s.calibrated = models.get(s.model, status.threshold)
             if not s.announced:
                 s.announced = True
                 self.announce(stream)
             self._set_online(stream, entry.online)
+            threshold = getattr(entry, "threshold", None)
+            s.reported = s.reported or threshold is not None
+            if status.ts < s.commanded_at:
+                continue   # sent before the last command took effect: it would undo it
             if threshold is not None:
                 self._set_threshold(stream, threshold)
             detect = getattr(entry, "detect", None)
@@ -263,7 +278,8 @@ class Bridge:
 
     def _score(self, score: ScoreMessage) -> None:
         s = self._stream(score.stream)
-        self._set_threshold(score.stream, score.threshold)
+        if not s.reported and score.ts >= s.commanded_at:   # a detector before control
+            self._set_threshold(score.stream, score.threshold)
         now = time.monotonic()
         if now - s.last_score >= self.config.score_interval:
             s.last_score = now
@@ -368,6 +384,7 @@ class Bridge:
             log.warning("MQTT %s %r not applied: %s", topic, payload[:40], err)
         else:
             log.info("MQTT %s %r applied: %s", topic, payload[:40], state)
+            self._stream(stream).commanded_at = time.time()
             if isinstance(state.get("threshold"), (int, float)):
                 self._set_threshold(stream, float(state["threshold"]))
             if isinstance(state.get("detect"), bool):

@@ -136,6 +136,8 @@ def test_ped2_event_discovery_commands_and_a_broker_restart(tmp_path, tiny_weigh
         later = wait_for(lambda: (lambda m: m if m and m.payload["threshold"] == 1e9 else None)(
             probe.recv()), 30, "a score decided against the new threshold").payload
         assert later["anomalous"] is False
+        # Reports the detector sent before the change never undo it on MQTT.
+        assert {float(m.payload) for m in rec.since(mark, _topic("threshold/state"))} == {1e9}
 
         # detect/set OFF reaches the detector; bad payloads are answered with the state.
         mark = rec.mark()
