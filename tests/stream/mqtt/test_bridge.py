@@ -133,8 +133,11 @@ def test_ped2_event_discovery_commands_and_a_broker_restart(tmp_path, tiny_weigh
         jpeg = rec.wait(_topic("snapshot"), mark=mark).payload
         image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
         assert image is not None and image.shape == (240, 360, 3)
-        later = wait_for(lambda: (lambda m: m if m and m.payload["threshold"] == 1e9 else None)(
-            probe.recv()), 30, "a score decided against the new threshold").payload
+        def decided_at_1e9():
+            m = probe.recv()
+            return m if m is not None and m.topic.startswith("score.") and \
+                m.payload["threshold"] == 1e9 else None
+        later = wait_for(decided_at_1e9, 30, "a score decided against the new threshold").payload
         assert later["anomalous"] is False
         # Reports the detector sent before the change never undo it on MQTT.
         assert {float(m.payload) for m in rec.since(mark, _topic("threshold/state"))} == {1e9}
