@@ -310,6 +310,41 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_collect(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from stream.capture.collect import SPLIT, CollectConfig, collect
+    from stream.capture.sources import open_source
+
+    config = CollectConfig(**overrides_from_args(args, CollectConfig))
+    stop = _stop_on_signals()
+    # fps=None: a file is read at its own rate (``--fps`` subsamples, it does not pace)
+    with open_source(args.source, fps=None, timeout_s=args.watchdog) as source, \
+            tqdm(total=round(config.minutes * 60), unit="s", desc="collect", disable=None,
+                 bar_format="{desc} {n_fmt}/{total_fmt} s |{bar}| [{elapsed}] {postfix}",
+                 file=sys.stderr) as bar:
+        def progress(r) -> None:
+            bar.update(int(r.seconds) - bar.n)
+            bar.set_postfix_str(f"kept {r.kept}, still {r.still}", refresh=False)
+
+        result = collect(source, args.out, config, progress=progress,
+                         should_stop=stop.is_set)
+    split = args.out / SPLIT
+    print(f"collect: watched {result.seconds:.0f} s of {args.source}: kept {result.kept} of "
+          f"{result.sampled} frames ({result.bytes / 1e6:.0f} MB) in {len(result.clips)} "
+          f"clip(s) under {split} "
+          f"({result.still} still, {result.short} in clips under {config.min_clip_frames} "
+          "frames)")
+    if not result.clips:
+        print(f"collect: nothing was kept: nothing moved enough (--motion {config.motion:g} "
+              "of the pixels), or the source ended; watch longer or lower --motion")
+        return 1
+    print(f"collect: next: vadstream train --config configs/collect_example.yaml --data "
+          f"{args.out} --out models/weights/<camera> (it holds the last clips out to "
+          "calibrate on: collect a few clips at least)")
+    return 0
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from stream.detector.engine import pick_context
     from train.calibrate import recalibrate
@@ -433,6 +468,14 @@ def _console_flags(parser: argparse.ArgumentParser) -> None:
                         "seconds (0: never; default %(default)g)")
 
 
+def _collect_flags(parser: argparse.ArgumentParser) -> None:
+    """``collect``'s flags: one per ``CollectConfig`` field (its module reads frames, which
+    loads MXNet's input contract: added on first use)."""
+    from stream.capture.collect import CollectConfig
+
+    add_dataclass_flags(parser, CollectConfig, rename={"hold_s": "hold"})
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     p = Parser(prog="vadstream", description="Real-time video anomaly detection with a "
@@ -545,6 +588,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", choices=DEVICES, default="auto")
     t.add_argument("--resume", action="store_true")
     t.set_defaults(func=cmd_train)
+
+    o = sub.add_parser("collect", help="record a camera's normal footage as clip folders "
+                       "for `vadstream train`, skipping what does not move",
+                       populate=_collect_flags)
+    o.add_argument("--source", required=True, help="camera index, URL, video file or folder")
+    o.add_argument("--out", type=Path, required=True, help="dataset folder to write (clips "
+                   "go to OUT/Train/TrainNNN, after any already there)")
+    o.add_argument("--watchdog", type=float, default=10.0,
+                   help="seconds a stream URL may give no frames before it is given up")
+    o.set_defaults(func=cmd_collect)
 
     k = sub.add_parser("calibrate", help="re-derive the rule and threshold of trained weights "
                        "from their held-out normal clips")
