@@ -321,7 +321,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     # fps=None: a file is read at its own rate (``--fps`` subsamples, it does not pace)
     with open_source(args.source, fps=None, timeout_s=args.watchdog) as source, \
             tqdm(total=round(config.minutes * 60), unit="s", desc="collect", disable=None,
-                 bar_format="{desc} {n_fmt}/{total_fmt} s |{bar}| [{elapsed}] {postfix}",
+                 bar_format="{desc} {n_fmt}/{total_fmt} s |{bar}| [{elapsed}]{postfix}",
                  file=sys.stderr) as bar:
         def progress(r) -> None:
             bar.update(int(r.seconds) - bar.n)
