@@ -159,6 +159,8 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
     # Piped (or --json-lines): every topic as JSON Lines, as scripts have always read it.
     human = wants_human(args, sys.stdout)
     topics = args.topic or (list(HUMAN_TOPICS) if human else [""])
+    if human and not args.topic and args.save_overlays is not None:
+        topics.append("overlay.")
     with Subscriber(args.connect, topics,
                     curve=client_from_args(args.curve_key, args.curve_server)) as sub:
         if human:
