@@ -71,30 +71,35 @@ class StderrFilter:
         self._thread: threading.Thread | None = None
 
     def start(self) -> StderrFilter:
-        """Route descriptor 2 through the filter."""
+        """Route descriptor 2 through the filter (nothing to do when it is closed)."""
         sys.stderr.flush()
-        self._saved = os.dup(2)
+        try:
+            self._saved = os.dup(2)
+        except OSError:
+            return self
         self._read, write = os.pipe()
         os.dup2(write, 2)
         os.close(write)
-        self._thread = threading.Thread(target=self._pump, name="stderr-filter", daemon=True)
+        self._thread = threading.Thread(target=self._pump, args=(self._read, self._saved),
+                                        name="stderr-filter", daemon=True)
         self._thread.start()
         return self
 
-    def _write(self, data: bytes) -> None:
+    @staticmethod
+    def _write(fd: int, data: bytes) -> None:
         view = memoryview(data)
         while view:
             try:
-                view = view[os.write(self._saved, view):]
+                view = view[os.write(fd, view):]
             except OSError:       # the real standard error is gone (a closed terminal)
                 return
 
-    def _pump(self) -> None:
+    def _pump(self, read: int, saved: int) -> None:
         pending = b""          # the start of a line that may turn out to be dropped
         at_line_start = True   # whether ``pending`` (or the next byte) starts a line
         while True:
             try:
-                chunk = os.read(self._read, 65536)
+                chunk = os.read(read, 65536)
             except OSError:
                 break
             if not chunk:
@@ -111,9 +116,9 @@ class StderrFilter:
                 out.append(pending)     # no log line starts so: pass it on now
                 pending, at_line_start = b"", False
             if out:
-                self._write(b"".join(out))
+                self._write(saved, b"".join(out))
         if pending and not (at_line_start and self.drop.match(pending)):
-            self._write(pending)
+            self._write(saved, pending)
 
     def stop(self, timeout_s: float = 1.0) -> None:
         """Give descriptor 2 back and pass on what is left in the pipe (waits up to
