@@ -460,11 +460,10 @@ def _output_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _console_flags(parser: argparse.ArgumentParser) -> None:
-    """``subscribe``'s output flags (added on first use: the console module reads the wire
-    protocol, which loads OpenCV)."""
-    from stream.apps.console import STATUS_EVERY_S, add_output_flags
+    """``subscribe``'s output flags (added on first use, as :func:`_output_flags`)."""
+    from stream.apps.console import STATUS_EVERY_S
 
-    add_output_flags(parser)
+    _output_flags(parser)
     parser.add_argument("--status-every", type=float, default=STATUS_EVERY_S, metavar="S",
                         help="readable lines: print the detector's status at most every S "
                         "seconds (0: never; default %(default)g)")
