@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import zmq
@@ -149,13 +151,24 @@ def write_ready_file(path: Path, content: dict) -> None:
 
 
 def cmd_subscribe(args: argparse.Namespace) -> int:
+    from stream.apps.console import HUMAN_TOPICS, print_human, wants_human
     from stream.wire.security import client_from_args
     from stream.wire.subscriber import Subscriber, print_messages
 
     stop = _stop_on_signals()
-    with Subscriber(args.connect, args.topic or [""],
+    # Piped (or --json-lines): every topic as JSON Lines, as scripts have always read it.
+    human = wants_human(args, sys.stdout)
+    topics = args.topic or (list(HUMAN_TOPICS) if human else [""])
+    if human and not args.topic and args.save_overlays is not None:
+        topics.append("overlay.")
+    with Subscriber(args.connect, topics,
                     curve=client_from_args(args.curve_key, args.curve_server)) as sub:
-        print_messages(sub, sys.stdout, stop, save_overlays=args.save_overlays, count=args.count)
+        if human:
+            print_human(sub, sys.stdout, stop, save_overlays=args.save_overlays,
+                        count=args.count, status_every_s=args.status_every)
+        else:
+            print_messages(sub, sys.stdout, stop, save_overlays=args.save_overlays,
+                           count=args.count)
     return 0
 
 
@@ -247,6 +260,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     import tempfile
 
+    from stream.apps.console import wants_human
     from stream.apps.demo import dashboard_address, run_demo, write_summary
 
     model, source, fps = args.model, args.source, args.fps
@@ -268,9 +282,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         http = None if args.no_dashboard else dashboard_address(args.http)
         print(f"vadstream demo: {source} -> detector -> alerts (video: {args.video})",
               flush=True)
+        # The alert lines are the demo's own output: readable on a terminal, JSON Lines
+        # when piped; the processes' logs only say what went wrong (all of it: --verbose).
         result = run_demo(source, model, args.video, stream=stream_id, fps=fps,
                           device=args.device, stop=stop, http=http, hold=args.hold,
-                          extra_detect_args=extra or None, mqtt=args.mqtt)
+                          extra_detect_args=extra or None,
+                          printer_args=["--pretty" if wants_human(args, sys.stdout)
+                                        else "--json-lines"],
+                          child_args=["--verbose" if args.verbose else "--quiet"],
+                          mqtt=args.mqtt)
     interrupted = stop.is_set() and result.eos is None
     print(f"demo: {result.frames} frames scored at {result.fps:.1f} frames/s, "
           f"{sum(a.type == 'start' for a in result.alerts)} event(s), "
@@ -300,6 +320,41 @@ def cmd_train(args: argparse.Namespace) -> int:
                  scorer=job.scorer, stride=job.stride, ctx=job.context(args.device),
                  resume=args.resume)
     print(f"wrote {path}")
+    return 0
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from stream.capture.collect import SPLIT, CollectConfig, collect
+    from stream.capture.sources import open_source
+
+    config = CollectConfig(**overrides_from_args(args, CollectConfig))
+    stop = _stop_on_signals()
+    # fps=None: a file is read at its own rate (``--fps`` subsamples, it does not pace)
+    with open_source(args.source, fps=None, timeout_s=args.watchdog) as source, \
+            tqdm(total=round(config.minutes * 60), unit="s", desc="collect", disable=None,
+                 bar_format="{desc} {n_fmt}/{total_fmt} s |{bar}| [{elapsed}]{postfix}",
+                 file=sys.stderr) as bar:
+        def progress(r) -> None:
+            bar.update(int(r.seconds) - bar.n)
+            bar.set_postfix_str(f"kept {r.kept}, still {r.still}", refresh=False)
+
+        result = collect(source, args.out, config, progress=progress,
+                         should_stop=stop.is_set)
+    split = args.out / SPLIT
+    print(f"collect: watched {result.seconds:.0f} s of {args.source}: kept {result.kept} of "
+          f"{result.sampled} frames ({result.bytes / 1e6:.0f} MB) in {len(result.clips)} "
+          f"clip(s) under {split} "
+          f"({result.still} still, {result.short} in clips under {config.min_clip_frames} "
+          "frames)")
+    if not result.clips:
+        print(f"collect: nothing was kept: nothing moved enough (--motion {config.motion:g} "
+              "of the pixels), or the source ended; watch longer or lower --motion")
+        return 1
+    print(f"collect: next: vadstream train --config configs/collect_example.yaml --data "
+          f"{args.out} --out models/weights/<camera> (it holds the last clips out to "
+          "calibrate on: collect a few clips at least)")
     return 0
 
 
@@ -407,11 +462,41 @@ def _detector_flags(parser: argparse.ArgumentParser) -> None:
     add_dataclass_flags(events, EventConfig)
 
 
+def _output_flags(parser: argparse.ArgumentParser) -> None:
+    """``--json-lines`` and ``--pretty`` (added on first use: the console module reads the
+    wire protocol, which loads OpenCV)."""
+    from stream.apps.console import add_output_flags
+
+    add_output_flags(parser)
+
+
+def _console_flags(parser: argparse.ArgumentParser) -> None:
+    """``subscribe``'s output flags (added on first use, as :func:`_output_flags`)."""
+    from stream.apps.console import STATUS_EVERY_S
+
+    _output_flags(parser)
+    parser.add_argument("--status-every", type=float, default=STATUS_EVERY_S, metavar="S",
+                        help="readable lines: print the detector's status at most every S "
+                        "seconds (0: never; default %(default)g)")
+
+
+def _collect_flags(parser: argparse.ArgumentParser) -> None:
+    """``collect``'s flags: one per ``CollectConfig`` field (its module reads frames, which
+    loads MXNet's input contract: added on first use)."""
+    from stream.capture.collect import CollectConfig
+
+    add_dataclass_flags(parser, CollectConfig, rename={"hold_s": "hold"})
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     p = Parser(prog="vadstream", description="Real-time video anomaly detection with a "
                "ConvLSTM autoencoder.")
-    p.add_argument("--verbose", "-v", action="store_true", help="debug logs and tracebacks")
+    loud = p.add_mutually_exclusive_group()
+    loud.add_argument("--verbose", "-v", action="store_true", help="debug logs and "
+                      "tracebacks, and MXNet's own messages")
+    loud.add_argument("--quiet", "-q", action="store_true", help="log warnings and errors "
+                      "only")
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("capture", help="read a source and push its frames to a detector")
@@ -438,9 +523,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "endpoints ending in :* (removed at a clean exit)")
     d.set_defaults(func=cmd_detect)
 
-    s = sub.add_parser("subscribe", help="print published messages as JSON Lines")
+    s = sub.add_parser("subscribe", help="print published messages: a readable line each on "
+                       "a terminal, JSON Lines when piped", populate=_console_flags)
     s.add_argument("--connect", default=TOPICS_ENDPOINT)
-    s.add_argument("--topic", action="append", help="topic prefix (repeatable; default all)")
+    s.add_argument("--topic", action="append", help="topic prefix (repeatable; default all "
+                   "as JSON Lines, alert, eos and status as readable lines)")
     s.add_argument("--save-overlays", type=Path, help="folder for overlay JPEGs")
     s.add_argument("--count", type=int, default=0, help="exit after this many messages")
     _curve_client_flags(s)
@@ -488,7 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_cluster_parser(sub)
 
     m = sub.add_parser("demo", help="the whole pipeline on UCSD Ped2 (or --source), or on "
-                       "cast parts passing a camera (--conveyor)")
+                       "cast parts passing a camera (--conveyor)", populate=_output_flags)
     m.add_argument("--source", help="any capture source (default: UCSD Ped2 test clips in "
                    "../shared/data; with --conveyor, validation parts of the model)")
     m.add_argument("--model", help="weights (default: models/weights/ped2_predictor; with "
@@ -522,6 +609,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", choices=DEVICES, default="auto")
     t.add_argument("--resume", action="store_true")
     t.set_defaults(func=cmd_train)
+
+    o = sub.add_parser("collect", help="record a camera's normal footage as clip folders "
+                       "for `vadstream train`, skipping what does not move",
+                       populate=_collect_flags)
+    o.add_argument("--source", required=True, help="camera index, URL, video file or folder")
+    o.add_argument("--out", type=Path, required=True, help="dataset folder to write (clips "
+                   "go to OUT/Train/TrainNNN, after any already there)")
+    o.add_argument("--watchdog", type=float, default=10.0,
+                   help="seconds a stream URL may give no frames before it is given up")
+    o.set_defaults(func=cmd_collect)
 
     k = sub.add_parser("calibrate", help="re-derive the rule and threshold of trained weights "
                        "from their held-out normal clips")
@@ -583,14 +680,44 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Set to 1, reads as ``--verbose``; ``--verbose`` sets it for the processes a command
+#: starts (``run``'s detector and captures, ``demo``'s, the bench's).
+VERBOSE_ENV = "VADSTREAM_VERBOSE"
+#: Commands that run a network in their own process: MXNet's C++ log lines are filtered
+#: out of their standard error (``stream.apps.quiet``) unless ``--verbose``.
+NETWORK_COMMANDS = frozenset({"detect", "bench", "train", "calibrate", "evaluate"})
+
+
+@contextlib.contextmanager
+def _verbosity(args: argparse.Namespace) -> Iterator[None]:
+    """MXNet's messages off (``--verbose``: on, here and in the processes started)."""
+    from stream.apps.quiet import quiet_mxnet
+
+    if not args.verbose:
+        with quiet_mxnet(filter_stderr=args.command in NETWORK_COMMANDS):
+            yield
+        return
+    before = os.environ.get(VERBOSE_ENV)
+    os.environ[VERBOSE_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(VERBOSE_ENV, None)
+        else:
+            os.environ[VERBOSE_ENV] = before
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run a subcommand; print one clear line on failure."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    args.verbose = args.verbose or os.environ.get(VERBOSE_ENV) == "1"
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr)
     try:
-        return args.func(args)
+        with _verbosity(args):
+            return args.func(args)
     except KeyboardInterrupt:
         return 130
     except (ValueError, OSError, RuntimeError, zmq.ZMQError) as err:

@@ -103,7 +103,8 @@ def run_demo(source: str, model: str, video: Path, stream: str = "demo",
              fps: float | None = None, device: str = "auto", stop: threading.Event | None = None,
              ready_timeout_s: float = 120.0, idle_timeout_s: float = 60.0,
              extra_detect_args: list[str] | None = None, http: str | None = None,
-             hold: bool = False, mqtt: str | None = None) -> DemoResult:
+             hold: bool = False, printer_args: list[str] | None = None,
+             child_args: list[str] | None = None, mqtt: str | None = None) -> DemoResult:
     """Run the whole pipeline on one source until it ends (or ``stop`` is set).
 
     Args:
@@ -120,6 +121,10 @@ def run_demo(source: str, model: str, video: Path, stream: str = "demo",
         http: ``HOST:PORT`` of the dashboard (``vadstream serve``) started beside the
             pipeline; None: no dashboard.
         hold: When the source ends, keep the detector and the dashboard up until ``stop``.
+        printer_args: Output flags of the alert printer (``vadstream subscribe``), e.g.
+            ``["--pretty"]`` (None: it decides by its standard output, the demo's).
+        child_args: Global ``vadstream`` flags of every process it starts, e.g.
+            ``["--quiet"]`` (their logs: warnings and errors only).
         mqtt: Broker URL (``mqtt://HOST:PORT``) of an MQTT bridge (``vadstream mqtt``)
             started beside the pipeline; None: no bridge.
 
@@ -130,11 +135,16 @@ def run_demo(source: str, model: str, video: Path, stream: str = "demo",
         RuntimeError: If the detector does not start or a process fails.
     """
     stop = stop or threading.Event()
+    flags = list(child_args or [])
+
+    def command(*args: str) -> list[str]:
+        return vadstream_command(*flags, *args)
+
     print(describe_weights(model), flush=True)
     events_db = str(video.with_name(EVENTS_DB))
     ready = video.with_name("detector.ready.json")
     ready.unlink(missing_ok=True)
-    detector = Child("detector", vadstream_command(
+    detector = Child("detector", command(
         "detect", "--bind", ANY_PORT, "--publish", ANY_PORT, "--control", ANY_PORT,
         "--ready-file", str(ready),
         "--model", model, "--device", device, "--events-db", events_db,
@@ -157,15 +167,15 @@ def run_demo(source: str, model: str, video: Path, stream: str = "demo",
                                    "run `vadstream detect --verbose` to see why")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the detector did not start within {ready_timeout_s:.0f} s")
-        printer = Child("alerts", vadstream_command("subscribe", "--connect", publish,
-                                                    "--topic", "alert"))
-        recorder = Child("recorder", vadstream_command(
+        printer = Child("alerts", command("subscribe", "--connect", publish, "--topic", "alert",
+                                          *(printer_args or [])))
+        recorder = Child("recorder", command(
             "record", "--connect", publish, "--stream", stream, "--out", str(video)))
         helpers, topics = [printer, recorder], ["alert", f"overlay.{stream}"]
         dashboard = None
         if http is not None:
             # port 0: serve picks one and prints it, read below
-            dashboard = Child("dashboard", vadstream_command(
+            dashboard = Child("dashboard", command(
                 "serve", "--connect", publish, "--http", http, "--events-db", events_db),
                 stdout=subprocess.PIPE if http.endswith(":0") else None)
             helpers.append(dashboard)
@@ -174,7 +184,7 @@ def run_demo(source: str, model: str, video: Path, stream: str = "demo",
             argv = ["mqtt", "--connect", publish, "--broker", mqtt]
             if bound.get("control"):
                 argv += ["--control", bound["control"]]
-            helpers.append(Child("mqtt", vadstream_command(*argv)))
+            helpers.append(Child("mqtt", command(*argv)))
             topics += ["alert.", "score."]
         for child in helpers:
             child.start()
@@ -187,7 +197,7 @@ def run_demo(source: str, model: str, video: Path, stream: str = "demo",
         argv = ["capture", "--source", source, "--stream-id", stream, "--connect", bind]
         if fps is not None:
             argv += ["--fps", str(fps)]
-        capture = Child("capture", vadstream_command(*argv))
+        capture = Child("capture", command(*argv))
         capture.start()
         children.append(capture)
         first = last = None

@@ -189,8 +189,8 @@ class Engine:
             except (mx.base.MXNetError, AssertionError) as err:
                 first = (str(err).strip().splitlines() or [type(err).__name__])[0]
                 report["skipped"][p] = first
-                log.warning("precision auto: oneDNN could not build or run %s for this "
-                            "network on this CPU, skipped: %s", p, first)
+                log.info("precision auto: oneDNN could not build or run %s for this "
+                         "network on this CPU, skipped: %s", p, first)
         if len(runners) == 1:
             report["reason"] = "no candidate could run on this CPU"
             return "fp32", report, {hot: runners["fp32"]}

@@ -26,7 +26,8 @@ PATH = [[0, 0], [360, 0], [360, 90], [0, 90]]
 
 
 def _intruder_clip(n: int = 40) -> list[np.ndarray]:
-    """Real normal Ped2 frames (a quiet stretch of Train004) with a bright 28-pixel square sweeping across the top."""
+    """Real normal Ped2 frames (a quiet stretch of Train004) with a bright 28-pixel
+    square sweeping across the top."""
     frames = []
     for i, path in enumerate(list_frames(PED2 / "Train" / "Train004")[:n]):
         image = cv2.imread(str(path))
