@@ -153,15 +153,16 @@ def supervise(config_path: Path, pipeline: Pipeline, stop: threading.Event,
     sup = Supervisor(config_path, pipeline, extra_detect_args,
                      on_detector_restart=lambda: cameras.detector_restarted())
     cameras = Cameras(sup, pipeline)
-    server = None
+    cameras.start()
+    # bound first: a port in use stops `vadstream run` before it starts anything
+    server = (ControlServer(pipeline.supervisor.control, cameras.handlers)
+              if pipeline.supervisor.control else None)
     try:
+        if server is not None:
+            log.info("camera requests (streams, add, remove) on %s", server.endpoint)
         sup.start()
         for s in pipeline.streams:
             sup.add_capture(s)
-        cameras.start()
-        if pipeline.supervisor.control:
-            server = ControlServer(pipeline.supervisor.control, cameras.handlers)
-            log.info("camera requests (streams, add, remove) on %s", server.endpoint)
         log.info("running %d stream(s); detector frames on %s, topics on %s",
                  len(sup.captures) + len(cameras.pending), pipeline.detector.bind,
                  pipeline.detector.publish)
