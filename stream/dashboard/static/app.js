@@ -386,7 +386,7 @@ async function postSetting(s, setting, body) {
 }
 
 function wireControls(s) {
-  const form = $(".controls", s.card);
+  const form = $(".stream-settings", s.card);
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
     const text = $(".threshold-input", s.card).value.trim();

@@ -55,7 +55,7 @@ def test_threshold_and_detection_set_from_the_page_reach_the_detector(tmp_path):
             page.wait_for_function(f"document.querySelector('{CARD} .threshold-input')"
                                    ".placeholder !== 'calibrated'", timeout=30000)
             page.fill(f"{CARD} .threshold-input", "4321")
-            page.click(f"{CARD} .controls button")
+            page.click(f"{CARD} .stream-settings button")
             page.wait_for_function(f"document.querySelector('{CARD} .threshold-input')"
                                    ".placeholder === '4321.0'", timeout=30000)
             page.uncheck(f"{CARD} .detect-input")

@@ -5,6 +5,7 @@ frames, the dashboard serves real HTTP."""
 import json
 import os
 import signal
+import subprocess
 import threading
 import urllib.error
 import urllib.request
@@ -15,7 +16,7 @@ import yaml
 
 from stream.dashboard.app import run_serve
 from stream.dashboard.config import ServeConfig
-from stream.wire.control import ControlClient
+from stream.wire.control import ControlClient, NoReplyError
 from tests.conftest import PED2, reserve_port, stop, vadstream, wait_for
 
 
@@ -33,6 +34,20 @@ def _call(method: str, url: str, body: dict | None = None) -> tuple[int, dict]:
 def _stream(base: str, stream: str) -> dict | None:
     _, body = _call("GET", f"{base}/api/streams")
     return next((s for s in body["streams"] if s["id"] == stream), None)
+
+
+def _pids(pattern: str) -> list[int]:
+    out = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True,
+                         timeout=30).stdout
+    return [int(p) for p in out.split()]
+
+
+def _detector_threshold(control: str, stream: str) -> float | None:
+    with ControlClient(control, timeout_s=2) as client:
+        try:
+            return client.state()["streams"].get(stream, {}).get("threshold")
+        except NoReplyError:
+            return None
 
 
 def _gone(pid: int) -> bool:
@@ -122,6 +137,13 @@ def test_a_camera_added_changed_and_removed_through_the_api(tiny_weights, tmp_pa
         assert [s["id"] for s in yaml.safe_load(streams_file.read_text())] == [saved]
         _, cameras = _call("GET", f"{base}/api/cameras")
         assert [c["id"] for c in cameras["streams"]] == [saved]
+
+        # A restarted detector knows only the config's streams: the supervisor tells it
+        # the added camera's settings again.
+        (detector,) = _pids(f"detect --config {config}")
+        os.kill(detector, signal.SIGKILL)
+        wait_for(lambda: _detector_threshold(control, saved) == 77.0, 90,
+                 "the restarted detector to have the added camera's threshold")
     finally:
         stopping.set()
         server.join(30)
@@ -132,7 +154,8 @@ def test_a_camera_added_changed_and_removed_through_the_api(tiny_weights, tmp_pa
             stop(run)
     text = log.read_text()
     assert f"camera {live} added" in text and f"camera {live} removed" in text
-    assert "control: stream" in text and "threshold 1234.5" in text
+    assert f"control: stream {live} threshold 1234.5" in text
+    assert "restarting detector" in text and f"camera {saved} configured on the restarted" in text
 
 
 @pytest.mark.timeout(60)
