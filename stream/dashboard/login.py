@@ -21,6 +21,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -30,7 +31,8 @@ log = logging.getLogger(__name__)
 
 COOKIE = "vadstream_session"
 SESSION_S = 12 * 3600
-#: Seconds a failed login waits before its answer (slows guessing; the loop stays free).
+#: Seconds a failed login (form or header) waits before its answer (slows guessing; the
+#: loop stays free meanwhile).
 FAILED_DELAY_S = 1.0
 PUBLIC = ("/login", "/static/")
 CHANGES = ("POST", "PUT", "PATCH", "DELETE")
@@ -125,13 +127,17 @@ class Guard:
         if required and user is None:
             if request.method == "GET" and request.path == "/":
                 raise web.HTTPSeeOther("/login")
+            if "Authorization" in request.headers:   # wrong credentials: slow the guessing
+                log.warning("%s %s with wrong credentials from %s", request.method,
+                            request.path, request.remote)
+                await asyncio.sleep(FAILED_DELAY_S)
             return web.json_response(
                 {"error": "login required: send Authorization: Bearer TOKEN (`vadstream "
                           "users token`) or HTTP Basic with a user (`vadstream users add "
                           "NAME`), or log in at /login"},
                 status=401, headers={"WWW-Authenticate": 'Bearer realm="vadstream"'})
-        if user is not None and request.method in CHANGES:
-            log.info("%s %s by %s", request.method, request.path, user)
+        if request.method in CHANGES and request.path != "/logout":
+            log.info("%s %s by %s", request.method, request.path, user or "(no login)")
         return await handler(request)
 
     # -- the login page --------------------------------------------------------------------
@@ -176,9 +182,10 @@ def _digest(sid: str) -> str:
 
 
 def _same_origin(request: web.Request) -> bool:
-    """Whether the request's ``Origin`` (when a browser sent one) is this dashboard."""
+    """Whether the request's ``Origin`` (when a browser sent one) is this dashboard's host
+    (the scheme aside: behind a TLS proxy the page is https, the request here http)."""
     origin = request.headers.get("Origin")
-    return origin is None or origin == f"{request.scheme}://{request.host}"
+    return origin is None or urlsplit(origin).netloc == request.host
 
 
 def add_login_routes(app: web.Application, guard: Guard) -> None:
