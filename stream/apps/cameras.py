@@ -192,6 +192,9 @@ class Cameras:
         if config.id in self.supervisor.captures or config.id in self.pending:
             raise RequestError(f"stream {config.id!r} is already a camera here (running, or "
                                "its source finished); remove it first or pick another id")
+        if not self.supervisor.detector.child.running:   # its restart waits for this loop
+            raise RequestError("the detector is not running (it is being restarted: see "
+                               "`vadstream run`'s log); add the camera again in a moment")
         try:
             settings = self._configure(config, CONFIGURE_TIMEOUT_S)
         except NoReplyError as err:

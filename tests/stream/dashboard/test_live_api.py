@@ -118,8 +118,18 @@ def test_a_camera_added_changed_and_removed_through_the_api(tiny_weights, tmp_pa
         status, body = _call("POST", f"{base}/api/streams/{live}/detect", {"on": False})
         assert status == 200 and body["detect"] is False
         wait_for(lambda: _stream(base, live)["settings"]["paused"], 30, "paused frames")
+        zone = [[0, 0], [120, 0], [120, 60], [0, 60]]
+        status, body = _call("POST", f"{base}/api/streams/{live}/mask", {"polygons": [zone]})
+        assert status == 200 and body["mask"] == [zone]
+        wait_for(lambda: _stream(base, live)["settings"]["masked"], 30, "masked in status")
+        status, body = _call("POST", f"{base}/api/streams/{live}/model",
+                             {"weights": str(tmp_path / "missing")})
+        assert status == 400 and "cannot load" in body["error"]
+        status, body = _call("POST", f"{base}/api/streams/{live}/detect", {"value": 1})
+        assert status == 400 and '{"on": ...}' in body["error"]
         status, body = _call("GET", f"{base}/api/streams/{live}/settings")
         assert status == 200 and body["detect"] is False and body["threshold"] == 1234.5
+        assert body["mask"] == [zone]
 
         status, cameras = _call("GET", f"{base}/api/cameras")
         assert status == 200
