@@ -7,6 +7,7 @@ from pathlib import Path
 
 from models.scoring import ScorerConfig
 from stream.config import ConfigError, build, check_sections, load_yaml
+from stream.defaults import SUPERVISOR_ENDPOINT
 from stream.detector.annotate import Annotator
 from stream.detector.config import DetectorConfig
 from stream.detector.events import EventConfig
@@ -69,15 +70,24 @@ class AnnotatorConfig:
 
 @dataclass(frozen=True)
 class SupervisorConfig:
-    """``supervisor:``: how ``vadstream run`` restarts what dies.
+    """``supervisor:``: how ``vadstream run`` restarts what dies, and takes cameras added
+    and removed while it runs.
 
     Args:
         restart_delay: Seconds before the first restart of a dead process.
         max_delay: Longest wait between restarts (the delay doubles each time).
+        control: Endpoint where it answers camera requests (``streams``, ``add``,
+            ``remove``: :mod:`stream.apps.cameras`); "": none (cameras only from the config).
+        streams_file: YAML list of the cameras added while running (the same keys as
+            ``streams:`` entries), rewritten on every add and remove and started with the
+            configured ones at the next ``vadstream run``; "": added cameras last until it
+            stops.
     """
 
     restart_delay: float = 1.0
     max_delay: float = 30.0
+    control: str = SUPERVISOR_ENDPOINT
+    streams_file: str = ""
 
 
 @dataclass(frozen=True)

@@ -251,8 +251,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         return run_cluster(args.config, _stop_on_signals())
     pipe = load_pipeline(args.config)
-    if not pipe.streams:
-        raise ValueError(f"{args.config} configures no streams; add entries under `streams:`")
+    if not pipe.streams and not pipe.supervisor.control:
+        raise ValueError(f"{args.config} configures no streams; add entries under `streams:` "
+                         "(or set supervisor.control to add cameras while it runs)")
     supervise(args.config, pipe, _stop_on_signals())
     return 0
 
@@ -573,6 +574,10 @@ def build_parser() -> argparse.ArgumentParser:
     from stream.apps.cluster import add_cluster_parser
 
     add_cluster_parser(sub)
+
+    from stream.apps.users import add_users_parser
+
+    add_users_parser(sub)
 
     m = sub.add_parser("demo", help="the whole pipeline on UCSD Ped2 (or --source), or on "
                        "cast parts passing a camera (--conveyor)", populate=_output_flags)

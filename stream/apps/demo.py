@@ -176,7 +176,8 @@ def run_demo(source: str, model: str, video: Path, stream: str = "demo",
         if http is not None:
             # port 0: serve picks one and prints it, read below
             dashboard = Child("dashboard", command(
-                "serve", "--connect", publish, "--http", http, "--events-db", events_db),
+                "serve", "--connect", publish, "--http", http, "--events-db", events_db,
+                "--control", bound.get("control", ""), "--supervisor", ""),
                 stdout=subprocess.PIPE if http.endswith(":0") else None)
             helpers.append(dashboard)
             topics.append("overlay.")

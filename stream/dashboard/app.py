@@ -11,9 +11,12 @@ from pathlib import Path
 
 from aiohttp import web
 
+from stream.dashboard.auth import Credentials
 from stream.dashboard.clips import EventClips
 from stream.dashboard.config import ServeConfig
+from stream.dashboard.control import LiveControl, add_control_routes
 from stream.dashboard.hub import Hub
+from stream.dashboard.login import Guard, add_login_routes
 from stream.dashboard.metrics import CONTENT_TYPE, DashboardCollector, render
 from stream.dashboard.state import LiveState, event_summary
 from stream.store import EventStore
@@ -27,6 +30,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 EVENT_ID = re.compile(r"^[0-9a-f]{1,64}$")
 NO_CACHE = {"Cache-Control": "no-store"}
 HUB = web.AppKey("hub", Hub)
+GUARD = web.AppKey("guard", Guard)
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -146,8 +150,11 @@ def build_app(config: ServeConfig) -> web.Application:
     hub = Hub(config.connect, state, clips,
               curve=client_from_args(config.curve_key, config.curve_server))
     api = Api(config, hub)
-    app = web.Application()
+    guard = Guard(Credentials(config.auth_path), not is_loopback_host(config.host))
+    app = web.Application(middlewares=[guard.middleware])
     app[HUB] = hub
+    app[GUARD] = guard
+    add_login_routes(app, guard)
     app.router.add_get("/", api.index)
     app.router.add_static("/static", STATIC)
     app.router.add_get("/ws", hub.serve_page)
@@ -158,6 +165,7 @@ def build_app(config: ServeConfig) -> web.Application:
     app.router.add_get("/api/events/{event}/frames", api.frames)
     app.router.add_get("/api/events/{event}/frames/{seq}.jpg", api.frame)
     app.router.add_get("/metrics", api.metrics)
+    add_control_routes(app, LiveControl(config))
 
     async def background(app: web.Application):
         tasks = [asyncio.create_task(hub.read_topics()), asyncio.create_task(hub.tick())]
@@ -168,6 +176,23 @@ def build_app(config: ServeConfig) -> web.Application:
 
     app.cleanup_ctx.append(background)
     return app
+
+
+def check_login(config: ServeConfig) -> None:
+    """Refuse to listen beyond loopback without any login set up.
+
+    Raises:
+        ValueError: Saying which commands set one up.
+    """
+    if is_loopback_host(config.host) or Credentials(config.auth_path).configured():
+        return
+    file = f" --auth-file {config.auth_file}" if config.auth_file else (
+        f" --events-db {config.events_db}" if config.events_db != ServeConfig.events_db else "")
+    raise ValueError(
+        f"the dashboard would listen on {config.http}, beyond this machine, where anyone "
+        "could watch and change the streams: set up a login first with `vadstream users "
+        f"add NAME{file}` (a user for the browser) and/or `vadstream users token{file}` (a "
+        f"token for API clients), kept in {config.auth_path}; or listen on 127.0.0.1")
 
 
 async def serve(config: ServeConfig, stop: threading.Event,
@@ -182,6 +207,7 @@ async def serve(config: ServeConfig, stop: threading.Event,
     Raises:
         OSError: If the address cannot be listened on (saying which, and what to do).
     """
+    check_login(config)
     runner = web.AppRunner(build_app(config), handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, shutdown_timeout=2.0)
@@ -191,9 +217,8 @@ async def serve(config: ServeConfig, stop: threading.Event,
         await runner.cleanup()
         raise OSError(f"cannot listen on {config.http} ({err.strerror}); pick another "
                       "address with --http") from None
-    if not is_loopback_host(config.host):
-        log.warning("the dashboard at %s is reachable beyond this machine and has no "
-                    "login: anyone who can reach it sees every stream", config.http)
+    if Credentials(config.auth_path).configured():
+        log.info("login required (users and tokens in %s)", config.auth_path)
     host, port = runner.addresses[0][:2]
     host = f"[{host}]" if ":" in host else host
     if ready is not None:

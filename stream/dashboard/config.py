@@ -3,8 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from stream.defaults import DASHBOARD_HTTP, EVENTS_DB, TOPICS_ENDPOINT
+from stream.defaults import (
+    CONTROL_ENDPOINT,
+    DASHBOARD_HTTP,
+    EVENTS_DB,
+    SUPERVISOR_ENDPOINT,
+    TOPICS_ENDPOINT,
+)
+
+#: The credentials file's name beside the events store (``auth_file`` "").
+AUTH_FILE = "dashboard-users.json"
+
+
+def auth_path(auth_file: str, events_db: str) -> Path:
+    """The credentials file: ``auth_file``, or :data:`AUTH_FILE` beside ``events_db``."""
+    return Path(auth_file) if auth_file else Path(events_db).parent / AUTH_FILE
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -34,6 +49,13 @@ class ServeConfig:
         clip_budget_mb: Memory the frames of all events may take (oldest go first).
         curve_key: This client's CURVE ``.key_secret`` (when the detector requires CURVE).
         curve_server: The detector's public ``.key``.
+        control: The detector's control endpoint (its ``detector.control``): where the
+            API's threshold, detect, model and mask changes go; "": none.
+        supervisor: ``vadstream run``'s ``supervisor.control``: where cameras are added
+            and removed; "": none.
+        auth_file: Users and tokens of the login (``vadstream users``); "":
+            ``dashboard-users.json`` beside ``events_db``. A login is needed whenever it
+            holds any, and always when ``http`` is beyond loopback.
     """
 
     connect: str = TOPICS_ENDPOINT
@@ -46,6 +68,9 @@ class ServeConfig:
     clip_budget_mb: float = 64.0
     curve_key: str = ""
     curve_server: str = ""
+    control: str = CONTROL_ENDPOINT
+    supervisor: str = SUPERVISOR_ENDPOINT
+    auth_file: str = ""
 
     def __post_init__(self) -> None:
         split_host_port(self.http)
@@ -59,3 +84,8 @@ class ServeConfig:
     @property
     def port(self) -> int:
         return split_host_port(self.http)[1]
+
+    @property
+    def auth_path(self) -> Path:
+        """The credentials file (see ``auth_file``)."""
+        return auth_path(self.auth_file, self.events_db)

@@ -131,8 +131,13 @@ class StreamView:
             latest = {"score": last.scores.score, "seq": last.seq, "threshold": last.threshold,
                       "rule": last.rule, "latency_ms": last.latency_ms}
         clip = s.clip if s is not None else (last.clip if last is not None else None)
+        # what the detector last said of the stream's live settings (its control channel)
+        settings = {"threshold": None, "detect": None, "model": None, "paused": None,
+                    "masked": None}
+        if s is not None:
+            settings = {k: getattr(s, k) for k in settings}
         return {"id": self.id, "online": self.online, "ended": self.ended,
-                "fps": dict(self.rates), **counts,
+                "fps": dict(self.rates), **counts, "settings": settings,
                 "event_open": s is not None and s.event_open, "clip": clip, **latest,
                 "latest": f"/api/streams/{self.id}/latest.jpg" if self.latest else None}
 

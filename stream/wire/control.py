@@ -21,7 +21,7 @@ from stream.wire.security import CurveClient, CurveServer
 log = logging.getLogger(__name__)
 
 __all__ = ["CONTROL_ENDPOINT", "SUPERVISOR_ENDPOINT", "ControlClient", "ControlError",
-           "ControlServer", "RequestError"]
+           "ControlServer", "NoReplyError", "RequestError"]
 #: Largest request accepted (a mask of many polygons fits easily).
 MAX_REQUEST = 1 << 20
 VERSION = 1
@@ -29,6 +29,10 @@ VERSION = 1
 
 class ControlError(RuntimeError):
     """A request that was refused (the reply's error) or not answered in time."""
+
+
+class NoReplyError(ControlError):
+    """No reply came in time: the serving side is not running, or not there."""
 
 
 class RequestError(ValueError):
@@ -144,9 +148,9 @@ class ControlClient:
         """Send ``command`` with ``args``; its result."""
         self.socket.send(json.dumps({"v": VERSION, "command": command, **args}).encode())
         if not self.socket.poll(self.timeout_ms, zmq.POLLIN):
-            raise ControlError(f"no reply from {self.endpoint} within "
-                               f"{self.timeout_ms / 1000:.0f} s: is the detector (or `vadstream "
-                               "run`) running with its control endpoint there?")
+            raise NoReplyError(f"no reply from {self.endpoint} within "
+                          f"{self.timeout_ms / 1000:.0f} s: is the detector (or `vadstream "
+                          "run`) running with its control endpoint there?")
         reply = json.loads(self.socket.recv())
         if not reply.get("ok"):
             raise ControlError(reply.get("error") or "refused")

@@ -99,6 +99,7 @@ function stream(id) {
     $("#no-streams").hidden = true;
     s = { id, card, points: [], threshold: null, summary: null, url: null, dirty: true };
     streams.set(id, s);
+    wireControls(s);
   }
   return s;
 }
@@ -152,6 +153,7 @@ function renderStream(s) {
   $(".score-now", card).textContent = sum.score == null ? "" :
     `${fmtScore(sum.score)}${sum.rule ? ` (${sum.rule})` : ""}`;
   $(".events", card).textContent = sum.events ?? "–";
+  renderControls(s);
 }
 
 function renderBanner() {
@@ -368,6 +370,38 @@ $("#event-dialog").addEventListener("close", stopPlayer);
 
 function escapeHtml(text) {
   return text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+
+// -- live settings: POST /api/streams/<id>/threshold and /detect ----------------------------
+async function postSetting(s, setting, body) {
+  const msg = $(".control-msg", s.card);
+  msg.textContent = "…";
+  const res = await fetch(`/api/streams/${encodeURIComponent(s.id)}/${setting}`, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+  });
+  if (res.status === 401) { location.href = "/login"; return; }
+  const reply = await res.json().catch(() => ({}));
+  msg.textContent = res.ok ? "" : (reply.error || `error ${res.status}`);
+  msg.classList.toggle("warn", !res.ok);
+}
+
+function wireControls(s) {
+  const form = $(".stream-settings", s.card);
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const text = $(".threshold-input", s.card).value.trim();
+    postSetting(s, "threshold", { value: text === "" ? null : Number(text) });
+  });
+  $(".detect-input", s.card).addEventListener("change", (ev) =>
+    postSetting(s, "detect", { on: ev.target.checked }));
+}
+
+function renderControls(s) {
+  const settings = (s.summary || {}).settings || {};
+  const input = $(".threshold-input", s.card);
+  if (settings.threshold != null) input.placeholder = fmtScore(settings.threshold);
+  const detect = $(".detect-input", s.card);
+  if (settings.detect != null && document.activeElement !== detect) detect.checked = settings.detect;
 }
 
 setInterval(() => { $("#clock").textContent = new Date().toLocaleTimeString([], { hour12: false }); }, 1000);

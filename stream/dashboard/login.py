@@ -1,0 +1,194 @@
+"""Who may use the dashboard: the login page, sessions, and the middleware that guards
+every route (:mod:`stream.dashboard.auth` keeps the credentials).
+
+The rule: when ``serve`` listens beyond loopback, or whenever credentials are set up,
+every page, API call, ``/ws`` and ``/metrics`` needs a login; the login page and the
+static files do not. A browser logs in with a form (a random session id in an HttpOnly,
+SameSite=Strict cookie, kept in memory for 12 hours); an API client sends
+``Authorization: Bearer TOKEN`` or HTTP Basic. A request that changes something (POST,
+DELETE) or opens ``/ws`` with an ``Origin`` of another site is refused, login or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import html
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from stream.dashboard.auth import AuthError, Credentials
+
+log = logging.getLogger(__name__)
+
+COOKIE = "vadstream_session"
+SESSION_S = 12 * 3600
+#: Seconds a failed login (form or header) waits before its answer (slows guessing; the
+#: loop stays free meanwhile).
+FAILED_DELAY_S = 1.0
+PUBLIC = ("/login", "/static/")
+CHANGES = ("POST", "PUT", "PATCH", "DELETE")
+
+LOGIN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>vadstream: log in</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="/static/style.css"></head>
+<body><main class="login"><h1>vadstream</h1>
+<form method="post" action="/login">
+<p>{message}</p>
+<label>User <input name="user" autocomplete="username" required autofocus></label>
+<label>Password <input name="password" type="password" autocomplete="current-password"
+ required></label>
+<button type="submit">Log in</button></form></main></body></html>
+"""
+
+
+class Guard:
+    """Sessions and the checks of each request.
+
+    Args:
+        credentials: The users and tokens.
+        beyond_loopback: Whether the dashboard listens beyond this machine (then a login
+            is needed even if every credential was removed meanwhile: nothing passes).
+    """
+
+    def __init__(self, credentials: Credentials, beyond_loopback: bool) -> None:
+        self.credentials = credentials
+        self.beyond_loopback = beyond_loopback
+        self._sessions: dict[str, tuple[str, float]] = {}   # sha256(id) -> (user, expiry)
+        self._basic: OrderedDict[str, tuple[str, tuple | None]] = OrderedDict()
+        self._key = secrets.token_bytes(32)
+
+    def required(self) -> bool:
+        """Whether requests need a login now."""
+        return self.beyond_loopback or self.credentials.configured()
+
+    # -- identities ------------------------------------------------------------------------
+    async def identify(self, request: web.Request) -> str | None:
+        """The user or token name a request comes with, or None."""
+        header = request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            name = self.credentials.check_token(value.strip())
+            return f"token:{name}" if name else None
+        if scheme.lower() == "basic" and value.strip():
+            return await self._basic_user(value.strip())
+        sid = request.cookies.get(COOKIE)
+        if sid:
+            found = self._sessions.get(_digest(sid))
+            if found is not None and found[1] > time.time():
+                return found[0]
+        return None
+
+    async def _basic_user(self, value: str) -> str | None:
+        try:
+            name, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        if not sep:
+            return None
+        # scrypt costs ~50 ms: a client sending Basic on every request is checked once
+        # per credentials file version (the cache key is keyed, so it reveals nothing).
+        key = hmac.new(self._key, value.encode(), hashlib.sha256).hexdigest()
+        stamp = self.credentials.version
+        cached = self._basic.get(key)
+        if cached is not None and cached[1] == stamp and stamp is not None:
+            return cached[0]
+        ok = await asyncio.to_thread(self.credentials.check_user, name, password)
+        if not ok:
+            return None
+        self._basic[key] = (name, self.credentials.version)
+        while len(self._basic) > 256:
+            self._basic.popitem(last=False)
+        return name
+
+    # -- the middleware --------------------------------------------------------------------
+    @web.middleware
+    async def middleware(self, request: web.Request, handler):
+        if (request.method in CHANGES or request.path == "/ws") and not _same_origin(request):
+            return web.json_response({"error": f"{request.method} {request.path} from "
+                                      f"another site ({request.headers.get('Origin')}) is "
+                                      "refused"}, status=403)
+        if request.path.startswith(PUBLIC):
+            return await handler(request)
+        try:
+            required = self.required()
+            user = await self.identify(request) if required else None
+        except AuthError as err:
+            return web.json_response({"error": str(err)}, status=500)
+        if required and user is None:
+            if request.method == "GET" and request.path == "/":
+                raise web.HTTPSeeOther("/login")
+            if "Authorization" in request.headers:   # wrong credentials: slow the guessing
+                log.warning("%s %s with wrong credentials from %s", request.method,
+                            request.path, request.remote)
+                await asyncio.sleep(FAILED_DELAY_S)
+            return web.json_response(
+                {"error": "login required: send Authorization: Bearer TOKEN (`vadstream "
+                          "users token`) or HTTP Basic with a user (`vadstream users add "
+                          "NAME`), or log in at /login"},
+                status=401, headers={"WWW-Authenticate": 'Bearer realm="vadstream"'})
+        if request.method in CHANGES and request.path != "/logout":
+            log.info("%s %s by %s", request.method, request.path, user or "(no login)")
+        return await handler(request)
+
+    # -- the login page --------------------------------------------------------------------
+    async def login_page(self, request: web.Request) -> web.Response:
+        message = ("Wrong user or password." if "failed" in request.query
+                   else "Log in to watch and change the streams.")
+        return web.Response(text=LOGIN_PAGE.format(message=html.escape(message)),
+                            content_type="text/html", headers={"Cache-Control": "no-store"})
+
+    async def login(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        name, password = str(form.get("user", "")), str(form.get("password", ""))
+        try:
+            ok = await asyncio.to_thread(self.credentials.check_user, name, password)
+        except AuthError as err:
+            return web.json_response({"error": str(err)}, status=500)
+        if not ok:
+            log.warning("failed login as %r from %s", name, request.remote)
+            await asyncio.sleep(FAILED_DELAY_S)
+            raise web.HTTPSeeOther("/login?failed=1")
+        sid = secrets.token_urlsafe(32)
+        now = time.time()
+        self._sessions = {k: v for k, v in self._sessions.items() if v[1] > now}
+        self._sessions[_digest(sid)] = (name, now + SESSION_S)
+        log.info("%s logged in from %s", name, request.remote)
+        response = web.HTTPSeeOther("/")
+        response.set_cookie(COOKIE, sid, max_age=SESSION_S, httponly=True, samesite="Strict",
+                            path="/", secure=request.secure)
+        raise response
+
+    async def logout(self, request: web.Request) -> web.Response:
+        sid = request.cookies.get(COOKIE)
+        if sid:
+            self._sessions.pop(_digest(sid), None)
+        response = web.HTTPSeeOther("/login")
+        response.del_cookie(COOKIE, path="/")
+        raise response
+
+
+def _digest(sid: str) -> str:
+    return hashlib.sha256(sid.encode()).hexdigest()
+
+
+def _same_origin(request: web.Request) -> bool:
+    """Whether the request's ``Origin`` (when a browser sent one) is this dashboard's host
+    (the scheme aside: behind a TLS proxy the page is https, the request here http)."""
+    origin = request.headers.get("Origin")
+    return origin is None or urlsplit(origin).netloc == request.host
+
+
+def add_login_routes(app: web.Application, guard: Guard) -> None:
+    app.router.add_get("/login", guard.login_page)
+    app.router.add_post("/login", guard.login)
+    app.router.add_post("/logout", guard.logout)
