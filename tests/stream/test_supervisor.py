@@ -18,12 +18,13 @@ def _pids(pattern: str) -> list[int]:
 def test_dead_capture_is_restarted_and_logged(tiny_weights, tmp_path):
     # `vadstream run` hands its config's endpoints to the detector and captures it starts
     # (and restarts): reserved ports (see reserve_port).
-    bind, publish = (f"tcp://127.0.0.1:{reserve_port()}" for _ in range(2))
+    bind, publish, control, cameras = (f"tcp://127.0.0.1:{reserve_port()}" for _ in range(4))
     config = tmp_path / "pipeline.yaml"
     config.write_text(f"""
 detector:
   bind: {bind}
   publish: {publish}
+  control: {control}
   model: {tiny_weights}
   device: cpu
   precision: fp32
@@ -31,6 +32,7 @@ detector:
   events_db: {tmp_path / 'events.sqlite3'}
 supervisor:
   restart_delay: 0.2
+  control: {cameras}
 streams:
   - id: sup-{os.getpid()}
     source: {PED2 / 'Test' / 'Test003'}
