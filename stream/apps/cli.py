@@ -450,14 +450,15 @@ def _curve_client_flags(p: argparse.ArgumentParser) -> None:
 
 def _detector_flags(parser: argparse.ArgumentParser) -> None:
     """``detect``'s flags: one per ``DetectorConfig`` field (``detector:`` in the config)."""
-    from stream.detector.config import DetectorConfig
+    from stream.detector.config import BACKENDS, DetectorConfig
     from stream.detector.events import EventConfig
     from stream.detector.precision import PRECISIONS
 
     group = parser.add_argument_group("detector", "every key of the config's detector: "
                                       "section, as a flag that replaces the file's value")
     add_dataclass_flags(group, DetectorConfig,
-                        choices={"device": DEVICES, "precision": PRECISIONS})
+                        choices={"device": DEVICES, "precision": PRECISIONS,
+                                 "backend": BACKENDS})
     events = parser.add_argument_group("events", "every key of the config's events: section, "
                                        "as a flag that replaces the file's value")
     add_dataclass_flags(events, EventConfig)
