@@ -205,7 +205,8 @@ def export_onnx(weights: str | Path, out: str | Path, outputs: int | None = None
     frames = max(nets) if outputs is None else outputs
     if frames not in nets:
         raise ExportError(f"a {meta.model} model has inference networks for "
-                          f"{sorted(nets)} output frames per window, not {outputs}")
+                          f"{sorted(nets)} output frames per window, not {outputs}; pass one "
+                          "of those, or none for the full network")
     try:
         model = inference_onnx(nets[frames], meta)
     except ExportError as err:
