@@ -31,13 +31,14 @@ import numpy as np
 from mxnet.gluon import HybridBlock
 
 from models.registry import get_family
-from models.weights import WeightsMeta, load_calibration_arrays, load_weights
+from models.weights import WeightsMeta, load_calibration_arrays, load_weights, weights_paths
 
 #: The ONNX opset the graph declares: mx2onnx's translations are written for it.
 OPSET = 13
+#: The sidecar's ``format`` and ``format_version``.
 FORMAT = "vadstream-onnx"
 FORMAT_VERSION = 1
-#: What the sidecar's format names, and the input's name in the graph.
+#: The graph's input name.
 INPUT = "data"
 
 
@@ -217,8 +218,7 @@ def export_onnx(weights: str | Path, out: str | Path, outputs: int | None = None
     arrays = load_calibration_arrays(weights, meta)
     if arrays:
         np.savez(npz_path, **arrays)
-    params = Path(str(weights)).with_suffix(".params") if str(weights).endswith(
-        (".params", ".json")) else Path(f"{weights}.params")
+    params, _ = weights_paths(weights)
     sidecar = {"format": FORMAT, "format_version": FORMAT_VERSION,
                "onnx": onnx_path.name, "opset": OPSET,
                "input": {"name": INPUT, "shape": [None, meta.window, *meta.contract.shape],
