@@ -23,8 +23,8 @@ setup(
         "aiohttp>=3.9,<4",             # vadstream serve: HTTP, WebSocket
         "prometheus-client>=0.17",     # vadstream serve: /metrics exposition
         "paho-mqtt>=2.0,<3",           # vadstream mqtt: the MQTT bridge (CallbackAPIVersion 2)
-        # vadstream export (MXNet's mx2onnx reads onnx.mapping, gone after 1.17) and the
-        # detector's onnxruntime backend; both work with numpy<1.24
+        # vadstream export (MXNet's mx2onnx reads onnx.mapping, removed in onnx 1.19; run
+        # here with 1.17) and the detector's onnxruntime backend; both with numpy<1.24
         "onnx>=1.15,<1.18",
         "onnxruntime>=1.19,<1.33",
     ],
