@@ -3,7 +3,8 @@
 Measured in one run so that ratios hold even where absolute speeds drift: the machine's
 fp32 matrix-multiply peak first, then the detector's network
 (:class:`stream.detector.engine.Engine`,
-as the live detector runs it) at several batch sizes, the fastest reduced precision with
+as the live detector runs it) at several batch sizes, beside its peer (the same network's
+ONNX export run by onnxruntime, in turns at each batch), the fastest reduced precision with
 its AUC change on the Ped2 test clips, what ``precision: auto`` picks beside fp32 (timed
 in turns at the live batch), and the whole multi-process pipeline
 (:mod:`stream.apps.bench_pipeline`). Every throughput is the best of three timed runs, so
