@@ -23,6 +23,10 @@ setup(
         "aiohttp>=3.9,<4",             # vadstream serve: HTTP, WebSocket
         "prometheus-client>=0.17",     # vadstream serve: /metrics exposition
         "paho-mqtt>=2.0,<3",           # vadstream mqtt: the MQTT bridge (CallbackAPIVersion 2)
+        # vadstream export (MXNet's mx2onnx reads onnx.mapping, removed in onnx 1.19; run
+        # here with 1.17) and the detector's onnxruntime backend; both with numpy<1.24
+        "onnx>=1.15,<1.18",
+        "onnxruntime>=1.19,<1.33",
     ],
     extras_require={"test": ["pytest>=8", "pytest-timeout>=2.1", "hypothesis>=6", "ruff>=0.5",
                              # drives Debian's chromium (never `playwright install`)

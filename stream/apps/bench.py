@@ -3,7 +3,8 @@
 Measured in one run so that ratios hold even where absolute speeds drift: the machine's
 fp32 matrix-multiply peak first, then the detector's network
 (:class:`stream.detector.engine.Engine`,
-as the live detector runs it) at several batch sizes, the fastest reduced precision with
+as the live detector runs it) at several batch sizes, beside its peer (the same network's
+ONNX export run by onnxruntime, in turns at each batch), the fastest reduced precision with
 its AUC change on the Ped2 test clips, what ``precision: auto`` picks beside fp32 (timed
 in turns at the live batch), and the whole multi-process pipeline
 (:mod:`stream.apps.bench_pipeline`). Every throughput is the best of three timed runs, so
@@ -158,6 +159,47 @@ def families_report(models: list[str | Path], device: str, seconds: float) -> li
     return rows
 
 
+def peers_report(model: str | Path, device: str, batches: tuple[int, ...], seconds: float,
+                 peak: float, flop: float) -> dict | None:
+    """The same network as the project's own ONNX export (:mod:`models.export`) run by
+    onnxruntime with its default session options, timed in turns with the MXNet engine at
+    each batch size (``seconds`` / 2 each per batch), its ratios and utilizations.
+
+    Returns:
+        ``{"onnxruntime": {"version", "session_options", "fps": {batch: frames/s}},
+        "mxnet": {"fps": {...}}, "ratio": {batch: ours / onnxruntime}, "best_ratio",
+        "utilization": {"mxnet", "onnxruntime"}}`` (each runtime at its best batch); None
+        on a GPU (the onnxruntime installed runs on the CPU only).
+    """
+    import onnxruntime as ort
+
+    from models.export import INPUT, inference_onnx
+    from stream.detector.onnx_backend import onnx_session
+
+    if pick_context(device).device_type != "cpu":
+        return None
+    engine = Engine(model, device, "fp32", max(batches))
+    engine.batch[:] = np.random.default_rng(0).random(engine.batch.shape, np.float32)
+    trained, meta = load_weights(model)
+    nets = get_family(meta.model).inference(trained, meta, mx.cpu())
+    session = onnx_session(inference_onnx(nets[max(nets)], meta).SerializeToString())
+    fps: dict[str, dict[int, float]] = {"mxnet": {}, "onnxruntime": {}}
+    for b in batches:
+        x = {INPUT: engine.batch[:b]}
+        times = best_times({"mxnet": lambda b=b: engine.run(b),
+                            "onnxruntime": lambda x=x: session.run(None, x)}, seconds / 2)
+        for runtime, t in times.items():
+            fps[runtime][b] = b * engine.window / t
+    best = {runtime: max(v.values()) for runtime, v in fps.items()}
+    return {"onnxruntime": {"version": ort.__version__, "session_options": "default",
+                            "fps": {str(b): round(v, 1) for b, v in fps["onnxruntime"].items()}},
+            "mxnet": {"fps": {str(b): round(v, 1) for b, v in fps["mxnet"].items()}},
+            "ratio": {str(b): round(fps["mxnet"][b] / fps["onnxruntime"][b], 3)
+                      for b in batches},
+            "best_ratio": round(best["mxnet"] / best["onnxruntime"], 3),
+            "utilization": {runtime: round(v * flop / peak, 3) for runtime, v in best.items()}}
+
+
 def detector_stride(model: str | Path) -> int:
     """The stride the weights were calibrated for (5 if none), at most the frames one
     window of their model scores (as the live detector caps it)."""
@@ -254,7 +296,7 @@ def auto_report(model: str | Path, device: str, data: Path, stride: int,
 def run_bench(model: str | Path, device: str = "auto", seconds: float = 3.0,
               data: Path = DEFAULT_SOURCE, streams: int = 4, sweep: tuple[int, ...] = (1, 2, 4, 8),
               pipeline: bool = True, reduced: bool = True, stride: int | None = None,
-              families: list[str | Path] | None = None) -> dict:
+              families: list[str | Path] | None = None, peers: bool = True) -> dict:
     """Everything ``vadstream bench`` reports, measured in one run.
 
     Args:
@@ -270,6 +312,8 @@ def run_bench(model: str | Path, device: str = "auto", seconds: float = 3.0,
         stride: Detector stride of the live measurements (default: the weights' own).
         families: Weights of other models whose live scored frames/s are timed beside
             ``model``'s (:func:`families_report`); None: none.
+        peers: Time the same network run by onnxruntime beside the engine
+            (:func:`peers_report`).
     """
     from stream.apps.bench_pipeline import pipeline_report
 
@@ -294,7 +338,7 @@ def run_bench(model: str | Path, device: str = "auto", seconds: float = 3.0,
         raise ValueError(f"stride must be 1..{meta.window} (the window), got {stride}")
     live = model_fps(model, device, "fp32", (LIVE_BATCH,), seconds, stride=stride)[LIVE_BATCH]
     result = {
-        "device": device_name(ctx), "context": str(ctx),
+        "device": device_name(ctx), "context": str(ctx), "backend": "mxnet",
         "isa": isa_summary(cpu_flags()) if ctx.device_type == "cpu" else None,
         "load_average": [round(x, 2) for x in _load_average()],
         "peak_gflops": round(peak, 1), "gflop_per_frame": round(flop, 3),
@@ -305,7 +349,11 @@ def run_bench(model: str | Path, device: str = "auto", seconds: float = 3.0,
         "utilization": round(fps[best_batch] * flop / peak, 3),
         # what the live detector's network scores per second at its stride and batch 4
         "live_scored_fps": {"stride": stride, "batch": LIVE_BATCH, "fps": round(live, 1)},
-        "reduced_precision": None, "auto": None, "pipeline": None}
+        "reduced_precision": None, "auto": None, "pipeline": None, "peers": None}
+    if peers:
+        log.info("peers: the same network exported to ONNX, run by onnxruntime in turns "
+                 "with the engine at batches %s", batches)
+        result["peers"] = peers_report(model, device, batches, seconds, peak, flop)
     if families:
         log.info("families: live scored frames/s of %s", [str(m) for m in families])
         result["families"] = families_report([model, *families], device, seconds)
@@ -348,7 +396,20 @@ def format_bench(result: dict) -> str:
     for b, v in result["model_fps"].items():
         lines.append(f"batch {b:>2}        {v:7.1f} frames/s = {v * flop:.1f} GFLOP/s")
     lines.append(f"utilization     {result['utilization']:.3f} of the fp32 peak "
-                 f"(batch {result['best_batch']})")
+                 f"(batch {result['best_batch']}, backend {result.get('backend', 'mxnet')})")
+    peers = result.get("peers")
+    if peers:
+        ort = peers["onnxruntime"]
+        lines.append(f"peer            onnxruntime {ort['version']} ({ort['session_options']} "
+                     "session options) on this network's ONNX export, timed in turns with "
+                     "ours:")
+        for b, ratio in peers["ratio"].items():
+            lines.append(f"  batch {b:>2}      ours {peers['mxnet']['fps'][b]:7.1f}, "
+                         f"onnxruntime {ort['fps'][b]:7.1f} frames/s: {ratio:.2f}x")
+        util = peers["utilization"]
+        lines.append(f"  best          {peers['best_ratio']:.2f}x onnxruntime; utilization "
+                     f"ours {util['mxnet']:.3f}, onnxruntime {util['onnxruntime']:.3f} of the "
+                     "fp32 peak")
     live = result["live_scored_fps"]
     lines.append(f"live network    {live['fps']:7.1f} frames/s scored at stride {live['stride']}, "
                  f"batch {live['batch']} (decodes only the newest {live['stride']} of each "

@@ -408,7 +408,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     result = run_bench(args.model, args.device, seconds=args.seconds, data=args.data,
                        streams=args.streams, sweep=sweep, pipeline="pipeline" not in args.skip,
                        reduced="reduced" not in args.skip, stride=args.stride,
-                       families=args.families)
+                       families=args.families, peers="peers" not in args.skip)
     result["omp_threads"] = int(os.environ["OMP_NUM_THREADS"])
     print(f"network threads {result['omp_threads']} (OpenMP, bench and detectors alike)")
     print(format_bench(result))
@@ -419,6 +419,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from stream.apps.bench_plot import plot_bench
 
         plot_bench(result, args.plot)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from models.export import export_onnx
+    from models.weights import WEIGHTS_DIR
+
+    model = args.model
+    if not Path(f"{model}.json").is_file() and (WEIGHTS_DIR / f"{model}.json").is_file():
+        model = str(WEIGHTS_DIR / model)      # a shipped model by name
+    out = args.out or Path(f"{Path(model).name}.{args.format}")
+    onnx_path, json_path = export_onnx(model, out, outputs=args.outputs)
+    print(f"wrote {onnx_path} and {json_path} (inference form of {model})")
     return 0
 
 
@@ -450,14 +463,15 @@ def _curve_client_flags(p: argparse.ArgumentParser) -> None:
 
 def _detector_flags(parser: argparse.ArgumentParser) -> None:
     """``detect``'s flags: one per ``DetectorConfig`` field (``detector:`` in the config)."""
-    from stream.detector.config import DetectorConfig
+    from stream.detector.config import BACKENDS, DetectorConfig
     from stream.detector.events import EventConfig
     from stream.detector.precision import PRECISIONS
 
     group = parser.add_argument_group("detector", "every key of the config's detector: "
                                       "section, as a flag that replaces the file's value")
     add_dataclass_flags(group, DetectorConfig,
-                        choices={"device": DEVICES, "precision": PRECISIONS})
+                        choices={"device": DEVICES, "precision": PRECISIONS,
+                                 "backend": BACKENDS})
     events = parser.add_argument_group("events", "every key of the config's events: section, "
                                        "as a flag that replaces the file's value")
     add_dataclass_flags(events, EventConfig)
@@ -654,7 +668,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data", type=Path, default=PED2,
                    help="UCSD Ped2 root: Test clips replayed and evaluated, Train for int8 "
                    "calibration")
-    b.add_argument("--skip", action="append", default=[], choices=["reduced", "pipeline"],
+    b.add_argument("--skip", action="append", default=[],
+                   choices=["reduced", "pipeline", "peers"],
                    help="leave a part out (repeatable)")
     b.add_argument("--families", nargs="+", metavar="WEIGHTS",
                    help="other models' weights whose live scored frames/s are timed beside "
@@ -665,6 +680,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "the detectors the bench starts (default: one per available core); fewer "
                    "leaves cores to captures and scoring")
     b.set_defaults(func=cmd_bench)
+
+    x = sub.add_parser("export", help="write a model's inference form as ONNX, with its "
+                       "input contract and calibration beside it")
+    x.add_argument("--model", default=str(WEIGHTS), help="weights stem, or the name of "
+                   "shipped weights (ped2_predictor, ped2_stae, casting_cam, ...)")
+    x.add_argument("--format", choices=["onnx"], default="onnx")
+    x.add_argument("--out", type=Path, help="the export's stem: writes OUT.onnx, OUT.json "
+                   "(contract, calibration) and OUT.npz (calibration arrays, if any); "
+                   "default: the weights' name in the current folder")
+    x.add_argument("--outputs", type=int, help="frames per window the network outputs, "
+                   "where the family has a smaller network than the full one (the STAE "
+                   "decoding its newest frames); default: the full one")
+    x.set_defaults(func=cmd_export)
 
     e = sub.add_parser("evaluate", help="frame and pixel AUC on a UCSD-style test set; image "
                        "AUC, accuracy, precision, recall, F1 on class folders of images")

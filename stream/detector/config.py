@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from stream.defaults import CONTROL_ENDPOINT, EVENTS_DB, FRAMES_ENDPOINT, TOPICS_ENDPOINT, WEIGHTS
 from stream.detector.precision import PRECISIONS
 
+#: Runtimes the engine can run a network with (the first is the default).
+BACKENDS = ("mxnet", "onnxruntime")
+
 
 @dataclass(frozen=True)
 class DetectorConfig:
@@ -25,6 +28,9 @@ class DetectorConfig:
             ``bf16`` or ``int8`` (see ``stream.detector.precision``).
         int8_calibration: Folder of normal clips that int8 is calibrated on ("" : the
             clips the weights were trained on). Never test footage.
+        backend: The runtime of the network: ``mxnet`` (oneDNN on a CPU, any precision)
+            or ``onnxruntime`` (the same inference form exported to ONNX at start-up;
+            CPU, fp32: precision ``auto`` runs fp32 and ``bf16``/``int8`` are refused).
         stride: Frames between a stream's windows; each window scores its newest
             ``stride`` frames (1..T; smaller is lower latency and more compute).
         max_batch: Most windows (of all streams) in one forward pass.
@@ -65,6 +71,7 @@ class DetectorConfig:
     device: str = "auto"
     precision: str = "auto"
     int8_calibration: str = ""
+    backend: str = "mxnet"
     stride: int = 5
     max_batch: int = 4
     receive_hwm: int = 32
@@ -87,6 +94,12 @@ class DetectorConfig:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r} is not one of {list(PRECISIONS)}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend {self.backend!r} is not one of {list(BACKENDS)}")
+        if self.backend != "mxnet" and self.precision in ("bf16", "int8"):
+            raise ValueError(f"precision {self.precision} is MXNet oneDNN's: backend "
+                             f"{self.backend} runs fp32 (precision fp32 or auto); use backend "
+                             f"mxnet for {self.precision}")
         if bool(self.curve_secret_key) != bool(self.curve_allowed):
             raise ValueError("CURVE needs both curve_secret_key and curve_allowed")
         counts = {"stride": self.stride, "max_batch": self.max_batch,

@@ -13,7 +13,8 @@ import numpy as np
 from mxnet.gluon import HybridBlock
 
 from models.registry import get_family
-from models.weights import load_calibration_arrays, load_weights
+from models.weights import WeightsMeta, load_calibration_arrays, load_weights
+from stream.detector.config import BACKENDS
 from stream.detector.precision import (
     AUTO_MIN_SPEEDUP,
     AUTO_RUNS,
@@ -85,11 +86,16 @@ class Engine:
             use them); ``auto`` takes a reduced precision only if these equal fp32's on
             every calibration window. None: its reconstructions must stay within
             :data:`stream.detector.precision.RECON_TOLERANCE` of fp32's instead.
+        backend: ``mxnet`` (the default) or ``onnxruntime``
+            (:mod:`stream.detector.onnx_backend`: the same inference form exported to
+            ONNX at start-up; fp32 only).
     """
 
     def __init__(self, weights: str | Path, device: str = "auto", precision: str = "auto",
                  max_batch: int = 8, int8_calibration: str = "",
-                 decode_last: int | None = None, decide: Decide | None = None) -> None:
+                 decode_last: int | None = None, decide: Decide | None = None,
+                 backend: str = "mxnet") -> None:
+        self.backend = get_backend(backend)
         self.ctx = pick_context(device)
         trained, self.meta = load_weights(weights, self.ctx)
         self.calibration_arrays = load_calibration_arrays(weights, self.meta)
@@ -97,7 +103,7 @@ class Engine:
         self.window = self.meta.window     # whether the family can score it: the caller's
         self.contract = self.meta.contract
         self.requested_precision = precision
-        resolved = resolve_precision(precision, self.ctx)
+        resolved = self.backend.resolve(precision, self.ctx)
         # Two input buffers: a caller fills one while the network reads the other.
         self.batches = [np.zeros((max_batch, self.window, *self.contract.shape), np.float32)
                         for _ in range(2)]
@@ -124,16 +130,18 @@ class Engine:
             self.precision_report = {"requested": precision, "precision": resolved}
             if precision == "auto":
                 self.precision_report["reason"] = (
-                    "reduced precisions are oneDNN's, CPU only" if self.ctx.device_type !=
-                    "cpu" else f"this CPU ({isa_summary(cpu_flags())}) has neither VNNI "
-                    "nor native bf16: nothing to measure")
+                    f"backend {self.backend.name} runs fp32" if self.backend.name != "mxnet"
+                    else "reduced precisions are oneDNN's, CPU only"
+                    if self.ctx.device_type != "cpu" else f"this CPU "
+                    f"({isa_summary(cpu_flags())}) has neither VNNI nor native bf16: nothing "
+                    "to measure")
         self.precision = resolved
         missing = [k for k in shapes if k not in built]
         made = initial if missing else {}
         for frames in missing:
-            built[frames] = _Runner(
-                build_network(made[frames], self.ctx, resolved, self.batch[:1], calibration),
-                self.batches, self._shape(frames), self.ctx)
+            built[frames] = self.backend.runner(made[frames], self.meta, self.ctx, resolved,
+                                                self.batches, self._shape(frames),
+                                                calibration)
         self._nets = {k: built[k] for k in shapes}
         self.net = self._nets[self.outputs].net
         self.batch[:] = 0
@@ -141,8 +149,9 @@ class Engine:
             self.run(1, tail=frames != self.outputs)
         self.busy_s, self.frames_run = 0.0, 0
         reason = self.precision_report.get("reason")
-        log.info("model %s (%s) on %s, precision %s%s", weights, self.meta.model, self.ctx,
-                 self.precision, f" (auto: {reason})" if precision == "auto" else "")
+        log.info("model %s (%s) on %s with %s, precision %s%s", weights, self.meta.model,
+                 self.ctx, self.backend.name, self.precision,
+                 f" (auto: {reason})" if precision == "auto" else "")
 
     def _shape(self, frames: int) -> tuple[int, ...]:
         """One window's output shape from the network that outputs ``frames`` frames."""
@@ -248,6 +257,40 @@ class Engine:
     def reconstruct(self, windows: np.ndarray) -> np.ndarray:
         """The full network's outputs of any number of (N, T, S, S) windows; a new array."""
         return self._nets[self.outputs].reconstruct(windows)
+
+
+class MXNetBackend:
+    """Runs the inference form with MXNet (oneDNN-fused on a CPU), at any precision
+    :mod:`stream.detector.precision` offers; ``auto`` is measured by the engine."""
+
+    name = "mxnet"
+
+    def resolve(self, precision: str, ctx: mx.Context) -> str:
+        """:func:`stream.detector.precision.resolve_precision`."""
+        return resolve_precision(precision, ctx)
+
+    def runner(self, net: HybridBlock, meta: WeightsMeta, ctx: mx.Context, precision: str,
+               batches: list[np.ndarray], shape: tuple[int, ...],
+               calibration: Callable[[], np.ndarray]) -> _Runner:
+        """``net`` built at ``precision`` (:func:`build_network`) over ``batches``."""
+        return _Runner(build_network(net, ctx, precision, batches[0][:1], calibration),
+                       batches, shape, ctx)
+
+
+def get_backend(name: str):
+    """The backend ``name`` (one of :data:`BACKENDS`); onnxruntime is imported only when
+    asked for.
+
+    Raises:
+        ValueError: For an unknown name, listing the valid ones.
+    """
+    if name == "mxnet":
+        return MXNetBackend()
+    if name == "onnxruntime":
+        from stream.detector.onnx_backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend()
+    raise ValueError(f"backend {name!r} is not one of {list(BACKENDS)}")
 
 
 class _Runner:

@@ -53,7 +53,8 @@ class ModelRuntime:
         self.engine = Engine(weights, config.device, config.precision, config.max_batch,
                              config.int8_calibration,
                              decode_last=decode if decode < self.window else None,
-                             decide=scorer_decisions(self.scorer, self.lookback))
+                             decide=scorer_decisions(self.scorer, self.lookback),
+                             backend=config.backend)
         self.contract = self.engine.contract
         #: Frames a stream's ring holds: a window and two strides of slack.
         self.capacity = self.window + 2 * self.stride

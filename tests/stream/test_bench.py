@@ -74,7 +74,8 @@ def test_bench_writes_every_key_and_the_plot(tiny_weights, tmp_path):
 def test_bench_times_other_families_beside_the_model(tiny_weights, tiny_trained, tmp_path):
     predictor, cae = tiny_trained("predictor"), tiny_trained("frame_cae")
     out = vadstream_run("bench", "--model", str(tiny_weights), "--device", "cpu", "--seconds",
-                        "0.3", "--skip", "reduced", "--skip", "pipeline", "--families",
+                        "0.3", "--skip", "reduced", "--skip", "pipeline", "--skip", "peers",
+                        "--families",
                         str(predictor), str(cae), "--json", str(tmp_path / "b.json"),
                         timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -87,6 +88,32 @@ def test_bench_times_other_families_beside_the_model(tiny_weights, tiny_trained,
     assert [r["window"] for r in rows] == [4, 4, 1]
     assert all(r["scored_fps"] > 0 and r["parameters"] > 0 for r in rows)
     assert "predictor" in out.stdout and "frames/s scored live" in out.stdout
+
+
+@pytest.mark.timeout(300)
+def test_bench_reports_its_backend_and_the_onnxruntime_peer(tiny_weights, tmp_path):
+    out = vadstream_run("bench", "--model", str(tiny_weights), "--device", "cpu", "--seconds",
+                        "0.2", "--skip", "reduced", "--skip", "pipeline", "--json",
+                        str(tmp_path / "b.json"), timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert result["backend"] == "mxnet"
+    peers = result["peers"]
+    ort = peers["onnxruntime"]
+    assert ort["session_options"] == "default" and ort["version"]
+    # timed at the engine's own batch sizes, each ratio ours / onnxruntime (as rounded)
+    assert set(peers["ratio"]) == set(ort["fps"]) == set(peers["mxnet"]["fps"]) == \
+        set(result["model_fps"])
+    for b, ratio in peers["ratio"].items():
+        ours, theirs = peers["mxnet"]["fps"][b], ort["fps"][b]
+        assert ours > 0 and theirs > 0
+        assert ratio == pytest.approx(ours / theirs, abs=0.001 + 0.06 / theirs)
+    best = max(peers["mxnet"]["fps"].values()) / max(ort["fps"].values())
+    assert peers["best_ratio"] == pytest.approx(best, rel=0.01)
+    flop, peak = result["gflop_per_frame"], result["peak_gflops"]
+    assert peers["utilization"]["onnxruntime"] == pytest.approx(
+        max(ort["fps"].values()) * flop / peak, rel=0.01, abs=0.001)
+    assert "peer            onnxruntime" in out.stdout and "x onnxruntime" in out.stdout
 
 
 def test_bench_refuses_a_model_that_is_not_an_stae_with_what_to_do(tiny_trained):
