@@ -291,7 +291,8 @@ def run_models_live(tmp_path: Path, default_model: Path, streams: list[dict],
     config = tmp_path / "pipeline.yaml"
     config.write_text(yaml.safe_dump({
         "detector": {"bind": bind, "publish": publish, "model": str(default_model),
-                     "control": f"tcp://127.0.0.1:{reserve_port()}", "device": "cpu", "precision": "fp32", "stride": 2, "max_batch": 4,
+                     "control": f"tcp://127.0.0.1:{reserve_port()}", "device": "cpu",
+                     "precision": "fp32", "stride": 2, "max_batch": 4,
                      "status_interval": 0.5, "events_db": str(tmp_path / "events.sqlite3"),
                      **(detector or {})},
         "scorer": {"rule": "auto"},
