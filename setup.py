@@ -27,6 +27,7 @@ setup(
         # here with 1.17) and the detector's onnxruntime backend; both with numpy<1.24
         "onnx>=1.15,<1.18",
         "onnxruntime>=1.19,<1.33",
+        "av>=18.1,<19",                # H.264 MP4 (event clips, record): its wheels bundle libx264
     ],
     extras_require={"test": ["pytest>=8", "pytest-timeout>=2.1", "hypothesis>=6", "ruff>=0.5",
                              # drives Debian's chromium (never `playwright install`)

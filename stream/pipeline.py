@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from models.scoring import ScorerConfig
 from stream.config import ConfigError, build, check_sections, load_yaml
 from stream.defaults import SUPERVISOR_ENDPOINT
 from stream.detector.annotate import Annotator
+from stream.detector.clips import ClipConfig
 from stream.detector.config import DetectorConfig
 from stream.detector.events import EventConfig
+from stream.detector.retention import RetentionConfig
 from stream.detector.settings import check_polygons, check_threshold
 from stream.mqtt.config import MqttConfig
 from stream.wire.protocol import ENCODINGS, check_stream_id
@@ -101,11 +103,13 @@ class Pipeline:
     supervisor: SupervisorConfig
     streams: tuple[StreamConfig, ...]
     mqtt: MqttConfig = MqttConfig()
+    clips: ClipConfig = field(default_factory=ClipConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
 
 SECTIONS = {"detector": DetectorConfig, "scorer": ScorerConfig, "events": EventConfig,
             "annotator": AnnotatorConfig, "supervisor": SupervisorConfig,
-            "mqtt": MqttConfig}
+            "mqtt": MqttConfig, "clips": ClipConfig, "retention": RetentionConfig}
 
 
 def load_pipeline(path: str | Path | None, events: dict | None = None,

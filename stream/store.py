@@ -27,6 +27,18 @@ CREATE TABLE IF NOT EXISTS snapshots (
     stored_at REAL NOT NULL,
     jpeg      BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS clips (
+    id        TEXT PRIMARY KEY,
+    stream    TEXT NOT NULL,
+    path      TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq  INTEGER NOT NULL,
+    frames    INTEGER NOT NULL,
+    dropped   INTEGER NOT NULL,
+    cut       INTEGER NOT NULL,
+    bytes     INTEGER NOT NULL,
+    stored_at REAL NOT NULL
+);
 """
 
 
@@ -118,6 +130,83 @@ class EventStore:
         except sqlite3.OperationalError:   # a store written before snapshots existed
             return None
         return None if row is None else (int(row[0]), bytes(row[1]))
+
+    def put_clip(self, clip: dict) -> None:
+        """Record an event's finished MP4 clip (its file must exist).
+
+        Args:
+            clip: ``id, stream, path`` (relative to the store's folder), ``first_seq``,
+                ``last_seq``, ``frames``, ``dropped`` (frames the writer could not keep
+                up with), ``cut`` (stopped at the longest clip) and ``bytes``.
+        """
+        self._db.execute("INSERT OR REPLACE INTO clips (id, stream, path, first_seq, last_seq, "
+                         "frames, dropped, cut, bytes, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, "
+                         "?, ?, ?)", (clip["id"], clip["stream"], clip["path"],
+                                      int(clip["first_seq"]), int(clip["last_seq"]),
+                                      int(clip["frames"]), int(clip["dropped"]),
+                                      int(bool(clip["cut"])), int(clip["bytes"]), time.time()))
+
+    def clip(self, event_id: str) -> dict | None:
+        """An event's clip row (``path`` relative to the store's folder), or None."""
+        try:
+            cur = self._db.execute("SELECT * FROM clips WHERE id = ?", (event_id,))
+        except sqlite3.OperationalError:   # a store written before clips existed
+            return None
+        row = cur.fetchone()
+        return None if row is None else dict(zip([c[0] for c in cur.description], row,
+                                                 strict=True))
+
+    def clips(self) -> list[dict]:
+        """Every clip row, oldest first."""
+        cur = self._db.execute("SELECT * FROM clips ORDER BY stored_at")
+        names = [c[0] for c in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def sizes(self) -> list[tuple[str, float, int, bool]]:
+        """Every event as ``(id, last stored_at, bytes, ended)``, oldest last alert first.
+
+        Its bytes are those of its alerts' JSON, its snapshot and its clip file: what
+        deleting it frees (the SQLite file reuses freed pages rather than shrinking).
+        """
+        rows = self._db.execute(
+            "SELECT a.id, MAX(a.stored_at), SUM(LENGTH(a.payload)), "
+            "(SELECT type FROM alerts WHERE seqno = MAX(a.seqno)) = 'end', "
+            "COALESCE((SELECT LENGTH(jpeg) FROM snapshots s WHERE s.id = a.id), 0), "
+            "COALESCE((SELECT bytes FROM clips c WHERE c.id = a.id), 0) "
+            "FROM alerts a GROUP BY a.id ORDER BY MAX(a.stored_at), MAX(a.seqno)").fetchall()
+        return [(i, float(at), int(n + snap + clip), bool(ended))
+                for i, at, n, ended, snap, clip in rows]
+
+    def delete_events(self, ids: list[str]) -> list[str]:
+        """Delete events whole, in one transaction: their alerts, snapshots and clip rows.
+
+        Returns:
+            The deleted clips' paths (relative to the store's folder): the caller removes
+            the files after this, so no row ever names a file that is gone.
+        """
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            paths = [r[0] for r in self._db.execute(
+                f"SELECT path FROM clips WHERE id IN ({marks})", ids).fetchall()]
+            for table in ("alerts", "snapshots", "clips"):
+                self._db.execute(f"DELETE FROM {table} WHERE id IN ({marks})", ids)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return paths
+
+    def has_event(self, event_id: str) -> bool:
+        """Whether any alert of this event is stored."""
+        return self._db.execute("SELECT 1 FROM alerts WHERE id = ? LIMIT 1",
+                                (event_id,)).fetchone() is not None
+
+    def delete_clip(self, event_id: str) -> None:
+        """Forget an event's clip row (its file is gone); the event stays."""
+        self._db.execute("DELETE FROM clips WHERE id = ?", (event_id,))
 
     def events(self, stream: str | None = None, since: float | None = None,
                limit: int = 100) -> list[dict]:

@@ -127,7 +127,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
                          **overrides_from_args(args, DetectorConfig))
     stop = _stop_on_signals()
     detector = Detector(pipe.detector, pipe.scorer, pipe.events, pipe.annotator.build(),
-                        streams=pipe.streams)
+                        streams=pipe.streams, clips=pipe.clips, retention=pipe.retention)
     if args.ready_file is not None:
         write_ready_file(args.ready_file, {**detector.endpoints, "pid": os.getpid()})
         log.info("ready: frames on %s, topics on %s (%s)", detector.endpoints["bind"],
@@ -203,8 +203,9 @@ def cmd_events(args: argparse.Namespace) -> int:
             print(a.to_json())
         else:
             end = "" if a.end_seq is None else f" end_seq {a.end_seq}"
+            clip = "" if a.clip_path is None else f" clip {a.clip_path}"
             print(f"{a.ts:.3f} {a.stream} {a.type:6} {a.id[:12]} start_seq {a.start_seq}{end} "
-                  f"score {a.score:.1f} peak {a.peak_score:.1f}")
+                  f"score {a.score:.1f} peak {a.peak_score:.1f}{clip}")
     return 0
 
 

@@ -137,9 +137,30 @@ class Api:
         return web.Response(body=frame.jpeg, content_type="image/jpeg",
                             headers={"Cache-Control": "max-age=3600"})
 
+    async def clip(self, request: web.Request) -> web.StreamResponse:
+        """An event's MP4 clip, from the folder beside the events store (ranges served, so
+        a ``<video>`` can seek)."""
+        event_id = self._event_id(request)
+        row = await self._store(lambda s: s.clip(event_id)) if event_id else None
+        path = None if row is None else clip_file(self.config.events_db, row["path"])
+        if path is None or not path.is_file():
+            return _error(404, f"event {request.match_info['event']!r} has no clip (yet): an "
+                          "unknown id, an event still open or in its post-roll, clips off, "
+                          "or deleted by retention")
+        return web.FileResponse(path, headers={"Content-Type": "video/mp4",
+                                               "Cache-Control": "max-age=3600"})
+
     async def metrics(self, _request: web.Request) -> web.Response:
         return web.Response(body=render(self.collector), headers={
             "Content-Type": CONTENT_TYPE, **NO_CACHE})
+
+
+def clip_file(events_db: str, path: str) -> Path | None:
+    """A clip row's file: relative paths are below the store's folder; None for a path
+    that leaves it (the dashboard serves nothing else)."""
+    root = Path(events_db).resolve().parent
+    file = (root / path).resolve()
+    return file if file.is_relative_to(root) and file.suffix == ".mp4" else None
 
 
 def build_app(config: ServeConfig) -> web.Application:
@@ -164,6 +185,7 @@ def build_app(config: ServeConfig) -> web.Application:
     app.router.add_get("/api/events/{event}/snapshot.jpg", api.snapshot)
     app.router.add_get("/api/events/{event}/frames", api.frames)
     app.router.add_get("/api/events/{event}/frames/{seq}.jpg", api.frame)
+    app.router.add_get("/api/events/{event}/clip.mp4", api.clip)
     app.router.add_get("/metrics", api.metrics)
     add_control_routes(app, LiveControl(config))
 

@@ -32,8 +32,9 @@ def event_summary(alert: dict) -> dict:
 
     Returns:
         ``id, stream, open, start_ts, end_ts, start_seq, end_seq, peak_score, peak_seq,
-        threshold, frames, clip, frame, boxes, recovered`` and the URLs of its snapshot
-        (``?peak=`` changes with the peak, so a browser never shows a stale one) and frames.
+        threshold, frames, clip, frame, boxes, recovered, clip_path`` and the URLs of its
+        snapshot (``?peak=`` changes with the peak, so a browser never shows a stale one),
+        frames and MP4 clip (``clip_url``: None until its ``end`` names a clip).
     """
     event_id = alert["id"]
     return {"id": event_id, "stream": alert["stream"],
@@ -46,7 +47,9 @@ def event_summary(alert: dict) -> dict:
             "frame": alert.get("frame"), "boxes": alert.get("boxes", []),
             "recovered": bool(alert.get("recovered")),
             "snapshot": f"/api/events/{event_id}/snapshot.jpg?peak={alert.get('peak_seq')}",
-            "frames_url": f"/api/events/{event_id}/frames"}
+            "frames_url": f"/api/events/{event_id}/frames",
+            "clip_path": alert.get("clip_path"),
+            "clip_url": f"/api/events/{event_id}/clip.mp4" if alert.get("clip_path") else None}
 
 
 class StreamView:

@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
 import zmq
@@ -19,11 +20,13 @@ from models.scoring import ScorerConfig
 from models.weights import weights_paths
 from stream.detector.admission import Admission
 from stream.detector.annotate import Annotator
+from stream.detector.clips import ClipConfig, ClipRecorder
 from stream.detector.config import DetectorConfig
 from stream.detector.control import Controls, takes_masks
 from stream.detector.events import EventConfig
 from stream.detector.histogram import Histogram
 from stream.detector.receive import Receiver
+from stream.detector.retention import Retention, RetentionConfig
 from stream.detector.runtime import ModelRuntime
 from stream.detector.settings import StreamSettings, check_polygons, check_threshold
 from stream.detector.stages import (
@@ -89,12 +92,16 @@ class Detector:
         context: ZeroMQ context.
         streams: Configured streams: always admitted, each on its ``model`` ("" : the
             detector's), with its ``threshold``, ``detect`` and ``mask``.
+        clips: Each event's MP4 clip (default: on, beside the events store; none
+            without a store).
+        retention: The events store's budget and age (default: none).
     """
 
     def __init__(self, config: DetectorConfig, scorer: ScorerConfig | None = None,
                  events: EventConfig | None = None, annotator: Annotator | None = None,
                  context: zmq.Context | None = None,
-                 streams: Sequence[StreamEntry] = ()) -> None:
+                 streams: Sequence[StreamEntry] = (), clips: ClipConfig | None = None,
+                 retention: RetentionConfig | None = None) -> None:
         self.config = config
         load_plugins(config.plugins)
         scorer = scorer or ScorerConfig()
@@ -162,7 +169,10 @@ class Detector:
             self.infer = Inference(ctx, self.inference)
             self.scoring = Scoring()
             self.publishing = Publishing(self.publisher, annotator or Annotator())
-            self.tracking = Events(self.publishing, store)
+            self.tracking = Events(self.publishing, store,
+                                   *self._housekeeping(store, clips, retention, events))
+            if self.tracking.clips is not None:
+                undo.callback(self.tracking.clips.stop)
             self.stages = (self.receiver, self.scheduler, self.infer, self.scoring, self.tracking,
                            self.publishing)
             self._queued: Job | None = None    # assembled, waiting for the network
@@ -184,6 +194,20 @@ class Detector:
                      runtime.window, runtime.stride, runtime.engine.precision)
         log.info("detector: frames on %s, topics on %s, %d configured stream(s)",
                  self.endpoints["bind"], self.endpoints["publish"], len(self.stream_models))
+
+    def _housekeeping(self, store: EventStore | None, clips: ClipConfig | None,
+                      retention: RetentionConfig | None, events: EventConfig | None,
+                      ) -> tuple[ClipRecorder | None, Retention | None]:
+        """The clip recorder and retention of the events store (None without a store)."""
+        if store is None:
+            return None, None
+        clips, retention = clips or ClipConfig(), retention or RetentionConfig()
+        root = Path(self.config.events_db).parent
+        recorder = (ClipRecorder(clips, clips.folder(self.config.events_db), root,
+                                 self.publishing.annotator,
+                                 lead_frames=(events or EventConfig()).open_frames)
+                    if clips.enabled else None)
+        return recorder, Retention(retention, store, root) if retention.active else None
 
     def _runtime(self, weights: str, scorer: ScorerConfig) -> ModelRuntime:
         key = str(weights_paths(weights)[0].resolve())   # a stem and its .params: one model
@@ -363,6 +387,7 @@ class Detector:
                 while len(self.gone) > self.config.max_streams:   # bounded: oldest out
                     self.gone.pop(next(iter(self.gone)))
             self.publishing.status(self.status())
+            self.tracking.tick()   # finished clips into the store, retention when due
 
     def run(self, stop: threading.Event) -> None:
         """Serve until ``stop`` is set; then end every open event and close the sockets."""

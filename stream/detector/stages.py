@@ -21,8 +21,10 @@ import zmq
 
 from models.scoring import FrameScores
 from stream.detector.annotate import Annotator, find_boxes
+from stream.detector.clips import ClipFrame, ClipRecorder
 from stream.detector.events import FrameVerdict
 from stream.detector.histogram import Histogram
+from stream.detector.retention import Retention
 from stream.detector.runtime import ModelRuntime
 from stream.detector.state import StreamState
 from stream.store import EventStore, recovered_end
@@ -311,7 +313,8 @@ class Publishing(Stage):
     def wants_overlay(self, stream: str) -> bool:
         return self.publisher.wants(f"overlay.{stream}")
 
-    def overlay(self, f: ScoredFrame, boxes: list) -> bytes:
+    def clip_frame(self, f: ScoredFrame, boxes: list) -> ClipFrame:
+        """What drawing the frame's overlay takes (references only: nothing drawn yet)."""
         scorer = f.state.runtime.scorer
         # A probability needs its digits (0.97 / 0.4); pixel sums read fine at one decimal.
         fmt = getattr(scorer, "label_format", ".1f")
@@ -319,8 +322,12 @@ class Publishing(Stage):
         mask = f.mask if f.anomalous else None
         # Scorers whose map is a heat map (a classifier's activation map) draw it in colour.
         heat = f.scores.map[f.j] if f.anomalous and getattr(scorer, "heat", False) else None
-        return self.annotator.encode(self.annotator.draw(f.src, mask, boxes, label,
-                                                         f.anomalous, heat=heat))
+        return ClipFrame(f.seq, f.ts, f.src, mask, boxes, label, f.anomalous, heat)
+
+    def overlay(self, f: ScoredFrame, boxes: list) -> bytes:
+        c = self.clip_frame(f, boxes)
+        return self.annotator.encode(self.annotator.draw(c.source, c.mask, c.boxes, c.label,
+                                                         c.anomalous, heat=c.heat))
 
     def score(self, f: ScoredFrame) -> None:
         s, j, scorer = f.scores, f.j, f.state.runtime.scorer
@@ -354,16 +361,22 @@ class Publishing(Stage):
 class Events(Stage):
     """Per-frame verdicts into events; every alert is stored (with its event's peak
     snapshot) before it is published, and events a killed detector left open are ended
-    at start.
+    at start. Each event's MP4 clip is recorded (its path in the ``end`` alert) and the
+    store is kept within its budget and age, both from :meth:`tick`, between frames.
 
     Args:
         publishing: Where alerts go after the store.
         store: The events store (None: alerts are only published).
+        clips: Records each event's clip (None: no clips).
+        retention: Deletes the oldest events beyond the budget or age (None: none).
     """
 
-    def __init__(self, publishing: Publishing, store: EventStore | None) -> None:
+    def __init__(self, publishing: Publishing, store: EventStore | None,
+                 clips: ClipRecorder | None = None, retention: Retention | None = None) -> None:
         self.publishing = publishing
         self.store = store
+        self.clips = clips
+        self.retention = retention
 
     def start(self) -> None:
         if self.store is None:
@@ -372,6 +385,19 @@ class Events(Stage):
             log.warning("event %s on %s was left open by a previous run: ending it",
                         last["id"][:8], last["stream"])
             self.alert(recovered_end(last))
+        if self.retention is not None:
+            self.retention.check_files()
+            self.retention.run()
+
+    def tick(self) -> None:
+        """Store the clips finished since the last call; apply retention when due."""
+        if self.store is None:
+            return
+        if self.clips is not None:
+            for row in self.clips.collect():
+                self.store.put_clip(row)
+        if self.retention is not None and self.retention.due():
+            self.retention.run(self.clips.busy() if self.clips is not None else set())
 
     def frame(self, f: ScoredFrame) -> None:
         """Annotate (when wanted), track, store and publish one scored frame, in order."""
@@ -387,6 +413,8 @@ class Events(Stage):
         for alert in state.tracker.update(FrameVerdict(f.seq, f.ts, anomalous, f.score, boxes,
                                                        f.clip, f.frame)):
             self.alert(alert, state)
+        if self.clips is not None:
+            self.clips.frame(state.stream, self.publishing.clip_frame(f, boxes))
         self.publishing.score(f)
         if wanted:
             self.publishing.overlay_message(f, boxes, jpeg)
@@ -395,12 +423,18 @@ class Events(Stage):
         end = state.tracker.close()
         if end is not None:
             self.alert(end, state)
+        if self.clips is not None:
+            self.clips.end_of_stream(state.stream)
 
     def alert(self, alert: dict, state: StreamState | None = None) -> None:
         """Store (with the event's snapshot when its peak changed), then publish: an alert
         that was published is always in the store, and so is its peak's snapshot."""
         log.info("alert %s %s on %s (score %.1f)", alert["type"], alert["id"][:8],
                  alert["stream"], alert["score"])
+        if self.clips is not None and state is not None:
+            clip_path = self.clips.alert(alert)
+            if clip_path is not None:
+                alert["clip_path"] = clip_path
         if self.store is not None:
             jpeg = state.peak.for_alert(alert) if state is not None else None
             if jpeg is not None:
@@ -414,5 +448,8 @@ class Events(Stage):
         self.publishing.alert(alert)
 
     def stop(self) -> None:
+        if self.clips is not None:
+            self.clips.stop()   # open clips finished, the writer joined
+            self.tick()
         if self.store is not None:
             self.store.close()

@@ -148,16 +148,17 @@ def print_messages(sub: Subscriber, out: TextIO, stop: threading.Event,
 
 
 def record(sub: Subscriber, stream: str, path: Path, fps: float, stop: threading.Event) -> int:
-    """Write a stream's overlays to an MP4 until its end-of-stream or ``stop``.
+    """Write a stream's overlays to an H.264 MP4 (:class:`stream.video.Mp4Writer`) until
+    its end-of-stream or ``stop``.
 
     ``sub`` must be subscribed to ``overlay.<stream>`` and ``eos.<stream>``.
 
     Returns:
         Frames written.
     """
+    from stream.video import Mp4Writer
+
     writer = None
-    frames = 0
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         while not stop.is_set():
             msg = sub.recv()
@@ -171,16 +172,9 @@ def record(sub: Subscriber, stream: str, path: Path, fps: float, stop: threading
             if image is None:
                 continue
             if writer is None:
-                writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps,
-                                         (image.shape[1], image.shape[0]))
-                if not writer.isOpened():
-                    raise OSError(f"cannot write video {path}: OpenCV has no MP4 writer here")
-                size = image.shape[:2]
-            if image.shape[:2] != size:
-                image = cv2.resize(image, (size[1], size[0]))
+                writer = Mp4Writer(path, fps)
             writer.write(image)
-            frames += 1
     finally:
         if writer is not None:
-            writer.release()
-    return frames
+            writer.close()
+    return 0 if writer is None else writer.frames

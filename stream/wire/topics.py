@@ -16,9 +16,9 @@ add something and strict where the meaning could change:
 
 Fields written as ``null`` when unknown: ``clip`` and ``frame`` (only replayed datasets
 have them), an alert's ``end_seq`` and ``end_ts`` (until its ``end``). Fields left out
-unless set: an alert's ``recovered``; ``status``'s ``subscriptions``, ``inference_s``,
-``precision`` and ``inference``. A stream that the detector ended for idleness is
-reported in ``status`` as an :class:`IdleStream` (``online``, ``last_seen``,
+unless set: an alert's ``recovered`` and ``clip_path``; ``status``'s ``subscriptions``,
+``inference_s``, ``precision`` and ``inference``. A stream that the detector ended for
+idleness is reported in ``status`` as an :class:`IdleStream` (``online``, ``last_seen``,
 ``idle_ended``) instead of a :class:`StreamStatus`.
 """
 
@@ -207,6 +207,8 @@ class AlertMessage(TopicMessage):
         frame: Replayed datasets: the 1-based index of ``seq`` in its clip (else None).
         recovered: An ``end`` written at start-up for an event that a detector killed
             mid-event left open (left out of the JSON unless true).
+        clip_path: At ``end``: the event's MP4 clip (it appears the clips' ``post_s``
+            seconds later); left out of the JSON when there is none.
     """
 
     KIND = "alert"
@@ -228,6 +230,7 @@ class AlertMessage(TopicMessage):
     clip: str | None = None
     frame: int | None = None
     recovered: bool = optional(False)
+    clip_path: str | None = optional()
 
     @classmethod
     def from_dict(cls, data: object, *, topic: str | None = None, **parts) -> AlertMessage:

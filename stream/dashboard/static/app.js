@@ -285,6 +285,7 @@ function upsertEvent(e, live) {
   $(".score", li).innerHTML = `peak <b>${fmtScore(e.peak_score)}</b> / threshold ${fmtScore(e.threshold)}` +
     ` · ${e.frames ?? "?"} frame(s)`;
   li.classList.toggle("open", !!e.open);
+  li.classList.toggle("has-clip", !!e.clip_url);
   if (streams.has(e.stream)) renderStream(streams.get(e.stream));
   // newest first: keep the list ordered by start time
   const list = $("#alerts");
@@ -318,6 +319,7 @@ async function openEvent(id) {
   $("#event-strip").innerHTML = "";
   $("#event-frame").src = e.snapshot;
   $("#event-note").textContent = "";
+  showClip(e);
   dialog.showModal();
   const data = await (await fetch(e.frames_url)).json();
   player.frames = data.frames;
@@ -344,6 +346,20 @@ async function openEvent(id) {
   $("#event-note").textContent = data.truncated ? "Only the first frames of this long event are kept." : "";
 }
 
+// The event's MP4 (written by the detector): it appears a few seconds after the event ends.
+function showClip(e) {
+  const video = $("#event-video");
+  video.onerror = null;
+  video.hidden = !e.clip_url;
+  if (!e.clip_url) { video.removeAttribute("src"); video.load(); return; }
+  let retries = 0;
+  video.onerror = () => {
+    if (retries++ >= 10 || !$("#event-dialog").open) return;
+    setTimeout(() => { video.src = `${e.clip_url}?retry=${retries}`; }, 1000);
+  };
+  video.src = e.clip_url;
+}
+
 function show(i) {
   player.index = i;
   const f = player.frames[i];
@@ -366,7 +382,7 @@ $("#event-play").addEventListener("click", () => {
   player.timer = setInterval(() => show((player.index + 1) % player.frames.length), 100);
 });
 $("#event-slider").addEventListener("input", (ev) => { stopPlayer(); show(Number(ev.target.value)); });
-$("#event-dialog").addEventListener("close", stopPlayer);
+$("#event-dialog").addEventListener("close", () => { stopPlayer(); $("#event-video").pause(); });
 
 function escapeHtml(text) {
   return text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
