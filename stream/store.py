@@ -169,11 +169,11 @@ class EventStore:
         deleting it frees (the SQLite file reuses freed pages rather than shrinking).
         """
         rows = self._db.execute(
-            "SELECT a.id, MAX(a.stored_at), SUM(LENGTH(a.payload)), "
-            "(SELECT type FROM alerts WHERE seqno = MAX(a.seqno)) = 'end', "
-            "COALESCE((SELECT LENGTH(jpeg) FROM snapshots s WHERE s.id = a.id), 0), "
-            "COALESCE((SELECT bytes FROM clips c WHERE c.id = a.id), 0) "
-            "FROM alerts a GROUP BY a.id ORDER BY MAX(a.stored_at), MAX(a.seqno)").fetchall()
+            "SELECT n.id, n.last_at, n.bytes, l.type = 'end', COALESCE(LENGTH(s.jpeg), 0), "
+            "COALESCE(c.bytes, 0) FROM (SELECT id, MAX(seqno) AS last, MAX(stored_at) AS "
+            "last_at, SUM(LENGTH(payload)) AS bytes FROM alerts GROUP BY id) n "
+            "JOIN alerts l ON l.seqno = n.last LEFT JOIN snapshots s ON s.id = n.id "
+            "LEFT JOIN clips c ON c.id = n.id ORDER BY n.last_at, n.last").fetchall()
         return [(i, float(at), int(n + snap + clip), bool(ended))
                 for i, at, n, ended, snap, clip in rows]
 
