@@ -82,6 +82,16 @@ def test_live_overlay_chart_and_alert_with_snapshot_on_the_demo(tmp_path):
             page.wait_for_function("document.querySelectorAll('#event-strip img').length > 3",
                                    timeout=15000)
             page.screenshot(path=str(ARTIFACTS / "dashboard_event.png"))
+            page.keyboard.press("Escape")
+
+            # an ended event's MP4 clip (H.264, written by the detector) plays in <video>
+            page.wait_for_selector("li.alert.has-clip", timeout=90000)
+            page.click("li.alert.has-clip")
+            page.wait_for_selector("#event-dialog[open] #event-video:not([hidden])")
+            page.wait_for_function("document.querySelector('#event-video').readyState >= 1 && "
+                                   "document.querySelector('#event-video').videoWidth === 360",
+                                   timeout=30000)
+            page.keyboard.press("Escape")
             assert errors == []
             browser.close()
         demo.send_signal(signal.SIGINT)
