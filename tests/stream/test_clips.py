@@ -200,3 +200,18 @@ def test_a_detected_event_has_an_mp4_with_frames_from_before_it(tmp_path):
     stored = [json.loads(line) for line in as_json.stdout.splitlines()]
     assert [a["clip_path"] for a in stored if a["type"] == "end"] == [a.clip_path for a in ends]
     assert all("clip_path" not in a for a in stored if a["type"] != "end")
+
+
+def test_the_pipeline_config_maps_clips_and_retention(tmp_path):
+    from stream.config import ConfigError
+    from stream.pipeline import load_pipeline
+
+    pipe = load_pipeline(ROOT / "configs" / "pipeline.yaml")
+    assert pipe.clips.enabled and (pipe.clips.pre_s, pipe.clips.post_s) == (3.0, 3.0)
+    assert (pipe.retention.max_mb, pipe.retention.max_days) == (2048, 30)
+    assert load_pipeline(None).clips == ClipConfig()
+    bad = tmp_path / "p.yaml"
+    bad.write_text("clips:\n  pre_seconds: 2\n")
+    with pytest.raises(ConfigError, match=r"p.yaml: clips: unknown key 'pre_seconds'; valid "
+                       r"keys: enabled, pre_s"):
+        load_pipeline(bad)
