@@ -45,6 +45,8 @@ class ClipConfig:
         max_s: Longest clip in seconds; a longer event's clip stops there (``cut``).
         queue_frames: Frames waiting for the encoder at most; more are dropped (the
             clip is marked ``dropped``), never waited for.
+        buffer_mb: Memory one stream's pre-roll buffer may take (its source frames);
+            a large frame at a high rate gets a shorter pre-roll than ``pre_s``.
         crf: H.264 quality (x264's constant rate factor: 18 near lossless, 28 small).
         dir: Folder of the clips ("" : ``clips`` beside the events store); each is
             ``<dir>/<stream>/<event id>.mp4``.
@@ -55,6 +57,7 @@ class ClipConfig:
     post_s: float = 3.0
     max_s: float = 300.0
     queue_frames: int = 256
+    buffer_mb: float = 64.0
     crf: int = 23
     dir: str = ""
 
@@ -62,6 +65,8 @@ class ClipConfig:
         if self.pre_s < 0 or self.post_s < 0 or self.max_s <= 0:
             raise ValueError(f"clips: pre_s and post_s must be at least 0 and max_s positive, "
                              f"got {self.pre_s}, {self.post_s} and {self.max_s}")
+        if self.buffer_mb <= 0:
+            raise ValueError(f"clips: buffer_mb must be positive, got {self.buffer_mb}")
         if self.queue_frames < 1:
             raise ValueError(f"clips: queue_frames must be at least 1, got {self.queue_frames}")
         if not 0 <= self.crf <= 51:
@@ -106,6 +111,7 @@ class OpenClip:
 @dataclass
 class _Stream:
     buffer: deque = field(default_factory=deque)
+    nbytes: int = 0     # of the buffered frames' sources
     clip: OpenClip | None = None
 
 
@@ -174,7 +180,8 @@ class ClipRecorder:
         """One scored frame: into the stream's pre-roll buffer and its open clip."""
         s = self.streams.setdefault(stream, _Stream())
         s.buffer.append(frame)
-        self._prune(s.buffer)
+        s.nbytes += frame.source.nbytes
+        self._prune(s)
         clip = s.clip
         if clip is None or frame.seq <= clip.last_seq:
             return
@@ -236,16 +243,15 @@ class ClipRecorder:
                         "as .part files", timeout)
 
     # -- internals --------------------------------------------------------------------------
-    def _prune(self, buffer: deque) -> None:
+    def _prune(self, s: _Stream) -> None:
         """Keep ``pre_s`` seconds before the earliest frame an event opening now could
-        start at, and at most as many frames as that takes at 120 fps."""
+        start at, within ``buffer_mb`` and at most as many frames as 120 fps takes."""
+        buffer, budget = s.buffer, self.config.buffer_mb * 2**20
         cap = self.lead + int(self.config.pre_s * 120) + 1
-        while len(buffer) > cap:
-            buffer.popleft()
-        if len(buffer) > self.lead:
-            oldest_start = buffer[-self.lead].ts
-            while len(buffer) > self.lead and buffer[0].ts < oldest_start - self.config.pre_s:
-                buffer.popleft()
+        oldest_start = buffer[-min(self.lead, len(buffer))].ts
+        while len(buffer) > 1 and (len(buffer) > cap or s.nbytes > budget or (
+                len(buffer) > self.lead and buffer[0].ts < oldest_start - self.config.pre_s)):
+            s.nbytes -= buffer.popleft().source.nbytes
 
     def _fps(self, buffer: deque) -> float:
         """The stream's frame rate, measured over the buffer (capture timestamps)."""

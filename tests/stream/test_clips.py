@@ -99,6 +99,17 @@ def test_a_long_event_is_cut_at_max_s(tmp_path):
     assert len(_decoded(tmp_path / row["path"])) == 10
 
 
+def test_the_pre_roll_buffer_stays_within_buffer_mb(tmp_path):
+    frame_bytes = 48 * 64   # _frame's grey source
+    recorder = ClipRecorder(ClipConfig(pre_s=5.0, post_s=0.0, buffer_mb=10 * frame_bytes / 2**20),
+                            tmp_path, tmp_path, Annotator())
+    _play(recorder, range(40), start=(30, 30), end=(32, 32))
+    assert len(recorder.streams["cam"].buffer) == 10
+    recorder.stop()
+    (row,) = recorder.collect()
+    assert row["first_seq"] == 20 and row["frames"] == 13   # 20..29 buffered, then 30..32
+
+
 class _HeldAnnotator(Annotator):
     """A real annotator that waits for ``go`` before drawing: a writer that has fallen
     behind, so the loop's side must drop frames instead of waiting."""
@@ -215,3 +226,19 @@ def test_the_pipeline_config_maps_clips_and_retention(tmp_path):
     with pytest.raises(ConfigError, match=r"p.yaml: clips: unknown key 'pre_seconds'; valid "
                        r"keys: enabled, pre_s"):
         load_pipeline(bad)
+
+
+def test_clip_path_is_left_out_of_alerts_without_one_and_read_back_with_one():
+    from stream.wire.topics import AlertMessage
+
+    old = _alert("end", 12, 8, 10) | {"score": 2.0, "peak_score": 3.0, "peak_seq": 9,
+                                      "threshold": 1.0, "frames": 3, "boxes": [],
+                                      "clip": None, "frame": None}
+    text = json.dumps({"v": 1, **{k: old[k] for k in (
+        "type", "id", "stream", "start_seq", "start_ts", "end_seq", "end_ts", "seq", "ts",
+        "score", "peak_score", "peak_seq", "threshold", "frames", "boxes", "clip", "frame")}})
+    message = AlertMessage.from_dict(json.loads(text))
+    assert message.clip_path is None and message.to_json() == text   # byte for byte
+    with_clip = AlertMessage(**old, clip_path="/x/clips/cam/a.mp4")
+    assert with_clip.to_json() == text[:-1] + ', "clip_path": "/x/clips/cam/a.mp4"}'
+    assert AlertMessage.from_dict(json.loads(with_clip.to_json())) == with_clip
