@@ -123,7 +123,7 @@ def format_alert(alert: AlertMessage, style: Style | None = None,
                  now: float | None = None) -> str:
     """One line for an alert: local time, stream, START/UPDATE/END, its score against the
     threshold (at the end: the event's peak, its frames and its length), where in the
-    footage, and the event's id."""
+    footage, the event's id, and (at the end) the path of its MP4 clip."""
     style = style or Style()
     kind = alert.type.upper()
     if alert.type == "end":
@@ -137,8 +137,9 @@ def format_alert(alert: AlertMessage, style: Style | None = None,
                 f"peak {alert.peak_score:.1f}")
     else:
         what = f"score {_versus(alert.score, alert.threshold, style)}"
+    video = f"  video {alert.clip_path}" if alert.clip_path else ""
     return (f"{clock(alert.ts, now)}  {alert.stream}  {style.kind(kind)}  {what}  "
-            f"{_where(alert.clip, alert.frame, alert.seq)}  event {alert.id[:8]}")
+            f"{_where(alert.clip, alert.frame, alert.seq)}  event {alert.id[:8]}{video}")
 
 
 def format_score(msg: ScoreMessage, style: Style | None = None,

@@ -27,7 +27,8 @@ ALERT = {"v": 1, "type": "start", "id": "3fa2c1d09b8e4f6a8e0e3b1f2a4c5d6e", "str
          "frame": 87}
 #: A readable alert line (ANSI colour left out).
 LINE = re.compile(r"^(\d\d:\d\d:\d\d)  (\S+)  (START|UPDATE|END)\s+(score|peak) ([\d.]+) "
-                  r"(≥|<|>=) ([\d.]+).*  (clip \S+ frame \d+|frame seq \d+)  event [0-9a-f]{8}$")
+                  r"(≥|<|>=) ([\d.]+).*  (clip \S+ frame \d+|frame seq \d+)  event [0-9a-f]{8}"
+                  r"(  video \S+\.mp4)?$")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -52,7 +53,10 @@ def test_alert_lines_say_when_where_what_and_which_event():
     ended = format_alert(end, style=Style(unicode=False), now=NOW)
     assert "END     peak 748.0 >= 519.8, 31 frames in 3.2 s  frame seq 117  event 3fa2c1d0" \
         in ended
-    for line in (format_alert(start, now=NOW), format_alert(update, now=NOW), ended):
+    filmed = AlertMessage.from_dict({**end.to_dict(), "clip_path": "/var/clips/ped2/3fa2.mp4"})
+    assert format_alert(filmed, now=NOW).endswith("event 3fa2c1d0  video /var/clips/ped2/3fa2.mp4")
+    for line in (format_alert(start, now=NOW), format_alert(update, now=NOW), ended,
+                 format_alert(filmed, now=NOW)):
         assert LINE.match(line), line
     # another day's alert carries its date
     assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$", clock(NOW - 3 * 86400, now=NOW))
