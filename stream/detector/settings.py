@@ -13,6 +13,9 @@ import numpy as np
 #: Most polygons in one stream's mask, and points in one polygon.
 MAX_POLYGONS = 64
 MAX_POINTS = 256
+#: Largest coordinate of a point: far beyond any frame, well within OpenCV's int32 drawing
+#: (larger values wrap around, drawing nothing, or stall the detector's loop for seconds).
+MAX_COORD = 1 << 16
 
 Polygon = tuple[tuple[float, float], ...]
 
@@ -36,10 +39,10 @@ def check_polygons(polygons: object, where: str = "mask") -> tuple[Polygon, ...]
         for point in poly:
             ok = (isinstance(point, (list, tuple)) and len(point) == 2
                   and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                          and math.isfinite(v) and v >= 0 for v in point))
+                          and 0 <= v <= MAX_COORD for v in point))   # NaN, inf out too
             if not ok:
                 raise ValueError(f"{where}[{i}]: {point!r} is not an [x, y] point of "
-                                 "non-negative source pixels")
+                                 f"source pixels from 0 to {MAX_COORD}")
             points.append((float(point[0]), float(point[1])))
         out.append(tuple(points))
     return tuple(out)

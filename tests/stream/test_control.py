@@ -13,7 +13,7 @@ from stream.config import ConfigError
 from stream.detector.config import DetectorConfig
 from stream.detector.events import EventConfig
 from stream.detector.loop import Detector
-from stream.detector.settings import ignore_map
+from stream.detector.settings import check_polygons, ignore_map
 from stream.pipeline import load_pipeline
 from stream.wire.control import ControlClient, ControlError
 from stream.wire.protocol import encode_eos, encode_frame
@@ -182,3 +182,13 @@ def test_stream_masks_and_thresholds_in_the_pipeline_config(tmp_path):
     config.write_text("streams:\n  - id: cam\n    source: x.mp4\n    mask: [[[0, 0], [10, 0]]]\n")
     with pytest.raises(ConfigError, match=r"mask\[0\] must be 3"):
         load_pipeline(config)
+
+
+def test_points_beyond_int32_drawing_are_refused_and_a_large_one_still_covers():
+    # 1e10 wrapped around in OpenCV's int32 drawing: the mask covered nothing, and drawing
+    # it stalled the detector's loop for seconds per polygon.
+    for x in (1e10, 2**31 + 5, 10**400, float("inf")):
+        with pytest.raises(ValueError, match="source pixels from 0 to 65536"):
+            check_polygons([[[0, 0], [x, 0], [0, x]]])
+    big = check_polygons([[[0, 0], [65536, 0], [0, 65536]]])
+    assert ignore_map(big, (240, 360, 3), 64).all()
