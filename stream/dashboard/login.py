@@ -63,7 +63,8 @@ class Guard:
     def __init__(self, credentials: Credentials, beyond_loopback: bool) -> None:
         self.credentials = credentials
         self.beyond_loopback = beyond_loopback
-        self._sessions: dict[str, tuple[str, float]] = {}   # sha256(id) -> (user, expiry)
+        # sha256(id) -> (user, expiry, the user's password hash then)
+        self._sessions: dict[str, tuple[str, float, str]] = {}
         self._basic: OrderedDict[str, tuple[str, tuple | None]] = OrderedDict()
         self._key = secrets.token_bytes(32)
 
@@ -85,7 +86,11 @@ class Guard:
         if sid:
             found = self._sessions.get(_digest(sid))
             if found is not None and found[1] > time.time():
-                return found[0]
+                # a user removed, or given a new password, since: the session is over
+                record = self.credentials.data()["users"].get(found[0])
+                if isinstance(record, dict) and hmac.compare_digest(
+                        str(record.get("hash", "")), found[2]):
+                    return found[0]
         return None
 
     async def _basic_user(self, value: str) -> str | None:
@@ -161,7 +166,8 @@ class Guard:
         sid = secrets.token_urlsafe(32)
         now = time.time()
         self._sessions = {k: v for k, v in self._sessions.items() if v[1] > now}
-        self._sessions[_digest(sid)] = (name, now + SESSION_S)
+        record = self.credentials.data()["users"].get(name, {})
+        self._sessions[_digest(sid)] = (name, now + SESSION_S, str(record.get("hash", "")))
         log.info("%s logged in from %s", name, request.remote)
         response = web.HTTPSeeOther("/")
         response.set_cookie(COOKIE, sid, max_age=SESSION_S, httponly=True, samesite="Strict",

@@ -145,3 +145,41 @@ def test_on_loopback_the_dashboard_is_open_until_credentials_are_set_up(tmp_path
         finally:
             await runner.cleanup()
     asyncio.run(check())
+
+
+@pytest.mark.timeout(60)
+def test_a_browser_session_ends_when_its_user_is_removed_or_gets_a_new_password(tmp_path):
+    auth = tmp_path / "users.json"
+    creds = Credentials(auth)
+    creds.add_user("alice", PASSWORD)
+    creds.add_user("bob", PASSWORD)
+    config = ServeConfig(http="127.0.0.1:0", events_db=str(tmp_path / "e.db"), control="",
+                         supervisor="", auth_file=str(auth),
+                         connect=f"tcp://127.0.0.1:{reserve_port()}")
+
+    async def check():
+        runner, base = await _serve(build_app(config))
+        try:
+            async def session(user):
+                s = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+                async with s.post(base + "/login", data={"user": user, "password": PASSWORD},
+                                  allow_redirects=False) as r:
+                    assert r.status == 303 and r.headers["Location"] == "/"
+                return s
+
+            async def code(s):
+                async with s.get(base + "/api/streams", allow_redirects=False) as r:
+                    return r.status
+
+            alice, bob = await session("alice"), await session("bob")
+            try:
+                assert await code(alice) == 200 and await code(bob) == 200
+                creds.remove("alice")                      # `vadstream users remove alice`
+                creds.add_user("bob", PASSWORD + " new")   # a new password for bob
+                assert await code(alice) == 401 and await code(bob) == 401
+            finally:
+                await alice.close()
+                await bob.close()
+        finally:
+            await runner.cleanup()
+    asyncio.run(check())
