@@ -4,6 +4,7 @@ shows in ``status``."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 from typing import TYPE_CHECKING
@@ -109,6 +110,9 @@ class Controls:
         d.admission.configure(stream)
         state = d.streams.get(stream)
         if state is not None and state.runtime is not runtime:
+            # What it sent is scored later, on the old model: with the settings of now, not
+            # a threshold or mask then set for the new one.
+            state.settings = dataclasses.replace(settings, _ignore={})
             d.end_stream(state)   # its next frame starts it afresh on the new model
         log.warning("control: stream %s model %s -> %s", stream, before.weights,
                     runtime.weights)

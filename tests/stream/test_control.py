@@ -16,7 +16,7 @@ from stream.detector.loop import Detector
 from stream.detector.settings import check_polygons, ignore_map
 from stream.pipeline import load_pipeline
 from stream.wire.control import ControlClient, ControlError
-from stream.wire.protocol import encode_eos, encode_frame
+from stream.wire.protocol import decode_message, encode_eos, encode_frame
 from stream.wire.subscriber import Subscriber
 from tests.conftest import ANY_PORT, PED2, push_socket, wait_for, wait_for_status, wait_subscribed
 
@@ -192,3 +192,29 @@ def test_points_beyond_int32_drawing_are_refused_and_a_large_one_still_covers():
             check_polygons([[[0, 0], [x, 0], [0, x]]])
     big = check_polygons([[[0, 0], [65536, 0], [0, 65536]]])
     assert ignore_map(big, (240, 360, 3), 64).all()
+
+
+@pytest.mark.timeout(180)
+def test_frames_sent_before_a_model_swap_keep_their_settings_whatever_changes_next(
+        tiny_weights, tmp_path):
+    # The swap ends the stream; its frames are scored later, on the old model. A threshold
+    # (or mask) set for the new model meanwhile must not decide them.
+    det = Detector(DetectorConfig(bind=ANY_PORT, publish=ANY_PORT, control="", device="cpu",
+                                  precision="fp32", max_batch=4,
+                                  events_db=str(tmp_path / "events.db")),
+                   ScorerConfig(), EventConfig(open_frames=2, close_frames=2))
+    try:
+        decided = []
+        emit = det.tracking.frame
+        det.tracking.frame = lambda f: (decided.append(f.threshold), emit(f))[1]
+        for i, image in enumerate(_intruder_clip(det.default.window + 4)):
+            det.receiver.accept(decode_message(encode_frame("swap", i, 1.0 + i, image)))
+        det.controls.model("swap", str(tiny_weights))
+        det.controls.threshold("swap", 12345.0)
+        det.controls.mask("swap", [PATH])
+        while det.infer.pending is not None or det._queued is not None:
+            det._advance()
+        assert decided and set(decided) == {det.default.scorer.threshold}
+        assert det.controls.describe("swap")["threshold"] == 12345.0
+    finally:
+        det.close()
