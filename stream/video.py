@@ -69,6 +69,7 @@ class Mp4Writer:
         self._options = {"crf": str(crf), "preset": preset, "threads": str(threads)}
         self._size: tuple[int, int] | None = None   # (height, width) as given
         self._stream = None
+        self._failed = False   # a write failed (a full disk): close without flushing
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._container = av.open(str(self.path), mode="w", format="mp4",
@@ -91,7 +92,11 @@ class Mp4Writer:
             image = cv2.copyMakeBorder(image, 0, h % 2, 0, w % 2, cv2.BORDER_REPLICATE)
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
         frame.pts = self.frames
-        self._container.mux(self._stream.encode(frame))
+        try:
+            self._container.mux(self._stream.encode(frame))
+        except BaseException:
+            self._failed = True   # flushing the encoder now would crash FFmpeg (a segfault)
+            raise
         self.frames += 1
 
     def _open(self, size: tuple[int, int]) -> None:
@@ -105,11 +110,12 @@ class Mp4Writer:
         self._stream = stream
 
     def close(self) -> None:
-        """Flush the encoder and finish the file (idempotent)."""
+        """Flush the encoder and finish the file (idempotent); after a failed write only
+        the file is closed."""
         if self._container is None:
             return
         try:
-            if self._stream is not None:
+            if self._stream is not None and not self._failed:
                 self._container.mux(self._stream.encode(None))
         finally:
             self._container.close()

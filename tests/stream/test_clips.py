@@ -2,6 +2,8 @@
 replaying UCSD Ped2 Test001 with the shipped weights, whose clips are opened and counted."""
 
 import json
+import subprocess
+import sys
 import threading
 
 import av
@@ -242,3 +244,45 @@ def test_clip_path_is_left_out_of_alerts_without_one_and_read_back_with_one():
     with_clip = AlertMessage(**old, clip_path="/x/clips/cam/a.mp4")
     assert with_clip.to_json() == text[:-1] + ', "clip_path": "/x/clips/cam/a.mp4"}'
     assert AlertMessage.from_dict(json.loads(with_clip.to_json())) == with_clip
+
+
+#: A clip written to a full disk (its .part file is /dev/full), then another event's clip.
+FULL_DISK = """
+import sys
+from pathlib import Path
+import numpy as np
+from stream.detector.annotate import Annotator
+from stream.detector.clips import ClipConfig, ClipFrame, ClipRecorder
+
+root = Path(sys.argv[1])
+rng = np.random.default_rng(0)
+recorder = ClipRecorder(ClipConfig(pre_s=0.5, post_s=0.2), root / "clips", root, Annotator())
+full, ok = "f" * 32, "0" * 32
+(root / "clips" / "cam").mkdir(parents=True)
+(root / "clips" / "cam" / f"{full}.mp4.part").symlink_to("/dev/full")
+seq = 0
+for event_id in (full, ok):
+    base = {"id": event_id, "stream": "cam", "start_seq": seq + 5, "start_ts": (seq + 5) / 10}
+    for i in range(40):
+        if i == 5:
+            recorder.alert({**base, "type": "start", "seq": seq, "ts": seq / 10})
+        if i == 30:
+            recorder.alert({**base, "type": "end", "seq": seq, "ts": seq / 10,
+                            "end_seq": seq, "end_ts": seq / 10})
+        noise = rng.integers(0, 255, (240, 360, 3), np.uint8)   # fills the disk fast
+        recorder.frame("cam", ClipFrame(seq, seq / 10, noise, None, [], "", 5 <= i <= 30))
+        seq += 1
+recorder.stop()
+print(" ".join(r["id"] for r in recorder.collect()))
+"""
+
+
+def test_a_clip_on_a_full_disk_fails_alone_and_the_detector_lives(tmp_path):
+    # Flushing the encoder after a failed write crashed FFmpeg: a segfault of the detector.
+    out = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=150)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "No space left on device" in out.stderr
+    assert out.stdout.split() == ["0" * 32]
+    assert len(_decoded(tmp_path / "clips" / "cam" / f"{'0' * 32}.mp4")) > 0
+    assert not (tmp_path / "clips" / "cam" / f"{'f' * 32}.mp4").exists()
