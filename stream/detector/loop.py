@@ -144,7 +144,10 @@ class Detector:
             self.endpoints = {"bind": self._pull.getsockopt_string(zmq.LAST_ENDPOINT),
                               "publish": self.publisher.socket.getsockopt_string(zmq.LAST_ENDPOINT)}
             self.controls = Controls(self)
-            self.control = (ControlServer(config.control, self.controls.handlers, ctx, curve)
+            key_streams = curve.bound_streams(config.curve_streams) if curve else None
+            # cameras' keys send their streams' frames; they change no settings
+            self.control = (ControlServer(config.control, self.controls.handlers, ctx, curve,
+                                          refused=frozenset(key_streams or ()))
                             if config.control else None)
             if self.control is not None:
                 undo.callback(self.control.close)
@@ -158,7 +161,7 @@ class Detector:
                     [*self.stream_models, *config.allow], max_streams=config.max_streams,
                     max_bytes=config.max_buffer_mb * 2**20, probation=config.probation,
                     allow_unknown=config.allow_unknown,
-                    key_streams=curve.bound_streams(config.curve_streams) if curve else None,
+                    key_streams=key_streams,
                     window=self.default.window),
                 self.streams, self.model_for, events or EventConfig(), self._finish,
                 config.max_batch, self.settings_for)

@@ -52,11 +52,15 @@ class ControlServer:
             ``ValueError``) to refuse, with a message that says what to send instead.
         context: ZeroMQ context.
         curve: CURVE server keys: only admitted clients may send requests.
+        refused: CURVE client keys (Z85, as ZeroMQ reports a sender's ``User-Id``) whose
+            requests are refused: cameras' keys, bound to sending their own streams.
     """
 
     def __init__(self, bind: str, handlers: dict[str, Handler],
-                 context: zmq.Context | None = None, curve: CurveServer | None = None) -> None:
+                 context: zmq.Context | None = None, curve: CurveServer | None = None,
+                 refused: frozenset[str] = frozenset()) -> None:
         self.handlers = handlers
+        self.refused = refused
         self.socket = (context or zmq.Context.instance()).socket(zmq.REP)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST)
@@ -76,10 +80,14 @@ class ControlServer:
         answered = 0
         while True:
             try:
-                raw = self.socket.recv(zmq.NOBLOCK)
+                frame = self.socket.recv(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return answered
-            self.socket.send(json.dumps(self.answer(raw)).encode())
+            reply = (_refused("this client key may only send its own streams' frames "
+                              "(detector.curve_streams), not control requests")
+                     if self.refused and _user_id(frame) in self.refused
+                     else self.answer(frame.bytes))
+            self.socket.send(json.dumps(reply).encode())
             answered += 1
 
     def answer(self, raw: bytes) -> dict:
@@ -110,6 +118,13 @@ class ControlServer:
 
     def close(self) -> None:
         self.socket.close(0)
+
+
+def _user_id(frame: zmq.Frame) -> str | None:
+    try:
+        return frame.get("User-Id")
+    except zmq.ZMQError:
+        return None
 
 
 def _refused(message: str) -> dict:

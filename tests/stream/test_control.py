@@ -218,3 +218,39 @@ def test_frames_sent_before_a_model_swap_keep_their_settings_whatever_changes_ne
         assert det.controls.describe("swap")["threshold"] == 12345.0
     finally:
         det.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_camera_key_bound_to_its_streams_cannot_control_the_detector(tiny_weights, tmp_path):
+    # curve_streams binds a camera's key to its own streams: over the control channel it
+    # could otherwise switch detection off (or mask out) every other camera.
+    from stream.wire.security import CurveClient, make_keys
+
+    make_keys(tmp_path / "keys", ["server", "cam", "admin"])
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    for name in ("cam", "admin"):
+        (allowed / f"{name}.key").write_bytes((tmp_path / "keys" / f"{name}.key").read_bytes())
+    det = Detector(DetectorConfig(bind=ANY_PORT, publish=ANY_PORT, control=ANY_PORT,
+                                  model=str(tiny_weights), device="cpu", precision="fp32",
+                                  events_db="", curve_allowed=str(allowed),
+                                  curve_secret_key=str(tmp_path / "keys" / "server.key_secret"),
+                                  curve_streams={"cam": ["cam"]}))
+    stop = threading.Event()
+    thread = threading.Thread(target=det.run, args=(stop,))
+    thread.start()
+    server = str(tmp_path / "keys" / "server.key")
+    try:
+        with ControlClient(det.endpoints["control"], 60,
+                           curve=CurveClient(str(tmp_path / "keys" / "cam.key_secret"),
+                                             server)) as camera:
+            with pytest.raises(ControlError, match="curve_streams"):
+                camera.set_detect("door", False)
+        with ControlClient(det.endpoints["control"], 60,
+                           curve=CurveClient(str(tmp_path / "keys" / "admin.key_secret"),
+                                             server)) as admin:
+            assert admin.set_detect("door", False)["detect"] is False
+    finally:
+        stop.set()
+        thread.join(60)
+    assert det.settings_for("door").detect is False
