@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from stream.dashboard.auth import AuthError, Credentials
+from stream.wire.endpoints import is_loopback_host
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,14 @@ class Guard:
             user = await self.identify(request) if required else None
         except AuthError as err:
             return web.json_response({"error": str(err)}, status=500)
+        if not required and not _loopback_name(request):
+            # open without a login: for this machine's own names only (a page whose name
+            # was rebound to 127.0.0.1 would otherwise read and change the streams)
+            return web.json_response(
+                {"error": f"this dashboard has no login and answers only requests for "
+                          f"localhost or 127.0.0.1, not {request.host!r}: set up a login "
+                          "(`vadstream users add NAME`) to reach it by another name"},
+                status=403)
         if required and user is None:
             if request.method == "GET" and request.path == "/":
                 raise web.HTTPSeeOther("/login")
@@ -185,6 +194,15 @@ class Guard:
 
 def _digest(sid: str) -> str:
     return hashlib.sha256(sid.encode()).hexdigest()
+
+
+def _loopback_name(request: web.Request) -> bool:
+    """Whether the request's ``Host`` is a loopback name or address."""
+    try:
+        host = urlsplit(f"//{request.host}").hostname
+    except ValueError:
+        return False
+    return host is not None and is_loopback_host(host)
 
 
 def _same_origin(request: web.Request) -> bool:

@@ -183,3 +183,31 @@ def test_a_browser_session_ends_when_its_user_is_removed_or_gets_a_new_password(
         finally:
             await runner.cleanup()
     asyncio.run(check())
+
+
+@pytest.mark.timeout(60)
+def test_without_a_login_only_requests_for_a_loopback_name_are_answered(tmp_path):
+    # DNS rebinding: a page of evil.example whose name then resolves to 127.0.0.1 sends
+    # same-origin requests (Host and Origin both evil.example) to the open dashboard.
+    config = ServeConfig(http="127.0.0.1:0", events_db=str(tmp_path / "e.db"), control="",
+                         supervisor="", auth_file=str(tmp_path / "users.json"),
+                         connect=f"tcp://127.0.0.1:{reserve_port()}")
+
+    async def check():
+        runner, base = await _serve(build_app(config))
+        rebound = {"Host": "evil.example:8080", "Origin": "http://evil.example:8080"}
+        try:
+            async with aiohttp.ClientSession() as s:
+                async with s.post(base + "/api/streams/cam/detect", json={"on": False},
+                                  headers=rebound) as r:
+                    assert r.status == 403 and "vadstream users" in (await r.json())["error"]
+                async with s.get(base + "/api/streams", headers=rebound) as r:
+                    assert r.status == 403
+                for host in ("localhost:8080", "127.0.0.1", "[::1]:8080"):
+                    async with s.get(base + "/api/streams", headers={"Host": host}) as r:
+                        assert r.status == 200, host
+                async with s.post(base + "/api/streams/cam/detect", json={"on": False}) as r:
+                    assert r.status == 503   # through, to the (absent) detector
+        finally:
+            await runner.cleanup()
+    asyncio.run(check())
