@@ -66,6 +66,7 @@ class Cameras:
     def __init__(self, supervisor: Supervisor, pipeline: Pipeline) -> None:
         self.supervisor = supervisor
         self.configured = {s.id: s for s in pipeline.streams}
+        self._in_config = dict(self.configured)   # as the config (and the detector) has them
         control = pipeline.detector.control
         self.detector_control = connect_endpoint(control)
         self.streams_file = (Path(pipeline.supervisor.streams_file)
@@ -119,9 +120,13 @@ class Cameras:
         os.replace(tmp, self.streams_file)
 
     def detector_restarted(self) -> None:
-        """A new detector knows only the configured streams: tell it the added ones."""
+        """A new detector knows only the configured streams: tell it the added ones, and
+        the configured ones added again with other settings."""
         for stream in self.added:
             self.pending.setdefault(stream, False)
+        for stream, config in self.configured.items():
+            if config != self._in_config.get(stream) and stream in self.supervisor.captures:
+                self.pending.setdefault(stream, False)
 
     def resync(self) -> None:
         """Tell the detector of the pending cameras (at most one try a second, each short:
@@ -131,7 +136,8 @@ class Cameras:
             return
         self._last_try = now
         for stream_id, start in list(self.pending.items()):
-            stream = self.added.get(stream_id)
+            stream = self.added.get(stream_id) or (None if start else
+                                                   self.configured.get(stream_id))
             if stream is None:
                 self.pending.pop(stream_id)
                 continue
