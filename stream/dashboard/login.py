@@ -3,8 +3,9 @@ every route (:mod:`stream.dashboard.auth` keeps the credentials).
 
 The rule: when ``serve`` listens beyond loopback, or whenever credentials are set up,
 every page, API call, ``/ws`` and ``/metrics`` needs a login; the login page and the
-static files do not. Without a login, only requests for a loopback name are answered. A browser logs in with a form (a random session id in an HttpOnly,
-SameSite=Strict cookie, kept in memory for 12 hours); an API client sends
+static files do not. Without a login, only requests for a loopback name are answered.
+A browser logs in with a form (a random session id in an HttpOnly, SameSite=Strict
+cookie, kept in memory for 12 hours); an API client sends
 ``Authorization: Bearer TOKEN`` or HTTP Basic. A request that changes something (POST,
 DELETE) or opens ``/ws`` with an ``Origin`` of another site is refused, login or not.
 """
