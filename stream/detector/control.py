@@ -97,14 +97,18 @@ class Controls:
             raise RequestError(f"weights must be a path string (\"\": the default), got "
                                f"{weights!r}")
         d = self.detector
-        try:
-            runtime = d.load_runtime(weights) if weights else d.default
-        except (OSError, ValueError) as err:
-            raise RequestError(f"cannot load {weights!r}: {err}") from None
+        runtime = self._load(weights)
         if settings.mask and not takes_masks(runtime):
             raise RequestError(f"{weights}'s scorer cannot ignore masked regions; clear the "
                                "stream's mask first (mask with no polygons)")
         before = d.model_for(stream)
+        if runtime is not before and settings.threshold is not None:
+            # A threshold is on its model's scale (pixel sums, a probability): the new
+            # model starts from its own calibrated one.
+            log.warning("control: stream %s threshold override %g cleared with its model",
+                        stream, settings.threshold)
+            settings.threshold = None
+            d.apply_settings(stream)
         settings.model = weights
         d.stream_models[stream] = runtime
         d.admission.configure(stream)
@@ -117,6 +121,14 @@ class Controls:
         log.warning("control: stream %s model %s -> %s", stream, before.weights,
                     runtime.weights)
         return self.describe(stream)
+
+    def _load(self, weights: str) -> ModelRuntime:
+        """The runtime of ``weights`` ("" : the default), loaded once."""
+        d = self.detector
+        try:
+            return d.load_runtime(weights) if weights else d.default
+        except (OSError, ValueError) as err:
+            raise RequestError(f"cannot load {weights!r}: {err}") from None
 
     def mask(self, stream: str, polygons: list) -> dict:
         """Set a stream's ignore mask (polygons in source pixels; [] clears it)."""
@@ -141,9 +153,18 @@ class Controls:
         if not isinstance(detect, bool):
             raise RequestError(f"detect must be true or false, got {detect!r}")
         try:
-            check_polygons(list(mask))
+            polygons = check_polygons(list(mask))
         except ValueError as err:
             raise RequestError(str(err)) from None
+        if not isinstance(model, str):
+            raise RequestError(f"model must be a weights path (\"\": the default), got "
+                               f"{model!r}")
+        # Everything is checked before anything changes: a refused request changes nothing.
+        runtime = self._load(model)
+        if polygons and not takes_masks(runtime):
+            raise RequestError(f"{model or 'the default model'}'s scorer cannot ignore "
+                               "masked regions")
+        settings.set_mask(())   # the new mask is set below, after the model it is for
         if model != settings.model:
             self.model(stream, model)
         self.detector.admission.configure(stream)

@@ -141,8 +141,12 @@ def test_a_stream_moves_to_other_weights_while_running(detector, tiny_weights):
     frames = _intruder_clip(12)
     before = _scores(_play(sub, push, "swap", frames), "swap")
     assert {s["rule"] for s in before} == {det.default.scorer.rule}
+    control.set_threshold("swap", 5.0)   # on the old model's scale
     state = control.set_model("swap", str(tiny_weights))
     assert state["model"] == str(tiny_weights)
+    # The override was for the old model: the new one starts from its own calibration.
+    assert state["threshold_override"] is False
+    assert state["threshold"] == state["calibrated_threshold"] != 5.0
     after = _scores(_play(sub, push, "swap", frames), "swap")
     assert {s["rule"] for s in after} == {"area"}   # the tiny weights' calibrated rule
     status = wait_for_status(sub, lambda s: "swap" in s["streams"] or True)
