@@ -198,7 +198,7 @@ def test_run_on_a_cluster_config_stops_cleanly_on_sigterm(tmp_path):
         text = stderr.read_text()
         for trace in ("Traceback", "SIGTERM received", "did not stop cleanly", "worker died"):
             assert trace not in text, text[-3000:]
-        _wait(lambda: _running_in_session(proc.pid) == [], 10)   # children reaped
+        _wait(lambda: _running_in_session(proc.pid) == [], 30)   # children reaped
     finally:
         sub.close(0)
         for line in _running_in_session(proc.pid):   # a failed test leaves nothing either
