@@ -29,6 +29,7 @@ from stream.detector.precision import (
     reconstruction_changed,
     resolve_precision,
 )
+from stream.detector.reuse import build_split
 
 log = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "gpu")
@@ -85,11 +86,14 @@ class Engine:
             use them); ``auto`` takes a reduced precision only if these equal fp32's on
             every calibration window. None: its reconstructions must stay within
             :data:`stream.detector.precision.RECON_TOLERANCE` of fp32's instead.
+        reuse: Also build the encoder-reuse networks where the family splits
+            (:attr:`reuse`), for a live detector.
     """
 
     def __init__(self, weights: str | Path, device: str = "auto", precision: str = "auto",
                  max_batch: int = 8, int8_calibration: str = "",
-                 decode_last: int | None = None, decide: Decide | None = None) -> None:
+                 decode_last: int | None = None, decide: Decide | None = None,
+                 reuse: bool = False) -> None:
         self.ctx = pick_context(device)
         trained, self.meta = load_weights(weights, self.ctx)
         self.calibration_arrays = load_calibration_arrays(weights, self.meta)
@@ -139,6 +143,10 @@ class Engine:
         self.batch[:] = 0
         for frames in self._nets:   # build the graphs and their static memory now
             self.run(1, tail=frames != self.outputs)
+        #: The encoder-reuse networks (:mod:`stream.detector.reuse`); None: whole only.
+        self.reuse = build_split(self.family, trained, self.meta, self.ctx, resolved,
+                                 max_batch, {k: self._shape(k) for k in shapes},
+                                 decode_last) if reuse else None
         self.busy_s, self.frames_run = 0.0, 0
         reason = self.precision_report.get("reason")
         log.info("model %s (%s) on %s, precision %s%s", weights, self.meta.model, self.ctx,
