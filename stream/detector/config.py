@@ -53,6 +53,10 @@ class DetectorConfig:
             client, and a named client may send no other id.
         plugins: Modules to import at start; each registers model families
             (:func:`models.registry.register_family`) that weights may then name.
+        encoder_reuse: Encode each frame once where the model's family splits its
+            network into a per-frame encoder and a temporal part (windows overlap:
+            without it each window encodes all its frames again); fp32 only, other
+            precisions run the whole network (see ``stream.detector.reuse``).
     """
 
     bind: str = FRAMES_ENDPOINT
@@ -79,6 +83,7 @@ class DetectorConfig:
     curve_allowed: str = ""
     curve_streams: dict = field(default_factory=dict)
     plugins: tuple[str, ...] = ()
+    encoder_reuse: bool = True
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:

@@ -59,7 +59,7 @@ class ModelRuntime:
                              config.int8_calibration,
                              decode_last=decode if decode < self.window else None,
                              decide=scorer_decisions(self.scorer, self.lookback),
-                             reuse=True)
+                             reuse=config.encoder_reuse)
         self.contract = self.engine.contract
         #: Encoder reuse (None: each window runs the whole network).
         self.reuse = self.engine.reuse
