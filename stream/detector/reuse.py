@@ -24,6 +24,7 @@ from mxnet.gluon import HybridBlock
 
 from models.family import FeatureGroup, ModelFamily, Split
 from models.weights import WeightsMeta
+from stream.detector.precision import convert_bf16
 
 log = logging.getLogger(__name__)
 
@@ -101,21 +102,34 @@ def _outputs(net: HybridBlock, sample: Sequence[mx.nd.NDArray]) -> list[np.ndarr
     return [y.asnumpy() for y in (ys if isinstance(ys, (list, tuple)) else [ys])]
 
 
-def _hybridize(net: HybridBlock, shapes: Sequence[tuple[int, ...]], ctx: mx.Context
-               ) -> HybridBlock:
-    """``net`` hybridized with static memory and, on a CPU, oneDNN-fused, checked against
-    itself unfused on random inputs of ``shapes``: MXNet 1.9.1's ``optimize_for`` binds a
-    graph's inputs by the order it first reads them, so a network with several inputs
-    must read them in order."""
+#: Precisions the split runs at; int8's calibration is the whole network's, so an int8
+#: model runs whole.
+PRECISIONS = ("fp32", "bf16")
+#: How far a built network's outputs may be from the unfused fp32 network's on random
+#: inputs: float rounding for fp32; bfloat16's 8-bit mantissa for bf16.
+_BUILD_TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2}
+
+
+def _build(net: HybridBlock, shapes: Sequence[tuple[int, ...]], ctx: mx.Context,
+           precision: str) -> HybridBlock:
+    """``net`` as the engine builds a network (hybridized with static memory and, on a
+    CPU, oneDNN-fused; bf16: :func:`stream.detector.precision.convert_bf16`), checked
+    against itself unfused in fp32 on random inputs of ``shapes``: MXNet 1.9.1's
+    ``optimize_for`` binds a graph's inputs by the order it first reads them, so a
+    network with several inputs must read them in order."""
     rng = np.random.default_rng(0)
     sample = [mx.nd.array(rng.random(s, np.float32), ctx=ctx) for s in shapes]
     reference = _outputs(net, sample)
-    net.hybridize(static_alloc=True, static_shape=True)
-    if ctx.device_type == "cpu":
-        net.optimize_for(*sample, backend="MKLDNN", static_alloc=True, static_shape=True)
+    if precision == "bf16":
+        net = convert_bf16(net, sample, ctx)
+    else:
+        net.hybridize(static_alloc=True, static_shape=True)
+        if ctx.device_type == "cpu":
+            net.optimize_for(*sample, backend="MKLDNN", static_alloc=True, static_shape=True)
+    tolerance = _BUILD_TOLERANCE[precision]
     for y, ref in zip(_outputs(net, sample), reference, strict=True):
-        if not np.allclose(y, ref, rtol=1e-4, atol=1e-4):
-            raise RuntimeError(f"{type(net).__name__}: the fused network's outputs differ "
+        if not np.allclose(y, ref, rtol=tolerance, atol=tolerance):
+            raise RuntimeError(f"{type(net).__name__}: the built network's outputs differ "
                                f"from the network's by {np.abs(y - ref).max():.3g}; its "
                                "inputs must be read in their order (see above)")
     return net
@@ -131,11 +145,12 @@ class SplitRunner:
         output_shapes: One window's output shape per temporal network (by its key).
         max_batch: Most windows per job.
         ctx: Where it runs.
+        precision: One of :data:`PRECISIONS`.
     """
 
     def __init__(self, split: Split, frame_shape: tuple[int, ...],
                  output_shapes: dict[int, tuple[int, ...]], max_batch: int,
-                 ctx: mx.Context) -> None:
+                 ctx: mx.Context, precision: str = "fp32") -> None:
         self.groups = split.groups
         self.context = split.context
         self.max_batch = max_batch
@@ -147,15 +162,15 @@ class SplitRunner:
                    for _ in slots]
         self.inputs = [[np.zeros((max_batch, len(g.positions), *g.shape), np.float32)
                         for g in self.groups] for _ in slots]
-        self.encoder = _Net(_hybridize(split.encoder, [(1, *frame_shape)], ctx),
+        self.encoder = _Net(_build(split.encoder, [(1, *frame_shape)], ctx, precision),
                             [[f] for f in self.fresh], encoded, ctx)
         self.temporal = {}
         for key, net in split.temporal.items():
             shapes = [(1, *a.shape[1:]) for a in self.inputs[0]]
             outputs = [[np.zeros((max_batch, *output_shapes[key]), np.float32)]
                        for _ in slots]
-            self.temporal[key] = _Net(_hybridize(net, shapes, ctx), self.inputs, outputs,
-                                      ctx)
+            self.temporal[key] = _Net(_build(net, shapes, ctx, precision), self.inputs,
+                                      outputs, ctx)
         self.busy_s = 0.0
 
     def store(self, stride: int) -> FeatureStore:
@@ -222,22 +237,22 @@ def build_split(family: ModelFamily, trained: HybridBlock, meta: WeightsMeta,
                 ctx: mx.Context, precision: str, max_batch: int,
                 output_shapes: dict[int, tuple[int, ...]],
                 decode_last: int | None) -> SplitRunner | None:
-    """The encoder-reuse networks of a model, or None where it runs whole: its family
-    offers no split, or it runs at a reduced precision (their conversions are the whole
-    network's; logged).
+    """The encoder-reuse networks of a model at ``precision``, or None where it runs
+    whole: its family offers no split, or it runs int8 (calibrated as a whole; logged).
     """
     split = family.split(trained, meta, ctx, decode_last)
     if split is None:
         return None
-    if precision != "fp32":
-        log.info("encoder reuse: %s runs whole at %s (reuse is fp32 only): each window "
-                 "encodes all its frames", meta.model, precision)
+    if precision not in PRECISIONS:
+        log.info("encoder reuse: %s runs whole at %s (reuse runs at %s): each window "
+                 "encodes all its frames", meta.model, precision, " or ".join(PRECISIONS))
         return None
     if set(split.temporal) != set(output_shapes):
         raise ValueError(f"{meta.model}: the split's temporal networks output "
                          f"{sorted(split.temporal)} frames per window, its inference "
                          f"networks {sorted(output_shapes)}; they must match")
-    runner = SplitRunner(split, tuple(meta.contract.shape), output_shapes, max_batch, ctx)
+    runner = SplitRunner(split, tuple(meta.contract.shape), output_shapes, max_batch, ctx,
+                         precision)
     log.info("encoder reuse: %s encodes each frame once (%d frames of context, "
              "%.1f MB of features per frame)", meta.model, runner.context,
              sum(4 * np.prod(g.shape) for g in split.groups) / 2**20)
