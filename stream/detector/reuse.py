@@ -158,12 +158,13 @@ class SplitRunner:
         self.max_fresh = max_batch * self.context
         slots = range(2)
         self.fresh = [np.zeros((self.max_fresh, *frame_shape), np.float32) for _ in slots]
-        encoded = [[np.zeros((self.max_fresh, *g.shape), np.float32) for g in self.groups]
-                   for _ in slots]
+        # The inference thread runs one job at a time: one buffer of encoder outputs and
+        # of temporal inputs serves both slots (the outputs are read after the job).
+        encoded = [np.zeros((self.max_fresh, *g.shape), np.float32) for g in self.groups]
         self.inputs = [[np.zeros((max_batch, len(g.positions), *g.shape), np.float32)
-                        for g in self.groups] for _ in slots]
+                        for g in self.groups]] * 2
         self.encoder = _Net(_build(split.encoder, [(1, *frame_shape)], ctx, precision),
-                            [[f] for f in self.fresh], encoded, ctx)
+                            [[f] for f in self.fresh], [encoded] * 2, ctx)
         self.temporal = {}
         for key, net in split.temporal.items():
             shapes = [(1, *a.shape[1:]) for a in self.inputs[0]]
