@@ -96,16 +96,18 @@ def test_a_store_refuses_a_window_it_does_not_hold():
         store.gather(2, out, 0)     # frame 2 was overwritten by frame 6
 
 
-def _live(det: Detector, sends: list[tuple[str, bytes | None, int, str | None, np.ndarray]],
-          streams: list[str]) -> dict[str, list[dict]]:
+def _live(det: Detector, sends: list[tuple[str, int, str | None, np.ndarray]],
+          streams: list[str]) -> tuple[dict[str, list[dict]], object]:
     stop = threading.Event()
     thread = threading.Thread(target=det.run, args=(stop,))
     thread.start()
     sub = Subscriber(det.endpoints["publish"], ["score.", "eos.", "status"])
     push = zmq.Context.instance().socket(zmq.PUSH)
     scores = {s: [] for s in streams}
+    status = []
     try:
-        wait_for(lambda: (m := sub.recv()) is not None and m.topic == "status", 30, "status")
+        wait_for(lambda: (m := sub.recv()) is not None and m.topic == "status"
+                 and not status.append(m), 30, "status")
         push.connect(det.endpoints["bind"])
         for stream, seq, clip, image in sends:
             push.send_multipart(encode_frame(stream, seq, 1.0 + seq, image, clip=clip))
@@ -126,7 +128,7 @@ def _live(det: Detector, sends: list[tuple[str, bytes | None, int, str | None, n
         sub.close()
         stop.set()
         thread.join(30)
-    return scores
+    return scores, status[0]
 
 
 class _Entry:
@@ -158,7 +160,8 @@ def test_live_reuse_scores_as_the_whole_network_across_a_cut_and_two_streams():
             if i < len(queue):
                 clip, seq, image = queue[i]
                 sends.append((stream, seq, clip, image))
-    live = _live(det, sends, ["cut", "pred"])
+    live, status = _live(det, sends, ["cut", "pred"])
+    assert [m.encoder_reuse for m in status.models] == [True, True]   # said on the wire
 
     for stream, runtime in runtimes.items():
         net, meta = load_weights(runtime.weights)
