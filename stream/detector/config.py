@@ -54,9 +54,9 @@ class DetectorConfig:
         plugins: Modules to import at start; each registers model families
             (:func:`models.registry.register_family`) that weights may then name.
         encoder_reuse: Encode each frame once where the model's family splits its
-            network into a per-frame encoder and a temporal part (windows overlap:
-            without it each window encodes all its frames again); fp32 only, other
-            precisions run the whole network (see ``stream.detector.reuse``).
+            network into a per-frame encoder and a temporal part and windows overlap
+            (stride < window: without it each window encodes all its frames again); fp32
+            and bf16, int8 runs the whole network (see ``stream.detector.reuse``).
     """
 
     bind: str = FRAMES_ENDPOINT

@@ -59,7 +59,8 @@ class ModelRuntime:
                              config.int8_calibration,
                              decode_last=decode if decode < self.window else None,
                              decide=scorer_decisions(self.scorer, self.lookback),
-                             reuse=config.encoder_reuse)
+                             # windows that share no frame have nothing to reuse
+                             reuse=config.encoder_reuse and self.stride < self.window)
         self.contract = self.engine.contract
         #: Encoder reuse (None: each window runs the whole network).
         self.reuse = self.engine.reuse

@@ -17,6 +17,7 @@ from stream.detector.engine import Engine
 from stream.detector.loop import Detector, StreamEntry
 from stream.detector.precision import bf16_possible
 from stream.detector.reuse import FeatureStore
+from stream.detector.runtime import ModelRuntime
 from stream.detector.windows import window_starts
 from stream.wire.protocol import encode_eos, encode_frame
 from stream.wire.subscriber import Subscriber
@@ -77,6 +78,15 @@ def test_reuse_gives_the_whole_networks_outputs_on_a_real_clip(weights, stride, 
         assert reused.shape == whole.shape
         # at bf16 the split runs the whole network's very ops, rounded alike
         np.testing.assert_allclose(reused, whole, rtol=1e-4, atol=1e-4)
+
+
+def test_windows_that_share_no_frame_run_whole():
+    """At stride = window there is nothing to reuse: the whole network, no copies."""
+    runtime = ModelRuntime(STAE_WEIGHTS, DetectorConfig(device="cpu", precision="fp32",
+                                                        stride=10, max_batch=2),
+                           ScorerConfig())
+    assert runtime.window == 10 and runtime.reuse is None and runtime.store_bytes == 0
+    assert runtime.new_store() is None
 
 
 def test_an_int8_model_runs_whole():
