@@ -74,6 +74,46 @@ class Temporal:
             raise ValueError(f"lookback must be 0..{self.window - 1}, got {self.lookback}")
 
 
+@dataclass(frozen=True)
+class FeatureGroup:
+    """Per-frame encoder outputs of one kind, and the window positions that read them.
+
+    Attributes:
+        shape: One frame's features.
+        positions: Positions in the window (0: its oldest frame) whose features the
+            temporal network reads, ascending.
+    """
+
+    shape: tuple[int, ...]
+    positions: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Split:
+    """A model's inference form as a per-frame encoder and a temporal part.
+
+    The encoder maps frames ``(M, *contract.shape)`` to one output per feature group,
+    ``(M, *group.shape)``, each frame independently of the others. The temporal
+    networks, keyed as :meth:`ModelFamily.inference`'s, take one input per group,
+    ``(N, len(group.positions), *group.shape)``: the features of those window positions,
+    and give what the whole network gives on the windows.
+
+    Attributes:
+        encoder: The per-frame network.
+        temporal: The networks on cached features, by frames output per window.
+        groups: The encoder's outputs, in order.
+    """
+
+    encoder: HybridBlock
+    temporal: dict[int, HybridBlock]
+    groups: tuple[FeatureGroup, ...]
+
+    @property
+    def context(self) -> int:
+        """Frames of a window the temporal networks read (its oldest ones)."""
+        return max(p for g in self.groups for p in g.positions) + 1
+
+
 class FrameScorer(Protocol):
     """Scores the newest frames of one window from the model's output.
 
@@ -186,6 +226,17 @@ class ModelFamily:
                 fewer than all (None: no such hint).
         """
         return {self.temporal(meta).scorable: trained}
+
+    def split(self, trained: HybridBlock, meta: WeightsMeta, ctx: mx.Context,
+              outputs: int | None = None) -> Split | None:
+        """The inference networks split into a per-frame encoder and a temporal part, so
+        that a live detector encodes each frame once however many windows it falls in;
+        None (the default): the family has no such split and runs :meth:`inference`.
+
+        Arguments as :meth:`inference`; the split's temporal networks are keyed as its
+        networks are and give the same outputs (to float rounding).
+        """
+        return None
 
     def scorer(self, meta: WeightsMeta, arrays: dict[str, np.ndarray],
                config: ScorerConfig) -> FrameScorer:

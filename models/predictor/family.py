@@ -7,8 +7,9 @@ from __future__ import annotations
 import mxnet as mx
 from mxnet.gluon import HybridBlock
 
-from models.family import ModelFamily, Temporal, check_contract
+from models.family import FeatureGroup, ModelFamily, Split, Temporal, check_contract
 from models.predictor.network import CONTEXT, FRAME_SIZE, Predictor
+from models.predictor.split import split_predictor
 from models.weights import WeightsMeta
 
 #: Weights of the gradient and temporal-difference terms against the intensity term.
@@ -76,3 +77,17 @@ class PredictorFamily(ModelFamily):
 
     def loss(self, net: HybridBlock, windows: mx.nd.NDArray) -> mx.nd.NDArray:
         return prediction_loss(net(windows), windows)
+
+    def split(self, trained: HybridBlock, meta: WeightsMeta, ctx: mx.Context,
+              outputs: int | None = None) -> Split | None:
+        """The per-frame encoder (the ConvLSTM's input-to-hidden term of every context
+        frame; the newest context frame's own features for the decoder's skips) and the
+        recurrence with the decoder (:mod:`models.predictor.split`)."""
+        if not isinstance(trained, Predictor):
+            return None
+        encoder, temporal = split_predictor(trained, ctx)
+        t = trained.context
+        outs = encoder(mx.nd.zeros((1, *meta.contract.shape), ctx=ctx))
+        return Split(encoder, {1: temporal},
+                     (FeatureGroup(tuple(outs[0].shape[1:]), tuple(range(t))),
+                      *(FeatureGroup(tuple(o.shape[1:]), (t - 1,)) for o in outs[1:])))

@@ -92,28 +92,36 @@ class InferenceConvLSTM(HybridBlock):
         hidden_channels: Channels of the hidden and cell state.
         steps: Number of time steps (the window length T).
         kernel: Square kernel size of both convolutions (odd, "same" padding).
+        encoded: Whether the input is already the input-to-hidden term,
+            (N, T, 4·hidden_channels, H, W), computed per frame by :func:`i2h_term`
+            elsewhere (a live detector's frame encoder): then only the recurrence runs.
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, steps: int, kernel: int = 3,
-                 **kwargs) -> None:
+                 encoded: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         self._hidden = hidden_channels
         self._steps = steps
         self._kernel = kernel
+        self._encoded = encoded
         gates = 4 * hidden_channels
         with self.name_scope():
-            self.i2h_weight = self.params.get(
-                "i2h_weight", shape=(gates, in_channels, kernel, kernel))
+            if not encoded:
+                self.i2h_weight = self.params.get(
+                    "i2h_weight", shape=(gates, in_channels, kernel, kernel))
+                self.bias = self.params.get("bias", shape=(gates,), init="zeros")
             self.h2h_weight = self.params.get(
                 "h2h_weight", shape=(gates, hidden_channels, kernel, kernel))
-            self.bias = self.params.get("bias", shape=(gates,), init="zeros")
 
-    def hybrid_forward(self, F, x, i2h_weight, h2h_weight, bias):  # noqa: N803
-        """Run the sequence: (N, T, C, H, W) in, (N, T, hidden_channels, H, W) out."""
+    def hybrid_forward(self, F, x, h2h_weight, i2h_weight=None, bias=None):  # noqa: N803
+        """Run the sequence: (N, T, C, H, W) in (the input-to-hidden term if
+        ``encoded``), (N, T, hidden_channels, H, W) out."""
         k, pad, gates = (self._kernel,) * 2, (self._kernel // 2,) * 2, 4 * self._hidden
-        i2h = F.Convolution(F.reshape(x, shape=(-3, -2)), i2h_weight, bias, kernel=k,
-                            pad=pad, num_filter=gates, name="i2h")
-        i2h = F.reshape(i2h, shape=(-4, -1, self._steps, -2))
+        i2h = x
+        if not self._encoded:
+            i2h = F.reshape(i2h_term(F, F.reshape(x, shape=(-3, -2)), i2h_weight, bias,
+                                     self._hidden, self._kernel),
+                            shape=(-4, -1, self._steps, -2))
         steps = F.split(i2h, num_outputs=self._steps, axis=1, squeeze_axis=True)
         if self._steps == 1:
             steps = [steps]
@@ -132,6 +140,13 @@ class InferenceConvLSTM(HybridBlock):
             h = o * F.Activation(c, act_type="tanh")
             outputs.append(h)
         return F.stack(*outputs, axis=1)
+
+
+def i2h_term(F, x, weight, bias, hidden: int, kernel: int):  # noqa: N803
+    """An :class:`InferenceConvLSTM`'s input-to-hidden term of (M, C, H, W) inputs, each
+    step on its own, both biases folded in: (M, 4·hidden, H, W)."""
+    return F.Convolution(x, weight, bias, kernel=(kernel, kernel),
+                         pad=(kernel // 2, kernel // 2), num_filter=4 * hidden, name="i2h")
 
 
 def fold_convlstm(i2h_weight: np.ndarray, h2h_weight: np.ndarray, i2h_bias: np.ndarray,

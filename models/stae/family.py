@@ -6,9 +6,9 @@ from __future__ import annotations
 import mxnet as mx
 from mxnet.gluon import HybridBlock
 
-from models.family import ModelFamily, Temporal
+from models.family import FeatureGroup, ModelFamily, Split, Temporal
 from models.scoring import LOOKBACK
-from models.stae.inference import inference_form
+from models.stae.inference import InferenceSTAE, inference_form
 from models.stae.network import STAE, WINDOW
 from models.weights import WeightsMeta
 
@@ -36,3 +36,20 @@ class STAEFamily(ModelFamily):
         if outputs and outputs < meta.window and hasattr(full, "tail"):
             nets[outputs] = full.tail(outputs)
         return nets
+
+    def split(self, trained: HybridBlock, meta: WeightsMeta, ctx: mx.Context,
+              outputs: int | None = None) -> Split | None:
+        """The inference form as the per-frame :class:`models.stae.inference.STAEEncoder`
+        (spatial encoder and the first ConvLSTM's input-to-hidden convolution) and the
+        ConvLSTMs' recurrences with the decoder on its outputs."""
+        full = inference_form(trained, ctx) if isinstance(trained, STAE) else trained
+        if not isinstance(full, InferenceSTAE):
+            return None
+        temporal = {meta.window: full.temporal(meta.window)}
+        if outputs and outputs < meta.window:
+            temporal[outputs] = full.temporal(outputs)
+        encoder = full.encoder()
+        shape = (4 * full.lstm1._hidden, *full.border.shape[2:])
+        side = encoder(mx.nd.zeros((1, *meta.contract.shape), ctx=ctx)).shape[2:]
+        return Split(encoder, temporal,
+                     (FeatureGroup((shape[0], *side), tuple(range(meta.window))),))

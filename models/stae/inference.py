@@ -21,7 +21,7 @@ import mxnet as mx
 import numpy as np
 from mxnet.gluon import HybridBlock
 
-from models.stae.convlstm import InferenceConvLSTM, fold_convlstm
+from models.stae.convlstm import InferenceConvLSTM, fold_convlstm, i2h_term
 from models.stae.network import FRAME_SIZE, STAE
 from models.stae.phases import compose_over_phases, interleave_kernel, phase_kernels
 
@@ -31,6 +31,19 @@ _DECODER = ((5, 2), (11, 4))    # and of the two transposed convolutions
 
 def _out(size: int, kernel: int, stride: int, pad: int = 0) -> int:
     return (size + 2 * pad - kernel) // stride + 1
+
+
+def _spatial(F, x, weights, c1: int, c2: int):  # noqa: N803
+    """The spatial encoder, frame by frame: (M, 227, 227) frames → (M, c2, 26, 26)."""
+    enc1_weight, enc1_bias, enc2_weight, enc2_bias = weights
+    (k1, st1), (k2, st2) = _ENCODER
+    z = F.expand_dims(x, axis=1)
+    z = F.Activation(F.Convolution(z, enc1_weight, enc1_bias, kernel=(k1, k1),
+                                   stride=(st1, st1), num_filter=c1, name="enc1"),
+                     act_type="sigmoid")
+    return F.Activation(F.Convolution(z, enc2_weight, enc2_bias, kernel=(k2, k2),
+                                      stride=(st2, st2), num_filter=c2, name="enc2"),
+                        act_type="tanh")
 
 
 class InferenceSTAE(HybridBlock):
@@ -45,16 +58,20 @@ class InferenceSTAE(HybridBlock):
         spatial_channels: Channels of the two encoder convolutions.
         temporal_channels: Hidden channels of the three ConvLSTMs.
         decode_last: Frames reconstructed per window, the newest (None: all T).
+        encoded: Whether windows come as their frames' encoding (:class:`STAEEncoder`),
+            not as frames: the temporal part of a split network, whose live detector
+            encodes each frame once however many windows it falls in.
     """
 
     def __init__(self, window: int = 10, spatial_channels: tuple[int, int] = (128, 64),
                  temporal_channels: tuple[int, int, int] = (64, 32, 64),
-                 decode_last: int | None = None, **kwargs) -> None:
+                 decode_last: int | None = None, encoded: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         if decode_last is not None and not 1 <= decode_last <= window:
             raise ValueError(f"decode_last must be 1..{window} (the window), got {decode_last}")
         self.window = window
         self.decode_last = decode_last or window
+        self._encoded = encoded
         self._args = (window, spatial_channels, temporal_channels)
         c1, c2 = spatial_channels
         t1, t2, t3 = temporal_channels
@@ -68,11 +85,12 @@ class InferenceSTAE(HybridBlock):
         self._taps2 = probe.shape[-1]
         with self.name_scope():
             get = self.params.get
-            self.enc1_weight = get("enc1_weight", shape=(c1, 1, k1, k1))
-            self.enc1_bias = get("enc1_bias", shape=(c1,))
-            self.enc2_weight = get("enc2_weight", shape=(c2, c1, k2, k2))
-            self.enc2_bias = get("enc2_bias", shape=(c2,))
-            self.lstm1 = InferenceConvLSTM(c2, t1, window, prefix="lstm1_")
+            if not encoded:
+                self.enc1_weight = get("enc1_weight", shape=(c1, 1, k1, k1))
+                self.enc1_bias = get("enc1_bias", shape=(c1,))
+                self.enc2_weight = get("enc2_weight", shape=(c2, c1, k2, k2))
+                self.enc2_bias = get("enc2_bias", shape=(c2,))
+            self.lstm1 = InferenceConvLSTM(c2, t1, window, encoded=encoded, prefix="lstm1_")
             self.lstm2 = InferenceConvLSTM(t1, t2, window, prefix="lstm2_")
             self.lstm3 = InferenceConvLSTM(t2, t3, window, prefix="lstm3_")
             self.dec1_weight = get("dec1_weight",
@@ -98,18 +116,18 @@ class InferenceSTAE(HybridBlock):
                             stride=(self._block,) * 2, num_filter=1, no_bias=True)
         return F.slice(y, begin=(None, None, 0, 0), end=(None, None, FRAME_SIZE, FRAME_SIZE))
 
-    def hybrid_forward(self, F, x, enc1_weight, enc1_bias, enc2_weight, enc2_bias,  # noqa: N803
-                       dec1_weight, dec1_bias, dec2_weight, interleave_weight, border):
-        """Reconstruct windows: (N, T, 227, 227) → (N, decode_last, 227, 227)."""
-        (k1, st1), (k2, st2) = _ENCODER
-        z = F.reshape(x, shape=(-1, 1, 0, 0))
-        z = F.Activation(F.Convolution(z, enc1_weight, enc1_bias, kernel=(k1, k1),
-                                       stride=(st1, st1), num_filter=self._c1, name="enc1"),
-                         act_type="sigmoid")
-        z = F.Activation(F.Convolution(z, enc2_weight, enc2_bias, kernel=(k2, k2),
-                                       stride=(st2, st2), num_filter=self._c2, name="enc2"),
-                         act_type="tanh")
-        z = F.reshape(z, shape=(-4, -1, self.window, -2))
+    def hybrid_forward(self, F, x, dec1_weight, dec1_bias, dec2_weight,  # noqa: N803
+                       interleave_weight, border, enc1_weight=None, enc1_bias=None,
+                       enc2_weight=None, enc2_bias=None):
+        """Reconstruct windows: (N, T, 227, 227) → (N, decode_last, 227, 227); if
+        ``encoded``, from the first ConvLSTM's input-to-hidden term of each frame,
+        (N, T, 4·t1, 26, 26), as :class:`STAEEncoder` computes it."""
+        if self._encoded:
+            z = x
+        else:
+            weights = (enc1_weight, enc1_bias, enc2_weight, enc2_bias)
+            z = _spatial(F, F.reshape(x, shape=(-3, -2)), weights, self._c1, self._c2)
+            z = F.reshape(z, shape=(-4, -1, self.window, -2))
         z = self.lstm3(self.lstm2(self.lstm1(z)))
         if self.decode_last < self.window:
             z = F.slice_axis(z, axis=1, begin=self.window - self.decode_last, end=None)
@@ -120,8 +138,50 @@ class InferenceSTAE(HybridBlock):
     def tail(self, decode_last: int) -> InferenceSTAE:
         """The same network (sharing these parameters) reconstructing only the newest
         ``decode_last`` frames of each window."""
-        return InferenceSTAE(*self._args, decode_last=decode_last, prefix=self.prefix,
-                             params=self.collect_params())
+        return InferenceSTAE(*self._args, decode_last=decode_last, encoded=self._encoded,
+                             prefix=self.prefix, params=self.collect_params())
+
+    def temporal(self, decode_last: int | None = None) -> InferenceSTAE:
+        """The same network (sharing these parameters) from :class:`STAEEncoder`'s
+        per-frame encoding, reconstructing the newest ``decode_last`` frames (None: as
+        this one)."""
+        return InferenceSTAE(*self._args, decode_last=decode_last or self.decode_last,
+                             encoded=True, prefix=self.prefix, params=self.collect_params())
+
+    def encoder(self) -> STAEEncoder:
+        """This network's per-frame encoder (sharing its parameters)."""
+        return STAEEncoder(self, prefix=self.prefix, params=self.collect_params())
+
+
+class STAEEncoder(HybridBlock):
+    """The per-frame part of an :class:`InferenceSTAE`: the spatial encoder and the first
+    ConvLSTM's input-to-hidden convolution, which read one frame each and no state.
+
+    Input: (M, 227, 227) frames; output: (M, 4·t1, 26, 26), what
+    :meth:`InferenceSTAE.temporal`'s network reads per frame. Build it with
+    :meth:`InferenceSTAE.encoder`.
+    """
+
+    def __init__(self, full: InferenceSTAE, **kwargs) -> None:
+        super().__init__(**kwargs)
+        c1, c2 = full._c1, full._c2
+        self._channels = (c1, c2)
+        self._lstm = (full.lstm1._hidden, full.lstm1._kernel)
+        (k1, _), (k2, _) = _ENCODER
+        hidden, k = self._lstm
+        with self.name_scope():
+            get = self.params.get
+            self.enc1_weight = get("enc1_weight", shape=(c1, 1, k1, k1))
+            self.enc1_bias = get("enc1_bias", shape=(c1,))
+            self.enc2_weight = get("enc2_weight", shape=(c2, c1, k2, k2))
+            self.enc2_bias = get("enc2_bias", shape=(c2,))
+            self.lstm1_i2h_weight = get("lstm1_i2h_weight", shape=(4 * hidden, c2, k, k))
+            self.lstm1_bias = get("lstm1_bias", shape=(4 * hidden,))
+
+    def hybrid_forward(self, F, x, enc1_weight, enc1_bias, enc2_weight, enc2_bias,  # noqa: N803
+                       lstm1_i2h_weight, lstm1_bias):
+        z = _spatial(F, x, (enc1_weight, enc1_bias, enc2_weight, enc2_bias), *self._channels)
+        return i2h_term(F, z, lstm1_i2h_weight, lstm1_bias, *self._lstm)
 
 
 def inference_form(net: STAE, ctx: mx.Context | None = None) -> InferenceSTAE:

@@ -132,30 +132,61 @@ def model_fps(model: str | Path, device: str, precision: str, batches: tuple[int
             for b in batches}
 
 
+def live_runs(model: str | Path, device: str, stride: int, precision: str = "fp32",
+              int8_calibration: str = "") -> dict[str, Callable[[], object]]:
+    """What one live job of :data:`LIVE_BATCH` windows at ``stride`` costs once a stream
+    runs: ``whole``, the whole network on the windows (decoding only what the stride
+    needs); and, where the family splits and the precision is fp32, ``reuse``, each
+    window's ``stride`` new frames through the encoder and the temporal part on the
+    cached rest (:mod:`stream.detector.reuse`)."""
+    meta = read_meta(model)
+    decode = stride + get_family(meta.model).temporal(meta).lookback
+    engine = Engine(model, device, precision, LIVE_BATCH, int8_calibration,
+                    decode_last=decode if decode < meta.window else None, reuse=True)
+    engine.batch[:] = np.random.default_rng(0).random(engine.batch.shape, np.float32)
+    tail = engine.decode_last != engine.outputs
+    runs = {"whole": lambda: engine.run(LIVE_BATCH, tail=tail)}
+    if engine.reuse is not None:
+        runs["reuse"] = engine.reuse.steady(LIVE_BATCH, stride, engine.decode_last)
+    return runs
+
+
+def live_fps(model: str | Path, device: str, stride: int, seconds: float) -> dict:
+    """Frames the live detector's network scores per second at ``stride`` and batch
+    :data:`LIVE_BATCH` (fp32): ``fps`` as it runs (with encoder reuse where the family
+    splits), ``whole_fps`` without reuse, timed in turns."""
+    runs = live_runs(model, device, stride)
+    times = best_times(runs, seconds)
+    fps = {k: LIVE_BATCH * stride / t for k, t in times.items()}
+    return {"stride": stride, "batch": LIVE_BATCH,
+            "fps": round(fps.get("reuse", fps["whole"]), 1),
+            "whole_fps": round(fps["whole"], 1), "encoder_reuse": "reuse" in fps}
+
+
 def families_report(models: list[str | Path], device: str, seconds: float) -> list[dict]:
     """Frames each model's network scores per second as the live detector runs it (fp32,
     batch LIVE_BATCH, at the stride its weights were calibrated for, at most the frames a
-    window of it can score, decoding only what that stride needs), timed in turns in one
-    run so the ratios between families hold."""
+    window of it can score, decoding only what that stride needs, with encoder reuse where
+    its family splits: ``scored_fps``; ``whole_scored_fps`` without), timed in turns in
+    one run so the ratios between families hold."""
     rows, runs = [], {}
     for model in models:
         meta = read_meta(model)
-        family = get_family(meta.model)
         stride = detector_stride(model)
-        decode = stride + family.temporal(meta).lookback
-        engine = Engine(model, device, "fp32", LIVE_BATCH,
-                        decode_last=decode if decode < meta.window else None)
-        engine.batch[:] = np.random.default_rng(0).random(engine.batch.shape, np.float32)
-        tail = engine.decode_last != engine.outputs
-        runs[str(model)] = lambda e=engine, t=tail: e.run(LIVE_BATCH, tail=t)
+        for kind, run in live_runs(model, device, stride).items():
+            runs[str(model), kind] = run
         rows.append({"weights": str(model), "model": meta.model, "window": meta.window,
                      "stride": stride, "size": meta.contract.size,
+                     "encoder_reuse": (str(model), "reuse") in runs,
                      # of the loaded network: an unloaded one may defer its shapes
                      "parameters": int(sum(np.prod(p.shape) for p in
                                            load_weights(model)[0].collect_params().values()))})
     times = best_times(runs, seconds)
     for row in rows:
-        row["scored_fps"] = round(LIVE_BATCH * row["stride"] / times[row["weights"]], 1)
+        fps = {kind: LIVE_BATCH * row["stride"] / t for (w, kind), t in times.items()
+               if w == row["weights"]}
+        row["scored_fps"] = round(fps.get("reuse", fps["whole"]), 1)
+        row["whole_scored_fps"] = round(fps["whole"], 1)
     return rows
 
 
@@ -336,7 +367,8 @@ def run_bench(model: str | Path, device: str = "auto", seconds: float = 3.0,
     stride = stride or detector_stride(model)
     if not 1 <= stride <= meta.window:
         raise ValueError(f"stride must be 1..{meta.window} (the window), got {stride}")
-    live = model_fps(model, device, "fp32", (LIVE_BATCH,), seconds, stride=stride)[LIVE_BATCH]
+    live_entry = live_fps(model, device, stride, seconds)
+    live = live_entry["fps"]
     result = {
         "device": device_name(ctx), "context": str(ctx), "backend": "mxnet",
         "isa": isa_summary(cpu_flags()) if ctx.device_type == "cpu" else None,
@@ -348,7 +380,7 @@ def run_bench(model: str | Path, device: str = "auto", seconds: float = 3.0,
         "best_batch": best_batch,
         "utilization": round(fps[best_batch] * flop / peak, 3),
         # what the live detector's network scores per second at its stride and batch 4
-        "live_scored_fps": {"stride": stride, "batch": LIVE_BATCH, "fps": round(live, 1)},
+        "live_scored_fps": live_entry,
         "reduced_precision": None, "auto": None, "pipeline": None, "peers": None}
     if peers:
         log.info("peers: the same network exported to ONNX, run by onnxruntime in turns "
@@ -411,13 +443,18 @@ def format_bench(result: dict) -> str:
                      f"ours {util['mxnet']:.3f}, onnxruntime {util['onnxruntime']:.3f} of the "
                      "fp32 peak")
     live = result["live_scored_fps"]
+    reuse = (f"; each frame encoded once: {live['fps'] / live['whole_fps']:.2f}x the whole "
+             f"network's {live['whole_fps']:.1f}" if live.get("encoder_reuse") else "")
     lines.append(f"live network    {live['fps']:7.1f} frames/s scored at stride {live['stride']}, "
                  f"batch {live['batch']} (decodes only the newest {live['stride']} of each "
-                 "window and the one before them)")
+                 f"window and the one before them{reuse})")
     for row in result.get("families") or []:
+        reuse = (f", encoder reuse: {row['scored_fps'] / row['whole_scored_fps']:.2f}x the "
+                 f"whole network's {row['whole_scored_fps']:.1f}"
+                 if row.get("encoder_reuse") else "")
         lines.append(f"{row['model']:<15} {row['scored_fps']:7.1f} frames/s scored live "
                      f"(window {row['window']}, stride {row['stride']}, {row['size']}x"
-                     f"{row['size']}, {row['parameters'] / 1e6:.2f} M parameters) "
+                     f"{row['size']}, {row['parameters'] / 1e6:.2f} M parameters{reuse}) "
                      f"{row['weights']}")
     rp = result.get("reduced_precision")
     if rp:

@@ -62,6 +62,10 @@ class DetectorConfig:
             client, and a named client may send no other id.
         plugins: Modules to import at start; each registers model families
             (:func:`models.registry.register_family`) that weights may then name.
+        encoder_reuse: Encode each frame once where the model's family splits its
+            network into a per-frame encoder and a temporal part and windows overlap
+            (stride < window: without it each window encodes all its frames again); fp32
+            and bf16, int8 runs the whole network (see ``stream.detector.reuse``).
     """
 
     bind: str = FRAMES_ENDPOINT
@@ -90,6 +94,7 @@ class DetectorConfig:
     curve_allowed: str = ""
     curve_streams: dict = field(default_factory=dict)
     plugins: tuple[str, ...] = ()
+    encoder_reuse: bool = True
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:

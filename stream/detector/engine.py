@@ -30,6 +30,7 @@ from stream.detector.precision import (
     reconstruction_changed,
     resolve_precision,
 )
+from stream.detector.reuse import build_split
 
 log = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "gpu")
@@ -89,12 +90,14 @@ class Engine:
         backend: ``mxnet`` (the default) or ``onnxruntime``
             (:mod:`stream.detector.onnx_backend`: the same inference form exported to
             ONNX at start-up; fp32 only).
+        reuse: Also build the encoder-reuse networks where the family splits
+            (:attr:`reuse`), for a live detector.
     """
 
     def __init__(self, weights: str | Path, device: str = "auto", precision: str = "auto",
                  max_batch: int = 8, int8_calibration: str = "",
                  decode_last: int | None = None, decide: Decide | None = None,
-                 backend: str = "mxnet") -> None:
+                 backend: str = "mxnet", reuse: bool = False) -> None:
         self.backend = get_backend(backend)
         self.ctx = pick_context(device)
         trained, self.meta = load_weights(weights, self.ctx)
@@ -147,6 +150,11 @@ class Engine:
         self.batch[:] = 0
         for frames in self._nets:   # build the graphs and their static memory now
             self.run(1, tail=frames != self.outputs)
+        #: The encoder-reuse networks (:mod:`stream.detector.reuse`); None: whole only
+        #: (always with the onnxruntime backend, which runs the exported whole network).
+        self.reuse = build_split(self.family, trained, self.meta, self.ctx, resolved,
+                                 max_batch, {k: self._shape(k) for k in shapes},
+                                 decode_last) if reuse and self.backend.name == "mxnet" else None
         self.busy_s, self.frames_run = 0.0, 0
         reason = self.precision_report.get("reason")
         log.info("model %s (%s) on %s with %s, precision %s%s", weights, self.meta.model,

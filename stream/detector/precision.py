@@ -241,18 +241,20 @@ def quantize_int8(net: HybridBlock, windows: np.ndarray, batch: int = 4) -> Hybr
     return out
 
 
-def convert_bf16(net: HybridBlock, sample: mx.nd.NDArray, ctx: mx.Context) -> HybridBlock:
+def convert_bf16(net: HybridBlock, sample: mx.nd.NDArray | list[mx.nd.NDArray],
+                 ctx: mx.Context) -> HybridBlock:
     """The network with its convolutions in bfloat16 (MXNet AMP, oneDNN).
 
     Args:
         net: An fp32 network.
-        sample: One input batch (to build the graph).
+        sample: One input batch (to build the graph); a list for a network with several
+            inputs.
         ctx: Where it runs.
     """
     from mxnet.contrib import amp
 
     net.hybridize()
-    net(sample)
+    net(*sample) if isinstance(sample, list) else net(sample)
     out = amp.convert_hybrid_block(net, target_dtype="bfloat16", ctx=ctx,
                                    cast_optional_params=True)
     out.hybridize(static_alloc=True, static_shape=True)

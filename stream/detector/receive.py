@@ -144,7 +144,7 @@ class Receiver(Stage):
     def admit(self, msg: Frame) -> StreamState:
         runtime = self.model_for(msg.stream)
         need = runtime.capacity * (msg.image.nbytes + 4 * math.prod(runtime.contract.shape)
-                                   + 24)
+                                   + 24) + runtime.store_bytes
         victim = self.admission.admit(msg.stream, need, self.streams)
         if victim is not None:
             log.info("stream %s evicted after probation (%d frame(s), quiet): %s takes its "

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from models.registry import get_family
 from models.scoring import ScorerConfig
@@ -11,6 +15,7 @@ from models.weights import load_calibration_arrays, read_meta
 from stream.detector.config import DetectorConfig
 from stream.detector.engine import Engine
 from stream.detector.precision import scorer_decisions
+from stream.detector.reuse import FeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +59,49 @@ class ModelRuntime:
                              config.int8_calibration,
                              decode_last=decode if decode < self.window else None,
                              decide=scorer_decisions(self.scorer, self.lookback),
-                             backend=config.backend)
+                             backend=config.backend,
+                             # windows that share no frame have nothing to reuse
+                             reuse=config.encoder_reuse and self.stride < self.window)
         self.contract = self.engine.contract
+        #: Encoder reuse (None: each window runs the whole network).
+        self.reuse = self.engine.reuse
         #: Frames a stream's ring holds: a window and two strides of slack.
         self.capacity = self.window + 2 * self.stride
 
     @property
     def max_batch(self) -> int:
         return len(self.engine.batch)
+
+    @property
+    def context(self) -> int:
+        """Frames of a window the split network reads (the oldest): those a window
+        encodes when they are new."""
+        return self.reuse.context if self.reuse is not None else self.window
+
+    def new_store(self) -> FeatureStore | None:
+        """A new stream's store of encoder outputs (None without encoder reuse)."""
+        return None if self.reuse is None else self.reuse.store(self.stride)
+
+    @property
+    def store_bytes(self) -> int:
+        """Bytes of one stream's :meth:`new_store`."""
+        return 0 if self.reuse is None else self.reuse.store_bytes(self.stride)
+
+    def run(self, fresh: Sequence[tuple[FeatureStore, int]],
+            windows: Sequence[tuple[FeatureStore, int]], tail: bool, slot: int
+            ) -> np.ndarray:
+        """One job's forward pass: with encoder reuse, encode the ``fresh`` frames and
+        run the temporal network on the cached ``windows``; else the whole network on
+        the windows in ``engine.batches[slot]``. The output as :meth:`Engine.run`'s."""
+        engine = self.engine
+        if self.reuse is None:
+            return engine.run(len(windows), tail=tail, slot=slot)
+        started = time.perf_counter()
+        out = self.reuse.run(fresh, windows, engine.decode_last if tail else engine.outputs,
+                             slot)
+        engine.busy_s += time.perf_counter() - started
+        engine.frames_run += len(windows) * self.window
+        return out
 
     def first_scored(self, start: int, scored: int) -> int:
         """The first frame the window starting at ``start`` scores, when the frames before
@@ -79,4 +119,5 @@ class ModelRuntime:
         """What ``status`` reports of this model."""
         return {"weights": self.weights, "model": self.engine.meta.model,
                 "window": self.window, "stride": self.stride, "rule": self.scorer.rule,
-                "threshold": self.scorer.threshold, "precision": self.engine.precision}
+                "threshold": self.scorer.threshold, "precision": self.engine.precision,
+                "encoder_reuse": self.reuse is not None}

@@ -25,6 +25,7 @@ from stream.detector.clips import ClipFrame, ClipRecorder
 from stream.detector.events import FrameVerdict
 from stream.detector.histogram import Histogram
 from stream.detector.retention import Retention
+from stream.detector.reuse import FeatureStore
 from stream.detector.runtime import ModelRuntime
 from stream.detector.state import StreamState
 from stream.store import EventStore, recovered_end
@@ -72,6 +73,7 @@ class Window:
     ts: np.ndarray
     frame: np.ndarray
     src: np.ndarray     # the scored frames' source images (copied: the ring moves on)
+    key: int = 0        # its first frame's key in the stream's feature store (reuse)
 
 
 @dataclass
@@ -90,6 +92,14 @@ class Job:
     then: list[Callable[[], None]] = field(default_factory=list)
     #: Streams whose end waits on this job: none of their later frames may join it.
     ending: set[str] = field(default_factory=set)
+    #: Encoder reuse: the frames this job encodes, in the order they were copied into
+    #: the runtime's ``reuse.fresh[slot]``: their stream's store and key.
+    fresh: list[tuple[FeatureStore, int]] = field(default_factory=list)
+
+    def run(self) -> np.ndarray:
+        """The forward pass (on the inference thread)."""
+        return self.runtime.run(self.fresh, [(w.state.features, w.key) for w in self.windows],
+                                self.tail, self.slot)
 
 
 class Scheduler(Stage):
@@ -143,8 +153,7 @@ class Scheduler(Stage):
                 full = runtime.needs_full(start, begin)
                 if full and job.windows:   # the tail windows taken so far go first
                     return
-                job.windows.append(self._window(state, start, begin, job.slot,
-                                                len(job.windows)))
+                job.windows.append(self._window(state, start, begin, job))
                 if full:
                     job.tail = False
                     return
@@ -158,16 +167,25 @@ class Scheduler(Stage):
             and not state.ready
 
     @staticmethod
-    def _window(state: StreamState, start: int, first: int, slot: int, i: int) -> Window:
+    def _window(state: StreamState, start: int, first: int, job: Job) -> Window:
         runtime, ring = state.runtime, state.ring
-        ring.read("x", start, runtime.window, out=runtime.engine.batches[slot][i])
+        ring.read("x", start, runtime.window,
+                  out=runtime.engine.batches[job.slot][len(job.windows)])
+        if runtime.reuse is not None:
+            # the frames of the window's context no earlier window encoded (all of them
+            # after a cut or an overrun): copied for the encoder, the ring moves on
+            fresh = runtime.reuse.fresh[job.slot]
+            for index in range(max(start, state.encoded), start + runtime.context):
+                ring.read("x", index, 1, out=fresh[len(job.fresh):len(job.fresh) + 1])
+                job.fresh.append((state.features, state.base + index))
+            state.encoded = max(state.encoded, start + runtime.context)
         end = start + runtime.window
         if first > state.scored:      # frames this model can never score (a predictor's first)
             state.counts["unscored"] += first - state.scored
         n = end - first
         w = Window(state, start, first, state.clip, state.segment, ring.read("seq", first, n),
                    ring.read("ts", first, n), ring.read("frame", first, n),
-                   ring.read("src", first, n))
+                   ring.read("src", first, n), state.base + start)
         state.next_start = start + runtime.stride
         state.scored = end
         return w
@@ -225,8 +243,7 @@ class Inference(Stage):
         while (job := self._jobs.get()) is not None:
             started = time.perf_counter()
             try:
-                job.output = job.runtime.engine.run(len(job.windows), tail=job.tail,
-                                                    slot=job.slot)
+                job.output = job.run()
             except BaseException as err:  # noqa: BLE001 - handed to the loop, raised there
                 job.error = err
             job.seconds = time.perf_counter() - started

@@ -51,6 +51,13 @@ class StreamState:
         self.smoother = Smoother(runtime.scorer.smooth)
         #: Stretches of frames between cuts: a window carries the one its frames are from.
         self.segment = 0
+        #: Encoder outputs of its frames (encoder reuse; None: none), owned by the
+        #: inference thread, by frame key ``base`` + ring index: ``base`` counts the frames
+        #: of earlier segments, so a key is never reused while a job may read it.
+        self.features = runtime.new_store()
+        self.base = 0
+        #: Frames before this ring index are encoded (or handed to a job to encode).
+        self.encoded = 0
         self._smoothed_segment = 0   # the segment the smoother holds values of
 
     @property
@@ -70,7 +77,7 @@ class StreamState:
 
     @property
     def nbytes(self) -> int:
-        return self.ring.nbytes
+        return self.ring.nbytes + (self.features.nbytes if self.features is not None else 0)
 
     @property
     def ready(self) -> int:
@@ -99,5 +106,6 @@ class StreamState:
         """Forget the frames (a new clip starts, a new segment); events and counters
         stay."""
         self.segment += 1
+        self.base += self.ring.count
         self.ring.clear()
-        self.next_start = self.scored = 0
+        self.next_start = self.scored = self.encoded = 0

@@ -317,6 +317,8 @@ class ModelStatus(Record):
         rule: Its frame rule.
         threshold: That rule's threshold.
         precision: The precision it runs at.
+        encoder_reuse: Whether it encodes each frame once (its family splits its network;
+            ``stream.detector.reuse``); None from a detector that does not say.
     """
 
     weights: str
@@ -326,6 +328,7 @@ class ModelStatus(Record):
     rule: str
     threshold: float
     precision: str
+    encoder_reuse: bool | None = optional()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -87,7 +87,13 @@ def test_bench_times_other_families_beside_the_model(tiny_weights, tiny_trained,
     assert [r["stride"] for r in rows] == [detector_stride(tiny_weights), 1, 1]
     assert [r["window"] for r in rows] == [4, 4, 1]
     assert all(r["scored_fps"] > 0 and r["parameters"] > 0 for r in rows)
+    # the STAE and the predictor split into an encoder and a temporal part, the frame CAE
+    # (one frame per window: nothing to reuse) runs whole
+    assert [r["encoder_reuse"] for r in rows] == [True, True, False]
+    assert all(r["whole_scored_fps"] > 0 for r in rows)
+    assert rows[2]["scored_fps"] == rows[2]["whole_scored_fps"]
     assert "predictor" in out.stdout and "frames/s scored live" in out.stdout
+    assert "encoder reuse" in out.stdout
 
 
 @pytest.mark.timeout(300)

@@ -1,0 +1,190 @@
+"""Encoder reuse: each frame encoded once gives the scores of the whole network run on
+every window, offline on real Ped2 frames and live through a real detector (a clip cut
+in one stream, two streams on two models interleaved)."""
+
+import threading
+
+import mxnet as mx
+import numpy as np
+import pytest
+import zmq
+
+from models import STAE_WEIGHTS, load_weights
+from models.family import FeatureGroup
+from models.scoring import ScorerConfig
+from stream.detector.config import DetectorConfig
+from stream.detector.engine import Engine
+from stream.detector.loop import Detector, StreamEntry
+from stream.detector.precision import bf16_possible
+from stream.detector.reuse import FeatureStore
+from stream.detector.runtime import ModelRuntime
+from stream.detector.windows import window_starts
+from stream.wire.protocol import encode_eos, encode_frame
+from stream.wire.subscriber import Subscriber
+from tests.conftest import ANY_PORT, wait_for
+from tests.stream.test_detector import _frames
+from train.offline import score_clip
+
+PREDICTOR = STAE_WEIGHTS.with_name("ped2_predictor")
+
+
+def _reused(engine: Engine, frames: np.ndarray, stride: int, tail: bool) -> np.ndarray:
+    """Outputs of every window of a clip (jobs of up to ``max_batch`` consecutive windows,
+    as the live detector batches one stream), each frame through the encoder once."""
+    reuse = engine.reuse
+    store = reuse.store(stride)
+    plan = [start for start, _, _ in window_starts(len(frames), engine.window, stride)]
+    outputs, encoded = [], 0
+    for b in range(0, len(plan), reuse.max_batch):
+        starts = plan[b:b + reuse.max_batch]
+        fresh = []
+        for start in starts:
+            for index in range(max(start, encoded), start + reuse.context):
+                reuse.fresh[0][len(fresh)] = frames[index]
+                fresh.append((store, index))
+            encoded = max(encoded, start + reuse.context)
+        out = reuse.run(fresh, [(store, s) for s in starts],
+                        engine.decode_last if tail else engine.outputs, 0)
+        outputs.append(out.copy())
+    return np.concatenate(outputs)
+
+
+def _whole(engine: Engine, frames: np.ndarray, stride: int, tail: bool) -> np.ndarray:
+    plan = [start for start, _, _ in window_starts(len(frames), engine.window, stride)]
+    outputs = []
+    for b in range(0, len(plan), len(engine.batch)):
+        starts = plan[b:b + len(engine.batch)]
+        for i, start in enumerate(starts):
+            engine.batch[i] = frames[start:start + engine.window]
+        outputs.append(engine.run(len(starts), tail=tail).copy())
+    return np.concatenate(outputs)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize(("weights", "stride", "decode", "precision"),
+                         [(STAE_WEIGHTS, 5, 6, "fp32"), (PREDICTOR, 1, None, "fp32"),
+                          (STAE_WEIGHTS, 5, 6, "bf16")])
+def test_reuse_gives_the_whole_networks_outputs_on_a_real_clip(weights, stride, decode,
+                                                               precision):
+    if precision == "bf16" and not bf16_possible():
+        pytest.skip("bf16 needs a CPU with AVX-512 (oneDNN 2.4)")
+    engine = Engine(weights, "cpu", precision, max_batch=4, decode_last=decode, reuse=True)
+    assert engine.reuse is not None
+    _, meta = load_weights(weights)
+    frames = np.stack([meta.contract.preprocess(f) for f in _frames("Test002", 27)])
+    for tail in {engine.decode_last != engine.outputs, False}:
+        whole = _whole(engine, frames, stride, tail)
+        reused = _reused(engine, frames, stride, tail)
+        assert reused.shape == whole.shape
+        # at bf16 the split runs the whole network's very ops, rounded alike
+        np.testing.assert_allclose(reused, whole, rtol=1e-4, atol=1e-4)
+
+
+def test_windows_that_share_no_frame_run_whole():
+    """At stride = window there is nothing to reuse: the whole network, no copies."""
+    runtime = ModelRuntime(STAE_WEIGHTS, DetectorConfig(device="cpu", precision="fp32",
+                                                        stride=10, max_batch=2),
+                           ScorerConfig())
+    assert runtime.window == 10 and runtime.reuse is None and runtime.store_bytes == 0
+    assert runtime.new_store() is None
+
+
+def test_an_int8_model_runs_whole():
+    """int8 is calibrated on the whole network: no split at that precision."""
+    engine = Engine(STAE_WEIGHTS, "cpu", "int8", max_batch=2, decode_last=6, reuse=True)
+    assert engine.reuse is None and engine.precision == "int8"
+
+
+def test_a_store_refuses_a_window_it_does_not_hold():
+    store = FeatureStore((FeatureGroup((2,), (0, 1, 2)),), capacity=4)
+    for key in range(3, 7):
+        store.put(key, [np.full((1, 2), key, np.float32)], 0)
+    out = [np.zeros((1, 3, 2), np.float32)]
+    store.gather(4, out, 0)
+    assert out[0][0, :, 0].tolist() == [4, 5, 6]
+    with pytest.raises(RuntimeError, match="not all held"):
+        store.gather(2, out, 0)     # frame 2 was overwritten by frame 6
+
+
+def _live(det: Detector, sends: list[tuple[str, int, str | None, np.ndarray]],
+          streams: list[str]) -> tuple[dict[str, list[dict]], object]:
+    stop = threading.Event()
+    thread = threading.Thread(target=det.run, args=(stop,))
+    thread.start()
+    sub = Subscriber(det.endpoints["publish"], ["score.", "eos.", "status"])
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    scores = {s: [] for s in streams}
+    status = []
+    try:
+        wait_for(lambda: (m := sub.recv()) is not None and m.topic == "status"
+                 and not status.append(m), 30, "status")
+        push.connect(det.endpoints["bind"])
+        for stream, seq, clip, image in sends:
+            push.send_multipart(encode_frame(stream, seq, 1.0 + seq, image, clip=clip))
+        for stream in streams:
+            push.send_multipart(encode_eos(stream))
+        ended = set()
+
+        def until_eos():
+            m = sub.recv()
+            if m is not None and m.topic.startswith("score."):
+                scores[m.topic[6:]].append(m.payload)
+            if m is not None and m.topic.startswith("eos."):
+                ended.add(m.topic[4:])
+            return ended == set(streams)
+        wait_for(until_eos, 240, "eos of every stream")
+    finally:
+        push.close(linger=0)
+        sub.close()
+        stop.set()
+        thread.join(30)
+    return scores, status[0]
+
+
+class _Entry:
+    def __init__(self, id: str, model: str) -> None:   # noqa: A002 - StreamEntry's field
+        self.id, self.model = id, model
+
+
+@pytest.mark.timeout(300)
+def test_live_reuse_scores_as_the_whole_network_across_a_cut_and_two_streams():
+    """Stream ``cut`` (the STAE, stride 5) replays 33 frames of Test002 then, a cut, 24 of
+    Test004; stream ``pred`` (the predictor, stride 1) 30 frames of Test001, the two
+    interleaved frame by frame: every frame's scores equal the offline scorer's on the
+    whole network, clip by clip."""
+    entries: list[StreamEntry] = [_Entry("cut", ""), _Entry("pred", str(PREDICTOR))]
+    det = Detector(DetectorConfig(bind=ANY_PORT, publish=ANY_PORT, model=str(STAE_WEIGHTS),
+                                  device="cpu", precision="fp32", stride=5, max_batch=4,
+                                  status_interval=0.5, events_db=""), ScorerConfig(),
+                   streams=entries)
+    runtimes = {"cut": det.stream_models["cut"], "pred": det.stream_models["pred"]}
+    assert all(r.reuse is not None for r in runtimes.values())
+    assert all(m["encoder_reuse"] for m in det.status()["models"])
+    clips = {"cut": [("Test002", _frames("Test002", 33)), ("Test004", _frames("Test004", 24))],
+             "pred": [("Test001", _frames("Test001", 30))]}
+    queues = {s: [(clip, seq, image) for clip, frames in c for seq, image in enumerate(frames)]
+              for s, c in clips.items()}
+    sends = []
+    for i in range(max(len(q) for q in queues.values())):
+        for stream, queue in queues.items():
+            if i < len(queue):
+                clip, seq, image = queue[i]
+                sends.append((stream, seq, clip, image))
+    live, status = _live(det, sends, ["cut", "pred"])
+    assert [m.encoder_reuse for m in status.models] == [True, True]   # said on the wire
+
+    for stream, runtime in runtimes.items():
+        net, meta = load_weights(runtime.weights)
+        got = {}
+        for s in live[stream]:
+            got.setdefault(s["clip"], []).append(s)
+        for clip, frames in clips[stream]:
+            x = np.stack([meta.contract.preprocess(f) for f in frames])
+            offline = score_clip(net, x, meta.window, runtime.stride, runtime.scorer, mx.cpu())
+            scored = [i for i in range(len(frames)) if np.isfinite(offline["score"][i])]
+            assert [s["seq"] for s in got[clip]] == scored, (stream, clip)
+            for key in ("error", "score"):
+                np.testing.assert_allclose([s["scores"][key] for s in got[clip]],
+                                           offline[key][scored], rtol=1e-3, atol=1e-3,
+                                           err_msg=f"{stream} {clip} {key}")
+            assert [s["anomalous"] for s in got[clip]] == offline["anomalous"][scored].tolist()
