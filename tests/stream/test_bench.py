@@ -117,8 +117,9 @@ def test_bench_reports_its_backend_and_the_onnxruntime_peer(tiny_weights, tmp_pa
     best = max(peers["mxnet"]["fps"].values()) / max(ort["fps"].values())
     assert peers["best_ratio"] == pytest.approx(best, rel=0.01)
     flop, peak = result["gflop_per_frame"], result["peak_gflops"]
+    # the JSON's GFLOP per frame is rounded to 3 decimals: a tiny model's by up to 0.0005
     assert peers["utilization"]["onnxruntime"] == pytest.approx(
-        max(ort["fps"].values()) * flop / peak, rel=0.01, abs=0.001)
+        max(ort["fps"].values()) * flop / peak, rel=0.01 + 0.0005 / flop, abs=0.001)
     assert "peer            onnxruntime" in out.stdout and "x onnxruntime" in out.stdout
 
 
