@@ -164,7 +164,7 @@ class Detector:
                     key_streams=key_streams,
                     window=self.default.window),
                 self.streams, self.model_for, events or EventConfig(), self._finish,
-                config.max_batch, self.settings_for)
+                config.max_batch, self._settings_of_new)
             self.admission = self.receiver.admission
             self.rejected = self.receiver.rejected
             self.gone = self.receiver.gone
@@ -228,11 +228,19 @@ class Detector:
         return self.stream_models.get(stream, self.default)
 
     def settings_for(self, stream: str) -> StreamSettings:
-        """A stream's live settings, made (defaults) the first time it is asked for."""
+        """A stream's live settings, kept from the first time they are asked for (a
+        control request): those it is tracked with, or defaults for when it arrives."""
         settings = self.settings.get(stream)
         if settings is None:
-            settings = self.settings[stream] = StreamSettings()
+            state = self.streams.get(stream)
+            settings = state.settings if state is not None else StreamSettings()
+            self.settings[stream] = settings
         return settings
+
+    def _settings_of_new(self, stream: str) -> StreamSettings:
+        """The settings a newly admitted stream starts with: kept ones, else defaults that
+        are not kept (a flood of stream ids leaves no settings behind)."""
+        return self.settings.get(stream) or StreamSettings()
 
     def apply_settings(self, stream: str) -> None:
         """Carry a changed threshold to the stream's event tracker (what alerts report)."""

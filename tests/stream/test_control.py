@@ -95,6 +95,7 @@ def test_a_mask_over_the_intruder_suppresses_its_event_and_one_elsewhere_does_no
     frames = _intruder_clip()
     seen = _play(sub, push, "open", frames)
     assert _starts(seen, "open"), "the intruder raised no event without a mask"
+    assert "open" not in det.settings   # streams no one changed keep no settings behind
     state = control.set_mask("masked", [PATH])
     assert state["mask"] == [[[float(x), float(y)] for x, y in PATH]]
     masked = _play(sub, push, "masked", frames)
