@@ -39,6 +39,7 @@ from stream.mqtt.topics import (
     MqttTopics,
     event_payload,
     number,
+    parse_model,
     parse_switch,
     parse_threshold,
     switch,
@@ -104,6 +105,7 @@ class Bridge:
         self._status_interval = 1.0
         self._sub: Subscriber | None = None
         self._control_client: ControlClient | None = None
+        self._model_client: ControlClient | None = None
         self._curve = client_from_args(config.curve_key or None, config.curve_server or None)
         self.client = make_client(config, self.topics.available, OFFLINE)
         self.client.on_connect = self._on_connect
@@ -182,8 +184,9 @@ class Bridge:
                 log.warning("could not say offline on the broker: %s", err)
         self.client.disconnect()
         self.client.loop_stop()
-        if self._control_client is not None:
-            self._control_client.close()
+        for client in (self._control_client, self._model_client):
+            if client is not None:
+                client.close()
 
     def _drain_inbox(self) -> None:
         while True:
@@ -225,8 +228,8 @@ class Bridge:
         models = {m.weights: m.threshold for m in status.models or []}
         for stream, entry in status.streams.items():
             s = self._stream(stream)
-            s.model = getattr(entry, "model", None) or s.model
             if s.calibrated is None:
+                s.model = getattr(entry, "model", None) or s.model
                 s.calibrated = models.get(s.model, status.threshold)
             if not s.announced:
                 s.announced = True
@@ -241,6 +244,9 @@ class Bridge:
             detect = getattr(entry, "detect", None)
             if detect is not None:
                 self._set_detect(stream, detect)
+            model = getattr(entry, "model", None)
+            if model:
+                self._set_model(stream, model, models.get(model))
         for stream in set(self.streams) - set(status.streams):
             self._set_online(stream, False)
 
@@ -271,6 +277,18 @@ class Bridge:
             s.detect = detect
             self._publish(self.topics.stream(stream, "detect/state"), switch(detect),
                           retain=True)
+
+    def _set_model(self, stream: str, model: str, calibrated: float | None = None) -> None:
+        """Publish a stream's weights on ``model/state`` when they change; the threshold
+        number's range follows the new model's calibrated threshold."""
+        s = self._stream(stream)
+        if s.model != model:
+            s.model = model
+            self._publish(self.topics.stream(stream, "model/state"), model, retain=True)
+            if isinstance(calibrated, (int, float)) and calibrated != s.calibrated:
+                s.calibrated = float(calibrated)
+                if s.announced:
+                    self.announce(stream)
 
     def _set_anomaly(self, stream: str, on: bool) -> None:
         self._stream(stream).anomaly = on
@@ -350,6 +368,8 @@ class Bridge:
         if s.detect is not None:
             self._publish(self.topics.stream(stream, "detect/state"), switch(s.detect),
                           retain=True)
+        if s.model is not None:
+            self._publish(self.topics.stream(stream, "model/state"), s.model, retain=True)
         self._publish(self.topics.stream(stream, "anomaly"), switch(s.anomaly), retain=True)
         if s.snapshot is not None:
             self._publish(self.topics.stream(stream, "snapshot"), s.snapshot, retain=True)
@@ -378,6 +398,8 @@ class Bridge:
             if command == "threshold":
                 value = parse_threshold(payload)
                 state = self._control().set_threshold(stream, value)
+            elif command == "model":
+                state = self._model_control().set_model(stream, parse_model(payload))
             else:
                 state = self._control().set_detect(stream, parse_switch(payload))
         except (CommandError, ControlError) as err:
@@ -389,6 +411,8 @@ class Bridge:
                 self._set_threshold(stream, float(state["threshold"]))
             if isinstance(state.get("detect"), bool):
                 self._set_detect(stream, state["detect"])
+            if isinstance(state.get("model"), str):
+                self._set_model(stream, state["model"], state.get("calibrated_threshold"))
         # Answer with the state as it is now, applied or not, so a UI that moved a
         # slider or a switch snaps back to the truth.
         s = self.streams.get(stream)
@@ -400,6 +424,16 @@ class Bridge:
         elif command == "detect" and s.detect is not None:
             self._publish(self.topics.stream(stream, "detect/state"), switch(s.detect),
                           retain=True)
+        elif command == "model" and s.model is not None:
+            self._publish(self.topics.stream(stream, "model/state"), s.model, retain=True)
+
+    def _model_control(self) -> ControlClient:
+        """A client for model swaps, which load weights: a minute's patience."""
+        if self._model_client is None:
+            self._model_client = ControlClient(
+                self.control, timeout_s=max(60.0, self.config.command_timeout),
+                curve=self._curve)
+        return self._model_client
 
     def _control(self) -> ControlClient:
         if self._control_client is None:

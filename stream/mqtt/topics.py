@@ -16,7 +16,9 @@ ONLINE, OFFLINE = "online", "offline"
 EVENT_TYPES = {"start": "new", "update": "update", "end": "end"}
 #: What ``threshold/set`` takes to go back to the calibrated threshold.
 CALIBRATED = ("", "calibrated", "reset", "none", "null")
-COMMANDS = ("threshold", "detect")
+COMMANDS = ("threshold", "detect", "model")
+#: What ``model/set`` takes for the detector's default weights.
+DEFAULT_MODEL = ("", "default")
 
 
 class CommandError(ValueError):
@@ -45,7 +47,8 @@ class MqttTopics:
 
     def stream(self, stream: str, name: str) -> str:
         """A stream's topic: ``anomaly``, ``score``, ``snapshot``, ``status``,
-        ``threshold/state``, ``threshold/set``, ``detect/state`` or ``detect/set``."""
+        ``threshold/state``, ``threshold/set``, ``detect/state``, ``detect/set``,
+        ``model/state`` or ``model/set``."""
         return f"{self.prefix}/{stream}/{name}"
 
     @property
@@ -63,8 +66,8 @@ class MqttTopics:
         rest = topic[len(head):] if topic.startswith(head) else ""
         parts = rest.split("/")
         if len(parts) != 3 or parts[2] != "set" or parts[1] not in COMMANDS:
-            raise CommandError(f"topic {topic[:100]!r} is not {head}<stream>/threshold/set "
-                               f"or {head}<stream>/detect/set")
+            raise CommandError(f"topic {topic[:100]!r} is not {head}<stream>/threshold/set, "
+                               f"{head}<stream>/detect/set or {head}<stream>/model/set")
         if not STREAM_ID.match(parts[0]):
             raise CommandError(f"topic {topic[:100]!r}: stream id {parts[0][:64]!r} is invalid "
                                "(1-64 letters, digits, '_' or '-')")
@@ -101,6 +104,17 @@ def parse_switch(payload: bytes) -> bool:
     if text not in (ON, OFF):
         raise CommandError(f"detect {text[:40]!r} is not ON or OFF")
     return text == ON
+
+
+def parse_model(payload: bytes) -> str:
+    """A ``model/set`` payload: a weights path (a stem or ``.params``, as the detector's
+    host sees it), or ``default`` (or empty) for the detector's default model ("")."""
+    text = _text(payload).strip()
+    if text.lower() in DEFAULT_MODEL:
+        return ""
+    if len(text) > 4096 or "\n" in text or "\x00" in text:
+        raise CommandError(f"model {text[:40]!r}... is not a weights path")
+    return text
 
 
 def _text(payload: bytes) -> str:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from stream.capture.frames import list_frames
-from tests.conftest import PED2, reserve_port, stop, vadstream, wait_for
+from tests.conftest import PED2, make_weights, reserve_port, stop, vadstream, wait_for
 from tests.stream.mqtt.broker import Mosquitto, Recorder, need_mosquitto
 
 pytestmark = need_mosquitto
@@ -63,6 +63,13 @@ def test_run_supervises_the_bridge_of_its_mqtt_section(tmp_path, tiny_weights, b
         rec.publish("vadstream/cam1/threshold/set", "1e9")
         rec.wait("vadstream/cam1/threshold/state", b"1e+09", mark)
         rec.wait("vadstream/cam1/anomaly", b"OFF", mark, 60)
+        # A model assigned over MQTT: the stream moves onto it, and its threshold goes back
+        # to the new weights' calibrated one (30: the override was on the old model's).
+        other = make_weights(tmp_path / "other", seed=3)
+        mark = rec.mark()
+        rec.publish("vadstream/cam1/model/set", str(other))
+        rec.wait("vadstream/cam1/model/state", str(other).encode(), mark, 90)
+        rec.wait("vadstream/cam1/threshold/state", b"30", mark, 60)
         mark = rec.mark()
         run.send_signal(2)   # Ctrl-C: the supervisor stops its children, the bridge says so
         assert run.wait(60) == 0

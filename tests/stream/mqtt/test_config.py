@@ -14,6 +14,7 @@ from stream.mqtt.topics import (
     CommandError,
     MqttTopics,
     event_payload,
+    parse_model,
     parse_switch,
     parse_threshold,
 )
@@ -79,8 +80,13 @@ def test_command_topics_and_payloads():
     topics = MqttTopics("vadstream")
     assert topics.parse_command("vadstream/ped2/threshold/set") == ("ped2", "threshold")
     assert topics.parse_command("vadstream/cam-1/detect/set") == ("cam-1", "detect")
+    assert topics.parse_command("vadstream/ped2/model/set") == ("ped2", "model")
+    assert parse_model(b" models/weights/cam1 ") == "models/weights/cam1"
+    assert parse_model(b"default") == "" and parse_model(b"") == ""
+    with pytest.raises(CommandError, match="not a weights path"):
+        parse_model(b"a\nb")
     for bad in ("vadstream/ped2/threshold/state", "other/ped2/detect/set",
-                "vadstream/ped2/model/set", "vadstream/a/b/detect/set"):
+                "vadstream/ped2/zoom/set", "vadstream/a/b/detect/set"):
         with pytest.raises(CommandError, match="is not vadstream/<stream>"):
             topics.parse_command(bad)
     with pytest.raises(CommandError, match="stream id 'bad.id' is invalid"):
