@@ -22,6 +22,7 @@ import zmq
 
 from models import InputContract, WeightsMeta, get_model, save_weights
 from stream.capture.frames import list_frames
+from stream.wire.endpoints import ports_outside_the_ephemeral_range
 from stream.wire.subscriber import Subscriber
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,17 +103,6 @@ ANY_PORT = "tcp://127.0.0.1:*"
 _RESERVED: dict[int, object] = {}   # port -> its open lock file, held for the whole session
 
 
-def _ports_outside_the_ephemeral_range() -> range:
-    """Ports the kernel never hands out by itself (for bind(0) or an outgoing connection)."""
-    try:
-        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-    except (OSError, ValueError):
-        low, high = 32768, 60999
-    if low - 1024 >= 2000:
-        return range(max(1024, low - 12000), low)
-    return range(high + 1, 65536)
-
-
 def reserve_port() -> int:
     """A loopback TCP port for an endpoint that must be known before the process that binds
     it starts (a dashboard connected before its detector, a detector restarted on the same
@@ -126,7 +116,7 @@ def reserve_port() -> int:
     """
     locks = Path(tempfile.gettempdir()) / "vadstream-test-ports"
     locks.mkdir(exist_ok=True)
-    candidates = _ports_outside_the_ephemeral_range()
+    candidates = ports_outside_the_ephemeral_range()
     start = random.SystemRandom().randrange(len(candidates))
     for i in range(len(candidates)):
         port = candidates[(start + i) % len(candidates)]

@@ -33,6 +33,7 @@ from stream.cluster.sink import alert_key  # noqa: E402
 from stream.defaults import PED2, STAE_WEIGHTS  # noqa: E402
 from stream.pipeline import StreamConfig  # noqa: E402
 from stream.store import EventStore  # noqa: E402
+from stream.wire.endpoints import free_loopback_port  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +131,7 @@ def drill(nodes: int = 3, streams: int = 4, kill_after: float = 20.0, after_s: f
         raise FileNotFoundError(f"no Ped2 test clips in {PED2 / 'Test'}")
     work = Path(workdir or tempfile.mkdtemp(prefix="vadstream-drill-"))
     work.mkdir(parents=True, exist_ok=True)
-    with zmq.Context.instance().socket(zmq.PUB) as probe:   # a free loopback port
-        publish = f"tcp://127.0.0.1:{probe.bind_to_random_port('tcp://127.0.0.1')}"
+    publish = f"tcp://127.0.0.1:{free_loopback_port()}"   # the sink binds it later
     config = ClusterConfig(address="drill", publish=publish, events_db=str(work / "events.db"),
                            workdir=str(work / "shards"), device="cpu", reconcile_s=0.5,
                            namespace="vadstream-drill")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import random
+import socket
+from pathlib import Path
+
 
 def is_loopback_host(host: str) -> bool:
     """Whether ``host`` is a loopback name or address."""
@@ -15,3 +19,36 @@ def is_loopback(endpoint: str) -> bool:
     if scheme in ("ipc", "inproc"):
         return True
     return is_loopback_host(rest.rsplit(":", 1)[0])
+
+
+def ports_outside_the_ephemeral_range() -> range:
+    """Ports the kernel never hands out by itself (for bind(0) or an outgoing connection)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    if low - 1024 >= 2000:
+        return range(max(1024, low - 12000), low)
+    return range(high + 1, 65536)
+
+
+def free_loopback_port() -> int:
+    """A loopback TCP port that is free now and outside the kernel's ephemeral range, for an
+    endpoint that must be named before the process that binds it starts: a port picked by
+    binding port 0 can be handed to any outgoing connection (a Ray cluster starting makes
+    many) before its owner binds it.
+
+    Raises:
+        OSError: If no port of that range is free.
+    """
+    candidates = ports_outside_the_ephemeral_range()
+    start = random.SystemRandom().randrange(len(candidates))
+    for i in range(len(candidates)):
+        port = candidates[(start + i) % len(candidates)]
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise OSError(f"no free loopback port in {candidates.start}..{candidates.stop - 1}")

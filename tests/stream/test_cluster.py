@@ -16,6 +16,7 @@ import pytest
 
 from stream.cluster import drill as drill_module  # first: keeps Ray on loopback
 from stream.cluster.coordinator import balance
+from tests.conftest import reserve_port
 
 ray = pytest.importorskip("ray")
 
@@ -164,8 +165,7 @@ def test_run_on_a_cluster_config_stops_cleanly_on_sigterm(tmp_path):
     import yaml
     import zmq
 
-    with zmq.Context.instance().socket(zmq.PUB) as probe:   # a free loopback port
-        publish = f"tcp://127.0.0.1:{probe.bind_to_random_port('tcp://127.0.0.1')}"
+    publish = f"tcp://127.0.0.1:{reserve_port()}"   # the sink binds it later
     config = tmp_path / "cluster.yaml"
     config.write_text(yaml.safe_dump({
         "cluster": {"address": "local", "namespace": "vadstream-sigterm", "publish": publish,
