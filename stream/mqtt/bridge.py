@@ -312,7 +312,7 @@ class Bridge:
         self._publish(self.topics.events, event_payload(EVENT_TYPES[alert.type], before, after))
         if alert.type == "end":
             self.open_events.pop(alert.id, None)
-            self._send_snapshot(alert.stream)
+            self._send_snapshot(alert.stream, final=True)
             if s.event == alert.id or s.event is None:
                 self._watch_overlays(alert.stream, None)
                 self._set_anomaly(alert.stream, False)
@@ -341,12 +341,15 @@ class Bridge:
         if s.best is None or overlay.score > s.best.score:
             s.best = overlay
 
-    def _send_snapshot(self, stream: str) -> None:
+    def _send_snapshot(self, stream: str, final: bool = False) -> None:
+        """Publish the event's best overlay when it changed since the last one sent, and
+        always at the event's end (``final``): a subscriber gets the event's snapshot with
+        its end whether or not an update already carried that frame."""
         s = self._stream(stream)
         if s.best is None:
             log.debug("no overlay of %s's event seen yet: no snapshot", stream)
             return
-        if s.best.seq != s.best_sent:
+        if final or s.best.seq != s.best_sent:
             s.best_sent, s.snapshot = s.best.seq, s.best.jpeg
             self._publish(self.topics.stream(stream, "snapshot"), s.snapshot, retain=True)
 
