@@ -178,6 +178,20 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def until_eos(sub, stream: str, timeout: float = 120) -> list:
+    """Every message ``sub`` receives up to and including ``eos.<stream>``."""
+    got = []
+
+    def step():
+        m = sub.recv()
+        if m is not None:
+            got.append(m)
+            return m.topic == f"eos.{stream}"
+        return False
+    wait_for(step, timeout, f"eos.{stream}")
+    return got
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _need_data():
     if not (PED2 / "Test" / "Test001").is_dir() or not VTEST.is_file():

@@ -301,7 +301,30 @@ def get_backend(name: str):
     raise ValueError(f"backend {name!r} is not one of {list(BACKENDS)}")
 
 
-class _Runner:
+class BatchedRunner:
+    """What every backend's runner shares: ``batches`` (the engine's input buffers),
+    ``outputs`` (its own) and ``run(n, slot)``, the first ``n`` windows of a slot."""
+
+    batches: list[np.ndarray]
+    outputs: list[np.ndarray]
+
+    def run(self, n: int, slot: int = 0) -> np.ndarray:
+        raise NotImplementedError
+
+    def reconstruct(self, windows: np.ndarray) -> np.ndarray:
+        """The outputs of any number of windows, always run at the full batch (the last
+        call padded) so that no new input shape takes memory; a new array."""
+        batch = self.batches[0]
+        n = len(batch)
+        out = np.empty((len(windows), *self.outputs[0].shape[1:]), np.float32)
+        for i in range(0, len(windows), n):
+            k = min(n, len(windows) - i)
+            batch[:] = windows[i + np.arange(n) % k]
+            out[i:i + k] = self.run(n)[:k]
+        return out
+
+
+class _Runner(BatchedRunner):
     """One hybridized network over the engine's input buffer and its own output buffer."""
 
     def __init__(self, net: HybridBlock, batches: list[np.ndarray], shape: tuple[int, ...],
@@ -327,17 +350,6 @@ class _Runner:
         target.wait_to_read()
         return self.outputs[slot][:n]
 
-    def reconstruct(self, windows: np.ndarray) -> np.ndarray:
-        """The outputs of any number of windows, always run at the full batch (the last
-        call padded) so that no new input shape takes memory; a new array."""
-        batch = self.batches[0]
-        n = len(batch)
-        out = np.empty((len(windows), *self.outputs[0].shape[1:]), np.float32)
-        for i in range(0, len(windows), n):
-            k = min(n, len(windows) - i)
-            batch[:] = windows[i + np.arange(n) % k]
-            out[i:i + k] = self.run(n)[:k]
-        return out
 
 
 def _best_fps(runners: dict[str, _Runner], n: int, window: int, runs: int

@@ -18,6 +18,7 @@ from mxnet.gluon import HybridBlock
 
 from models.export import INPUT, ExportError, inference_onnx
 from models.weights import WeightsMeta
+from stream.detector.engine import BatchedRunner
 
 
 def session_options(threads: int | None = None):
@@ -82,7 +83,7 @@ class OnnxRuntimeBackend:
         return OnnxRunner(onnx_session(model.SerializeToString(), threads), batches, shape)
 
 
-class OnnxRunner:
+class OnnxRunner(BatchedRunner):
     """One onnxruntime session over the engine's input buffers and its own output buffers
     (bound in place: no copy either way).
 
@@ -117,18 +118,6 @@ class OnnxRunner:
         output buffer, valid until the next call on that slot."""
         self.session.run_with_iobinding(self._binding(slot, n))
         return self.outputs[slot][:n]
-
-    def reconstruct(self, windows: np.ndarray) -> np.ndarray:
-        """The outputs of any number of windows, always run at the full batch (the last
-        call padded), as the MXNet runner does; a new array."""
-        batch = self.batches[0]
-        n = len(batch)
-        out = np.empty((len(windows), *self.outputs[0].shape[1:]), np.float32)
-        for i in range(0, len(windows), n):
-            k = min(n, len(windows) - i)
-            batch[:] = windows[i + np.arange(n) % k]
-            out[i:i + k] = self.run(n)[:k]
-        return out
 
     def _call(self, x: mx.nd.NDArray) -> mx.nd.NDArray:
         data = np.ascontiguousarray(x.asnumpy(), np.float32)

@@ -16,7 +16,7 @@ from stream.detector.engine import Engine, get_backend
 from stream.detector.loop import Detector
 from stream.wire.protocol import encode_eos, encode_frame
 from stream.wire.subscriber import Subscriber
-from tests.conftest import ANY_PORT, PED2, wait_for
+from tests.conftest import ANY_PORT, PED2, until_eos, wait_for
 from tests.stream.test_detector import _frames
 
 #: Largest output difference between the backends (fp32 both; measured 3e-6).
@@ -86,13 +86,7 @@ def _live_scores(backend: str, frames: list) -> list[dict]:
         for i, image in enumerate(frames):
             push.send_multipart(encode_frame("ped2", i, 1.0 + i, image))
         push.send_multipart(encode_eos("ped2"))
-
-        def until_eos():
-            m = sub.recv()
-            if m is not None and m.topic == "score.ped2":
-                live.append(m.payload)
-            return m is not None and m.topic == "eos.ped2"
-        wait_for(until_eos, 120, "eos.ped2")
+        live.extend(m.payload for m in until_eos(sub, "ped2") if m.topic == "score.ped2")
     finally:
         push.close(linger=0)
         sub.close()

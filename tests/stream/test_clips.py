@@ -24,8 +24,8 @@ from tests.conftest import (
     PED2,
     ROOT,
     push_socket,
+    until_eos,
     vadstream_run,
-    wait_for,
     wait_subscribed,
 )
 
@@ -171,14 +171,7 @@ def test_a_detected_event_has_an_mp4_with_frames_from_before_it(tmp_path):
             push.send_multipart(encode_frame("ped", seq, 100.0 + seq / 10, cv2.imread(str(p)),
                                              clip="Test001", frame=seq + 1))
         push.send_multipart(encode_eos("ped"))
-        alerts = []
-
-        def until_eos():
-            m = sub.recv()
-            if m is not None and m.topic == "alert.ped":
-                alerts.append(m)
-            return m is not None and m.topic == "eos.ped"
-        wait_for(until_eos, 120, "eos.ped")
+        alerts = [m for m in until_eos(sub, "ped") if m.topic == "alert.ped"]
     finally:
         push.close(linger=0)
         sub.close()

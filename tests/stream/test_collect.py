@@ -28,6 +28,23 @@ def _vtest_frames(n: int) -> list[np.ndarray]:
     return frames
 
 
+def train_tiny_on(collected, tmp_path):
+    """``vadstream train`` with the example config (a tiny predictor, one short epoch) on a
+    folder ``vadstream collect`` wrote; the weights' stem."""
+    config = yaml.safe_load((ROOT / "configs" / "collect_example.yaml").read_text())
+    args, contract = TINY_FAMILIES["predictor"]
+    config["model"] = {"name": "predictor", **args}
+    config["contract"]["size"] = contract.size
+    config["training"].update(epochs=1, batch_size=4, windows_per_epoch=8, val_clips=1)
+    tiny = tmp_path / "tiny.yaml"
+    tiny.write_text(yaml.safe_dump(config))
+    weights = tmp_path / "w" / "cam"
+    done = vadstream_run("train", "--config", str(tiny), "--data", str(collected), "--out",
+                         str(weights), "--device", "cpu", timeout=200)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    return weights
+
+
 @pytest.mark.timeout(240)
 def test_collect_a_real_video_then_train_a_tiny_model_on_it(tmp_path):
     out = tmp_path / "cam"
@@ -49,17 +66,7 @@ def test_collect_a_real_video_then_train_a_tiny_model_on_it(tmp_path):
     assert "kept 59 of 60 frames" in done.stdout and "vadstream train" in done.stdout
 
     # The example config, with a tiny network and one short epoch, trains on the folder.
-    config = yaml.safe_load((ROOT / "configs" / "collect_example.yaml").read_text())
-    args, contract = TINY_FAMILIES["predictor"]
-    config["model"] = {"name": "predictor", **args}
-    config["contract"]["size"] = contract.size
-    config["training"].update(epochs=1, batch_size=4, windows_per_epoch=8, val_clips=1)
-    tiny = tmp_path / "tiny.yaml"
-    tiny.write_text(yaml.safe_dump(config))
-    weights = tmp_path / "w" / "cam"
-    done = vadstream_run("train", "--config", str(tiny), "--data", str(out), "--out",
-                         str(weights), "--device", "cpu", timeout=200)
-    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    weights = train_tiny_on(out, tmp_path)
     assert weights.with_suffix(".params").is_file()
     meta = read_meta(weights)
     assert meta.provenance["train_clips"] == ["Train001", "Train002"]

@@ -18,7 +18,14 @@ from stream.pipeline import load_pipeline
 from stream.wire.control import ControlClient, ControlError
 from stream.wire.protocol import decode_message, encode_eos, encode_frame
 from stream.wire.subscriber import Subscriber
-from tests.conftest import ANY_PORT, PED2, push_socket, wait_for, wait_for_status, wait_subscribed
+from tests.conftest import (
+    ANY_PORT,
+    PED2,
+    push_socket,
+    until_eos,
+    wait_for_status,
+    wait_subscribed,
+)
 
 TOPICS = ["score.", "eos.", "status", "alert."]
 #: Where the synthetic intruder walks: a bright square along the top of the frame.
@@ -68,16 +75,7 @@ def _play(sub, push, stream: str, frames: list[np.ndarray]) -> list:
     for i, image in enumerate(frames):
         push.send_multipart(encode_frame(stream, i, 1.0 + i, image))
     push.send_multipart(encode_eos(stream))
-    got = []
-
-    def step():
-        m = sub.recv()
-        if m is not None:
-            got.append(m)
-            return m.topic == f"eos.{stream}"
-        return False
-    wait_for(step, 120, f"eos.{stream}")
-    return got
+    return until_eos(sub, stream)
 
 
 def _starts(got, stream):

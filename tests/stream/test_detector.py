@@ -23,6 +23,7 @@ from tests.conftest import (
     PED2,
     VTEST,
     push_socket,
+    until_eos,
     wait_for,
     wait_for_status,
     wait_subscribed,
@@ -65,15 +66,7 @@ def _frames(clip, n):
 
 
 def _collect_until_eos(sub, stream):
-    got = []
-    def step():
-        m = sub.recv()
-        if m is not None:
-            got.append(m)
-            return m.topic == f"eos.{stream}"
-        return False
-    wait_for(step, 30, f"eos.{stream}")
-    return got
+    return until_eos(sub, stream, 30)
 
 
 def test_every_frame_of_every_clip_is_scored_once_and_bad_messages_are_dropped(running):

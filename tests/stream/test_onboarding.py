@@ -9,7 +9,6 @@ import cv2
 import mxnet as mx
 import numpy as np
 import pytest
-import yaml
 
 from models import load_weights
 from models.registry import get_family
@@ -19,17 +18,16 @@ from stream.wire.control import ControlClient
 from stream.wire.protocol import encode_eos, encode_frame
 from stream.wire.subscriber import Subscriber
 from tests.conftest import (
-    ROOT,
-    TINY_FAMILIES,
     VTEST,
     push_socket,
     start_detector,
     stop,
+    until_eos,
     vadstream_run,
-    wait_for,
     wait_for_status,
     wait_subscribed,
 )
+from tests.stream.test_collect import train_tiny_on
 from train.offline import score_clip
 
 TOPICS = ["score.", "eos.", "status"]
@@ -46,40 +44,19 @@ def _video(n: int, skip: int = 0) -> list[np.ndarray]:
     return frames[skip:]
 
 
-def _train_on_collected(tmp_path) -> tuple:
+def _train_on_collected(tmp_path):
     out = tmp_path / "cam"
     done = vadstream_run("collect", "--source", str(VTEST), "--out", str(out),
                          "--minutes", "0.1", "--clip-frames", "20", "--min-clip-frames", "8")
     assert done.returncode == 0, done.stderr
-    config = yaml.safe_load((ROOT / "configs" / "collect_example.yaml").read_text())
-    args, contract = TINY_FAMILIES["predictor"]
-    config["model"] = {"name": "predictor", **args}
-    config["contract"]["size"] = contract.size
-    config["training"].update(epochs=1, batch_size=4, windows_per_epoch=8, val_clips=1)
-    tiny = tmp_path / "tiny.yaml"
-    tiny.write_text(yaml.safe_dump(config))
-    weights = tmp_path / "w" / "cam"
-    done = vadstream_run("train", "--config", str(tiny), "--data", str(out), "--out",
-                         str(weights), "--device", "cpu", timeout=200)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return weights
+    return train_tiny_on(out, tmp_path)
 
 
 def _play(sub, push, stream: str, frames) -> list[dict]:
     for i, image in enumerate(frames):
         push.send_multipart(encode_frame(stream, i, 1.0 + i, image))
     push.send_multipart(encode_eos(stream))
-    scores = []
-
-    def step():
-        m = sub.recv()
-        if m is None:
-            return False
-        if m.topic == f"score.{stream}":
-            scores.append(m.payload)
-        return m.topic == f"eos.{stream}"
-    wait_for(step, 120, f"eos.{stream}")
-    return scores
+    return [m.payload for m in until_eos(sub, stream) if m.topic == f"score.{stream}"]
 
 
 @pytest.mark.timeout(420)

@@ -9,7 +9,6 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -166,9 +165,7 @@ def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
 
 def wait_exit(proc: subprocess.Popen, timeout: float = 15) -> int:
     """The exit code of ``proc``, once it ends."""
-    end = time.monotonic() + timeout
-    while proc.poll() is None and time.monotonic() < end:
-        time.sleep(0.05)
-    if proc.poll() is None:
-        raise AssertionError(f"process {proc.pid} still runs after {timeout} s")
-    return proc.returncode
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"process {proc.pid} still runs after {timeout} s") from None
