@@ -81,11 +81,17 @@ class ConvLSTM(HybridBlock):
 class InferenceConvLSTM(HybridBlock):
     """:class:`ConvLSTM` rearranged for inference: the same outputs from fewer, fused ops.
 
-    Every gate is a sigmoid, so a step's gates are one convolution plus the precomputed
-    input-to-hidden term plus one sigmoid, which oneDNN runs as a single fused primitive
+    Every gate is a sigmoid, so a step's gates are one convolution plus the input-to-hidden
+    term plus one sigmoid, which oneDNN runs as a single fused primitive
     (``optimize_for(backend="MKLDNN")``): the cell gate's ``tanh(x)`` is computed as
     ``2·sigmoid(2x) − 1``, its weights and biases doubled by :func:`fold_convlstm`.
     Both biases are folded into the input-to-hidden convolution.
+
+    The input-to-hidden term is computed step by step from each step's input, not for all
+    steps at once: oneDNN keeps a convolution's output in its own blocked layout, and
+    splitting a whole sequence's term into steps first converts all of it back (an eighth
+    of the STAE's time, `vadstream bench`'s profile), while each step's term is read only
+    by its step's fused convolution.
 
     Args:
         in_channels: Channels of each time step's input.
@@ -95,15 +101,23 @@ class InferenceConvLSTM(HybridBlock):
         encoded: Whether the input is already the input-to-hidden term,
             (N, T, 4·hidden_channels, H, W), computed per frame by :func:`i2h_term`
             elsewhere (a live detector's frame encoder): then only the recurrence runs.
+        stack: Whether the output is the stacked sequence (N, T, hidden_channels, H, W);
+            False: the list of its T steps, (N, hidden_channels, H, W) each, as a next
+            layer reads them.
+        stepwise: Whether the input comes as its T steps, (N, C, H, W) each, one argument
+            per step (a previous layer's ``stack=False`` output), not as one sequence.
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, steps: int, kernel: int = 3,
-                 encoded: bool = False, **kwargs) -> None:
+                 encoded: bool = False, stack: bool = True, stepwise: bool = False,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self._hidden = hidden_channels
         self._steps = steps
         self._kernel = kernel
         self._encoded = encoded
+        self._stack = stack
+        self._stepwise = stepwise
         gates = 4 * hidden_channels
         with self.name_scope():
             if not encoded:
@@ -113,22 +127,24 @@ class InferenceConvLSTM(HybridBlock):
             self.h2h_weight = self.params.get(
                 "h2h_weight", shape=(gates, hidden_channels, kernel, kernel))
 
-    def hybrid_forward(self, F, x, h2h_weight, i2h_weight=None, bias=None):  # noqa: N803
-        """Run the sequence: (N, T, C, H, W) in (the input-to-hidden term if
-        ``encoded``), (N, T, hidden_channels, H, W) out."""
+    def hybrid_forward(self, F, x, *more, h2h_weight, i2h_weight=None,  # noqa: N803
+                       bias=None):
+        """Run the sequence, given as one (N, T, C, H, W) input (the input-to-hidden term
+        if ``encoded``) or, if ``stepwise``, as its T steps, (N, C, H, W) each; out as
+        ``stack`` says."""
         k, pad, gates = (self._kernel,) * 2, (self._kernel // 2,) * 2, 4 * self._hidden
-        i2h = x
-        if not self._encoded:
-            i2h = F.reshape(i2h_term(F, F.reshape(x, shape=(-3, -2)), i2h_weight, bias,
-                                     self._hidden, self._kernel),
-                            shape=(-4, -1, self._steps, -2))
-        steps = F.split(i2h, num_outputs=self._steps, axis=1, squeeze_axis=True)
-        if self._steps == 1:
-            steps = [steps]
+        if self._stepwise:
+            steps = [x, *more]
+        else:
+            steps = F.split(x, num_outputs=self._steps, axis=1, squeeze_axis=True)
+            steps = [steps] if self._steps == 1 else list(steps)
+        if len(steps) != self._steps:
+            raise ValueError(f"{self.name}: {len(steps)} steps given, it runs {self._steps}")
         outputs = []
         h = c = None
-        for t in range(self._steps):
-            gates_t = steps[t]
+        for t, step in enumerate(steps):
+            gates_t = step if self._encoded else i2h_term(F, step, i2h_weight, bias,
+                                                          self._hidden, self._kernel)
             if h is not None:  # zero state at t = 0: no hidden-to-hidden term
                 h2h = F.Convolution(h, h2h_weight, kernel=k, pad=pad, num_filter=gates,
                                     no_bias=True, name=f"h2h{t}")
@@ -139,7 +155,7 @@ class InferenceConvLSTM(HybridBlock):
             c = ig if c is None else f * c + ig
             h = o * F.Activation(c, act_type="tanh")
             outputs.append(h)
-        return F.stack(*outputs, axis=1)
+        return F.stack(*outputs, axis=1) if self._stack else outputs
 
 
 def i2h_term(F, x, weight, bias, hidden: int, kernel: int):  # noqa: N803

@@ -90,9 +90,12 @@ class InferenceSTAE(HybridBlock):
                 self.enc1_bias = get("enc1_bias", shape=(c1,))
                 self.enc2_weight = get("enc2_weight", shape=(c2, c1, k2, k2))
                 self.enc2_bias = get("enc2_bias", shape=(c2,))
-            self.lstm1 = InferenceConvLSTM(c2, t1, window, encoded=encoded, prefix="lstm1_")
-            self.lstm2 = InferenceConvLSTM(t1, t2, window, prefix="lstm2_")
-            self.lstm3 = InferenceConvLSTM(t2, t3, window, prefix="lstm3_")
+            self.lstm1 = InferenceConvLSTM(c2, t1, window, encoded=encoded, stack=False,
+                                           prefix="lstm1_")
+            self.lstm2 = InferenceConvLSTM(t1, t2, window, stack=False, stepwise=True,
+                                           prefix="lstm2_")
+            self.lstm3 = InferenceConvLSTM(t2, t3, window, stack=False, stepwise=True,
+                                           prefix="lstm3_")
             self.dec1_weight = get("dec1_weight",
                                    shape=(s1 * s1 * c1, t3, self._taps1, self._taps1))
             self.dec1_bias = get("dec1_bias", shape=(s1 * s1 * c1,))
@@ -128,9 +131,8 @@ class InferenceSTAE(HybridBlock):
             weights = (enc1_weight, enc1_bias, enc2_weight, enc2_bias)
             z = _spatial(F, F.reshape(x, shape=(-3, -2)), weights, self._c1, self._c2)
             z = F.reshape(z, shape=(-4, -1, self.window, -2))
-        z = self.lstm3(self.lstm2(self.lstm1(z)))
-        if self.decode_last < self.window:
-            z = F.slice_axis(z, axis=1, begin=self.window - self.decode_last, end=None)
+        steps = self.lstm3(*self.lstm2(*self.lstm1(z)))   # the T steps, layer by layer
+        z = F.stack(*steps[self.window - self.decode_last:], axis=1)
         y = self.decode(F, F.reshape(z, shape=(-3, -2)), dec1_weight, dec1_bias, dec2_weight,
                         interleave_weight)
         return F.reshape(F.broadcast_add(y, border), shape=(-1, self.decode_last, 0, 0))

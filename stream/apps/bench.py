@@ -27,6 +27,7 @@ from models.registry import get_family
 from models.scoring import LOOKBACK, ScorerConfig
 from models.weights import load_calibration_arrays, load_weights, read_meta
 from stream.apps.demo import DEFAULT_SOURCE
+from stream.detector.config import BACKENDS
 from stream.detector.engine import Engine, pick_context
 from stream.detector.precision import bf16_possible, cpu_flags, isa_summary, scorer_decisions
 
@@ -84,16 +85,53 @@ def best_times(fns: dict[str, Callable[[], object]], seconds: float, runs: int =
     return best
 
 
-def peak_gflops(ctx: mx.Context, n: int = 4096, seconds: float = 3.0) -> float:
-    """Practical fp32 peak: the faster matrix multiply (GFLOP/s) of MXNet on ``ctx`` and,
-    on a CPU, of NumPy's BLAS (here faster than the BLAS bundled with MXNet)."""
-    a = mx.nd.random.uniform(shape=(n, n), ctx=ctx)
-    b = mx.nd.random.uniform(shape=(n, n), ctx=ctx)
-    best = best_time(lambda: mx.nd.dot(a, b).wait_to_read(), seconds)
-    if ctx.device_type == "cpu":
-        x, y = a.asnumpy(), b.asnumpy()
-        best = min(best, best_time(lambda: x @ y, seconds))
-    return 2 * n ** 3 / best / 1e9
+def _onnx_matmul(n: int) -> Callable[[], object] | None:
+    """An onnxruntime (MLAS) ``n × n`` fp32 matrix multiply, or None without onnxruntime."""
+    try:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+    except ImportError:
+        return None
+    spec = [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in "abc"]
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "peak",
+                              spec[:2], spec[2:])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    session = ort.InferenceSession(model.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feed = {x: rng.random((n, n), np.float32) for x in "ab"}
+    return lambda: session.run(None, feed)
+
+
+def peak_report(ctx: mx.Context, sizes: tuple[int, ...] = (1024, 2048),
+                seconds: float = 3.0) -> dict:
+    """Practical fp32 peak: the fastest square matrix multiply (GFLOP/s) this machine's
+    libraries run, at each size in ``sizes``. On a GPU: MXNet's ``dot``. On a CPU, also
+    oneDNN's inner product (MXNet's ``FullyConnected``), NumPy's BLAS and onnxruntime's
+    MLAS: the BLAS a library bundles may not use every instruction this CPU has (NumPy's
+    and MXNet's ``dot`` reach half of oneDNN's on AVX-512 here), so the fastest is the
+    honest ceiling for a utilization.
+
+    Returns:
+        ``{"gflops": best, "by": "library n", "all": {"library n": GFLOP/s}}``.
+    """
+    found = {}
+    for n in sizes:
+        a = mx.nd.random.uniform(shape=(n, n), ctx=ctx)
+        b = mx.nd.random.uniform(shape=(n, n), ctx=ctx)
+        fns = {"mxnet dot": lambda a=a, b=b: mx.nd.dot(a, b).wait_to_read()}
+        if ctx.device_type == "cpu":
+            x, y = a.asnumpy(), b.asnumpy()
+            fns["onednn inner product"] = lambda a=a, b=b, n=n: mx.nd.FullyConnected(
+                a, b, no_bias=True, num_hidden=n).wait_to_read()
+            fns["numpy"] = lambda x=x, y=y: x @ y
+            mlas = _onnx_matmul(n)
+            if mlas is not None:
+                fns["onnxruntime mlas"] = mlas
+        for name, t in best_times(fns, seconds * len(fns) / len(sizes) / 4).items():
+            found[f"{name} {n}"] = round(2 * n ** 3 / t / 1e9, 1)
+    by = max(found, key=found.get)
+    return {"gflops": found[by], "by": by, "all": found}
 
 
 def conv_macs(out_hw: int, out_c: int, k: int, in_c: int) -> int:
@@ -133,16 +171,18 @@ def model_fps(model: str | Path, device: str, precision: str, batches: tuple[int
 
 
 def live_runs(model: str | Path, device: str, stride: int, precision: str = "fp32",
-              int8_calibration: str = "") -> dict[str, Callable[[], object]]:
+              int8_calibration: str = "", backend: str = "mxnet"
+              ) -> dict[str, Callable[[], object]]:
     """What one live job of :data:`LIVE_BATCH` windows at ``stride`` costs once a stream
-    runs: ``whole``, the whole network on the windows (decoding only what the stride
-    needs); and, where the family splits and the precision is fp32, ``reuse``, each
-    window's ``stride`` new frames through the encoder and the temporal part on the
-    cached rest (:mod:`stream.detector.reuse`)."""
+    runs on ``backend``: ``whole``, the whole network on the windows (decoding only what
+    the stride needs); and, where the family splits and the backend builds it at this
+    precision, ``reuse``, each window's ``stride`` new frames through the encoder and the
+    temporal part on the cached rest (:mod:`stream.detector.reuse`)."""
     meta = read_meta(model)
     decode = stride + get_family(meta.model).temporal(meta).lookback
     engine = Engine(model, device, precision, LIVE_BATCH, int8_calibration,
-                    decode_last=decode if decode < meta.window else None, reuse=True)
+                    decode_last=decode if decode < meta.window else None, reuse=True,
+                    backend=backend)
     engine.batch[:] = np.random.default_rng(0).random(engine.batch.shape, np.float32)
     tail = engine.decode_last != engine.outputs
     runs = {"whole": lambda: engine.run(LIVE_BATCH, tail=tail)}
@@ -153,14 +193,30 @@ def live_runs(model: str | Path, device: str, stride: int, precision: str = "fp3
 
 def live_fps(model: str | Path, device: str, stride: int, seconds: float) -> dict:
     """Frames the live detector's network scores per second at ``stride`` and batch
-    :data:`LIVE_BATCH` (fp32): ``fps`` as it runs (with encoder reuse where the family
-    splits), ``whole_fps`` without reuse, timed in turns."""
-    runs = live_runs(model, device, stride)
+    :data:`LIVE_BATCH` (fp32), on each backend (just MXNet on a GPU), whole and with
+    encoder reuse where the family splits, all timed in turns.
+
+    Returns:
+        ``stride``, ``batch``; ``fps``, the fastest way the detector can run it, named by
+        ``best`` (``backend whole|reuse``); ``whole_fps``, MXNet's whole network (the
+        detector before encoder reuse and backends: the baseline); ``speedup``, their
+        ratio; ``encoder_reuse``, whether the fastest reuses; ``by_backend``:
+        ``{backend: {"whole": frames/s, "reuse": frames/s}}``.
+    """
+    backends = BACKENDS if pick_context(device).device_type == "cpu" else ("mxnet",)
+    runs = {(name, kind): run for name in backends
+            for kind, run in live_runs(model, device, stride, backend=name).items()}
     times = best_times(runs, seconds)
-    fps = {k: LIVE_BATCH * stride / t for k, t in times.items()}
-    return {"stride": stride, "batch": LIVE_BATCH,
-            "fps": round(fps.get("reuse", fps["whole"]), 1),
-            "whole_fps": round(fps["whole"], 1), "encoder_reuse": "reuse" in fps}
+    fps = {key: LIVE_BATCH * stride / t for key, t in times.items()}
+    best = max(fps, key=fps.get)
+    baseline = fps["mxnet", "whole"]
+    by_backend: dict[str, dict[str, float]] = {}
+    for (name, kind), v in fps.items():
+        by_backend.setdefault(name, {})[kind] = round(v, 1)
+    return {"stride": stride, "batch": LIVE_BATCH, "fps": round(fps[best], 1),
+            "best": " ".join(best), "whole_fps": round(baseline, 1),
+            "speedup": round(fps[best] / baseline, 3), "encoder_reuse": best[1] == "reuse",
+            "by_backend": by_backend}
 
 
 def families_report(models: list[str | Path], device: str, seconds: float) -> list[dict]:
@@ -192,15 +248,19 @@ def families_report(models: list[str | Path], device: str, seconds: float) -> li
 
 def peers_report(model: str | Path, device: str, batches: tuple[int, ...], seconds: float,
                  peak: float, flop: float) -> dict | None:
-    """The same network as the project's own ONNX export (:mod:`models.export`) run by
-    onnxruntime with its default session options, timed in turns with the MXNet engine at
-    each batch size (``seconds`` / 2 each per batch), its ratios and utilizations.
+    """Each of the engine's backends (:class:`stream.detector.engine.Engine`, fp32, as the
+    live detector runs them: MXNet oneDNN-fused, and onnxruntime bound in place to the
+    engine's buffers) beside the peer: the same network as the project's own ONNX export
+    (:mod:`models.export`) run by onnxruntime with its default session options and a plain
+    ``session.run`` (what a user exporting the model would run). All three take turns at
+    each batch size (``seconds`` / 2 each per batch).
 
     Returns:
         ``{"onnxruntime": {"version", "session_options", "fps": {batch: frames/s}},
-        "mxnet": {"fps": {...}}, "ratio": {batch: ours / onnxruntime}, "best_ratio",
-        "utilization": {"mxnet", "onnxruntime"}}`` (each runtime at its best batch); None
-        on a GPU (the onnxruntime installed runs on the CPU only).
+        "backends": {backend: {"fps": {...}}}, "ratio": {backend: {batch: ours / peer}},
+        "best_backend", "best_ratio" (its best batch against the peer's best),
+        "utilization": {backend: ..., "peer": ...}}`` (each at its best batch); None on a
+        GPU (the onnxruntime installed runs on the CPU only).
     """
     import onnxruntime as ort
 
@@ -209,26 +269,32 @@ def peers_report(model: str | Path, device: str, batches: tuple[int, ...], secon
 
     if pick_context(device).device_type != "cpu":
         return None
-    engine = Engine(model, device, "fp32", max(batches))
-    engine.batch[:] = np.random.default_rng(0).random(engine.batch.shape, np.float32)
+    engines = {name: Engine(model, device, "fp32", max(batches), backend=name)
+               for name in BACKENDS}
+    data = np.random.default_rng(0).random(engines["mxnet"].batch.shape, np.float32)
+    for engine in engines.values():
+        engine.batch[:] = data
     trained, meta = load_weights(model)
     nets = get_family(meta.model).inference(trained, meta, mx.cpu())
     session = onnx_session(inference_onnx(nets[max(nets)], meta).SerializeToString())
-    fps: dict[str, dict[int, float]] = {"mxnet": {}, "onnxruntime": {}}
+    fps: dict[str, dict[int, float]] = {name: {} for name in (*engines, "peer")}
     for b in batches:
-        x = {INPUT: engine.batch[:b]}
-        times = best_times({"mxnet": lambda b=b: engine.run(b),
-                            "onnxruntime": lambda x=x: session.run(None, x)}, seconds / 2)
-        for runtime, t in times.items():
-            fps[runtime][b] = b * engine.window / t
-    best = {runtime: max(v.values()) for runtime, v in fps.items()}
+        x = {INPUT: data[:b]}
+        runs = {name: (lambda e=e, b=b: e.run(b)) for name, e in engines.items()}
+        runs["peer"] = lambda x=x: session.run(None, x)
+        for name, t in best_times(runs, seconds / 2).items():
+            fps[name][b] = b * meta.window / t
+    best = {name: max(v.values()) for name, v in fps.items()}
+    top = max(engines, key=best.get)
     return {"onnxruntime": {"version": ort.__version__, "session_options": "default",
-                            "fps": {str(b): round(v, 1) for b, v in fps["onnxruntime"].items()}},
-            "mxnet": {"fps": {str(b): round(v, 1) for b, v in fps["mxnet"].items()}},
-            "ratio": {str(b): round(fps["mxnet"][b] / fps["onnxruntime"][b], 3)
-                      for b in batches},
-            "best_ratio": round(best["mxnet"] / best["onnxruntime"], 3),
-            "utilization": {runtime: round(v * flop / peak, 3) for runtime, v in best.items()}}
+                            "fps": {str(b): round(v, 1) for b, v in fps["peer"].items()}},
+            "backends": {name: {"fps": {str(b): round(v, 1) for b, v in fps[name].items()}}
+                         for name in engines},
+            "ratio": {name: {str(b): round(fps[name][b] / fps["peer"][b], 3)
+                             for b in batches} for name in engines},
+            "best_backend": top,
+            "best_ratio": round(best[top] / best["peer"], 3),
+            "utilization": {name: round(v * flop / peak, 3) for name, v in best.items()}}
 
 
 def detector_stride(model: str | Path) -> int:
@@ -359,7 +425,8 @@ def run_bench(model: str | Path, device: str = "auto", seconds: float = 3.0,
     temporal = tuple(args.get("temporal_channels", (64, 32, 64)))
     batches = GPU_BATCHES if ctx.device_type == "gpu" else CPU_BATCHES
     started = time.time()
-    peak = peak_gflops(ctx, seconds=seconds)
+    peak_entry = peak_report(ctx, seconds=seconds)
+    peak = peak_entry["gflops"]
     flop = gflop_per_frame(meta.window, spatial, temporal)
     log.info("peak %.1f GFLOP/s; timing the model at batches %s", peak, batches)
     fps = model_fps(model, device, "fp32", batches, seconds)
@@ -368,12 +435,13 @@ def run_bench(model: str | Path, device: str = "auto", seconds: float = 3.0,
     if not 1 <= stride <= meta.window:
         raise ValueError(f"stride must be 1..{meta.window} (the window), got {stride}")
     live_entry = live_fps(model, device, stride, seconds)
-    live = live_entry["fps"]
+    # the pipeline runs the detector's default backend (MXNet), with reuse where it splits
+    live = max(live_entry["by_backend"]["mxnet"].values())
     result = {
         "device": device_name(ctx), "context": str(ctx), "backend": "mxnet",
         "isa": isa_summary(cpu_flags()) if ctx.device_type == "cpu" else None,
         "load_average": [round(x, 2) for x in _load_average()],
-        "peak_gflops": round(peak, 1), "gflop_per_frame": round(flop, 3),
+        "peak_gflops": round(peak, 1), "peak": peak_entry, "gflop_per_frame": round(flop, 3),
         "gflop_per_frame_training_graph": round(
             gflop_per_frame(meta.window, spatial, temporal, output_channels=2), 3),
         "model_fps": {str(b): round(v, 1) for b, v in fps.items()},
@@ -422,7 +490,9 @@ def format_bench(result: dict) -> str:
              f"{', ' + result['isa'] if result.get('isa') else ''})",
              f"load average    {result['load_average'][0]:.2f} at start, "
              f"{result['load_average_end'][0]:.2f} at end (other programs share this machine)",
-             f"peak fp32       {result['peak_gflops']:.1f} GFLOP/s (matrix multiply)",
+             f"peak fp32       {result['peak_gflops']:.1f} GFLOP/s (matrix multiply: "
+             f"{result['peak']['by']}, the fastest of "
+             + ", ".join(f"{k} {v:.0f}" for k, v in result["peak"]["all"].items()) + ")",
              f"model cost      {flop:.3f} GFLOP/frame (training graph: "
              f"{result['gflop_per_frame_training_graph']:.3f})"]
     for b, v in result["model_fps"].items():
@@ -433,21 +503,25 @@ def format_bench(result: dict) -> str:
     if peers:
         ort = peers["onnxruntime"]
         lines.append(f"peer            onnxruntime {ort['version']} ({ort['session_options']} "
-                     "session options) on this network's ONNX export, timed in turns with "
-                     "ours:")
-        for b, ratio in peers["ratio"].items():
-            lines.append(f"  batch {b:>2}      ours {peers['mxnet']['fps'][b]:7.1f}, "
-                         f"onnxruntime {ort['fps'][b]:7.1f} frames/s: {ratio:.2f}x")
+                     "session options, plain run) on this network's ONNX export, timed in "
+                     "turns with our backends:")
+        for b, peer in ort["fps"].items():
+            lines.append(f"  batch {b:>2}      peer {peer:7.1f}; " + ", ".join(
+                f"{name} {v['fps'][b]:.1f} ({peers['ratio'][name][b]:.2f}x)"
+                for name, v in peers["backends"].items()) + " frames/s")
         util = peers["utilization"]
-        lines.append(f"  best          {peers['best_ratio']:.2f}x onnxruntime; utilization "
-                     f"ours {util['mxnet']:.3f}, onnxruntime {util['onnxruntime']:.3f} of the "
-                     "fp32 peak")
+        lines.append(f"  best          {peers['best_backend']}: {peers['best_ratio']:.2f}x "
+                     "onnxruntime; utilization " + ", ".join(
+                         f"{name} {v:.3f}" for name, v in util.items()) + " of the fp32 peak")
     live = result["live_scored_fps"]
-    reuse = (f"; each frame encoded once: {live['fps'] / live['whole_fps']:.2f}x the whole "
-             f"network's {live['whole_fps']:.1f}" if live.get("encoder_reuse") else "")
     lines.append(f"live network    {live['fps']:7.1f} frames/s scored at stride {live['stride']}, "
-                 f"batch {live['batch']} (decodes only the newest {live['stride']} of each "
-                 f"window and the one before them{reuse})")
+                 f"batch {live['batch']}, by {live['best']} ({live['speedup']:.2f}x MXNet's "
+                 f"whole network, {live['whole_fps']:.1f}; decoding only the newest "
+                 f"{live['stride']} of each window and the one before them)")
+    for name, kinds in live["by_backend"].items():
+        lines.append(f"  {name:<13} " + ", ".join(
+            f"{kind} {v:.1f}" for kind, v in kinds.items()) + " frames/s scored"
+            + (" (reuse: each frame encoded once)" if "reuse" in kinds else ""))
     for row in result.get("families") or []:
         reuse = (f", encoder reuse: {row['scored_fps'] / row['whole_scored_fps']:.2f}x the "
                  f"whole network's {row['whole_scored_fps']:.1f}"

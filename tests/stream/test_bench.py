@@ -107,19 +107,34 @@ def test_bench_reports_its_backend_and_the_onnxruntime_peer(tiny_weights, tmp_pa
     peers = result["peers"]
     ort = peers["onnxruntime"]
     assert ort["session_options"] == "default" and ort["version"]
-    # timed at the engine's own batch sizes, each ratio ours / onnxruntime (as rounded)
-    assert set(peers["ratio"]) == set(ort["fps"]) == set(peers["mxnet"]["fps"]) == \
-        set(result["model_fps"])
-    for b, ratio in peers["ratio"].items():
-        ours, theirs = peers["mxnet"]["fps"][b], ort["fps"][b]
-        assert ours > 0 and theirs > 0
-        assert ratio == pytest.approx(ours / theirs, abs=0.001 + 0.06 / theirs)
-    best = max(peers["mxnet"]["fps"].values()) / max(ort["fps"].values())
-    assert peers["best_ratio"] == pytest.approx(best, rel=0.01)
+    # both of the engine's backends, timed at the engine's own batch sizes, each ratio
+    # ours / the peer (as rounded)
+    assert set(peers["backends"]) == set(peers["ratio"]) == {"mxnet", "onnxruntime"}
+    for name, ours in peers["backends"].items():
+        assert set(peers["ratio"][name]) == set(ours["fps"]) == set(ort["fps"]) == \
+            set(result["model_fps"])
+        for b, ratio in peers["ratio"][name].items():
+            assert ours["fps"][b] > 0 and ort["fps"][b] > 0
+            assert ratio == pytest.approx(ours["fps"][b] / ort["fps"][b],
+                                          abs=0.001 + 0.06 / ort["fps"][b])
+    best = {name: max(v["fps"].values()) for name, v in peers["backends"].items()}
+    assert peers["best_backend"] == max(best, key=best.get)
+    assert peers["best_ratio"] == pytest.approx(
+        best[peers["best_backend"]] / max(ort["fps"].values()), rel=0.01)
     flop, peak = result["gflop_per_frame"], result["peak_gflops"]
+    # the peak is the fastest matrix multiply measured, and names it
+    assert peak == max(result["peak"]["all"].values()) == result["peak"]["all"][
+        result["peak"]["by"]]
     # the JSON's GFLOP per frame is rounded to 3 decimals: a tiny model's by up to 0.0005
-    assert peers["utilization"]["onnxruntime"] == pytest.approx(
+    assert peers["utilization"]["peer"] == pytest.approx(
         max(ort["fps"].values()) * flop / peak, rel=0.01 + 0.0005 / flop, abs=0.001)
+    live = result["live_scored_fps"]
+    assert set(live["by_backend"]) == {"mxnet", "onnxruntime"}
+    measured = {f"{name} {kind}": v for name, kinds in live["by_backend"].items()
+                for kind, v in kinds.items()}
+    assert live["fps"] == max(measured.values()) == measured[live["best"]]
+    assert live["whole_fps"] == measured["mxnet whole"]
+    assert live["speedup"] == pytest.approx(live["fps"] / live["whole_fps"], abs=0.002)
     assert "peer            onnxruntime" in out.stdout and "x onnxruntime" in out.stdout
 
 

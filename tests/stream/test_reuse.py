@@ -76,8 +76,12 @@ def test_reuse_gives_the_whole_networks_outputs_on_a_real_clip(weights, stride, 
         whole = _whole(engine, frames, stride, tail)
         reused = _reused(engine, frames, stride, tail)
         assert reused.shape == whole.shape
-        # at bf16 the split runs the whole network's very ops, rounded alike
-        np.testing.assert_allclose(reused, whole, rtol=1e-4, atol=1e-4)
+        # fp32: float rounding. bf16: the whole network adds each step's input term inside
+        # the fused convolution, the split reads it back from its fp32 store, so the two
+        # round apart by a few bfloat16 steps of the result (measured 0.008 at most, two
+        # grey levels; bf16 against fp32 is ten times that)
+        tolerance = 1e-4 if precision == "fp32" else 2e-2
+        np.testing.assert_allclose(reused, whole, rtol=tolerance, atol=tolerance)
 
 
 def test_windows_that_share_no_frame_run_whole():
