@@ -10,6 +10,9 @@ every layer is an ordinary convolution whose activation oneDNN fuses into it
   first one's four stride phases are one convolution, and the second one reads those
   phases directly, so the 55×55 intermediate image is never interleaved; one
   one-multiply-per-pixel transposed convolution interleaves the final 8×8 phases;
+- each ConvLSTM step computes its own input-to-hidden term, and a layer hands the next its
+  steps one by one (:class:`models.stae.convlstm.InferenceConvLSTM`): no whole sequence is
+  converted out of oneDNN's blocked layout to be split into steps;
 - only the first of the training network's two output channels is computed;
 - what border effects these rewrites change does not depend on the input, so one
   precomputed (227×227) map added at the end restores them exactly.
