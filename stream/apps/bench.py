@@ -154,14 +154,14 @@ def gflop_per_frame(window: int, spatial: tuple[int, int], temporal: tuple[int, 
 
 
 def model_fps(model: str | Path, device: str, precision: str, batches: tuple[int, ...],
-              seconds: float, int8_calibration: str = "", stride: int | None = None
-              ) -> dict[int, float]:
+              seconds: float, int8_calibration: str = "", stride: int | None = None,
+              backend: str = "mxnet") -> dict[int, float]:
     """Frames per second of the detector's network alone, per batch size (windows of T
     frames), at ``precision``; with ``stride``, frames *scored* per second by the live
     detector's network, which decodes only each window's newest ``stride`` frames and the
     one before them (the error's change)."""
     engine = Engine(model, device, precision, max(batches), int8_calibration,
-                    decode_last=None if stride is None else stride + LOOKBACK)
+                    decode_last=None if stride is None else stride + LOOKBACK, backend=backend)
     engine.batch[:] = np.random.default_rng(0).random(engine.batch.shape, np.float32)
     if stride is None:
         return {b: b * engine.window / best_time(lambda b=b: engine.run(b), seconds)
@@ -311,34 +311,61 @@ def _calibration_data(model: str | Path, data: Path) -> str:
     return "" if read_meta(model).provenance.get("data") else str(data)
 
 
+#: Reduced precisions the bench tries, as (backend, precision): each runs where this CPU
+#: and that backend can (bf16: MXNet's oneDNN on AVX-512; int8: both backends).
+REDUCED = (("mxnet", "bf16"), ("mxnet", "int8"), ("onnxruntime", "int8"))
+
+
 def reduced_precision(model: str | Path, ctx: mx.Context, data: Path,
-                      batches: tuple[int, ...], seconds: float, fp32_best: float,
-                      ) -> dict | None:
-    """The fastest reduced precision MXNet's oneDNN offers on this CPU (bf16 where it
-    has AVX-512, int8 everywhere), its frames/s, speed-up over the best fp32 and AUC
-    change on the Ped2 test clips in ``data``. None on a GPU."""
+                      batches: tuple[int, ...], seconds: float) -> dict | None:
+    """The fastest reduced precision of either backend on this CPU, timed in turns with
+    both backends' fp32 at each batch size, its speed-up over the best fp32 (either
+    backend's), and its AUC change on the Ped2 test clips in ``data`` against fp32 on the
+    same backend. None on a GPU.
+
+    Returns:
+        ``dtype``, ``backend``, ``fps`` (its best batch), ``speedup`` (over the best fp32
+        of either backend, named by ``fp32_backend`` with ``fp32_fps``), ``auc_delta``,
+        ``auc_delta_online``, ``auc_fp32``, ``decisions_changed`` of ``frames``,
+        ``fps_by_dtype`` (``"backend dtype"``: best frames/s of each that ran),
+        ``skipped`` (each that could not run, with why) and ``model_fps`` (the chosen
+        one's, per batch).
+    """
     from train.evaluate import evaluate
 
     if ctx.device_type != "cpu":
         return None
-    device = "cpu"
     calibration = _calibration_data(model, data)
-    candidates = (["bf16"] if bf16_possible() else []) + ["int8"]
-    per_batch = {}
-    for p in candidates:
+    candidates = [(b, p) for b, p in REDUCED if p != "bf16" or bf16_possible()]
+    engines, skipped = {}, {}
+    for backend, p in (*((b, "fp32") for b in BACKENDS), *candidates):
         try:
-            per_batch[p] = model_fps(model, device, p, batches, seconds, calibration)
-        except mx.base.MXNetError as err:   # e.g. oneDNN cannot create the primitive
-            log.warning("reduced precision: %s cannot run on this CPU, skipped: %s", p,
-                        str(err).strip().splitlines()[0] if str(err).strip() else err)
-    if not per_batch:
+            engines[backend, p] = Engine(model, "cpu", p, max(batches), calibration,
+                                         backend=backend)
+        # oneDNN's "could not create a primitive", or a precision the backend refuses
+        except (mx.base.MXNetError, ValueError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            skipped[f"{backend} {p}"] = first
+            log.warning("reduced precision: %s %s cannot run here, skipped: %s", backend, p,
+                        first)
+    if not any(p != "fp32" for _, p in engines):
         return None
-    fps = {p: max(v.values()) for p, v in per_batch.items()}
-    dtype = max(fps, key=fps.get)
+    data_in = np.random.default_rng(0).random(next(iter(engines.values())).batch.shape,
+                                              np.float32)
+    for engine in engines.values():
+        engine.batch[:] = data_in
+    per_batch: dict[tuple[str, str], dict[int, float]] = {k: {} for k in engines}
+    for b in batches:
+        runs = {k: (lambda e=e, b=b: e.run(b)) for k, e in engines.items()}
+        for k, t in best_times(runs, seconds / 2).items():
+            per_batch[k][b] = b * engines[k].window / t
+    fps = {k: max(v.values()) for k, v in per_batch.items()}
+    fp32 = max((k for k in fps if k[1] == "fp32"), key=fps.get)
+    backend, dtype = max((k for k in fps if k[1] != "fp32"), key=fps.get)
     aucs, decisions = {}, {}
     for p in ("fp32", dtype):
         result, clips = evaluate(model, data, stride=detector_stride(model), ctx=ctx,
-                                 precision=p, int8_calibration=calibration)
+                                 precision=p, int8_calibration=calibration, backend=backend)
         aucs[p] = result
         decisions[p] = np.concatenate([c.decisions for c in clips])
 
@@ -346,15 +373,17 @@ def reduced_precision(model: str | Path, ctx: mx.Context, data: Path,
         a, b = aucs[dtype][key], aucs["fp32"][key]
         return None if a is None or b is None else round(a - b, 4)
 
-    return {"dtype": dtype, "fps": round(fps[dtype], 1),
-            "speedup": round(fps[dtype] / fp32_best, 3),
+    return {"dtype": dtype, "backend": backend, "fps": round(fps[backend, dtype], 1),
+            "speedup": round(fps[backend, dtype] / fps[fp32], 3),
+            "fp32_backend": fp32[0], "fp32_fps": round(fps[fp32], 1),
             "auc_delta": delta("frame_auc_paper"),
             "auc_delta_online": delta("frame_auc_online"),
             "auc_fp32": aucs["fp32"]["frame_auc_paper"],
             "decisions_changed": int((decisions["fp32"] != decisions[dtype]).sum()),
             "frames": int(len(decisions["fp32"])),
-            "fps_by_dtype": {p: round(v, 1) for p, v in fps.items()},
-            "model_fps": {str(b): round(v, 1) for b, v in per_batch[dtype].items()}}
+            "fps_by_dtype": {" ".join(k): round(v, 1) for k, v in fps.items()},
+            "skipped": skipped,
+            "model_fps": {str(b): round(v, 1) for b, v in per_batch[backend, dtype].items()}}
 
 
 def auto_report(model: str | Path, device: str, data: Path, stride: int,
@@ -459,8 +488,7 @@ def run_bench(model: str | Path, device: str = "auto", seconds: float = 3.0,
         result["families"] = families_report([model, *families], device, seconds)
     if reduced:
         log.info("reduced precision: timing it and evaluating the Ped2 test clips")
-        result["reduced_precision"] = reduced_precision(model, ctx, data, batches, seconds,
-                                                        fps[best_batch])
+        result["reduced_precision"] = reduced_precision(model, ctx, data, batches, seconds)
         log.info("precision auto: what it picks for the live detector, timed beside fp32")
         result["auto"] = auto_report(model, device, data, stride, seconds)
     if pipeline:
@@ -532,9 +560,14 @@ def format_bench(result: dict) -> str:
                      f"{row['weights']}")
     rp = result.get("reduced_precision")
     if rp:
-        lines.append(f"{rp['dtype']:<15} {rp['fps']:7.1f} frames/s, {rp['speedup']:.2f}x fp32; "
-                     f"AUC {rp['auc_delta']:+.4f} (online {rp['auc_delta_online']:+.4f}), "
+        lines.append(f"{rp['dtype']:<15} {rp['fps']:7.1f} frames/s ({rp['backend']}), "
+                     f"{rp['speedup']:.2f}x the best fp32 ({rp['fp32_backend']}, "
+                     f"{rp['fp32_fps']:.1f}); AUC {rp['auc_delta']:+.4f} (online "
+                     f"{rp['auc_delta_online']:+.4f}) against fp32 on {rp['backend']}, "
                      f"{rp['decisions_changed']}/{rp['frames']} decisions changed")
+        lines.append("  timed in turns: " + ", ".join(
+            f"{k} {v:.1f}" for k, v in rp["fps_by_dtype"].items()) + " frames/s" + "".join(
+            f"; {k} skipped: {why}" for k, why in rp.get("skipped", {}).items()))
     auto = result.get("auto")
     if auto:
         measured = auto["startup"].get("frames_per_s") or {}

@@ -12,15 +12,25 @@ from matplotlib.ticker import NullLocator  # noqa: E402
 
 
 def plot_bench(result: dict, path: Path) -> None:
-    """Model frames/s per batch size (fp32 and the reduced precision) and, flooded, the
+    """Model frames/s per batch size (fp32 on each backend, the onnxruntime peer and the
+    reduced precision) and, flooded, the
     pipeline's frames/s and the detector's memory per stream count."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     batches = [int(b) for b in result["model_fps"]]
-    left.plot(batches, list(result["model_fps"].values()), "o-", label="fp32")
+    left.plot(batches, list(result["model_fps"].values()), "o-", label="fp32 (mxnet)")
+    peers = result.get("peers")
+    if peers:
+        ours = peers["backends"].get("onnxruntime")
+        if ours:
+            left.plot([int(b) for b in ours["fps"]], list(ours["fps"].values()), "^-",
+                      label="fp32 (onnxruntime backend)")
+        peer = peers["onnxruntime"]["fps"]
+        left.plot([int(b) for b in peer], list(peer.values()), "x:", color="grey",
+                  label="peer: onnxruntime, default session")
     rp = result.get("reduced_precision")
     if rp and rp.get("model_fps"):
         left.plot([int(b) for b in rp["model_fps"]], list(rp["model_fps"].values()), "s-",
-                  label=rp["dtype"])
+                  label=f"{rp['dtype']} ({rp.get('backend', 'mxnet')})")
     left.axhline(result["peak_gflops"] / result["gflop_per_frame"], color="grey", ls="--",
                  lw=1, label=f"fp32 peak ({result['peak_gflops']:.0f} GFLOP/s)")
     _log2_axis(left, batches)

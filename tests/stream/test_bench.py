@@ -39,7 +39,14 @@ def test_bench_writes_every_key_and_the_plot(tiny_weights, tmp_path):
 
     reduced = result["reduced_precision"]
     assert reduced["dtype"] in ("bf16", "int8") and reduced["fps"] > 0
-    assert reduced["fps"] == max(reduced["fps_by_dtype"].values())
+    timed = reduced["fps_by_dtype"]
+    assert reduced["fps"] == max(v for k, v in timed.items() if not k.endswith("fp32")) == \
+        timed[f"{reduced['backend']} {reduced['dtype']}"]
+    # against the best fp32 of either backend, timed in the same turns
+    assert reduced["fp32_fps"] == max(timed["mxnet fp32"], timed["onnxruntime fp32"]) == \
+        timed[f"{reduced['fp32_backend']} fp32"]
+    assert reduced["speedup"] == pytest.approx(reduced["fps"] / reduced["fp32_fps"],
+                                               abs=0.002)
     assert isinstance(reduced["auc_delta"], float)
     assert reduced["frames"] == 1020 and 0 <= reduced["decisions_changed"] <= 1020
 
