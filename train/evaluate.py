@@ -148,8 +148,8 @@ def protocol_aucs(labels: list[np.ndarray], scores: list[np.ndarray]) -> dict[st
 
 def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
              ctx: mx.Context | None = None, scorer: ScorerConfig | None = None,
-             precision: str | None = None, int8_calibration: str = ""
-             ) -> tuple[dict, list[ClipResult]]:
+             precision: str | None = None, int8_calibration: str = "",
+             backend: str = "mxnet") -> tuple[dict, list[ClipResult]]:
     """Score every test clip that is present and compare with the ground truth.
 
     Args:
@@ -161,6 +161,8 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
         precision: None: the training network as it is; ``fp32``, ``int8``, ``bf16`` or
             ``auto``: the live detector's network (:class:`stream.detector.engine.Engine`) at it.
         int8_calibration: Normal clips for int8 calibration ("" : the weights' own).
+        backend: The engine's backend (:data:`stream.detector.config.BACKENDS`); other
+            than ``mxnet``, ``precision`` None means ``fp32``.
 
     Beside the model it scores the no-model baseline
     (:func:`train.baseline.frame_difference_scores`) on the same preprocessed frames under
@@ -170,12 +172,14 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
         The results (the ``--json`` content) and per-clip details for plots.
     """
     ctx = ctx or mx.cpu()
+    if precision is None and backend != "mxnet":
+        precision = "fp32"
     if precision is None:
         net, meta = load_weights(model, ctx)
         net.hybridize(static_alloc=True)
     else:
         engine = Engine(model, ctx.device_type, precision, max_batch=4,
-                        int8_calibration=int8_calibration)
+                        int8_calibration=int8_calibration, backend=backend)
         net, meta = engine.net, engine.meta
     family = get_family(meta.model)
     sc = family.scorer(meta, load_calibration_arrays(model, meta), scorer or ScorerConfig())
@@ -237,6 +241,7 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
         pl, ps = np.concatenate(pixel_labels), np.concatenate(pixel_scores)
         pixel_auc = float(roc_auc_score(pl, ps)) if pl.any() and not pl.all() else None
     out = {"model": str(model), "data": str(data), "stride": stride, "precision": precision,
+           "backend": backend,
            "rule": sc.rule,
            "threshold": sc.threshold, "frames": int(len(labels)),
            **aucs,
