@@ -27,6 +27,9 @@ setup(
         # here with 1.17) and the detector's onnxruntime backend; both with numpy<1.24
         "onnx>=1.15,<1.18",
         "onnxruntime>=1.19,<1.33",
+        # onnxruntime.quantization (precision int8 on backend onnxruntime) imports it; 0.5
+        # and later need numpy 2
+        "ml_dtypes>=0.4,<0.5",
         "av>=18.1,<19",                # H.264 MP4 (event clips, record): its wheels bundle libx264
     ],
     extras_require={"test": ["pytest>=8", "pytest-timeout>=2.1", "hypothesis>=6", "ruff>=0.5",

@@ -161,8 +161,8 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
         precision: None: the training network as it is; ``fp32``, ``int8``, ``bf16`` or
             ``auto``: the live detector's network (:class:`stream.detector.engine.Engine`) at it.
         int8_calibration: Normal clips for int8 calibration ("" : the weights' own).
-        backend: The engine's backend when ``precision`` is given (``mxnet`` or
-            ``onnxruntime``).
+        backend: The engine's backend (:data:`stream.detector.config.BACKENDS`); other
+            than ``mxnet``, ``precision`` None means ``fp32``.
 
     Beside the model it scores the no-model baseline
     (:func:`train.baseline.frame_difference_scores`) on the same preprocessed frames under
@@ -172,6 +172,8 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
         The results (the ``--json`` content) and per-clip details for plots.
     """
     ctx = ctx or mx.cpu()
+    if precision is None and backend != "mxnet":
+        precision = "fp32"
     if precision is None:
         net, meta = load_weights(model, ctx)
         net.hybridize(static_alloc=True)
@@ -239,6 +241,7 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
         pl, ps = np.concatenate(pixel_labels), np.concatenate(pixel_scores)
         pixel_auc = float(roc_auc_score(pl, ps)) if pl.any() and not pl.all() else None
     out = {"model": str(model), "data": str(data), "stride": stride, "precision": precision,
+           "backend": backend,
            "rule": sc.rule,
            "threshold": sc.threshold, "frames": int(len(labels)),
            **aucs,

@@ -9,6 +9,10 @@ from stream.detector.precision import PRECISIONS
 
 #: Runtimes the engine can run a network with (the first is the default).
 BACKENDS = ("mxnet", "onnxruntime")
+#: Why backend onnxruntime refuses ``bf16``, and what to use.
+ONNX_BF16_REFUSED = ("precision bf16 is not available with backend onnxruntime (its CPU "
+                     "provider has no bfloat16 convolution): use int8, fp32 or auto, or "
+                     "backend mxnet for bf16")
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,8 @@ class DetectorConfig:
             clips the weights were trained on). Never test footage.
         backend: The runtime of the network: ``mxnet`` (oneDNN on a CPU, any precision)
             or ``onnxruntime`` (the same inference form exported to ONNX at start-up;
-            CPU, fp32: precision ``auto`` runs fp32 and ``bf16``/``int8`` are refused).
+            CPU; fp32, or int8 quantised at start-up on ``int8_calibration``'s windows;
+            ``auto`` measures int8 where the CPU has VNNI or AMX; ``bf16`` is refused).
         stride: Frames between a stream's windows; each window scores its newest
             ``stride`` frames (1..T; smaller is lower latency and more compute).
         max_batch: Most windows (of all streams) in one forward pass.
@@ -101,10 +106,8 @@ class DetectorConfig:
             raise ValueError(f"precision {self.precision!r} is not one of {list(PRECISIONS)}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend {self.backend!r} is not one of {list(BACKENDS)}")
-        if self.backend != "mxnet" and self.precision in ("bf16", "int8"):
-            raise ValueError(f"precision {self.precision} is MXNet oneDNN's: backend "
-                             f"{self.backend} runs fp32 (precision fp32 or auto); use backend "
-                             f"mxnet for {self.precision}")
+        if self.backend == "onnxruntime" and self.precision == "bf16":
+            raise ValueError(ONNX_BF16_REFUSED)
         if bool(self.curve_secret_key) != bool(self.curve_allowed):
             raise ValueError("CURVE needs both curve_secret_key and curve_allowed")
         counts = {"stride": self.stride, "max_batch": self.max_batch,

@@ -70,7 +70,7 @@ class Engine:
     ``requested`` and ``precision`` always; under ``auto`` on a CPU also ``isa``,
     ``candidates``, ``batch``, ``network`` (``tail`` or ``full``), ``frames_per_s`` (input
     frames per second of each precision that ran), ``skipped`` (candidates that could not
-    run, with oneDNN's or MXNet's message), ``check`` (``decisions`` or the reconstruction
+    run, with the backend's message), ``check`` (``decisions`` or the reconstruction
     tolerance), ``checked_frames``, ``changed`` (per checked candidate, the frames whose
     verdict or reconstruction differed from fp32's) and ``reason``.
 
@@ -89,7 +89,7 @@ class Engine:
             :data:`stream.detector.precision.RECON_TOLERANCE` of fp32's instead.
         backend: ``mxnet`` (the default) or ``onnxruntime``
             (:mod:`stream.detector.onnx_backend`: the same inference form exported to
-            ONNX at start-up; fp32 only).
+            ONNX at start-up; fp32, int8 or auto, whose candidate there is int8).
         reuse: Also build the encoder-reuse networks where the family splits
             (:attr:`reuse`), for a live detector.
     """
@@ -125,7 +125,7 @@ class Engine:
         self.outputs = shapes[0]            # frames the full network outputs per window
         self.decode_last = shapes[-1]
 
-        built: dict[int, _Runner] = {}
+        built: dict[int, BatchedRunner] = {}
         if resolved == "auto":
             resolved, self.precision_report, built = self._measure(forms, calibration,
                                                                    decide)
@@ -133,11 +133,10 @@ class Engine:
             self.precision_report = {"requested": precision, "precision": resolved}
             if precision == "auto":
                 self.precision_report["reason"] = (
-                    f"backend {self.backend.name} runs fp32" if self.backend.name != "mxnet"
-                    else "reduced precisions are oneDNN's, CPU only"
+                    "reduced precisions are oneDNN's, CPU only"
                     if self.ctx.device_type != "cpu" else f"this CPU "
-                    f"({isa_summary(cpu_flags())}) has neither VNNI nor native bf16: nothing "
-                    "to measure")
+                    f"({isa_summary(cpu_flags())}) has {self.backend.candidate_isa}: "
+                    "nothing to measure")
         self.precision = resolved
         missing = [k for k in shapes if k not in built]
         made = initial if missing else {}
@@ -167,8 +166,9 @@ class Engine:
 
     def _measure(self, forms: Callable[[], dict[int, HybridBlock]],
                  calibration: Callable[[], np.ndarray], decide: Decide | None
-                 ) -> tuple[str, dict, dict[int, _Runner]]:
-        """``auto``: time fp32 and each candidate, check the decisions of those faster.
+                 ) -> tuple[str, dict, dict[int, BatchedRunner]]:
+        """``auto``: time fp32 and each of the backend's candidates, check the decisions
+        of those faster; the same rule for every backend.
 
         Returns:
             The precision to run, the report (see :attr:`precision_report`) and the
@@ -177,7 +177,7 @@ class Engine:
         flags = cpu_flags()
         hot, n = self.decode_last, len(self.batch)
         report = {"requested": "auto", "precision": "fp32", "isa": isa_summary(flags),
-                  "candidates": list(auto_candidates(flags)), "batch": n,
+                  "candidates": list(self.backend.candidates(flags)), "batch": n,
                   "network": "tail" if hot != self.outputs else "full",
                   "frames_per_s": {}, "skipped": {},
                   "check": "decisions" if decide is not None else
@@ -190,24 +190,24 @@ class Engine:
             log.warning("precision auto: %s; running fp32", report["reason"])
             return "fp32", report, {}
         self.batch[:] = windows[np.arange(n) % len(windows)]
-        runners = {"fp32": _Runner(build_network(forms()[hot], self.ctx, "fp32",
-                                                 self.batch[:1], calibration),
-                                   self.batches, self._shape(hot), self.ctx)}
-        runners["fp32"].run(n)   # warm-up: the graph at this batch and its memory
+
+        def build(precision: str) -> BatchedRunner:
+            runner = self.backend.runner(forms()[hot], self.meta, self.ctx, precision,
+                                         self.batches, self._shape(hot), calibration)
+            runner.run(n)   # warm-up: the graph at this batch and its memory
+            return runner
+
+        runners = {"fp32": build("fp32")}
         for p in report["candidates"]:
             try:
-                runner = _Runner(build_network(forms()[hot], self.ctx, p, self.batch[:1],
-                                               calibration), self.batches, self._shape(hot),
-                                 self.ctx)
-                runner.run(n)
-                runners[p] = runner
-            # oneDNN's "could not create a primitive", or an assert in MXNet's AMP: the
-            # candidate cannot run here, and fp32 always can
-            except (mx.base.MXNetError, AssertionError) as err:
+                runners[p] = build(p)
+            # e.g. oneDNN's "could not create a primitive", or an assert in MXNet's AMP:
+            # the candidate cannot run here, and fp32 always can
+            except self.backend.build_errors as err:
                 first = (str(err).strip().splitlines() or [type(err).__name__])[0]
                 report["skipped"][p] = first
-                log.info("precision auto: oneDNN could not build or run %s for this "
-                         "network on this CPU, skipped: %s", p, first)
+                log.info("precision auto: %s could not build or run %s for this "
+                         "network on this CPU, skipped: %s", self.backend.runtime, p, first)
         if len(runners) == 1:
             report["reason"] = "no candidate could run on this CPU"
             return "fp32", report, {hot: runners["fp32"]}
@@ -272,10 +272,21 @@ class MXNetBackend:
     :mod:`stream.detector.precision` offers; ``auto`` is measured by the engine."""
 
     name = "mxnet"
+    #: Who builds and runs its networks (for the engine's log lines).
+    runtime = "oneDNN"
+    #: What a CPU lacks when ``auto`` has no candidate to measure.
+    candidate_isa = "neither VNNI nor native bf16"
+    #: Errors that mean a candidate cannot be built or run here: oneDNN's "could not
+    #: create a primitive", or an assert in MXNet's AMP.
+    build_errors = (mx.base.MXNetError, AssertionError)
 
     def resolve(self, precision: str, ctx: mx.Context) -> str:
         """:func:`stream.detector.precision.resolve_precision`."""
         return resolve_precision(precision, ctx)
+
+    def candidates(self, flags: frozenset[str] | None = None) -> tuple[str, ...]:
+        """:func:`stream.detector.precision.auto_candidates`: int8 and bf16."""
+        return auto_candidates(flags)
 
     def runner(self, net: HybridBlock, meta: WeightsMeta, ctx: mx.Context, precision: str,
                batches: list[np.ndarray], shape: tuple[int, ...],
@@ -352,7 +363,7 @@ class _Runner(BatchedRunner):
 
 
 
-def _best_fps(runners: dict[str, _Runner], n: int, window: int, runs: int
+def _best_fps(runners: dict[str, BatchedRunner], n: int, window: int, runs: int
               ) -> dict[str, float]:
     """Frames (``n`` windows of ``window`` frames) per second of each runner: the best of
     ``runs`` calls, the runners taking turns so that a change of load hits all alike."""

@@ -2,9 +2,11 @@
 start-up (:mod:`models.export`, in memory, a second or less) and run by an onnxruntime
 session that reads the engine's input buffers and writes its output buffers in place.
 
-Precision: fp32 only. ``auto`` runs fp32; ``bf16`` and ``int8`` are refused: they are
-MXNet oneDNN's paths (``detector.backend: mxnet``), and onnxruntime's own int8 (dynamic
-quantisation of the convolutions to ``ConvInteger``) was not measured to pay here.
+Precision: ``fp32``, ``int8`` (the export quantised statically at start-up, calibrated on
+normal training windows: :mod:`stream.detector.onnx_int8`) and ``auto`` (int8 where the
+CPU has VNNI or AMX-int8, taken only if measured faster than fp32 and deciding as fp32, as
+for MXNet: :meth:`stream.detector.engine.Engine`). ``bf16`` is refused: onnxruntime's CPU
+provider has no bfloat16 convolution (MXNet's oneDNN has: ``detector.backend: mxnet``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from mxnet.gluon import HybridBlock
 
 from models.export import INPUT, ExportError, inference_onnx
 from models.weights import WeightsMeta
+from stream.detector import precision as precisions
+from stream.detector.config import ONNX_BF16_REFUSED
 from stream.detector.engine import BatchedRunner
+from stream.detector.onnx_int8 import quantize_int8
 
 
 def session_options(threads: int | None = None):
@@ -41,7 +46,7 @@ def onnx_session(model: bytes, threads: int | None = None):
 
 
 class OnnxRuntimeBackend:
-    """Runs the inference form with onnxruntime on the CPU, at fp32.
+    """Runs the inference form with onnxruntime on the CPU, at fp32 or int8.
 
     Its sessions take as many intra-op threads as ``OMP_NUM_THREADS`` gives MXNet
     (``vadstream`` sets it to the available cores; unset: onnxruntime's default), so the
@@ -49,27 +54,50 @@ class OnnxRuntimeBackend:
     """
 
     name = "onnxruntime"
+    #: Who builds and runs its networks (for the engine's log lines).
+    runtime = "onnxruntime"
+    #: What a CPU needs for ``auto`` to have a candidate to measure.
+    candidate_isa = "neither VNNI nor AMX-int8 (int8 is onnxruntime's reduced precision)"
 
     def resolve(self, precision: str, ctx: mx.Context) -> str:
-        """The precision to run: fp32 (``auto`` and ``fp32``).
+        """The precision to run: ``fp32``, ``int8``, or ``auto`` where there is a candidate
+        to measure (:meth:`candidates`; else ``fp32``).
 
         Raises:
-            ValueError: For a GPU context, or ``bf16``/``int8``, saying what to use.
+            ValueError: For a GPU context, an unknown precision or ``bf16``, saying what
+                to use.
         """
         if ctx.device_type != "cpu":
             raise ValueError("backend onnxruntime runs on the CPU (the onnxruntime package "
                              "installed has no GPU provider): use device cpu, or backend "
                              "mxnet on the GPU")
-        if precision in ("bf16", "int8"):
-            raise ValueError(f"precision {precision} is MXNet oneDNN's: backend onnxruntime "
-                             "runs fp32 (precision fp32 or auto); use backend mxnet for "
-                             f"{precision}")
-        return "fp32"
+        if precision not in precisions.PRECISIONS:
+            raise ValueError(f"precision {precision!r} is not one of "
+                             f"{list(precisions.PRECISIONS)}")
+        if precision == "bf16":
+            raise ValueError(ONNX_BF16_REFUSED)
+        if precision == "auto":
+            return "auto" if self.candidates() else "fp32"
+        return precision
+
+    def candidates(self, flags: frozenset[str] | None = None) -> tuple[str, ...]:
+        """What ``auto`` times against fp32: int8 where the CPU has VNNI or AMX-int8
+        (:func:`stream.detector.precision.auto_candidates`, less bf16)."""
+        return tuple(p for p in precisions.auto_candidates(flags) if p == "int8")
+
+    @property
+    def build_errors(self) -> tuple[type[Exception], ...]:
+        """onnxruntime's errors that mean a candidate cannot be built or run here."""
+        from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+        return (state.Fail, state.InvalidArgument, state.InvalidGraph, state.NotImplemented,
+                state.RuntimeException)
 
     def runner(self, net: HybridBlock, meta: WeightsMeta, ctx: mx.Context, precision: str,
                batches: list[np.ndarray], shape: tuple[int, ...],
                calibration: Callable[[], np.ndarray]) -> OnnxRunner:
-        """A session of ``net`` exported to ONNX, over ``batches``.
+        """A session of ``net`` exported to ONNX (quantised for ``int8``: calibrated on
+        ``calibration()``), over ``batches``.
 
         Raises:
             ExportError: If the network cannot be exported (naming the op).
@@ -79,8 +107,10 @@ class OnnxRuntimeBackend:
         except ExportError as err:
             raise ExportError(f"backend onnxruntime: {meta.model}: {err}; use backend "
                               "mxnet") from err
+        data = quantize_int8(model, calibration()) if precision == "int8" \
+            else model.SerializeToString()
         threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
-        return OnnxRunner(onnx_session(model.SerializeToString(), threads), batches, shape)
+        return OnnxRunner(onnx_session(data, threads), batches, shape)
 
 
 class OnnxRunner(BatchedRunner):

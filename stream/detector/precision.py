@@ -1,8 +1,9 @@
 """The model's numeric precision: what this machine runs fast and right, and the conversions.
 
-``fp32`` is the reference. The reduced paths are MXNet 1.9.1's oneDNN ones: ``bf16``
-(automatic mixed precision: convolutions in bfloat16) and ``int8`` (post-training
-quantization, calibrated on normal *training* footage only).
+``fp32`` is the reference. The reduced paths of the MXNet backend are MXNet 1.9.1's oneDNN
+ones: ``bf16`` (automatic mixed precision: convolutions in bfloat16) and ``int8``
+(post-training quantization, calibrated on normal *training* footage only); the
+onnxruntime backend has ``int8`` only (:mod:`stream.detector.onnx_int8`).
 
 ``auto`` never goes by CPU flags alone (on a CPU with AMX, bf16 measured 0.75x fp32).
 The flags only name the *candidates*: int8 where the CPU has VNNI or AMX-int8, bf16
@@ -30,7 +31,8 @@ from stream.capture.frames import list_frames, load_clip, resolve_clips
 log = logging.getLogger(__name__)
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 _BF16 = frozenset({"avx512_bf16", "amx_bf16"})
-_VNNI = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+#: Flags of a CPU with int8 dot-product instructions (what int8 pays on).
+VNNI = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 _AVX512_CORE = frozenset({"avx512f", "avx512bw", "avx512vl", "avx512dq"})
 #: Layers kept in fp32 by int8 quantization: the first (one input channel, the raw
 #: frame), the last (the reconstruction itself) and the ConvLSTMs' hidden-to-hidden
@@ -123,7 +125,7 @@ def auto_candidates(flags: frozenset[str] | None = None) -> tuple[str, ...]:
     AMX-int8, bf16 where it has AVX512-BF16 or AMX-bf16 (and the AVX-512 core oneDNN
     needs for any bf16). Candidates only: none is taken unless measured faster."""
     flags = cpu_flags() if flags is None else flags
-    return (("int8",) if flags & _VNNI else ()) + \
+    return (("int8",) if flags & VNNI else ()) + \
         (("bf16",) if flags & _BF16 and bf16_possible(flags) else ())
 
 

@@ -1,6 +1,8 @@
 """The engine's backends: onnxruntime runs the same inference form as MXNet and gives the
 same outputs, through the engine's buffers and slots and in the live detector on a real
-clip; precisions it cannot run are refused with what to do."""
+clip; its int8 stays near its fp32 and decides alike; ``auto`` there reports what it
+measured; precisions it cannot run are refused with what to do. Nothing here depends on
+which CPU runs it (AVX2, AVX-512 with VNNI, AMX) or on how fast it is."""
 
 import threading
 
@@ -8,12 +10,23 @@ import numpy as np
 import pytest
 import zmq
 
-from models import DEFAULT_WEIGHTS
-from models.scoring import ScorerConfig
+from models import DEFAULT_WEIGHTS, STAE_WEIGHTS, read_meta
+from models.scoring import LOOKBACK, ScorerConfig
+from models.weights import load_calibration_arrays
 from stream.capture.frames import load_clip
+from stream.detector import engine as engine_module
+from stream.detector import precision as precision_module
 from stream.detector.config import DetectorConfig
 from stream.detector.engine import Engine, get_backend
 from stream.detector.loop import Detector
+from stream.detector.onnx_int8 import reduce_range
+from stream.detector.precision import (
+    AUTO_MIN_SPEEDUP,
+    VNNI,
+    calibration_windows,
+    cpu_flags,
+    scorer_decisions,
+)
 from stream.wire.protocol import encode_eos, encode_frame
 from stream.wire.subscriber import Subscriber
 from tests.conftest import ANY_PORT, PED2, until_eos, wait_for
@@ -21,6 +34,17 @@ from tests.stream.test_detector import _frames
 
 #: Largest output difference between the backends (fp32 both; measured 3e-6).
 TOLERANCE = 2e-4
+#: int8 against fp32, both onnxruntime, the shipped STAE on real Ped2 windows (frames in
+#: 0..1): the largest and the mean |difference|. Measured on these Test002 windows 0.033
+#: and 0.0055 with 8-bit weights (a CPU with VNNI or AMX), 0.041 and 0.0072 with the
+#: 7-bit weights a CPU without gets (forced here by its flags); on 44 normal training
+#: windows 0.036/0.0055 and 0.047/0.0072.
+INT8_MAX, INT8_MEAN = 0.1, 0.015
+#: A live int8 score may move by this share of the threshold (the default predictor on
+#: the bike's frames: at most 3.5% with 8-bit weights, 4.1% with 7-bit); only frames this
+#: close to it may change their verdict (none did).
+INT8_BAND = 0.1
+AVX2 = frozenset({"avx", "avx2", "fma"})
 
 
 def real_windows(meta, n):
@@ -50,16 +74,29 @@ def test_onnxruntime_engine_gives_mxnets_outputs_in_every_slot_and_the_tail(tiny
     assert out["mxnet"][2].shape == (3, 2, 227, 227)
 
 
-def test_onnxruntime_runs_fp32_and_refuses_what_it_cannot_run(tiny_weights):
+def test_onnxruntime_refuses_bf16_and_its_auto_runs_fp32_without_vnni(tiny_weights,
+                                                                       monkeypatch):
+    """The flags of an AVX2 CPU: no candidate to measure, so ``auto`` is fp32 at once."""
+    monkeypatch.setattr(precision_module, "cpu_flags", lambda: AVX2)
+    monkeypatch.setattr(engine_module, "cpu_flags", lambda: AVX2)
     engine = Engine(tiny_weights, "cpu", "auto", max_batch=1, backend="onnxruntime")
     assert engine.precision == "fp32"
-    assert engine.precision_report["reason"] == "backend onnxruntime runs fp32"
-    for precision in ("bf16", "int8"):
-        with pytest.raises(ValueError, match=f"precision {precision} is MXNet oneDNN's: "
-                                             "backend onnxruntime runs fp32"):
-            Engine(tiny_weights, "cpu", precision, max_batch=1, backend="onnxruntime")
-        with pytest.raises(ValueError, match="use backend mxnet"):
-            DetectorConfig(backend="onnxruntime", precision=precision)
+    assert engine.precision_report["reason"] == (
+        "this CPU (avx2 fma) has neither VNNI nor AMX-int8 (int8 is onnxruntime's reduced "
+        "precision): nothing to measure")
+    refused = r"precision bf16 is not available with backend onnxruntime .*use int8, fp32 " \
+              r"or auto, or backend mxnet for bf16"
+    with pytest.raises(ValueError, match=refused):
+        Engine(tiny_weights, "cpu", "bf16", max_batch=1, backend="onnxruntime")
+    with pytest.raises(ValueError, match=refused):
+        DetectorConfig(backend="onnxruntime", precision="bf16")
+    assert DetectorConfig(backend="onnxruntime", precision="int8").precision == "int8"
+
+
+def test_int8_weights_take_7_bits_only_where_the_cpu_lacks_vnni_and_amx():
+    assert reduce_range(AVX2) and reduce_range(AVX2 | {"avx512f", "avx512bw"})
+    for flag in ("avx512_vnni", "avx_vnni", "amx_int8"):
+        assert not reduce_range(AVX2 | {flag})
     with pytest.raises(ValueError, match=r"backend 'tensorrt' is not one of \['mxnet', "
                                          r"'onnxruntime'\]"):
         DetectorConfig(backend="tensorrt")
@@ -67,13 +104,76 @@ def test_onnxruntime_runs_fp32_and_refuses_what_it_cannot_run(tiny_weights):
         get_backend("tensorrt")
 
 
-def _live_scores(backend: str, frames: list) -> list[dict]:
+def _stae_decisions():
+    """The shipped STAE's metadata and the verdicts a detector with its calibrated rule
+    reaches."""
+    meta = read_meta(STAE_WEIGHTS)
+    scorer = ScorerConfig().build(meta.calibration, meta.contract.pixel_scale,
+                                  load_calibration_arrays(STAE_WEIGHTS, meta)
+                                  .get("baseline"))
+    return meta, scorer_decisions(scorer)
+
+
+@pytest.mark.timeout(300)
+def test_int8_onnxruntime_stays_near_fp32_and_decides_alike_on_normal_windows():
+    """The shipped STAE quantised at start-up on its normal calibration windows: near fp32
+    on real test windows, and the same verdicts on the normal windows."""
+    meta, decide = _stae_decisions()
+    engines = {p: Engine(STAE_WEIGHTS, "cpu", p, max_batch=4, backend="onnxruntime")
+               for p in ("fp32", "int8")}
+    assert engines["int8"].precision == "int8"
+    assert engines["int8"].precision_report == {"requested": "int8", "precision": "int8"}
+    windows = real_windows(meta, 4)
+    fp32, int8 = (engines[p].reconstruct(windows) for p in ("fp32", "int8"))
+    diff = np.abs(int8 - fp32)
+    assert diff.max() <= INT8_MAX and diff.mean() <= INT8_MEAN
+    assert diff.max() > 0       # it is not fp32 under another name
+    normal = calibration_windows(meta)
+    np.testing.assert_array_equal(decide(engines["int8"].reconstruct(normal), normal),
+                                  decide(engines["fp32"].reconstruct(normal), normal))
+
+
+@pytest.mark.timeout(300)
+def test_auto_on_onnxruntime_reports_what_it_measured():
+    """As a live detector builds it (tail network, batch 4, its scorer's verdicts). Which
+    precision it picks depends on the CPU and its load; that it follows its own report
+    does not."""
+    meta, decide = _stae_decisions()
+    last = int(meta.calibration["stride"]) + LOOKBACK
+    engine = Engine(STAE_WEIGHTS, "cpu", "auto", max_batch=4, decode_last=last,
+                    decide=decide, backend="onnxruntime")
+    report = engine.precision_report
+    assert report["requested"] == "auto" and report["precision"] == engine.precision
+    if not cpu_flags() & VNNI:
+        assert engine.precision == "fp32" and "nothing to measure" in report["reason"]
+        return
+    assert report["candidates"] == ["int8"] and report["network"] == "tail"
+    fps, changed = report["frames_per_s"], report["changed"]
+    assert set(fps) | set(report["skipped"]) == {"fp32", "int8"}
+    # the report rounds frames/s to 0.1: bounds that hold whatever the rounding did
+    faster = "int8" in fps and fps["int8"] + 0.05 >= AUTO_MIN_SPEEDUP * (fps["fp32"] - 0.05)
+    clearly_faster = "int8" in fps and \
+        fps["int8"] - 0.05 >= AUTO_MIN_SPEEDUP * (fps["fp32"] + 0.05)
+    if clearly_faster:
+        assert report["check"] == "decisions" and "int8" in changed   # faster: checked
+    if engine.precision == "int8":
+        assert faster and changed["int8"] == 0 and "int8 measured" in report["reason"]
+    else:
+        assert engine.precision == "fp32"
+        assert not clearly_faster or changed["int8"] > 0
+    windows = real_windows(meta, 4)
+    engine.batch[:] = windows
+    assert engine.run(4, tail=True).shape == (4, last, 227, 227)
+
+
+def _live_scores(backend: str, frames: list, precision: str = "fp32") -> list[dict]:
     """Scores of a real clip through a real detector on loopback with ``backend``."""
     det = Detector(DetectorConfig(bind=ANY_PORT, publish=ANY_PORT, model=str(DEFAULT_WEIGHTS),
-                                  device="cpu", precision="fp32", backend=backend, stride=5,
-                                  max_batch=4, status_interval=0.5, events_db=""),
+                                  device="cpu", precision=precision, backend=backend,
+                                  stride=5, max_batch=4, status_interval=0.5, events_db=""),
                    ScorerConfig())
     assert det.default.engine.backend.name == backend
+    assert det.default.engine.precision == precision
     stop = threading.Event()
     thread = threading.Thread(target=det.run, args=(stop,))
     thread.start()
@@ -95,11 +195,22 @@ def _live_scores(backend: str, frames: list) -> list[dict]:
     return live
 
 
+@pytest.fixture(scope="module")
+def bike() -> list:
+    """Ped2 Test002's frames 80..139 (the bike enters at 95)."""
+    return _frames("Test002", 140)[80:]
+
+
+@pytest.fixture(scope="module")
+def onnx_fp32_live(bike) -> list[dict]:
+    return _live_scores("onnxruntime", bike)
+
+
 @pytest.mark.timeout(300)
-def test_the_live_detector_scores_a_real_clip_alike_on_both_backends():
-    """The default predictor on Ped2 Test002's frames 80..139 (the bike enters at 95)."""
-    frames = _frames("Test002", 140)[80:]
-    live = {b: _live_scores(b, frames) for b in ("mxnet", "onnxruntime")}
+def test_the_live_detector_scores_a_real_clip_alike_on_both_backends(bike, onnx_fp32_live):
+    """The default predictor on the bike's frames."""
+    frames = bike
+    live = {"mxnet": _live_scores("mxnet", frames), "onnxruntime": onnx_fp32_live}
     assert [s["seq"] for s in live["onnxruntime"]] == [s["seq"] for s in live["mxnet"]]
     assert len(live["mxnet"]) == len(frames) - 4     # the first 4 are context only
     for key in ("score", "error", "area", "peak"):
@@ -109,3 +220,21 @@ def test_the_live_detector_scores_a_real_clip_alike_on_both_backends():
     decisions = [s["anomalous"] for s in live["mxnet"]]
     assert [s["anomalous"] for s in live["onnxruntime"]] == decisions
     assert any(decisions) and not all(decisions)     # both verdicts occur
+
+
+@pytest.mark.timeout(300)
+def test_the_live_detector_runs_int8_on_onnxruntime(bike, onnx_fp32_live):
+    """The default predictor quantised at start-up: every frame scored, each score near
+    fp32's, and fp32's verdict on every frame not within the band of the threshold."""
+    live = _live_scores("onnxruntime", bike, "int8")
+    assert [s["seq"] for s in live] == [s["seq"] for s in onnx_fp32_live]
+    threshold = onnx_fp32_live[0]["threshold"]
+    fp32 = np.array([s["scores"]["score"] for s in onnx_fp32_live])
+    int8 = np.array([s["scores"]["score"] for s in live])
+    assert np.abs(int8 - fp32).max() <= INT8_BAND * threshold
+    clear = np.abs(fp32 - threshold) > INT8_BAND * threshold
+    assert clear.mean() > 0.75
+    decisions = np.array([s["anomalous"] for s in onnx_fp32_live])
+    np.testing.assert_array_equal(np.array([s["anomalous"] for s in live])[clear],
+                                  decisions[clear])
+    assert decisions[clear].any() and not decisions[clear].all()
