@@ -53,26 +53,33 @@ def onnx_paths(path: str | Path) -> tuple[Path, Path, Path]:
     return tuple(stem.with_name(stem.name + s) for s in (".onnx", ".json", ".npz"))
 
 
-def _node_shapes(sym: mx.sym.Symbol, params: dict, shape: tuple[int, ...]
+def input_names(count: int) -> list[str]:
+    """The graph's input names for a network of ``count`` inputs: :data:`INPUT` for
+    one, ``data0``, ``data1``, ... (in the network's argument order) for several."""
+    return [INPUT] if count == 1 else [f"{INPUT}{i}" for i in range(count)]
+
+
+def _node_shapes(sym: mx.sym.Symbol, params: dict, shapes: dict[str, tuple[int, ...]]
                  ) -> dict[str, tuple[int, ...]]:
-    """The output shape of every node of ``sym`` for input ``shape``."""
+    """The output shape of every node of ``sym`` for inputs of ``shapes`` (by name)."""
     internals = sym.get_internals()
     inputs = {n: params[n].shape for n in internals.list_inputs() if n in params}
-    inputs[INPUT] = shape
-    _, shapes, _ = internals.infer_shape(**inputs)
-    return dict(zip(internals.list_outputs(), shapes, strict=True))
+    inputs.update(shapes)
+    _, out, _ = internals.infer_shape(**inputs)
+    return dict(zip(internals.list_outputs(), out, strict=True))
 
 
-def _reshape_targets(sym: mx.sym.Symbol, params: dict, shape: tuple[int, ...]
+def _reshape_targets(sym: mx.sym.Symbol, params: dict, shapes: dict[str, tuple[int, ...]]
                      ) -> dict[str, list[int]]:
     """Per node, its output shape with ``-1`` on the axis that grows with the batch.
 
-    Shapes are inferred at batches 2 and 3: an axis that differs is the batch's (or a
-    product of it with fixed sizes, which ``-1`` recovers). A node with no such axis is
-    fixed (e.g. a reshaped weight); one with two cannot be a single ``Reshape``.
+    Shapes are inferred at batches 2 and 3 (of every input): an axis that differs is the
+    batch's (or a product of it with fixed sizes, which ``-1`` recovers). A node with no
+    such axis is fixed (e.g. a reshaped weight); one with two cannot be a single
+    ``Reshape``.
     """
-    a = _node_shapes(sym, params, (2, *shape[1:]))
-    b = _node_shapes(sym, params, (3, *shape[1:]))
+    a = _node_shapes(sym, params, {k: (2, *s[1:]) for k, s in shapes.items()})
+    b = _node_shapes(sym, params, {k: (3, *s[1:]) for k, s in shapes.items()})
     targets = {}
     for key, sa in a.items():
         if not key.endswith("_output"):
@@ -123,15 +130,17 @@ def _conversion(targets: dict[str, list[int] | None]) -> Iterator[None]:
             table["Reshape"] = saved_reshape
 
 
-def network_to_onnx(net: HybridBlock, input_shape: tuple[int, ...]):
-    """The ONNX model of a Gluon network with one float32 input, batch axis dynamic.
+def network_to_onnx(net: HybridBlock, *input_shapes: tuple[int, ...]):
+    """The ONNX model of a Gluon network with float32 inputs, batch axis dynamic.
 
     Args:
         net: The network, initialised (hybridized here if it is not).
-        input_shape: One input batch's shape, (N, ...).
+        input_shapes: One batch's shape, (N, ...), per input, in the order the network
+            takes them (the inputs are named :func:`input_names`).
 
     Returns:
-        An ``onnx.ModelProto`` (checked), its input named :data:`INPUT`.
+        An ``onnx.ModelProto`` (checked), its outputs in the order the network returns
+        them.
 
     Raises:
         ExportError: If an op has no ONNX conversion, naming it and the reason.
@@ -141,19 +150,28 @@ def network_to_onnx(net: HybridBlock, input_shape: tuple[int, ...]):
     from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
     from onnx import helper
 
+    if not input_shapes:
+        raise ExportError("no input shape given; pass one (N, ...) shape per input")
+    names = input_names(len(input_shapes))
     net.hybridize()
-    net(mx.nd.zeros(input_shape))
-    sym = net(mx.sym.var(INPUT))
+    net(*(mx.nd.zeros(s) for s in input_shapes))
+    sym = net(*(mx.sym.var(n) for n in names))
     if isinstance(sym, (list, tuple)):
-        raise ExportError("the network has several outputs; the export takes one")
+        sym = mx.sym.Group(list(sym))
     params = {p.var().name: p.data() for p in net.collect_params().values()}
-    targets = _reshape_targets(sym, params, input_shape)
-    dynamic = [(None, *input_shape[1:])]
+    shapes = dict(zip(names, input_shapes, strict=True))
+    # mx2onnx takes the inputs' shapes in the order the graph reads them
+    order = [n for n in sym.list_inputs() if n not in params]
+    if sorted(order) != sorted(names):
+        raise ExportError(f"the network reads inputs {order}, not {names}: every input "
+                          "must be read")
+    targets = _reshape_targets(sym, params, shapes)
     try:
         with _conversion(targets):
             graph = MXNetGraph().create_onnx_graph_proto(
-                sym, params, [input_shape], [onnx.TensorProto.FLOAT], opset_version=OPSET,
-                dynamic=True, dynamic_input_shapes=dynamic)
+                sym, params, [shapes[n] for n in order], [onnx.TensorProto.FLOAT] * len(order),
+                opset_version=OPSET, dynamic=True,
+                dynamic_input_shapes=[(None, *shapes[n][1:]) for n in order])
     except AttributeError as err:     # mx2onnx: "No conversion function registered for op"
         raise ExportError(f"MXNet's ONNX converter cannot convert this network: {err}") from err
     except onnx.checker.ValidationError as err:
@@ -164,9 +182,15 @@ def network_to_onnx(net: HybridBlock, input_shape: tuple[int, ...]):
     # mx2onnx lists the weights among the inputs too: onnxruntime would then treat them
     # as overridable and not fold them into its fused kernels.
     weights = {i.name for i in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in weights]
+    inputs = sorted((i for i in model.graph.input if i.name not in weights),
+                    key=lambda i: names.index(i.name))
     del model.graph.input[:]
     model.graph.input.extend(inputs)
+    # and lists a graph's outputs in the order it meets their nodes: the network's order
+    outputs = _output_names(sym)
+    kept = sorted(model.graph.output, key=lambda o: outputs.index(o.name))
+    del model.graph.output[:]
+    model.graph.output.extend(kept)
     # and leaves constants no node reads (its Split's axis)
     used = {name for node in model.graph.node for name in node.input}
     kept = [i for i in model.graph.initializer if i.name in used]
@@ -174,6 +198,16 @@ def network_to_onnx(net: HybridBlock, input_shape: tuple[int, ...]):
     model.graph.initializer.extend(kept)
     onnx.checker.check_model(model)
     return model
+
+
+def _output_names(sym: mx.sym.Symbol) -> list[str]:
+    """The ONNX names mx2onnx gives ``sym``'s outputs, in order (its node's name, with
+    an output's index after a multi-output node's)."""
+    names = []
+    for name in sym.list_outputs():
+        head, _, index = name.rpartition("_output")
+        names.append(head + index)
+    return names
 
 
 def inference_onnx(net: HybridBlock, meta: WeightsMeta):

@@ -11,7 +11,7 @@ import pytest
 from mxnet.gluon import HybridBlock
 
 from models import InputContract, WeightsMeta, get_family, get_model, save_weights
-from models.export import ExportError, export_onnx, network_to_onnx, read_export
+from models.export import ExportError, export_onnx, input_names, network_to_onnx, read_export
 from models.scoring import ScorerConfig
 from models.weights import WEIGHTS_DIR, load_calibration_arrays, load_weights
 from stream.capture.frames import load_clip
@@ -96,6 +96,41 @@ def test_the_stae_tail_network_exports_too(tmp_path):
     with pytest.raises(ExportError, match=r"networks for \[1\] output frames per window, "
                                           "not 3"):
         export_onnx(WEIGHTS_DIR / "ped2_predictor", tmp_path / "p", outputs=3)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("name", "decode"), [("ped2_stae", 6), ("ped2_predictor", None)])
+def test_a_splits_networks_export_with_several_inputs_and_outputs_in_order(name, decode):
+    """Encoder reuse's networks (``ModelFamily.split``) under onnxruntime: the encoder on
+    real frames (the predictor's has five outputs), each temporal network on the MXNet
+    encoder's features of real windows (the predictor's has five inputs), MXNet's outputs
+    at batches other than the exported one."""
+    weights = WEIGHTS_DIR / name
+    trained, meta = load_weights(weights)
+    split = get_family(meta.model).split(trained, meta, mx.cpu(), decode)
+    windows = _real_windows(meta, n=2)
+    frames = windows.reshape(-1, *meta.contract.shape)
+    model = network_to_onnx(split.encoder, (1, *meta.contract.shape))
+    assert [i.name for i in model.graph.input] == ["data"]
+    got = _session(model.SerializeToString()).run(None, {"data": frames})
+    want = split.encoder(mx.nd.array(frames))
+    want = [w.asnumpy() for w in (want if isinstance(want, (list, tuple)) else [want])]
+    assert len(got) == len(want) == len(split.groups)
+    for g, w, group in zip(got, want, split.groups, strict=True):
+        assert g.shape == w.shape == (len(frames), *group.shape)
+        np.testing.assert_allclose(g, w, atol=TOLERANCE, rtol=TOLERANCE)
+    features = [w.reshape(len(windows), meta.window, *w.shape[1:])[:, list(g.positions)]
+                for w, g in zip(want, split.groups, strict=True)]
+    for frames_out, net in split.temporal.items():
+        model = network_to_onnx(net, *((1, *f.shape[1:]) for f in features))
+        names = input_names(len(features))
+        assert [i.name for i in model.graph.input] == names
+        got = _session(model.SerializeToString()).run(None, dict(zip(names, features,
+                                                                     strict=True)))
+        want = net(*(mx.nd.array(f) for f in features)).asnumpy()
+        assert got[0].shape == want.shape == (2, *get_family(meta.model).output_shape(
+            meta, frames_out))
+        np.testing.assert_allclose(got[0], want, atol=TOLERANCE, rtol=TOLERANCE)
 
 
 class _Sorted(HybridBlock):
