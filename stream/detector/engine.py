@@ -30,7 +30,8 @@ from stream.detector.precision import (
     reconstruction_changed,
     resolve_precision,
 )
-from stream.detector.reuse import build_split
+from stream.detector.reuse import PRECISIONS as REUSE_PRECISIONS
+from stream.detector.reuse import SplitNetwork, build_split, mxnet_network
 
 log = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "gpu")
@@ -91,7 +92,7 @@ class Engine:
             (:mod:`stream.detector.onnx_backend`: the same inference form exported to
             ONNX at start-up; fp32, int8 or auto, whose candidate there is int8).
         reuse: Also build the encoder-reuse networks where the family splits
-            (:attr:`reuse`), for a live detector.
+            (:attr:`reuse`, on the backend, fp32 or MXNet's bf16), for a live detector.
     """
 
     def __init__(self, weights: str | Path, device: str = "auto", precision: str = "auto",
@@ -149,11 +150,11 @@ class Engine:
         self.batch[:] = 0
         for frames in self._nets:   # build the graphs and their static memory now
             self.run(1, tail=frames != self.outputs)
-        #: The encoder-reuse networks (:mod:`stream.detector.reuse`); None: whole only
-        #: (always with the onnxruntime backend, which runs the exported whole network).
+        #: The encoder-reuse networks (:mod:`stream.detector.reuse`), built by the
+        #: backend; None: whole only.
         self.reuse = build_split(self.family, trained, self.meta, self.ctx, resolved,
                                  max_batch, {k: self._shape(k) for k in shapes},
-                                 decode_last) if reuse and self.backend.name == "mxnet" else None
+                                 decode_last, self.backend) if reuse else None
         self.busy_s, self.frames_run = 0.0, 0
         reason = self.precision_report.get("reason")
         log.info("model %s (%s) on %s with %s, precision %s%s", weights, self.meta.model,
@@ -279,6 +280,8 @@ class MXNetBackend:
     #: Errors that mean a candidate cannot be built or run here: oneDNN's "could not
     #: create a primitive", or an assert in MXNet's AMP.
     build_errors = (mx.base.MXNetError, AssertionError)
+    #: Precisions it runs encoder reuse at (:mod:`stream.detector.reuse`).
+    reuse_precisions = REUSE_PRECISIONS
 
     def resolve(self, precision: str, ctx: mx.Context) -> str:
         """:func:`stream.detector.precision.resolve_precision`."""
@@ -287,6 +290,12 @@ class MXNetBackend:
     def candidates(self, flags: frozenset[str] | None = None) -> tuple[str, ...]:
         """:func:`stream.detector.precision.auto_candidates`: int8 and bf16."""
         return auto_candidates(flags)
+
+    def split_network(self, net: HybridBlock, inputs: list[list[np.ndarray]],
+                      outputs: list[list[np.ndarray]], ctx: mx.Context, precision: str
+                      ) -> SplitNetwork:
+        """:func:`stream.detector.reuse.mxnet_network`."""
+        return mxnet_network(net, inputs, outputs, ctx, precision)
 
     def runner(self, net: HybridBlock, meta: WeightsMeta, ctx: mx.Context, precision: str,
                batches: list[np.ndarray], shape: tuple[int, ...],

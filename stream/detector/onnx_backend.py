@@ -7,6 +7,11 @@ normal training windows: :mod:`stream.detector.onnx_int8`) and ``auto`` (int8 wh
 CPU has VNNI or AMX-int8, taken only if measured faster than fp32 and deciding as fp32, as
 for MXNet: :meth:`stream.detector.engine.Engine`). ``bf16`` is refused: onnxruntime's CPU
 provider has no bfloat16 convolution (MXNet's oneDNN has: ``detector.backend: mxnet``).
+
+Encoder reuse (:mod:`stream.detector.reuse`): a split's encoder and temporal networks,
+exported alike (several inputs and outputs), each run by its own session over the
+:class:`~stream.detector.reuse.SplitRunner`'s buffers (:class:`OnnxNetwork`), at fp32
+(int8, calibrated as a whole, runs the whole network).
 """
 
 from __future__ import annotations
@@ -18,12 +23,17 @@ import mxnet as mx
 import numpy as np
 from mxnet.gluon import HybridBlock
 
-from models.export import INPUT, ExportError, inference_onnx
+from models.export import INPUT, ExportError, inference_onnx, input_names, network_to_onnx
 from models.weights import WeightsMeta
 from stream.detector import precision as precisions
 from stream.detector.config import ONNX_BF16_REFUSED
 from stream.detector.engine import BatchedRunner
 from stream.detector.onnx_int8 import quantize_int8
+from stream.detector.reuse import check_outputs, network_outputs, random_sample
+
+#: How far an exported split network's outputs may be from MXNet's on random inputs at
+#: its build (fp32 both, sums ordered differently; measured up to 2e-5).
+SPLIT_TOLERANCE = 1e-4
 
 
 def session_options(threads: int | None = None):
@@ -58,6 +68,8 @@ class OnnxRuntimeBackend:
     runtime = "onnxruntime"
     #: What a CPU needs for ``auto`` to have a candidate to measure.
     candidate_isa = "neither VNNI nor AMX-int8 (int8 is onnxruntime's reduced precision)"
+    #: Precisions it runs encoder reuse at (:mod:`stream.detector.reuse`).
+    reuse_precisions = ("fp32",)
 
     def resolve(self, precision: str, ctx: mx.Context) -> str:
         """The precision to run: ``fp32``, ``int8``, or ``auto`` where there is a candidate
@@ -109,8 +121,91 @@ class OnnxRuntimeBackend:
                               "mxnet") from err
         data = quantize_int8(model, calibration()) if precision == "int8" \
             else model.SerializeToString()
-        threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
-        return OnnxRunner(onnx_session(data, threads), batches, shape)
+        return OnnxRunner(onnx_session(data, _threads()), batches, shape)
+
+    def split_network(self, net: HybridBlock, inputs: list[list[np.ndarray]],
+                      outputs: list[list[np.ndarray]], ctx: mx.Context, precision: str
+                      ) -> OnnxNetwork:
+        """A split's network (:mod:`stream.detector.reuse`) exported to ONNX, in a session
+        over the buffers, checked against MXNet's outputs on random inputs.
+
+        Raises:
+            ValueError: For a precision other than fp32.
+            ExportError: If the network cannot be exported (naming the op).
+            RuntimeError: If the session's outputs differ from MXNet's.
+        """
+        if precision not in self.reuse_precisions:
+            raise ValueError(f"backend onnxruntime runs encoder reuse at fp32, not "
+                             f"{precision}; set detector.encoder_reuse: false")
+        what = type(net).__name__
+        shapes = [(1, *a.shape[1:]) for a in inputs[0]]
+        sample = random_sample(shapes, ctx)
+        reference = network_outputs(net, sample)
+        try:
+            model = network_to_onnx(net, *shapes)
+        except ExportError as err:
+            raise ExportError(f"backend onnxruntime, encoder reuse: {what}: {err}; set "
+                              "detector.encoder_reuse: false or use backend mxnet") from err
+        session = onnx_session(model.SerializeToString(), _threads())
+        names = input_names(len(shapes))
+        got = session.run(None, {k: x.asnumpy() for k, x in zip(names, sample, strict=True)})
+        check_outputs(f"{what} exported to ONNX", got, reference, SPLIT_TOLERANCE,
+                      "the export reorders or mistranslates an input or output")
+        return OnnxNetwork(session, inputs, outputs)
+
+
+def _threads() -> int:
+    """Intra-op threads of the sessions: ``OMP_NUM_THREADS`` (0: onnxruntime's choice)."""
+    return int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+
+
+class OnnxNetwork:
+    """A session over fixed buffers, per slot one per input and one per output, in the
+    order of the graph's inputs (:func:`models.export.input_names`) and outputs, bound in
+    place (:class:`stream.detector.reuse.SplitNetwork`).
+
+    Args:
+        session: The session.
+        inputs: Per slot, the input buffers, (max rows, ...) each.
+        outputs: Per slot, the output buffers.
+    """
+
+    def __init__(self, session, inputs: list[list[np.ndarray]],
+                 outputs: list[list[np.ndarray]]) -> None:
+        self.session, self.inputs, self.outputs = session, inputs, outputs
+        self._inputs = [i.name for i in session.get_inputs()]
+        self._outputs = [o.name for o in session.get_outputs()]
+        for kind, names, buffers in (("inputs", self._inputs, inputs[0]),
+                                     ("outputs", self._outputs, outputs[0])):
+            if len(names) != len(buffers):
+                raise ValueError(f"the session has {len(names)} {kind}, the buffers "
+                                 f"{len(buffers)}; give one buffer per {kind[:-1]}")
+        self._bindings: dict[tuple[int, int], object] = {}
+
+    def _binding(self, slot: int, n: int):
+        if (slot, n) not in self._bindings:
+            binding = self.session.io_binding()
+            for name, a in zip(self._inputs, self.inputs[slot], strict=True):
+                binding.bind_input(name, "cpu", 0, np.float32, [n, *a.shape[1:]],
+                                   a.ctypes.data)
+            for name, a in zip(self._outputs, self.outputs[slot], strict=True):
+                binding.bind_output(name, "cpu", 0, np.float32, [n, *a.shape[1:]],
+                                    a.ctypes.data)
+            self._bindings[slot, n] = binding
+        return self._bindings[slot, n]
+
+    def run(self, n: int, slot: int) -> list[np.ndarray]:
+        """Run on the first ``n`` rows of the slot's inputs; views of its outputs.
+
+        Raises:
+            ValueError: If ``n`` is not 1..the buffers' rows (onnxruntime would write
+                past them).
+        """
+        rows = len(self.inputs[slot][0])
+        if not 1 <= n <= rows:
+            raise ValueError(f"{n} rows: the network's buffers hold 1..{rows}")
+        self.session.run_with_iobinding(self._binding(slot, n))
+        return [a[:n] for a in self.outputs[slot]]
 
 
 class OnnxRunner(BatchedRunner):

@@ -6,6 +6,12 @@ offers a split (:meth:`models.family.ModelFamily.split`) runs here as its encode
 frames no earlier window had, whose outputs are kept per stream in a
 :class:`FeatureStore`, and its temporal part on each window's cached outputs.
 
+The networks run on the engine's backend (:mod:`stream.detector.engine`): each backend
+builds a split's networks over :class:`SplitRunner`'s buffers as a :class:`SplitNetwork`
+(MXNet: :func:`mxnet_network`, oneDNN-fused; onnxruntime:
+:class:`stream.detector.onnx_backend.OnnxNetwork`, exported to ONNX), so the runner, the
+stores and the scheduling are the same for both.
+
 Threads: the detector's loop decides which frames a job encodes (they are copied into
 :attr:`SplitRunner.fresh` then, the ring moves on); the inference thread alone encodes them,
 writes them to the streams' stores and reads windows back, in job order, so a store has
@@ -16,7 +22,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import mxnet as mx
 import numpy as np
@@ -72,6 +79,22 @@ class FeatureStore:
             np.take(ring, slots, axis=0, out=out[i])
 
 
+class SplitNetwork(Protocol):
+    """One of a split's networks, built over fixed NumPy buffers: per slot, one input
+    buffer per network input and one output buffer per output, (max rows, ...) each."""
+
+    def run(self, n: int, slot: int) -> list[np.ndarray]:
+        """Run on the first ``n`` rows of the slot's inputs; the first ``n`` rows of its
+        output buffers (views), valid until the next call on that slot."""
+        ...
+
+
+#: How a backend builds a :class:`SplitNetwork`: (network, inputs per slot, outputs per
+#: slot) -> the network over those buffers.
+NetworkFactory = Callable[[HybridBlock, list[list[np.ndarray]], list[list[np.ndarray]]],
+                          SplitNetwork]
+
+
 class _Net:
     """A hybridized network over fixed NumPy input and output buffers (per slot)."""
 
@@ -97,13 +120,36 @@ class _Net:
         return [a[:n] for a in self.outputs[slot]]
 
 
-def _outputs(net: HybridBlock, sample: Sequence[mx.nd.NDArray]) -> list[np.ndarray]:
+def network_outputs(net: HybridBlock, sample: Sequence[mx.nd.NDArray]) -> list[np.ndarray]:
+    """``net``'s outputs on ``sample`` (one array per input) as NumPy arrays."""
     ys = net(*sample)
     return [y.asnumpy() for y in (ys if isinstance(ys, (list, tuple)) else [ys])]
 
 
-#: Precisions the split runs at; int8's calibration is the whole network's, so an int8
-#: model runs whole.
+def random_sample(shapes: Sequence[tuple[int, ...]], ctx: mx.Context
+                  ) -> list[mx.nd.NDArray]:
+    """Random inputs in [0, 1) of ``shapes`` (seeded), to check a built network."""
+    rng = np.random.default_rng(0)
+    return [mx.nd.array(rng.random(s, np.float32), ctx=ctx) for s in shapes]
+
+
+def check_outputs(what: str, got: Sequence[np.ndarray], reference: Sequence[np.ndarray],
+                  tolerance: float, hint: str) -> None:
+    """Raise unless a built network's outputs match the network's within ``tolerance``.
+
+    Raises:
+        RuntimeError: Naming the network (``what``), the difference and ``hint``.
+    """
+    for y, ref in zip(got, reference, strict=True):
+        if y.shape != ref.shape or not np.allclose(y, ref, rtol=tolerance, atol=tolerance):
+            diff = "shapes" if y.shape != ref.shape else \
+                f"values by {np.abs(y - ref).max():.3g}"
+            raise RuntimeError(f"{what}: the built network's outputs differ from the "
+                               f"network's ({diff}); {hint}")
+
+
+#: Precisions MXNet runs a split at; int8's calibration is the whole network's, so an
+#: int8 model runs whole.
 PRECISIONS = ("fp32", "bf16")
 #: How far a built network's outputs may be from the unfused fp32 network's on random
 #: inputs: float rounding for fp32; bfloat16's 8-bit mantissa for bf16.
@@ -117,26 +163,31 @@ def _build(net: HybridBlock, shapes: Sequence[tuple[int, ...]], ctx: mx.Context,
     against itself unfused in fp32 on random inputs of ``shapes``: MXNet 1.9.1's
     ``optimize_for`` binds a graph's inputs by the order it first reads them, so a
     network with several inputs must read them in order."""
-    rng = np.random.default_rng(0)
-    sample = [mx.nd.array(rng.random(s, np.float32), ctx=ctx) for s in shapes]
-    reference = _outputs(net, sample)
+    sample = random_sample(shapes, ctx)
+    reference = network_outputs(net, sample)
     if precision == "bf16":
         net = convert_bf16(net, sample, ctx)
     else:
         net.hybridize(static_alloc=True, static_shape=True)
         if ctx.device_type == "cpu":
             net.optimize_for(*sample, backend="MKLDNN", static_alloc=True, static_shape=True)
-    tolerance = _BUILD_TOLERANCE[precision]
-    for y, ref in zip(_outputs(net, sample), reference, strict=True):
-        if not np.allclose(y, ref, rtol=tolerance, atol=tolerance):
-            raise RuntimeError(f"{type(net).__name__}: the built network's outputs differ "
-                               f"from the network's by {np.abs(y - ref).max():.3g}; its "
-                               "inputs must be read in their order (see above)")
+    check_outputs(type(net).__name__, network_outputs(net, sample), reference,
+                  _BUILD_TOLERANCE[precision], "its inputs must be read in their order "
+                  "(see above)")
     return net
 
 
+def mxnet_network(net: HybridBlock, inputs: list[list[np.ndarray]],
+                  outputs: list[list[np.ndarray]], ctx: mx.Context, precision: str
+                  ) -> SplitNetwork:
+    """A split's network built by MXNet at ``precision`` (one of :data:`PRECISIONS`) over
+    the buffers (see :class:`SplitNetwork`)."""
+    shapes = [(1, *a.shape[1:]) for a in inputs[0]]
+    return _Net(_build(net, shapes, ctx, precision), inputs, outputs, ctx)
+
+
 class SplitRunner:
-    """A split model's encoder and temporal networks, built and fused, over their own
+    """A split model's encoder and temporal networks, built by a backend over their own
     buffers: two slots, as the engine's (one filled while the other runs).
 
     Args:
@@ -144,13 +195,12 @@ class SplitRunner:
         frame_shape: One frame's shape (the input contract's).
         output_shapes: One window's output shape per temporal network (by its key).
         max_batch: Most windows per job.
-        ctx: Where it runs.
-        precision: One of :data:`PRECISIONS`.
+        build: Builds each network over its buffers (the backend's).
     """
 
     def __init__(self, split: Split, frame_shape: tuple[int, ...],
                  output_shapes: dict[int, tuple[int, ...]], max_batch: int,
-                 ctx: mx.Context, precision: str = "fp32") -> None:
+                 build: NetworkFactory) -> None:
         self.groups = split.groups
         self.context = split.context
         self.max_batch = max_batch
@@ -163,15 +213,12 @@ class SplitRunner:
         encoded = [np.zeros((self.max_fresh, *g.shape), np.float32) for g in self.groups]
         self.inputs = [[np.zeros((max_batch, len(g.positions), *g.shape), np.float32)
                         for g in self.groups]] * 2
-        self.encoder = _Net(_build(split.encoder, [(1, *frame_shape)], ctx, precision),
-                            [[f] for f in self.fresh], [encoded] * 2, ctx)
+        self.encoder = build(split.encoder, [[f] for f in self.fresh], [encoded] * 2)
         self.temporal = {}
         for key, net in split.temporal.items():
-            shapes = [(1, *a.shape[1:]) for a in self.inputs[0]]
             outputs = [[np.zeros((max_batch, *output_shapes[key]), np.float32)]
                        for _ in slots]
-            self.temporal[key] = _Net(_build(net, shapes, ctx, precision), self.inputs,
-                                      outputs, ctx)
+            self.temporal[key] = build(net, self.inputs, outputs)
         self.busy_s = 0.0
 
     def store(self, stride: int) -> FeatureStore:
@@ -199,7 +246,13 @@ class SplitRunner:
 
         Returns:
             (len(windows), ...) view of the slot's output buffer.
+
+        Raises:
+            ValueError: If there are more fresh frames or windows than the buffers hold.
         """
+        if len(fresh) > self.max_fresh or not 1 <= len(windows) <= self.max_batch:
+            raise ValueError(f"{len(fresh)} fresh frames and {len(windows)} windows: the "
+                             f"buffers hold up to {self.max_fresh} and 1..{self.max_batch}")
         started = time.perf_counter()
         if fresh:
             encoded = self.encoder.run(len(fresh), slot)
@@ -237,24 +290,31 @@ class SplitRunner:
 def build_split(family: ModelFamily, trained: HybridBlock, meta: WeightsMeta,
                 ctx: mx.Context, precision: str, max_batch: int,
                 output_shapes: dict[int, tuple[int, ...]],
-                decode_last: int | None) -> SplitRunner | None:
-    """The encoder-reuse networks of a model at ``precision``, or None where it runs
-    whole: its family offers no split, or it runs int8 (calibrated as a whole; logged).
+                decode_last: int | None, backend) -> SplitRunner | None:
+    """The encoder-reuse networks of a model at ``precision`` on ``backend`` (the
+    engine's: its ``split_network`` builds them, at its ``reuse_precisions``), or None
+    where it runs whole: its family offers no split, or the backend runs no split at
+    that precision (int8 is calibrated as a whole; logged).
     """
     split = family.split(trained, meta, ctx, decode_last)
     if split is None:
         return None
-    if precision not in PRECISIONS:
-        log.info("encoder reuse: %s runs whole at %s (reuse runs at %s): each window "
-                 "encodes all its frames", meta.model, precision, " or ".join(PRECISIONS))
+    if precision not in backend.reuse_precisions:
+        log.info("encoder reuse: %s runs whole at %s on %s (reuse runs at %s there): each "
+                 "window encodes all its frames", meta.model, precision, backend.name,
+                 " or ".join(backend.reuse_precisions))
         return None
     if set(split.temporal) != set(output_shapes):
         raise ValueError(f"{meta.model}: the split's temporal networks output "
                          f"{sorted(split.temporal)} frames per window, its inference "
                          f"networks {sorted(output_shapes)}; they must match")
-    runner = SplitRunner(split, tuple(meta.contract.shape), output_shapes, max_batch, ctx,
-                         precision)
-    log.info("encoder reuse: %s encodes each frame once (%d frames of context, "
-             "%.1f MB of features per frame)", meta.model, runner.context,
+
+    def build(net: HybridBlock, inputs: list[list[np.ndarray]],
+              outputs: list[list[np.ndarray]]) -> SplitNetwork:
+        return backend.split_network(net, inputs, outputs, ctx, precision)
+
+    runner = SplitRunner(split, tuple(meta.contract.shape), output_shapes, max_batch, build)
+    log.info("encoder reuse: %s encodes each frame once on %s (%d frames of context, "
+             "%.1f MB of features per frame)", meta.model, backend.name, runner.context,
              sum(4 * np.prod(g.shape) for g in split.groups) / 2**20)
     return runner

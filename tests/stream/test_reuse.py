@@ -1,6 +1,6 @@
 """Encoder reuse: each frame encoded once gives the scores of the whole network run on
 every window, offline on real Ped2 frames and live through a real detector (a clip cut
-in one stream, two streams on two models interleaved)."""
+in one stream, two streams on two models interleaved), on both backends."""
 
 import threading
 
@@ -61,15 +61,24 @@ def _whole(engine: Engine, frames: np.ndarray, stride: int, tail: bool) -> np.nd
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize(("weights", "stride", "decode", "precision"),
-                         [(STAE_WEIGHTS, 5, 6, "fp32"), (PREDICTOR, 1, None, "fp32"),
-                          (STAE_WEIGHTS, 5, 6, "bf16")])
+@pytest.mark.parametrize(("weights", "stride", "decode", "precision", "backend"),
+                         [(STAE_WEIGHTS, 5, 6, "fp32", "mxnet"),
+                          (PREDICTOR, 1, None, "fp32", "mxnet"),
+                          (STAE_WEIGHTS, 5, 6, "bf16", "mxnet"),
+                          (STAE_WEIGHTS, 5, 6, "fp32", "onnxruntime"),
+                          (PREDICTOR, 1, None, "fp32", "onnxruntime")])
 def test_reuse_gives_the_whole_networks_outputs_on_a_real_clip(weights, stride, decode,
-                                                               precision):
+                                                               precision, backend):
     if precision == "bf16" and not bf16_possible():
         pytest.skip("bf16 needs a CPU with AVX-512 (oneDNN 2.4)")
-    engine = Engine(weights, "cpu", precision, max_batch=4, decode_last=decode, reuse=True)
+    engine = Engine(weights, "cpu", precision, max_batch=4, decode_last=decode, reuse=True,
+                    backend=backend)
     assert engine.reuse is not None
+    if backend == "onnxruntime":     # the split's networks run in onnxruntime sessions
+        from stream.detector.onnx_backend import OnnxNetwork
+
+        assert isinstance(engine.reuse.encoder, OnnxNetwork)
+        assert all(isinstance(n, OnnxNetwork) for n in engine.reuse.temporal.values())
     _, meta = load_weights(weights)
     frames = np.stack([meta.contract.preprocess(f) for f in _frames("Test002", 27)])
     for tail in {engine.decode_last != engine.outputs, False}:
@@ -97,6 +106,20 @@ def test_an_int8_model_runs_whole():
     """int8 is calibrated on the whole network: no split at that precision."""
     engine = Engine(STAE_WEIGHTS, "cpu", "int8", max_batch=2, decode_last=6, reuse=True)
     assert engine.reuse is None and engine.precision == "int8"
+
+
+def test_a_job_larger_than_the_buffers_is_refused_not_written_past_them(tiny_weights):
+    """onnxruntime writes where it is bound: a job beyond the buffers must not reach it."""
+    engine = Engine(tiny_weights, "cpu", "fp32", max_batch=2, decode_last=2,
+                    backend="onnxruntime", reuse=True)
+    reuse = engine.reuse
+    assert (reuse.context, reuse.max_fresh) == (4, 8)
+    store = reuse.store(2)
+    with pytest.raises(ValueError, match=r"9 fresh frames and 1 windows: the buffers hold "
+                                         r"up to 8 and 1\.\.2"):
+        reuse.run([(store, k) for k in range(9)], [(store, 0)], 2, 0)
+    with pytest.raises(ValueError, match=r"9 rows: the network's buffers hold 1\.\.8"):
+        reuse.encoder.run(9, 0)
 
 
 def test_a_store_refuses_a_window_it_does_not_hold():
@@ -151,18 +174,20 @@ class _Entry:
 
 
 @pytest.mark.timeout(300)
-def test_live_reuse_scores_as_the_whole_network_across_a_cut_and_two_streams():
+@pytest.mark.parametrize("backend", ["mxnet", "onnxruntime"])
+def test_live_reuse_scores_as_the_whole_network_across_a_cut_and_two_streams(backend):
     """Stream ``cut`` (the STAE, stride 5) replays 33 frames of Test002 then, a cut, 24 of
     Test004; stream ``pred`` (the predictor, stride 1) 30 frames of Test001, the two
     interleaved frame by frame: every frame's scores equal the offline scorer's on the
-    whole network, clip by clip."""
+    whole MXNet network, clip by clip, whichever backend runs the split."""
     entries: list[StreamEntry] = [_Entry("cut", ""), _Entry("pred", str(PREDICTOR))]
     det = Detector(DetectorConfig(bind=ANY_PORT, publish=ANY_PORT, model=str(STAE_WEIGHTS),
-                                  device="cpu", precision="fp32", stride=5, max_batch=4,
-                                  status_interval=0.5, events_db=""), ScorerConfig(),
-                   streams=entries)
+                                  device="cpu", precision="fp32", backend=backend, stride=5,
+                                  max_batch=4, status_interval=0.5, events_db=""),
+                   ScorerConfig(), streams=entries)
     runtimes = {"cut": det.stream_models["cut"], "pred": det.stream_models["pred"]}
     assert all(r.reuse is not None for r in runtimes.values())
+    assert all(r.engine.backend.name == backend for r in runtimes.values())
     assert all(m["encoder_reuse"] for m in det.status()["models"])
     clips = {"cut": [("Test002", _frames("Test002", 33)), ("Test004", _frames("Test004", 24))],
              "pred": [("Test001", _frames("Test001", 30))]}
