@@ -36,22 +36,26 @@ from stream.detector.reuse import check_outputs, network_outputs, random_sample
 SPLIT_TOLERANCE = 1e-4
 
 
-def session_options(threads: int | None = None):
+def session_options(threads: int | None = None, spin: bool = True):
     """onnxruntime's defaults, with ``threads`` intra-op threads where given (0 or None:
-    onnxruntime's own choice, one per physical core)."""
+    onnxruntime's own choice, one per physical core); ``spin=False``: its idle threads
+    wait without spinning."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
-def onnx_session(model: bytes, threads: int | None = None):
-    """An onnxruntime CPU session of a serialised ONNX model."""
+def onnx_session(model: bytes, threads: int | None = None, spin: bool = True):
+    """An onnxruntime CPU session of a serialised ONNX model (options as
+    :func:`session_options`)."""
     import onnxruntime as ort
 
-    return ort.InferenceSession(model, session_options(threads),
+    return ort.InferenceSession(model, session_options(threads, spin),
                                 providers=["CPUExecutionProvider"])
 
 
@@ -127,7 +131,8 @@ class OnnxRuntimeBackend:
                       outputs: list[list[np.ndarray]], ctx: mx.Context, precision: str
                       ) -> OnnxNetwork:
         """A split's network (:mod:`stream.detector.reuse`) exported to ONNX, in a session
-        over the buffers, checked against MXNet's outputs on random inputs.
+        over the buffers (its threads not spinning), checked against MXNet's outputs on
+        random inputs.
 
         Raises:
             ValueError: For a precision other than fp32.
@@ -146,7 +151,10 @@ class OnnxRuntimeBackend:
         except ExportError as err:
             raise ExportError(f"backend onnxruntime, encoder reuse: {what}: {err}; set "
                               "detector.encoder_reuse: false or use backend mxnet") from err
-        session = onnx_session(model.SerializeToString(), _threads())
+        # A job runs the encoder's session, then the temporal one: a session's threads
+        # spinning after its run would take the cores the next one needs (measured at
+        # 2 threads on 2 cores: reuse 114 scored frames/s spinning, 152 not).
+        session = onnx_session(model.SerializeToString(), _threads(), spin=False)
         names = input_names(len(shapes))
         got = session.run(None, {k: x.asnumpy() for k, x in zip(names, sample, strict=True)})
         check_outputs(f"{what} exported to ONNX", got, reference, SPLIT_TOLERANCE,
