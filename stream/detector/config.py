@@ -70,7 +70,8 @@ class DetectorConfig:
         encoder_reuse: Encode each frame once where the model's family splits its
             network into a per-frame encoder and a temporal part and windows overlap
             (stride < window: without it each window encodes all its frames again); fp32
-            and bf16, int8 runs the whole network (see ``stream.detector.reuse``).
+            and bf16 on mxnet, fp32 on onnxruntime; int8 runs the whole network (see
+            ``stream.detector.reuse``).
     """
 
     bind: str = FRAMES_ENDPOINT
