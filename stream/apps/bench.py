@@ -191,32 +191,58 @@ def live_runs(model: str | Path, device: str, stride: int, precision: str = "fp3
     return runs
 
 
-def live_fps(model: str | Path, device: str, stride: int, seconds: float) -> dict:
+def live_fps(model: str | Path, device: str, stride: int, seconds: float,
+             data: Path | None = None) -> dict:
     """Frames the live detector's network scores per second at ``stride`` and batch
-    :data:`LIVE_BATCH` (fp32), on each backend (just MXNet on a GPU), whole and with
-    encoder reuse where the family splits, all timed in turns.
+    :data:`LIVE_BATCH`, all timed in turns: at fp32 on each backend (just MXNet on a GPU),
+    whole and with encoder reuse where the family splits; and, on a CPU with ``data``
+    given (int8 calibration), at each reduced precision of :data:`REDUCED` that runs
+    here, with reuse where its backend splits at that precision.
 
     Returns:
-        ``stride``, ``batch``; ``fps``, the fastest way the detector can run it, named by
-        ``best`` (``backend whole|reuse``); ``whole_fps``, MXNet's whole network (the
-        detector before encoder reuse and backends: the baseline); ``speedup``, their
-        ratio; ``encoder_reuse``, whether the fastest reuses; ``by_backend``:
-        ``{backend: {"whole": frames/s, "reuse": frames/s}}``.
+        ``stride``, ``batch``; ``fps``, the fastest fp32 way the detector can run it,
+        named by ``best`` (``backend whole|reuse``); ``whole_fps``, MXNet's whole fp32
+        network (the detector before encoder reuse and backends: the baseline);
+        ``speedup``, their ratio; ``encoder_reuse``, whether the fastest reuses;
+        ``by_backend``: ``{backend: {"whole": frames/s, "reuse": frames/s}}`` (fp32);
+        ``reduced``: ``{"backend precision whole|reuse": frames/s}``, with
+        ``reduced_best``, ``reduced_fps`` and ``reduced_speedup`` (over the baseline)
+        for the fastest (their AUC change is the ``reduced_precision`` section's).
     """
-    backends = BACKENDS if pick_context(device).device_type == "cpu" else ("mxnet",)
-    runs = {(name, kind): run for name in backends
+    cpu = pick_context(device).device_type == "cpu"
+    runs = {(name, "fp32", kind): run for name in (BACKENDS if cpu else ("mxnet",))
             for kind, run in live_runs(model, device, stride, backend=name).items()}
+    if cpu and data is not None:
+        calibration = _calibration_data(model, data)
+        for name, p in REDUCED:
+            if p == "bf16" and not bf16_possible():
+                continue
+            try:
+                made = live_runs(model, device, stride, p, calibration, backend=name)
+            except (mx.base.MXNetError, ValueError) as err:
+                log.warning("live: %s %s cannot run here, skipped: %s", name, p,
+                            (str(err).strip().splitlines() or [type(err).__name__])[0])
+                continue
+            runs.update({(name, p, kind): run for kind, run in made.items()})
     times = best_times(runs, seconds)
     fps = {key: LIVE_BATCH * stride / t for key, t in times.items()}
-    best = max(fps, key=fps.get)
-    baseline = fps["mxnet", "whole"]
+    fp32 = {(name, kind): v for (name, p, kind), v in fps.items() if p == "fp32"}
+    best = max(fp32, key=fp32.get)
+    baseline = fp32["mxnet", "whole"]
     by_backend: dict[str, dict[str, float]] = {}
-    for (name, kind), v in fps.items():
+    for (name, kind), v in fp32.items():
         by_backend.setdefault(name, {})[kind] = round(v, 1)
-    return {"stride": stride, "batch": LIVE_BATCH, "fps": round(fps[best], 1),
-            "best": " ".join(best), "whole_fps": round(baseline, 1),
-            "speedup": round(fps[best] / baseline, 3), "encoder_reuse": best[1] == "reuse",
-            "by_backend": by_backend}
+    out = {"stride": stride, "batch": LIVE_BATCH, "fps": round(fp32[best], 1),
+           "best": " ".join(best), "whole_fps": round(baseline, 1),
+           "speedup": round(fp32[best] / baseline, 3), "encoder_reuse": best[1] == "reuse",
+           "by_backend": by_backend}
+    reduced = {key: v for key, v in fps.items() if key[1] != "fp32"}
+    if reduced:
+        top = max(reduced, key=reduced.get)
+        out.update(reduced={" ".join(k): round(v, 1) for k, v in reduced.items()},
+                   reduced_best=" ".join(top), reduced_fps=round(reduced[top], 1),
+                   reduced_speedup=round(reduced[top] / baseline, 3))
+    return out
 
 
 def families_report(models: list[str | Path], device: str, seconds: float) -> list[dict]:
@@ -463,7 +489,7 @@ def run_bench(model: str | Path, device: str = "auto", seconds: float = 3.0,
     stride = stride or detector_stride(model)
     if not 1 <= stride <= meta.window:
         raise ValueError(f"stride must be 1..{meta.window} (the window), got {stride}")
-    live_entry = live_fps(model, device, stride, seconds)
+    live_entry = live_fps(model, device, stride, seconds, data if reduced else None)
     # the pipeline runs the detector's default backend (MXNet), with reuse where it splits
     live = max(live_entry["by_backend"]["mxnet"].values())
     result = {
@@ -550,6 +576,10 @@ def format_bench(result: dict) -> str:
         lines.append(f"  {name:<13} " + ", ".join(
             f"{kind} {v:.1f}" for kind, v in kinds.items()) + " frames/s scored"
             + (" (reuse: each frame encoded once)" if "reuse" in kinds else ""))
+    if live.get("reduced"):
+        lines.append(f"  reduced       {live['reduced_best']}: {live['reduced_fps']:.1f} frames/s "
+                     f"scored, {live['reduced_speedup']:.2f}x MXNet's whole fp32 network (of "
+                     + ", ".join(f"{k} {v:.1f}" for k, v in live["reduced"].items()) + ")")
     for row in result.get("families") or []:
         reuse = (f", encoder reuse: {row['scored_fps'] / row['whole_scored_fps']:.2f}x the "
                  f"whole network's {row['whole_scored_fps']:.1f}"

@@ -50,6 +50,15 @@ def test_bench_writes_every_key_and_the_plot(tiny_weights, tmp_path):
     assert isinstance(reduced["auc_delta"], float)
     assert reduced["frames"] == 1020 and 0 <= reduced["decisions_changed"] <= 1020
 
+    live = result["live_scored_fps"]
+    # with the reduced section on, the live network is also timed at each reduced precision
+    # that runs here (int8 runs on every CPU)
+    assert live["reduced_fps"] == max(live["reduced"].values()) == \
+        live["reduced"][live["reduced_best"]]
+    assert any(k.startswith("mxnet int8") for k in live["reduced"])
+    assert live["reduced_speedup"] == pytest.approx(live["reduced_fps"] / live["whole_fps"],
+                                                    abs=0.002)
+
     auto = result["auto"]
     startup = auto["startup"]
     assert auto["precision"] == startup["precision"] in ("fp32", "bf16", "int8")
