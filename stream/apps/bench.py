@@ -28,7 +28,7 @@ from models.scoring import LOOKBACK, ScorerConfig
 from models.weights import load_calibration_arrays, load_weights, read_meta
 from stream.apps.demo import DEFAULT_SOURCE
 from stream.detector.config import BACKENDS
-from stream.detector.engine import Engine, pick_context
+from stream.detector.engine import Engine, get_backend, pick_context
 from stream.detector.precision import bf16_possible, cpu_flags, isa_summary, scorer_decisions
 
 log = logging.getLogger(__name__)
@@ -170,6 +170,12 @@ def model_fps(model: str | Path, device: str, precision: str, batches: tuple[int
             for b in batches}
 
 
+def _skip_errors() -> tuple[type[Exception], ...]:
+    """What means a backend cannot build or run a precision here (the bench skips it and
+    says why): a precision it refuses (ValueError) and each backend's build errors."""
+    return (ValueError, *{e for name in BACKENDS for e in get_backend(name).build_errors})
+
+
 def live_runs(model: str | Path, device: str, stride: int, precision: str = "fp32",
               int8_calibration: str = "", backend: str = "mxnet"
               ) -> dict[str, Callable[[], object]]:
@@ -219,7 +225,7 @@ def live_fps(model: str | Path, device: str, stride: int, seconds: float,
                 continue
             try:
                 made = live_runs(model, device, stride, p, calibration, backend=name)
-            except (mx.base.MXNetError, ValueError) as err:
+            except _skip_errors() as err:
                 log.warning("live: %s %s cannot run here, skipped: %s", name, p,
                             (str(err).strip().splitlines() or [type(err).__name__])[0])
                 continue
@@ -369,7 +375,7 @@ def reduced_precision(model: str | Path, ctx: mx.Context, data: Path,
             engines[backend, p] = Engine(model, "cpu", p, max(batches), calibration,
                                          backend=backend)
         # oneDNN's "could not create a primitive", or a precision the backend refuses
-        except (mx.base.MXNetError, ValueError) as err:
+        except _skip_errors() as err:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             skipped[f"{backend} {p}"] = first
             log.warning("reduced precision: %s %s cannot run here, skipped: %s", backend, p,

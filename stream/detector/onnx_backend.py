@@ -28,7 +28,7 @@ from models.weights import WeightsMeta
 from stream.detector import precision as precisions
 from stream.detector.config import ONNX_BF16_REFUSED
 from stream.detector.engine import BatchedRunner
-from stream.detector.onnx_int8 import quantize_int8
+from stream.detector.onnx_int8 import QuantizationError, quantize_int8
 from stream.detector.reuse import check_outputs, network_outputs, random_sample
 
 #: How far an exported split network's outputs may be from MXNet's on random inputs at
@@ -103,11 +103,12 @@ class OnnxRuntimeBackend:
 
     @property
     def build_errors(self) -> tuple[type[Exception], ...]:
-        """onnxruntime's errors that mean a candidate cannot be built or run here."""
+        """onnxruntime's errors that mean a candidate cannot be built or run here, and the
+        quantisation's (:class:`stream.detector.onnx_int8.QuantizationError`)."""
         from onnxruntime.capi import onnxruntime_pybind11_state as state
 
         return (state.Fail, state.InvalidArgument, state.InvalidGraph, state.NotImplemented,
-                state.RuntimeException)
+                state.RuntimeException, QuantizationError)
 
     def runner(self, net: HybridBlock, meta: WeightsMeta, ctx: mx.Context, precision: str,
                batches: list[np.ndarray], shape: tuple[int, ...],
@@ -189,6 +190,10 @@ class OnnxNetwork:
             if len(names) != len(buffers):
                 raise ValueError(f"the session has {len(names)} {kind}, the buffers "
                                  f"{len(buffers)}; give one buffer per {kind[:-1]}")
+        rows = {len(a) for slot in (*inputs, *outputs) for a in slot}
+        if len(rows) != 1:
+            raise ValueError(f"the buffers hold {sorted(rows)} rows: every input and output "
+                             "buffer needs the same rows (run binds n rows of each)")
         self._bindings: dict[tuple[int, int], object] = {}
 
     def _binding(self, slot: int, n: int):

@@ -48,6 +48,12 @@ log = logging.getLogger(__name__)
 INT8_OPS = ("Conv",)
 
 
+class QuantizationError(RuntimeError):
+    """onnxruntime's quantisation tools could not be imported or could not quantise a
+    network (the message says which and what to do): ``auto`` skips int8, an explicit
+    ``precision: int8`` fails with it."""
+
+
 def reduce_range(flags: frozenset[str]) -> bool:
     """Whether int8 weights take 7 bits on this CPU: where it has neither VNNI nor
     AMX-int8 (onnxruntime's uint8 x int8 products may saturate there)."""
@@ -68,8 +74,8 @@ def quantize_int8(model, windows: np.ndarray, flags: frozenset[str] | None = Non
         The quantised model, serialised.
 
     Raises:
-        ImportError: If onnxruntime's quantisation tools cannot be imported (they need
-            the ``ml_dtypes`` package), saying what to install.
+        QuantizationError: If onnxruntime's quantisation tools cannot be imported (they
+            need the ``ml_dtypes`` package), saying what to install, or fail on the model.
     """
     try:
         from onnxruntime.quantization import (
@@ -81,7 +87,7 @@ def quantize_int8(model, windows: np.ndarray, flags: frozenset[str] | None = Non
         )
         from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError as err:
-        raise ImportError(f"precision int8 with backend onnxruntime needs onnxruntime's "
+        raise QuantizationError(f"precision int8 with backend onnxruntime needs onnxruntime's "
                           f"quantisation tools, which failed to import ({err}); install them "
                           "with pip install 'ml_dtypes>=0.4,<0.5' or use precision fp32") \
             from err
@@ -111,13 +117,21 @@ def quantize_int8(model, windows: np.ndarray, flags: frozenset[str] | None = Non
         # onnx shape inference and onnxruntime's graph optimisation, as onnxruntime
         # recommends before quantising (its symbolic shape inference does not know the
         # exported Reshape targets and is not needed: every shape is static but the batch)
-        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        quantize_static(str(prepared), str(quantised), Windows(),
-                        quant_format=QuantFormat.QOperator, op_types_to_quantize=list(INT8_OPS),
-                        per_channel=True, reduce_range=reduce_range(flags),
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax,
-                        calibration_providers=["CPUExecutionProvider"])
+        try:
+            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+            quantize_static(str(prepared), str(quantised), Windows(),
+                            quant_format=QuantFormat.QOperator,
+                            op_types_to_quantize=list(INT8_OPS), per_channel=True,
+                            reduce_range=reduce_range(flags),
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax,
+                            calibration_providers=["CPUExecutionProvider"])
+        # the tools raise whatever their steps raise (KeyError, ValueError, onnx's and
+        # onnxruntime's own errors): one type, naming the step's error
+        except Exception as err:  # noqa: BLE001
+            raise QuantizationError(f"onnxruntime could not quantise this network to int8 "
+                                    f"({type(err).__name__}: {err}); use precision fp32, "
+                                    "or backend mxnet") from err
         out = quantised.read_bytes()
     log.info("int8 for onnxruntime: convolutions quantised on %d normal windows%s in %.1f s",
              len(windows), ", 7-bit weights (no VNNI)" if reduce_range(flags) else "",

@@ -37,7 +37,7 @@ TOLERANCE = 2e-4
 #: int8 against fp32, both onnxruntime, the shipped STAE on real Ped2 windows (frames in
 #: 0..1): the largest and the mean |difference|. Measured on these Test002 windows 0.033
 #: and 0.0055 with 8-bit weights (a CPU with VNNI or AMX), 0.041 and 0.0072 with the
-#: 7-bit weights a CPU without gets (forced here by its flags); on 44 normal training
+#: 7-bit weights a CPU without gets (forced by its flags in the test); on 44 normal training
 #: windows 0.036/0.0055 and 0.047/0.0072.
 INT8_MAX, INT8_MEAN = 0.1, 0.015
 #: A live int8 score may move by this share of the threshold (the default predictor on
@@ -104,21 +104,36 @@ def test_int8_weights_take_7_bits_only_where_the_cpu_lacks_vnni_and_amx():
         get_backend("tensorrt")
 
 
-def _stae_decisions():
-    """The shipped STAE's metadata and the verdicts a detector with its calibrated rule
-    reaches."""
+def _stae_scorer():
+    """The shipped STAE's metadata and the scorer a detector with its calibrated rule
+    uses."""
     meta = read_meta(STAE_WEIGHTS)
     scorer = ScorerConfig().build(meta.calibration, meta.contract.pixel_scale,
                                   load_calibration_arrays(STAE_WEIGHTS, meta)
                                   .get("baseline"))
-    return meta, scorer_decisions(scorer)
+    return meta, scorer
+
+
+def _scores(scorer, recon: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    """Per window, the rule's scores of its frames (the first LOOKBACK only give the
+    error's change), as the detector computes them."""
+    return np.stack([scorer.score(r, w, first=LOOKBACK).score
+                     for r, w in zip(recon, windows, strict=True)])
 
 
 @pytest.mark.timeout(300)
-def test_int8_onnxruntime_stays_near_fp32_and_decides_alike_on_normal_windows():
+@pytest.mark.parametrize("weights_bits", ["this CPU's", "7 (no VNNI)"])
+def test_int8_onnxruntime_stays_near_fp32_and_decides_alike_on_normal_windows(weights_bits,
+                                                                              monkeypatch):
     """The shipped STAE quantised at start-up on its normal calibration windows: near fp32
-    on real test windows, and the same verdicts on the normal windows."""
-    meta, decide = _stae_decisions()
+    on real test windows, and on the normal windows scores within a band of the threshold
+    of fp32's and the same verdicts wherever fp32's score is clear of that band. Also with
+    the 7-bit weights a CPU without VNNI or AMX gets, forced by its flags."""
+    if weights_bits.startswith("7"):
+        if reduce_range(cpu_flags()):
+            pytest.skip("this CPU lacks VNNI and AMX: its own run takes 7-bit weights")
+        monkeypatch.setattr(precision_module, "cpu_flags", lambda: AVX2)
+    meta, scorer = _stae_scorer()
     engines = {p: Engine(STAE_WEIGHTS, "cpu", p, max_batch=4, backend="onnxruntime")
                for p in ("fp32", "int8")}
     assert engines["int8"].precision == "int8"
@@ -129,8 +144,14 @@ def test_int8_onnxruntime_stays_near_fp32_and_decides_alike_on_normal_windows():
     assert diff.max() <= INT8_MAX and diff.mean() <= INT8_MEAN
     assert diff.max() > 0       # it is not fp32 under another name
     normal = calibration_windows(meta)
-    np.testing.assert_array_equal(decide(engines["int8"].reconstruct(normal), normal),
-                                  decide(engines["fp32"].reconstruct(normal), normal))
+    ref, got = (_scores(scorer, engines[p].reconstruct(normal), normal)
+                for p in ("fp32", "int8"))
+    threshold = scorer.threshold
+    # measured: at most 0.81% of the threshold (0.75% with 7-bit weights)
+    assert np.abs(got - ref).max() <= INT8_BAND * threshold
+    clear = np.abs(ref - threshold) > INT8_BAND * threshold
+    assert clear.any()
+    np.testing.assert_array_equal(got[clear] >= threshold, ref[clear] >= threshold)
 
 
 @pytest.mark.timeout(300)
@@ -138,7 +159,8 @@ def test_auto_on_onnxruntime_reports_what_it_measured():
     """As a live detector builds it (tail network, batch 4, its scorer's verdicts). Which
     precision it picks depends on the CPU and its load; that it follows its own report
     does not."""
-    meta, decide = _stae_decisions()
+    meta, scorer = _stae_scorer()
+    decide = scorer_decisions(scorer)
     last = int(meta.calibration["stride"]) + LOOKBACK
     engine = Engine(STAE_WEIGHTS, "cpu", "auto", max_batch=4, decode_last=last,
                     decide=decide, backend="onnxruntime")
