@@ -441,6 +441,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from stream.detector.engine import pick_context
 
     if args.normal is not None or is_image_dataset(args.data):
+        if args.precision is not None or args.backend != "mxnet":
+            raise ValueError("--precision and --backend evaluate the live detector's network "
+                             "on video clips; an image set is scored by the trained network: "
+                             "leave them out")
         from train.evaluate_images import evaluate_images, format_image_table, write_image_outputs
 
         result, details = evaluate_images(args.model, args.data, normal=args.normal,
@@ -451,7 +455,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from train.evaluate import evaluate, format_table, write_outputs
 
     result, clips = evaluate(args.model, args.data, stride=args.stride,
-                             ctx=pick_context(args.device))
+                             ctx=pick_context(args.device), precision=args.precision,
+                             backend=args.backend)
     print(format_table(result))
     write_outputs(result, clips, args.json, args.plots)
     return 0
@@ -707,6 +712,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "their training folder)")
     e.add_argument("--stride", type=int, help="detector stride (default: the calibrated one)")
     e.add_argument("--device", choices=DEVICES, default="auto")
+    from stream.detector.config import BACKENDS
+    from stream.detector.precision import PRECISIONS
+
+    e.add_argument("--precision", choices=PRECISIONS, help="score through the live detector's "
+                   "network at this precision (default: the trained network as it is)")
+    e.add_argument("--backend", choices=BACKENDS, default="mxnet", help="the live detector's "
+                   "backend (onnxruntime: fp32 unless --precision says otherwise)")
     e.add_argument("--json", type=Path, help="write the results here")
     e.add_argument("--plots", type=Path, help="folder for ROC and per-clip plots (images: "
                    "roc.png and heatmaps.png)")

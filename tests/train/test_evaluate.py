@@ -53,6 +53,30 @@ def test_evaluate_one_real_clip_produces_every_output(tmp_path, tiny_weights):
     assert "anomalous intervals raise one" in out
 
 
+def test_evaluate_scores_through_the_live_network_on_either_backend(tmp_path, tiny_weights):
+    """``--backend`` and ``--precision`` score through the detector's engine; the two
+    backends agree (fp32) and the JSON names the backend."""
+    data = _bike_clip_dataset(tmp_path)
+    results = {}
+    for backend in ("mxnet", "onnxruntime"):
+        run = vadstream_run("evaluate", "--model", str(tiny_weights), "--data", str(data),
+                            "--json", str(tmp_path / f"{backend}.json"), "--stride", "2",
+                            "--device", "cpu", "--precision", "fp32", "--backend", backend,
+                            timeout=300)
+        assert run.returncode == 0, run.stderr[-3000:]
+        results[backend] = json.loads((tmp_path / f"{backend}.json").read_text())
+        assert results[backend]["backend"] == backend
+        assert results[backend]["precision"] == "fp32"
+    a, b = results["mxnet"], results["onnxruntime"]
+    assert abs(a["frame_auc_online"] - b["frame_auc_online"]) < 0.002
+    assert abs(a["frame_auc_paper"] - b["frame_auc_paper"]) < 0.002
+    images = vadstream_run("evaluate", "--model", str(tiny_weights), "--data",
+                           str(PED2 / "Test" / "Test002"), "--normal", "x", "--backend",
+                           "onnxruntime", timeout=120)
+    assert images.returncode != 0 and "an image set is scored by the trained network" in \
+        images.stderr
+
+
 def test_absent_clips_are_skipped_not_shifted(tmp_path, tiny_weights):
     """Only Test004 present: it must be judged against entry 4 of the .m file."""
     from train.evaluate import evaluate
