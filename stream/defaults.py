@@ -39,3 +39,8 @@ EVENTS_DB = "events.sqlite3"
 
 #: ``HOST:PORT`` the dashboard (``vadstream serve``) listens on.
 DASHBOARD_HTTP = "127.0.0.1:8080"
+
+#: The network's precisions (``detector.precision``; see ``stream.detector.precision``).
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+#: The network's runtimes (``detector.backend``; see ``stream.detector.engine``).
+BACKENDS = ("mxnet", "onnxruntime")

@@ -161,7 +161,7 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
         precision: None: the training network as it is; ``fp32``, ``int8``, ``bf16`` or
             ``auto``: the live detector's network (:class:`stream.detector.engine.Engine`) at it.
         int8_calibration: Normal clips for int8 calibration ("" : the weights' own).
-        backend: The engine's backend (:data:`stream.detector.config.BACKENDS`); other
+        backend: The engine's backend (:data:`stream.defaults.BACKENDS`); other
             than ``mxnet``, ``precision`` None means ``fp32``.
 
     Beside the model it scores the no-model baseline

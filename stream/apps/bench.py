@@ -27,7 +27,7 @@ from models.registry import get_family
 from models.scoring import LOOKBACK, ScorerConfig
 from models.weights import load_calibration_arrays, load_weights, read_meta
 from stream.apps.demo import DEFAULT_SOURCE
-from stream.detector.config import BACKENDS
+from stream.defaults import BACKENDS
 from stream.detector.engine import Engine, get_backend, pick_context
 from stream.detector.precision import bf16_possible, cpu_flags, isa_summary, scorer_decisions
 

@@ -17,10 +17,12 @@ import zmq
 from stream.apps.flags import add_dataclass_flags, overrides_from_args
 from stream.dashboard.config import ServeConfig
 from stream.defaults import (
+    BACKENDS,
     DASHBOARD_HTTP,
     EVENTS_DB,
     FRAMES_ENDPOINT,
     PED2,
+    PRECISIONS,
     STAE_WEIGHTS,
     TOPICS_ENDPOINT,
     WEIGHTS,
@@ -469,9 +471,8 @@ def _curve_client_flags(p: argparse.ArgumentParser) -> None:
 
 def _detector_flags(parser: argparse.ArgumentParser) -> None:
     """``detect``'s flags: one per ``DetectorConfig`` field (``detector:`` in the config)."""
-    from stream.detector.config import BACKENDS, DetectorConfig
+    from stream.detector.config import DetectorConfig
     from stream.detector.events import EventConfig
-    from stream.detector.precision import PRECISIONS
 
     group = parser.add_argument_group("detector", "every key of the config's detector: "
                                       "section, as a flag that replaces the file's value")
@@ -712,9 +713,6 @@ def build_parser() -> argparse.ArgumentParser:
                    "their training folder)")
     e.add_argument("--stride", type=int, help="detector stride (default: the calibrated one)")
     e.add_argument("--device", choices=DEVICES, default="auto")
-    from stream.detector.config import BACKENDS
-    from stream.detector.precision import PRECISIONS
-
     e.add_argument("--precision", choices=PRECISIONS, help="score through the live detector's "
                    "network at this precision (default: the trained network as it is)")
     e.add_argument("--backend", choices=BACKENDS, default="mxnet", help="the live detector's "

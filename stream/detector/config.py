@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from stream.defaults import CONTROL_ENDPOINT, EVENTS_DB, FRAMES_ENDPOINT, TOPICS_ENDPOINT, WEIGHTS
-from stream.detector.precision import PRECISIONS
+from stream.defaults import (
+    BACKENDS,
+    CONTROL_ENDPOINT,
+    EVENTS_DB,
+    FRAMES_ENDPOINT,
+    PRECISIONS,
+    TOPICS_ENDPOINT,
+    WEIGHTS,
+)
 
-#: Runtimes the engine can run a network with (the first is the default).
-BACKENDS = ("mxnet", "onnxruntime")
 #: Why backend onnxruntime refuses ``bf16``, and what to use.
 ONNX_BF16_REFUSED = ("precision bf16 is not available with backend onnxruntime (its CPU "
                      "provider has no bfloat16 convolution): use int8, fp32 or auto, or "

@@ -14,7 +14,7 @@ from mxnet.gluon import HybridBlock
 
 from models.registry import get_family
 from models.weights import WeightsMeta, load_calibration_arrays, load_weights
-from stream.detector.config import BACKENDS
+from stream.defaults import BACKENDS
 from stream.detector.precision import (
     AUTO_MIN_SPEEDUP,
     AUTO_RUNS,

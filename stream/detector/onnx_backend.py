@@ -25,6 +25,7 @@ from mxnet.gluon import HybridBlock
 
 from models.export import INPUT, ExportError, inference_onnx, input_names, network_to_onnx
 from models.weights import WeightsMeta
+from stream.defaults import PRECISIONS
 from stream.detector import precision as precisions
 from stream.detector.config import ONNX_BF16_REFUSED
 from stream.detector.engine import BatchedRunner
@@ -87,9 +88,9 @@ class OnnxRuntimeBackend:
             raise ValueError("backend onnxruntime runs on the CPU (the onnxruntime package "
                              "installed has no GPU provider): use device cpu, or backend "
                              "mxnet on the GPU")
-        if precision not in precisions.PRECISIONS:
+        if precision not in PRECISIONS:
             raise ValueError(f"precision {precision!r} is not one of "
-                             f"{list(precisions.PRECISIONS)}")
+                             f"{list(PRECISIONS)}")
         if precision == "bf16":
             raise ValueError(ONNX_BF16_REFUSED)
         if precision == "auto":

@@ -27,9 +27,9 @@ from mxnet.gluon import HybridBlock
 from models.scoring import LOOKBACK, WINDOW, Scorer, window_sum
 from models.weights import WeightsMeta
 from stream.capture.frames import list_frames, load_clip, resolve_clips
+from stream.defaults import PRECISIONS
 
 log = logging.getLogger(__name__)
-PRECISIONS = ("auto", "fp32", "bf16", "int8")
 _BF16 = frozenset({"avx512_bf16", "amx_bf16"})
 #: Flags of a CPU with int8 dot-product instructions (what int8 pays on).
 VNNI = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})

@@ -134,14 +134,19 @@ def test_docstring_args_reads_google_style_entries():
     assert docs["precision"].endswith("(see ``stream.detector.precision``).")
 
 
-def test_only_detect_loads_mxnet():
+def test_parsing_a_command_loads_no_mxnet():
+    """Parsing (detect's flags too: their precision and backend choices live in
+    stream.defaults) loads no MXNet; running a command that needs a network does."""
     code = ("import sys; from stream.apps.cli import build_parser; p = build_parser(); "
             "p.parse_args(['serve']); p.parse_args(['capture', '--source', '0', "
             "'--stream-id', 'a']); a = 'mxnet' in sys.modules; "
-            "p.parse_args(['detect']); print(a, 'mxnet' in sys.modules)")
+            "p.parse_args(['detect', '--precision', 'int8', '--backend', 'onnxruntime']); "
+            "p.parse_args(['evaluate', '--data', 'x', '--precision', 'fp32']); "
+            "b = 'mxnet' in sys.modules; import stream.detector.engine; "
+            "print(a, b, 'mxnet' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=ROOT, check=True)
-    assert out.stdout.split() == ["False", "True"]
+                         cwd=ROOT, check=True, timeout=120)
+    assert out.stdout.split() == ["False", "False", "True"]
 
 
 def test_the_configs_defaults_are_stream_defaults():
