@@ -19,6 +19,7 @@ import mxnet as mx
 import numpy as np
 
 from models import STAE_WEIGHTS
+from stream.apps.bench import cpu_name
 from stream.detector.engine import Engine
 from stream.detector.precision import cpu_flags, isa_summary
 from train.evaluate import evaluate
@@ -69,17 +70,6 @@ def speed(model: str, batches: tuple[int, ...] = (1, 4, 8), runs: int = 10) -> d
             **fps, "int8/fp32": round(fps["int8"] / fps["fp32"], 2),
             "int8/best fp32": round(fps["int8"] / max(fps["fp32"], fps["mxnet fp32"]), 2)}
     return out
-
-
-def cpu_name() -> str:
-    """The CPU's model name from ``/proc/cpuinfo`` ("" where it cannot be read)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 def main() -> None:

@@ -48,13 +48,18 @@ def device_name(ctx: mx.Context) -> str:
                                   capture_output=True, text=True, timeout=10).stdout.strip()
         except OSError:
             return f"gpu({ctx.device_id})"
+    return cpu_name() or platform.processor() or "cpu"
+
+
+def cpu_name() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` ("" where it cannot be read)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "cpu"
+    return ""
 
 
 def best_time(fn: Callable[[], object], seconds: float, runs: int = 3) -> float:
@@ -154,14 +159,14 @@ def gflop_per_frame(window: int, spatial: tuple[int, int], temporal: tuple[int, 
 
 
 def model_fps(model: str | Path, device: str, precision: str, batches: tuple[int, ...],
-              seconds: float, int8_calibration: str = "", stride: int | None = None,
-              backend: str = "mxnet") -> dict[int, float]:
+              seconds: float, int8_calibration: str = "", stride: int | None = None
+              ) -> dict[int, float]:
     """Frames per second of the detector's network alone, per batch size (windows of T
     frames), at ``precision``; with ``stride``, frames *scored* per second by the live
     detector's network, which decodes only each window's newest ``stride`` frames and the
     one before them (the error's change)."""
     engine = Engine(model, device, precision, max(batches), int8_calibration,
-                    decode_last=None if stride is None else stride + LOOKBACK, backend=backend)
+                    decode_last=None if stride is None else stride + LOOKBACK)
     engine.batch[:] = np.random.default_rng(0).random(engine.batch.shape, np.float32)
     if stride is None:
         return {b: b * engine.window / best_time(lambda b=b: engine.run(b), seconds)
