@@ -39,6 +39,10 @@ TINY_FAMILIES = {
     "predictor": ({"context": 3, "size": 64, "channels": [4, 8, 8, 8], "hidden": 8},
                   InputContract(size=64)),
 }
+#: Variants of a family that :func:`train_tiny` also trains: name -> (family, its arguments).
+TINY_VARIANTS = {
+    "predictor_motion": ("predictor", {**TINY_FAMILIES["predictor"][0], "motion": True}),
+}
 
 
 def make_weights(path: Path, calibration: dict | None = None, seed: int = 0,
@@ -72,16 +76,17 @@ def tiny_dataset(root: Path, clips: int = 3, frames: int = 12) -> Path:
 
 
 def train_tiny(name: str, root: Path) -> Path:
-    """Tiny weights of built-in family ``name`` trained for 2 epochs on 16 windows a
-    epoch of :func:`tiny_dataset` (the last of its 3 clips held out), calibrated at
-    stride 2."""
+    """Tiny weights of built-in family (or :data:`TINY_VARIANTS` variant) ``name``
+    trained for 2 epochs on 16 windows a epoch of :func:`tiny_dataset` (the last of its 3
+    clips held out), calibrated at stride 2."""
     from train.trainer import TrainConfig, train
 
-    args, contract = TINY_FAMILIES[name]
+    family, args = TINY_VARIANTS.get(name, (name, None))
+    default_args, contract = TINY_FAMILIES[family]
     config = TrainConfig(epochs=2, batch_size=4, learning_rate=2e-3, strides=(1, 2),
                          val_clips=1, windows_per_epoch=16, patience=5)
-    return train(tiny_dataset(root / "data"), root / "w" / name, model=name, model_args=args,
-                 contract=contract, config=config, stride=2)
+    return train(tiny_dataset(root / "data"), root / "w" / name, model=family,
+                 model_args=args or default_args, contract=contract, config=config, stride=2)
 
 
 @pytest.fixture(scope="session")

@@ -63,14 +63,15 @@ class PredictorFamily(ModelFamily):
     network_class = Predictor
 
     def window(self, model_args: dict) -> int:
-        return int(model_args.get("context", CONTEXT)) + 1
+        return int(model_args.get("context", CONTEXT)) + 1 + bool(model_args.get("motion"))
 
     def temporal(self, meta: WeightsMeta) -> Temporal:
         context = int(meta.model_args.get("context", CONTEXT))
-        if meta.window != context + 1:
+        if meta.window != self.window(meta.model_args):
             raise ValueError(f"{self.name} weights with a window of {meta.window} frames and "
                              f"a context of {context}: the window must be the context plus "
-                             "the predicted frame; retrain them")
+                             "the predicted frame (and one frame before them with "
+                             "`motion`); retrain them")
         check_contract(self.name, meta, int(meta.model_args.get("size", FRAME_SIZE)),
                        unit_range=False)
         return Temporal(window=meta.window, scorable=1)
@@ -83,8 +84,8 @@ class PredictorFamily(ModelFamily):
         """The per-frame encoder (the ConvLSTM's input-to-hidden term of every context
         frame; the newest context frame's own features for the decoder's skips) and the
         recurrence with the decoder (:mod:`models.predictor.split`)."""
-        if not isinstance(trained, Predictor):
-            return None
+        if not isinstance(trained, Predictor) or trained.motion:
+            return None          # a motion input reads two frames: whole windows only
         encoder, temporal = split_predictor(trained, ctx)
         t = trained.context
         outs = encoder(mx.nd.zeros((1, *meta.contract.shape), ctx=ctx))

@@ -9,6 +9,11 @@ untrained network predicts exactly "nothing moves" (its error is the frame diffe
 training can only teach it how normal footage moves. Skip connections help a predictor (the
 last frame's detail is the best guess of the next one's) where they would let a
 reconstructor copy its input.
+
+With ``motion`` on, each context frame is encoded together with its difference from the
+frame before it (two input channels, a window one frame longer): the encoder sees each
+frame independently and the ConvLSTM runs at S/8, so without it the decoder's skips carry
+no motion finer than 8 pixels.
 """
 
 from __future__ import annotations
@@ -37,19 +42,21 @@ class Predictor(HybridBlock):
     3×3 to one channel: the predicted change, added to frame t−1.
 
     Input: (N, T + 1, S, S), a window whose last frame is the one predicted; the network
-    never reads it (the window is the detector's, so the target travels with it). Output:
-    (N, 1, S, S), the prediction of that last frame, in input units.
+    never reads it (the window is the detector's, so the target travels with it). With
+    ``motion``, (N, T + 2, S, S): one frame more at the start, the first context frame's
+    predecessor. Output: (N, 1, S, S), the prediction of that last frame, in input units.
 
     Args:
         context: Context frames T.
         size: Frame side S, a multiple of 8; the input contract's size.
         channels: Encoder channels (c0, c1, c2, c3); the decoder mirrors them.
         hidden: Channels of the ConvLSTM's state.
+        motion: Encode each context frame with its difference from the frame before it.
     """
 
     def __init__(self, context: int = CONTEXT, size: int = FRAME_SIZE,
                  channels: tuple[int, int, int, int] = (16, 32, 64, 64), hidden: int = 64,
-                 **kwargs) -> None:
+                 motion: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         if context < 1:
             raise ValueError(f"context must be at least 1 frame, got {context}")
@@ -61,9 +68,10 @@ class Predictor(HybridBlock):
                              f"and {hidden}")
         self.context = context
         self.size = size
+        self.motion = bool(motion)
         c0, c1, c2, c3 = channels
         with self.name_scope():
-            self.enc0 = _conv(c0, 1)
+            self.enc0 = _conv(c0, 1 + self.motion)
             self.enc1 = _conv(c1, c0, 2)
             self.enc2 = _conv(c2, c1, 2)
             self.enc3 = _conv(c3, c2, 2)
@@ -78,7 +86,7 @@ class Predictor(HybridBlock):
         """Predict each window's last frame from the ones before it.
 
         Args:
-            x: (N, T + 1, S, S) windows.
+            x: (N, T + 1, S, S) windows ((N, T + 2, S, S) with ``motion``).
 
         Returns:
             (N, 1, S, S) predictions of frame T (the last).
@@ -86,10 +94,14 @@ class Predictor(HybridBlock):
         def act(y):
             return F.LeakyReLU(y, slope=0.2)
 
-        t = self.context
-        past = F.slice_axis(x, axis=1, begin=0, end=t)              # (N, T, S, S): causal
-        last = F.slice_axis(x, axis=1, begin=t - 1, end=t)           # (N, 1, S, S)
-        f0 = act(self.enc0(F.reshape(past, shape=(-1, 1, 0, 0))))     # (N*T, c0, S, S)
+        t, m = self.context, int(self.motion)
+        past = F.slice_axis(x, axis=1, begin=m, end=t + m)          # (N, T, S, S): causal
+        last = F.slice_axis(x, axis=1, begin=t + m - 1, end=t + m)   # (N, 1, S, S)
+        frames = F.reshape(past, shape=(-1, 1, 0, 0))                # (N*T, 1, S, S)
+        if m:                                                       # each frame's change
+            before = F.slice_axis(x, axis=1, begin=0, end=t)
+            frames = F.concat(frames, frames - F.reshape(before, shape=(-1, 1, 0, 0)), dim=1)
+        f0 = act(self.enc0(frames))                                 # (N*T, c0, S, S)
         f1 = act(self.enc1(f0))                                     # S/2
         f2 = act(self.enc2(f1))                                     # S/4
         f3 = act(self.enc3(f2))                                     # S/8

@@ -13,9 +13,10 @@ from train.data import load_clip
 from train.offline import score_clip
 
 
-def _net(context=3, size=32):
+def _net(context=3, size=32, motion=False):
     mx.random.seed(3)
-    net = get_model("predictor", context=context, size=size, channels=[4, 4, 8, 8], hidden=8)
+    net = get_model("predictor", context=context, size=size, channels=[4, 4, 8, 8], hidden=8,
+                    motion=motion)
     net.initialize(mx.init.Xavier())
     return net
 
@@ -39,6 +40,22 @@ def test_predicts_the_last_frame_of_a_window_from_the_ones_before():
     np.testing.assert_array_equal(net(changed).asnumpy(), y)
     # It does read the frames before it (the newest through the skip connections).
     for t in (0, 2):
+        earlier = x.copy()
+        earlier[:, t] += 0.5
+        assert np.abs(net(earlier).asnumpy() - y).max() > 1e-4
+
+
+def test_a_motion_input_reads_each_context_frame_and_its_predecessor_not_the_target():
+    net = _net(motion=True)
+    assert net.enc0.weight.shape[1] == 2                  # the frame and its change
+    x = mx.nd.random.uniform(shape=(2, 5, 32, 32))        # a frame before the 3 of context
+    np.testing.assert_array_equal(net(x).asnumpy(), x[:, 3:4].asnumpy())   # untrained
+    net.out.weight.set_data(mx.nd.random.normal(scale=0.1, shape=net.out.weight.shape))
+    y = net(x).asnumpy()
+    changed = x.copy()
+    changed[:, 4] = mx.nd.random.uniform(shape=(2, 32, 32))
+    np.testing.assert_array_equal(net(changed).asnumpy(), y)
+    for t in (0, 3):                  # the first context frame's predecessor, the newest
         earlier = x.copy()
         earlier[:, t] += 0.5
         assert np.abs(net(earlier).asnumpy() - y).max() > 1e-4
@@ -69,6 +86,14 @@ def test_family_windows_are_the_context_and_the_predicted_frame():
     with pytest.raises(ValueError, match="size 227 differs from the network's frame side 128"):
         family.temporal(WeightsMeta(model="predictor", model_args=args, window=5,
                                     contract=InputContract(size=227)))
+    # A motion input adds the first context frame's predecessor to the window.
+    motion = {**args, "motion": True}
+    assert family.window(motion) == 6
+    assert family.temporal(WeightsMeta(model="predictor", model_args=motion, window=6,
+                                       contract=InputContract(size=128))).window == 6
+    with pytest.raises(ValueError, match="one frame before them with `motion`"):
+        family.temporal(WeightsMeta(model="predictor", model_args=motion, window=5,
+                                    contract=InputContract(size=128)))
 
 
 def test_loss_is_zero_for_a_perfect_prediction_and_counts_each_term():

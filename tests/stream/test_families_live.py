@@ -45,13 +45,15 @@ def test_frame_cae_and_stacked_ae_streams_in_one_detector(tiny_trained, tmp_path
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("smooth", [None, 4])
-def test_predictor_stream_scores_live_as_offline(tiny_trained, tmp_path, smooth):
+@pytest.mark.parametrize("variant, smooth", [("predictor", None), ("predictor", 4),
+                                            ("predictor_motion", None)])
+def test_predictor_stream_scores_live_as_offline(tiny_trained, tmp_path, variant, smooth):
     """A next-frame predictor through `vadstream run`: each frame scored once from the
-    frames before it (the first `context` frames of the clip never), with the scores the
-    offline scorer gives the same clip; with its calibration's smoothing, or a 4-frame
-    moving mean forced into it (scores then the stream's smoothed rule values)."""
-    weights = tiny_trained("predictor")
+    frames before it (the first `window - 1` frames of the clip never), with the scores
+    the offline scorer gives the same clip; with its calibration's smoothing, or a 4-frame
+    moving mean forced into it (scores then the stream's smoothed rule values); and with a
+    motion input (whole windows live, the frame before the context in each)."""
+    weights = tiny_trained(variant)
     if smooth is not None:
         for suffix in (".params", ".calib"):
             shutil.copy(weights.with_suffix(suffix), tmp_path / f"w{suffix}")
@@ -65,9 +67,9 @@ def test_predictor_stream_scores_live_as_offline(tiny_trained, tmp_path, smooth)
     cal = meta.calibration
     got = scores["pred"]
     assert {s["rule"] for s in got} == {cal["rule"]}
-    context = meta.window - 1
+    unscored = meta.window - 1           # frames before the first window's last
     first_pass = [s for s in got if s["seq"] < 120]     # before the clip loops
-    assert [s["frame"] for s in first_pass] == list(range(context + 1, context + 1 +
+    assert [s["frame"] for s in first_pass] == list(range(unscored + 1, unscored + 1 +
                                                           len(first_pass)))
     frames = load_clip(PED2 / "Test" / "Test001", meta.contract, count=40)
     scorer = get_family("predictor").scorer(meta, load_calibration_arrays(weights, meta),
@@ -81,4 +83,4 @@ def test_predictor_stream_scores_live_as_offline(tiny_trained, tmp_path, smooth)
         assert s["relative"] == pytest.approx(offline["relative"][i], rel=1e-3, abs=1e-3)
         assert s["motion"] == 0
     models = {m["model"]: m for m in status["models"]}
-    assert models["predictor"]["window"] == context + 1 and models["predictor"]["stride"] == 1
+    assert models["predictor"]["window"] == meta.window and models["predictor"]["stride"] == 1

@@ -12,7 +12,7 @@ from models import get_family, load_weights, model_names, read_meta
 from models.scoring import RULES, ScorerConfig
 from models.weights import load_calibration_arrays
 from stream.detector.engine import Engine
-from tests.conftest import PED2, TINY_FAMILIES
+from tests.conftest import PED2, TINY_FAMILIES, TINY_VARIANTS
 from train.calibrate import recalibrate
 from train.data import load_clip
 
@@ -28,12 +28,13 @@ def test_every_builtin_family_has_tiny_arguments():
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("name", sorted(TINY_FAMILIES))
+@pytest.mark.parametrize("name", sorted([*TINY_FAMILIES, *TINY_VARIANTS]))
 def test_tiny_training_writes_weights_the_engine_runs(name, tiny_trained):
     path = tiny_trained(name)
-    family = get_family(name)
+    model, args = TINY_VARIANTS.get(name) or (name, TINY_FAMILIES[name][0])
+    family = get_family(model)
     net, meta = load_weights(path)
-    assert meta.model == name and meta.model_args == TINY_FAMILIES[name][0]
+    assert meta.model == model and meta.model_args == args
     assert meta.window == family.window(meta.model_args)
     history = meta.provenance["history"]
     assert [h["epoch"] for h in history] == [1, 2]
