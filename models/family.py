@@ -93,7 +93,8 @@ class Split:
     """A model's inference form as a per-frame encoder and a temporal part.
 
     The encoder maps frames ``(M, *contract.shape)`` to one output per feature group,
-    ``(M, *group.shape)``, each frame independently of the others. The temporal
+    ``(M, *group.shape)``, each frame independently of the others (with ``previous``, each
+    frame and the frame before it, a second input of the same shape). The temporal
     networks, keyed as :meth:`ModelFamily.inference`'s, take one input per group,
     ``(N, len(group.positions), *group.shape)``: the features of those window positions,
     and give what the whole network gives on the windows.
@@ -102,11 +103,20 @@ class Split:
         encoder: The per-frame network.
         temporal: The networks on cached features, by frames output per window.
         groups: The encoder's outputs, in order.
+        previous: The encoder also reads each frame's predecessor. A window's oldest frame
+            has none in the window and gets itself; no group may read that position's
+            features.
     """
 
     encoder: HybridBlock
     temporal: dict[int, HybridBlock]
     groups: tuple[FeatureGroup, ...]
+    previous: bool = False
+
+    def __post_init__(self) -> None:
+        if self.previous and any(0 in g.positions for g in self.groups):
+            raise ValueError("a split whose encoder reads each frame's predecessor cannot "
+                             "read the window's oldest frame's features (it has none)")
 
     @property
     def context(self) -> int:

@@ -12,17 +12,23 @@ clips, so their scores are fair normal samples.
 Which rule the detector uses is chosen without anomalous footage: copies of each normal
 clip (held-out and threshold clips alike) get synthetic anomalies, and the rule whose
 values separate those frames from all the normal ones best, pooled over clips as the
-online protocol pools them (mean ROC AUC over the kinds), wins. Four kinds, each moving
+online protocol pools them (mean ROC AUC over the kinds), wins. Five kinds, each moving
 faster than people walk, as a bike or skater would:
 
 - ``paste``: a patch cut around the clip's most active region, pasted moving sideways
-  (4 px per frame at 227×227, about four times walking speed);
+  (4 px per frame at 227×227, about four times walking speed); its edges fade over 4 px
+  into the frame it is pasted on (a rectangle's crisp edges are an easy mark no real
+  object leaves);
 - ``warp``: the band of rows where people walk most, played three times faster than
   the rest of the frame (real people, real background; the band's edges blend over
   15 rows, it speeds up from the frame it is in, and the copy ends before the band
   would run out of frames, so there is no cut);
 - ``paste_slow`` and ``warp_slow``: the same at twice walking speed (the patch also
-  smaller, 24×12), the harder case.
+  smaller, 24×12), the harder case;
+- ``warp_local``: a person-sized box (40×24 at 227×227) around the clip's most active
+  spot played twice as fast as the frame around it, its edges blended over 9 px: real
+  people, one or two at a time, moving too fast (a skater among walkers), with no
+  pasted edge at all.
 
 The recall of each kind at each rule's threshold is recorded beside its AUC. Asked to
 (``smoothing``, ``vadstream calibrate --smoothing 1,3,5``), each rule is compared at every
@@ -58,6 +64,12 @@ from train.plots import plot_histogram
 #: (scaled to other frame sides); Ped2 pedestrians move about 1 px/frame at 227×227.
 OBJECT_SIZE = (36, 18)
 OBJECT_SPEED = 4
+#: Pixels at 227×227 over which a pasted object's edges fade into the frame.
+OBJECT_FEATHER = 4
+#: Size (rows, columns) at 227×227 of the box ``warp_local`` speeds up, and the pixels
+#: its edges blend over (an odd kernel).
+LOCAL_BOX = (40, 24)
+LOCAL_BLEND = 9
 #: Rows in the fast band at 227×227 (scaled likewise), its speed-up, and the rows its
 #: edges blend over.
 WARP_BAND = 56
@@ -95,13 +107,42 @@ def inject_fast_object(frames: np.ndarray, size: tuple[int, int] = OBJECT_SIZE,
     y = int(np.clip(cy - h // 2, 0, side - h))
     x0 = int(np.clip(cx - w // 2, 0, side - w))
     patch = frames[n // 2, y:y + h, x0:x0 + w].copy()
+    alpha = _feathered(h, w, _scaled(OBJECT_FEATHER, side))
     out = frames.copy()
     labels = np.zeros(n, bool)
     for i, t in enumerate(range(n // 2, n)):
         x = round(i * speed)
         if x + w > side:
             break
-        out[t, y:y + h, x:x + w] = patch
+        under = out[t, y:y + h, x:x + w]
+        out[t, y:y + h, x:x + w] = alpha * patch + (1 - alpha) * under
+        labels[t] = True
+    return out, labels
+
+
+def _feathered(h: int, w: int, feather: float) -> np.ndarray:
+    """(h, w) opacity: 1 inside, falling linearly to 1/(f+1) at the border over ``f``
+    pixels (f = ``feather`` rounded, at least 1, at most half the shorter side)."""
+    f = int(min(max(1, round(feather)), max(1, min(h, w) // 2)))
+
+    def ramp(n: int) -> np.ndarray:
+        i = np.arange(n)
+        return np.minimum(1.0, (np.minimum(i, n - 1 - i) + 1) / (f + 1))
+    return np.outer(ramp(h), ramp(w)).astype(np.float32)
+
+
+def _speed_up(frames: np.ndarray, weight: np.ndarray, speed: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Where ``weight`` (broadcast over a frame) is 1, frames from a quarter of the way in
+    play ``speed`` times faster: frame t shows them as at t0 + speed·(t − t0); between 0
+    and 1 the two blend. The copy ends when the fast part runs out of source frames."""
+    n = len(frames)
+    start = n // 4
+    end = start + (n - 1 - start) // speed + 1       # the last t whose source is < n, + 1
+    out = frames[:end].copy()
+    labels = np.zeros(end, bool)
+    for t in range(start + 1, end):
+        out[t] = weight * frames[start + speed * (t - start)] + (1 - weight) * frames[t]
         labels[t] = True
     return out, labels
 
@@ -122,7 +163,7 @@ def inject_time_warp(frames: np.ndarray, band: int = WARP_BAND, speed: int = WAR
     Returns:
         The altered frames (fewer than F) and per-frame labels (True where the band is fast).
     """
-    n, side = len(frames), frames.shape[-1]
+    side = frames.shape[-1]
     band = max(2, round(_scaled(band, side)))
     blend = max(3, round(_scaled(WARP_BLEND, side)) | 1)      # an odd kernel
     motion = np.abs(np.diff(frames, axis=0)).sum(axis=(0, 2))
@@ -130,14 +171,33 @@ def inject_time_warp(frames: np.ndarray, band: int = WARP_BAND, speed: int = WAR
     weight = np.zeros((side, 1), np.float32)
     weight[y:y + band] = 1
     weight = cv2.GaussianBlur(weight, (1, blend), 0)
-    start = n // 4
-    end = start + (n - 1 - start) // speed + 1       # the last t whose source is < n, + 1
-    out = frames[:end].copy()
-    labels = np.zeros(end, bool)
-    for t in range(start + 1, end):
-        out[t] = weight * frames[start + speed * (t - start)] + (1 - weight) * frames[t]
-        labels[t] = True
-    return out, labels
+    return _speed_up(frames, weight, speed)
+
+
+def inject_local_warp(frames: np.ndarray, box: tuple[int, int] = LOCAL_BOX, speed: int = 2
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """A copy of a normal clip in which a box around its most active spot runs ``speed``
+    times faster than the frame around it from a quarter of the way in (as
+    :func:`inject_time_warp`, but one person-sized box rather than a band of rows).
+
+    Args:
+        frames: (F, S, S) preprocessed normal frames.
+        box: Rows and columns at 227×227 (scaled to S).
+        speed: Speed-up.
+
+    Returns:
+        The altered frames (fewer than F) and per-frame labels (True where the box is fast).
+    """
+    side = frames.shape[-1]
+    h, w = (max(2, round(_scaled(v, side))) for v in box)
+    blend = max(3, round(_scaled(LOCAL_BLEND, side)) | 1)      # an odd kernel
+    motion = cv2.blur(np.abs(np.diff(frames, axis=0)).sum(axis=0).astype(np.float32), (w, h))
+    cy, cx = np.unravel_index(np.argmax(motion), motion.shape)
+    y = int(np.clip(cy - h // 2, 0, side - h))
+    x = int(np.clip(cx - w // 2, 0, side - w))
+    weight = np.zeros((side, side), np.float32)
+    weight[y:y + h, x:x + w] = 1
+    return _speed_up(frames, cv2.GaussianBlur(weight, (blend, blend), 0), speed)
 
 
 def split_training_clips(clips: list) -> tuple[list, list]:
@@ -151,12 +211,13 @@ def split_training_clips(clips: list) -> tuple[list, list]:
 SMOOTHING = (1,)
 #: The synthetic anomalies the rule is chosen with: each kind fast (several times walking
 #: speed) and slow (twice walking speed, the harder case of a bike or a skater among
-#: walkers; the slow patch also smaller, a far object).
+#: walkers; the slow patch also smaller, a far object), and a local speed-up of real people.
 SYNTHETIC = {
     "paste": inject_fast_object,
     "warp": inject_time_warp,
     "paste_slow": partial(inject_fast_object, size=(24, 12), speed=2),
     "warp_slow": partial(inject_time_warp, speed=2),
+    "warp_local": inject_local_warp,
 }
 
 
@@ -277,7 +338,9 @@ def calibrate(net: HybridBlock, clips: list[np.ndarray], window: int, stride: in
                           "kinds": list(SYNTHETIC), "synthetic_frames": {
                               k: sum(v) for k, v in marks_of.items()},
                           "object_size": list(OBJECT_SIZE), "object_speed": OBJECT_SPEED,
+                          "object_feather": OBJECT_FEATHER,
                           "warp_band": WARP_BAND, "warp_speed": WARP_SPEED,
+                          "local_box": list(LOCAL_BOX),
                           "auc": aucs, "mean_auc": mean_auc,
                           "recall_at_threshold": recalls, "mean_recall": mean_recall,
                           "smoothing": {str(k): {"mean_auc": v["mean_auc"],

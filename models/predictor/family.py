@@ -83,12 +83,15 @@ class PredictorFamily(ModelFamily):
               outputs: int | None = None) -> Split | None:
         """The per-frame encoder (the ConvLSTM's input-to-hidden term of every context
         frame; the newest context frame's own features for the decoder's skips) and the
-        recurrence with the decoder (:mod:`models.predictor.split`)."""
-        if not isinstance(trained, Predictor) or trained.motion:
-            return None          # a motion input reads two frames: whole windows only
+        recurrence with the decoder (:mod:`models.predictor.split`). With a motion input
+        the encoder also reads each frame's predecessor, and the context starts at the
+        window's second frame (the first is the first context frame's predecessor)."""
+        if not isinstance(trained, Predictor):
+            return None
         encoder, temporal = split_predictor(trained, ctx)
-        t = trained.context
-        outs = encoder(mx.nd.zeros((1, *meta.contract.shape), ctx=ctx))
+        t, m = trained.context, int(trained.motion)
+        outs = encoder(*[mx.nd.zeros((1, *meta.contract.shape), ctx=ctx)] * (1 + m))
         return Split(encoder, {1: temporal},
-                     (FeatureGroup(tuple(outs[0].shape[1:]), tuple(range(t))),
-                      *(FeatureGroup(tuple(o.shape[1:]), (t - 1,)) for o in outs[1:])))
+                     (FeatureGroup(tuple(outs[0].shape[1:]), tuple(range(m, t + m))),
+                      *(FeatureGroup(tuple(o.shape[1:]), (t + m - 1,)) for o in outs[1:])),
+                     previous=trained.motion)

@@ -28,23 +28,28 @@ class PredictorEncoder(HybridBlock):
     """Frames (M, S, S) to their five per-frame outputs: the ConvLSTM's input-to-hidden
     term (M, 4·hidden, S/8, S/8), then the frame's encoder features at S/4, S/2 and S and
     the frame itself (M, 1, S, S), which the decoder reads of a window's newest context
-    frame."""
+    frame. With ``motion``, a second input: each frame's predecessor (M, S, S)."""
 
-    def __init__(self, channels: tuple[int, int, int, int], hidden: int, **kwargs) -> None:
+    def __init__(self, channels: tuple[int, int, int, int], hidden: int,
+                 motion: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         c0, c1, c2, c3 = channels
         self._hidden = hidden
+        self._motion = motion
         with self.name_scope():
-            self.enc0 = _conv(c0, 1)
+            self.enc0 = _conv(c0, 1 + motion)
             self.enc1 = _conv(c1, c0, 2)
             self.enc2 = _conv(c2, c1, 2)
             self.enc3 = _conv(c3, c2, 2)
             self.i2h_weight = self.params.get("i2h_weight", shape=(4 * hidden, c3, 3, 3))
             self.bias = self.params.get("bias", shape=(4 * hidden,))
 
-    def hybrid_forward(self, F, x, i2h_weight, bias):  # noqa: N803
+    def hybrid_forward(self, F, x, previous=None, i2h_weight=None, bias=None):  # noqa: N803
         frame = F.expand_dims(x, axis=1)
-        f0 = _act(F, self.enc0(frame))
+        inputs = frame
+        if self._motion:            # the frame, then its predecessor: read in input order
+            inputs = F.concat(frame, frame - F.expand_dims(previous, axis=1), dim=1)
+        f0 = _act(F, self.enc0(inputs))
         f1 = _act(F, self.enc1(f0))
         f2 = _act(F, self.enc2(f1))
         f3 = _act(F, self.enc3(f2))
@@ -88,7 +93,7 @@ def split_predictor(net: Predictor, ctx: mx.Context) -> tuple[PredictorEncoder,
          for name, param in net.collect_params().items()}
     channels = tuple(b.weight.shape[0] for b in (net.enc0, net.enc1, net.enc2, net.enc3))
     hidden = p["lstm_h2h_weight"].shape[1]
-    encoder = PredictorEncoder(channels, hidden)
+    encoder = PredictorEncoder(channels, hidden, net.motion)
     temporal = PredictorTemporal(net.context, channels, hidden)
     folded = fold_convlstm(*(p[f"lstm_{k}"] for k in
                              ("i2h_weight", "h2h_weight", "i2h_bias", "h2h_bias")))

@@ -208,12 +208,16 @@ class SplitRunner:
         self.max_fresh = max_batch * self.context
         slots = range(2)
         self.fresh = [np.zeros((self.max_fresh, *frame_shape), np.float32) for _ in slots]
+        #: Each fresh frame's predecessor, where the encoder reads it (``split.previous``).
+        self.previous = ([np.zeros_like(f) for f in self.fresh] if split.previous else None)
         # The inference thread runs one job at a time: one buffer of encoder outputs and
         # of temporal inputs serves both slots (the outputs are read after the job).
         encoded = [np.zeros((self.max_fresh, *g.shape), np.float32) for g in self.groups]
         self.inputs = [[np.zeros((max_batch, len(g.positions), *g.shape), np.float32)
                         for g in self.groups]] * 2
-        self.encoder = build(split.encoder, [[f] for f in self.fresh], [encoded] * 2)
+        frames = ([[f] for f in self.fresh] if self.previous is None else
+                  [[f, p] for f, p in zip(self.fresh, self.previous, strict=True)])
+        self.encoder = build(split.encoder, frames, [encoded] * 2)
         self.temporal = {}
         for key, net in split.temporal.items():
             outputs = [[np.zeros((max_batch, *output_shapes[key]), np.float32)]
@@ -272,7 +276,7 @@ class SplitRunner:
         state = {"next": 0}
         span = self.context + (windows - 1) * stride
         rng = np.random.default_rng(0)
-        for f in self.fresh:
+        for f in [*self.fresh, *(self.previous or [])]:
             f[:] = rng.random(f.shape, np.float32)
         self.run([(store, k) for k in range(span)], [(store, 0)], outputs, 0)
         state["next"] = span

@@ -175,8 +175,12 @@ class Scheduler(Stage):
             # the frames of the window's context no earlier window encoded (all of them
             # after a cut or an overrun): copied for the encoder, the ring moves on
             fresh = runtime.reuse.fresh[job.slot]
+            previous = runtime.reuse.previous
             for index in range(max(start, state.encoded), start + runtime.context):
-                ring.read("x", index, 1, out=fresh[len(job.fresh):len(job.fresh) + 1])
+                row = slice(len(job.fresh), len(job.fresh) + 1)
+                ring.read("x", index, 1, out=fresh[row])
+                if previous is not None:   # the window's oldest frame gets itself (unread)
+                    ring.read("x", max(index - 1, start), 1, out=previous[job.slot][row])
                 job.fresh.append((state.features, state.base + index))
             state.encoded = max(state.encoded, start + runtime.context)
         end = start + runtime.window

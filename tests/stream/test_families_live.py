@@ -84,3 +84,4 @@ def test_predictor_stream_scores_live_as_offline(tiny_trained, tmp_path, variant
         assert s["motion"] == 0
     models = {m["model"]: m for m in status["models"]}
     assert models["predictor"]["window"] == meta.window and models["predictor"]["stride"] == 1
+    assert models["predictor"]["encoder_reuse"]     # each frame (and its change) encoded once

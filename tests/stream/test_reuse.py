@@ -40,6 +40,8 @@ def _reused(engine: Engine, frames: np.ndarray, stride: int, tail: bool) -> np.n
         fresh = []
         for start in starts:
             for index in range(max(start, encoded), start + reuse.context):
+                if reuse.previous is not None:     # as the detector: the oldest gets itself
+                    reuse.previous[0][len(fresh)] = frames[max(index - 1, start)]
                 reuse.fresh[0][len(fresh)] = frames[index]
                 fresh.append((store, index))
             encoded = max(encoded, start + reuse.context)
@@ -66,20 +68,28 @@ def _whole(engine: Engine, frames: np.ndarray, stride: int, tail: bool) -> np.nd
                           (PREDICTOR, 1, None, "fp32", "mxnet"),
                           (STAE_WEIGHTS, 5, 6, "bf16", "mxnet"),
                           (STAE_WEIGHTS, 5, 6, "fp32", "onnxruntime"),
-                          (PREDICTOR, 1, None, "fp32", "onnxruntime")])
+                          (PREDICTOR, 1, None, "fp32", "onnxruntime"),
+                          ("predictor_motion", 1, None, "fp32", "mxnet"),
+                          ("predictor_motion", 1, None, "fp32", "onnxruntime")])
 def test_reuse_gives_the_whole_networks_outputs_on_a_real_clip(weights, stride, decode,
-                                                               precision, backend):
+                                                               precision, backend,
+                                                               tiny_trained):
+    """Shipped weights, and tiny ones of a predictor with a motion input (its encoder reads
+    each frame and the one before it)."""
     if precision == "bf16" and not bf16_possible():
         pytest.skip("bf16 needs a CPU with AVX-512 (oneDNN 2.4)")
+    if isinstance(weights, str):
+        weights = tiny_trained(weights)
     engine = Engine(weights, "cpu", precision, max_batch=4, decode_last=decode, reuse=True,
                     backend=backend)
     assert engine.reuse is not None
+    _, meta = load_weights(weights)
+    assert (engine.reuse.previous is not None) == bool(meta.model_args.get("motion"))
     if backend == "onnxruntime":     # the split's networks run in onnxruntime sessions
         from stream.detector.onnx_backend import OnnxNetwork
 
         assert isinstance(engine.reuse.encoder, OnnxNetwork)
         assert all(isinstance(n, OnnxNetwork) for n in engine.reuse.temporal.values())
-    _, meta = load_weights(weights)
     frames = np.stack([meta.contract.preprocess(f) for f in _frames("Test002", 27)])
     for tail in {engine.decode_last != engine.outputs, False}:
         whole = _whole(engine, frames, stride, tail)

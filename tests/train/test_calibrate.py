@@ -6,10 +6,14 @@ import pytest
 from models import InputContract, read_meta
 from tests.conftest import PED2, make_weights, tiny_dataset
 from train.calibrate import (
+    LOCAL_BOX,
+    OBJECT_FEATHER,
     OBJECT_SIZE,
     OBJECT_SPEED,
     WARP_SPEED,
+    _feathered,
     inject_fast_object,
+    inject_local_warp,
     inject_time_warp,
     recalibrate,
 )
@@ -25,6 +29,16 @@ def test_synthetic_object_moves_fast_through_the_second_half():
     np.testing.assert_array_equal(altered[60 + crossing:], frames[60 + crossing:])
     changed = [np.flatnonzero(np.abs(altered[t] - frames[t]).sum(axis=0) > 0) for t in (70, 71)]
     assert changed[1].min() - changed[0].min() == OBJECT_SPEED   # one step to the right
+    # Inside its 4-px feathered edges the patch moves unchanged; at them it fades into the
+    # frame under it (1/5 opaque at the border, 1/25 at a corner).
+    rows = np.flatnonzero(np.abs(altered[70] - frames[70]).sum(axis=1) > 0)
+    mid, inner = rows.min() + OBJECT_SIZE[0] // 2, slice(4, OBJECT_SIZE[1] - 4)
+    x70, x71 = 10 * OBJECT_SPEED, 11 * OBJECT_SPEED
+    np.testing.assert_array_equal(altered[71, mid, x71:x71 + OBJECT_SIZE[1]][inner],
+                                  altered[70, mid, x70:x70 + OBJECT_SIZE[1]][inner])
+    alpha = _feathered(*OBJECT_SIZE, OBJECT_FEATHER)
+    assert alpha[mid - rows.min(), 0] == pytest.approx(0.2)
+    assert alpha[0, 0] == pytest.approx(0.04) and alpha[inner, inner].min() == 1
 
 
 def test_time_warp_speeds_the_busiest_band_up_without_a_cut():
@@ -39,6 +53,21 @@ def test_time_warp_speeds_the_busiest_band_up_without_a_cut():
     middle = (rows.min() + rows.max()) // 2
     np.testing.assert_allclose(altered[40, middle], frames[60, middle], atol=1e-4)
     np.testing.assert_allclose(altered[-1, middle], frames[117, middle], atol=1e-4)
+
+
+def test_local_warp_speeds_up_a_person_sized_box_only():
+    frames = load_clip(PED2 / "Train" / "Train002", InputContract())[:120]
+    altered, labels = inject_local_warp(frames)
+    assert len(altered) == len(labels) == 30 + 89 // 2 + 1
+    assert not labels[:31].any() and labels[31:].all()
+    np.testing.assert_array_equal(altered[:31], frames[:31])
+    changed = np.abs(altered[40] - frames[40]) > 1e-3
+    rows, cols = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
+    # The box and its blended edges, nothing else.
+    assert rows.max() - rows.min() + 1 <= LOCAL_BOX[0] + 10
+    assert cols.max() - cols.min() + 1 <= LOCAL_BOX[1] + 10
+    y, x = (rows.min() + rows.max()) // 2, (cols.min() + cols.max()) // 2
+    np.testing.assert_allclose(altered[40, y, x], frames[50, y, x], atol=1e-4)
 
 
 def test_recalibrate_rewrites_the_metadata(tmp_path):
@@ -80,7 +109,7 @@ def test_calibration_keeps_its_false_alarm_rate_and_picks_the_best_rule(tiny_wei
     assert cal["frames"] == 120 and cal["held_out_frames"] == 80
     assert set(cal["held_out_false_alarm_rate"]) == set(normal)
     aucs, mean = cal["selection"]["auc"], cal["selection"]["mean_auc"]
-    kinds = {"paste", "warp", "paste_slow", "warp_slow"}
+    kinds = {"paste", "warp", "paste_slow", "warp_slow", "warp_local"}
     assert set(aucs) == kinds == set(cal["selection"]["recall_at_threshold"])
     for rule in mean:
         assert mean[rule] == np.mean([aucs[k][rule] for k in cal["selection"]["kinds"]])
