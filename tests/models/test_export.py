@@ -102,22 +102,27 @@ def test_the_stae_tail_network_exports_too(tmp_path):
 @pytest.mark.parametrize(("name", "decode"), [("ped2_stae", 6), ("ped2_predictor", None)])
 def test_a_splits_networks_export_with_several_inputs_and_outputs_in_order(name, decode):
     """Encoder reuse's networks (``ModelFamily.split``) under onnxruntime: the encoder on
-    real frames (the predictor's has five outputs), each temporal network on the MXNet
-    encoder's features of real windows (the predictor's has five inputs), MXNet's outputs
-    at batches other than the exported one."""
+    real frames (the predictor's has five outputs, and a second input, each frame's
+    predecessor), each temporal network on the MXNet encoder's features of real windows
+    (the predictor's has five inputs), MXNet's outputs at batches other than the exported
+    one."""
     weights = WEIGHTS_DIR / name
     trained, meta = load_weights(weights)
     split = get_family(meta.model).split(trained, meta, mx.cpu(), decode)
     windows = _real_windows(meta, n=2)
-    frames = windows.reshape(-1, *meta.contract.shape)
-    model = network_to_onnx(split.encoder, (1, *meta.contract.shape))
-    assert [i.name for i in model.graph.input] == ["data"]
-    got = _session(model.SerializeToString()).run(None, {"data": frames})
-    want = split.encoder(mx.nd.array(frames))
+    frames = [windows.reshape(-1, *meta.contract.shape)]
+    if split.previous:                # each frame's predecessor; a window's first, itself
+        frames.append(np.concatenate([windows[:, :1], windows[:, :-1]], axis=1)
+                      .reshape(frames[0].shape))
+    model = network_to_onnx(split.encoder, *[(1, *meta.contract.shape)] * len(frames))
+    names = input_names(len(frames))
+    assert [i.name for i in model.graph.input] == names
+    got = _session(model.SerializeToString()).run(None, dict(zip(names, frames, strict=True)))
+    want = split.encoder(*(mx.nd.array(f) for f in frames))
     want = [w.asnumpy() for w in (want if isinstance(want, (list, tuple)) else [want])]
     assert len(got) == len(want) == len(split.groups)
     for g, w, group in zip(got, want, split.groups, strict=True):
-        assert g.shape == w.shape == (len(frames), *group.shape)
+        assert g.shape == w.shape == (len(frames[0]), *group.shape)
         np.testing.assert_allclose(g, w, atol=TOLERANCE, rtol=TOLERANCE)
     features = [w.reshape(len(windows), meta.window, *w.shape[1:])[:, list(g.positions)]
                 for w, g in zip(want, split.groups, strict=True)]

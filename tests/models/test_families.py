@@ -103,8 +103,10 @@ def test_shipped_family_configs_load():
     predictor = load_train_config(ROOT / "configs" / "ped2_predictor.yaml")
     assert predictor.model == "predictor" and predictor.contract.size == 128
     assert predictor.model_args == {"context": 4, "size": 128, "channels": (16, 32, 64, 64),
-                                    "hidden": 64}
+                                    "hidden": 64, "motion": True}
     assert predictor.training.strides == (1,) and predictor.stride == 1
+    plain = load_train_config(ROOT / "configs" / "ped2_predictor_plain.yaml")
+    assert plain.model_args == {**predictor.model_args, "motion": False}
 
 
 @pytest.mark.parametrize("text, match", [
