@@ -161,7 +161,7 @@ class Scorer:
     @property
     def map_threshold(self) -> float:
         """The value above which a pixel of the rule's anomaly map is anomalous."""
-        if self.rule in ("motion", "relative", "top"):
+        if self.rule in ("motion", "relative", "top", "peak"):
             return self.threshold
         return self.pixel_threshold
 
@@ -220,7 +220,7 @@ class Scorer:
             anomaly_map, mask = motion_sums, motion_sums > self.threshold
         elif self.rule == "relative":
             anomaly_map, mask = normalised, normalised > self.threshold
-        elif self.rule == "top":
+        elif self.rule in ("top", "peak"):   # a flagged frame has pixels above its threshold
             anomaly_map, mask = excess, excess > self.threshold
         else:
             anomaly_map, mask = excess, above

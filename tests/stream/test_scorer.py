@@ -48,6 +48,11 @@ def test_rules_and_thresholds():
     assert not area.anomalous[0] and area.score[0] == area.area[0]
     peak = Scorer(rule="peak", threshold=2000).score(recon, frames, 1)
     assert peak.anomalous[0] and peak.score[0] == pytest.approx(2040)
+    # A frame the peak flags shows where: its map above the rule's threshold (the
+    # calibrated one, not the pixel threshold, which a small model's errors never reach).
+    low = Scorer(rule="peak", threshold=1000, pixel_threshold=4000).score(recon, frames, 1)
+    assert low.anomalous[0] and low.mask[0].any() and not low.area[0]
+    np.testing.assert_array_equal(low.mask, low.map > 1000)
     assert not Scorer(rule="peak", threshold=2041).score(recon, frames, 1).anomalous[0]
     error = Scorer(rule="error", threshold=5).score(recon, frames, 1)
     assert error.score[0] == pytest.approx(16 * 127.5 / 400) and error.anomalous[0]
