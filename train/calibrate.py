@@ -70,6 +70,8 @@ OBJECT_FEATHER = 4
 #: its edges blend over (an odd kernel).
 LOCAL_BOX = (40, 24)
 LOCAL_BLEND = 9
+#: How many times faster than the rest of the frame the box plays.
+LOCAL_SPEED = 2
 #: Rows in the fast band at 227×227 (scaled likewise), its speed-up, and the rows its
 #: edges blend over.
 WARP_BAND = 56
@@ -174,8 +176,8 @@ def inject_time_warp(frames: np.ndarray, band: int = WARP_BAND, speed: int = WAR
     return _speed_up(frames, weight, speed)
 
 
-def inject_local_warp(frames: np.ndarray, box: tuple[int, int] = LOCAL_BOX, speed: int = 2
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def inject_local_warp(frames: np.ndarray, box: tuple[int, int] = LOCAL_BOX,
+                      speed: int = LOCAL_SPEED) -> tuple[np.ndarray, np.ndarray]:
     """A copy of a normal clip in which a box around its most active spot runs ``speed``
     times faster than the frame around it from a quarter of the way in (as
     :func:`inject_time_warp`, but one person-sized box rather than a band of rows).
@@ -340,7 +342,8 @@ def calibrate(net: HybridBlock, clips: list[np.ndarray], window: int, stride: in
                           "object_size": list(OBJECT_SIZE), "object_speed": OBJECT_SPEED,
                           "object_feather": OBJECT_FEATHER,
                           "warp_band": WARP_BAND, "warp_speed": WARP_SPEED,
-                          "local_box": list(LOCAL_BOX),
+                          "local_box": list(LOCAL_BOX), "local_blend": LOCAL_BLEND,
+                          "local_speed": LOCAL_SPEED,
                           "auc": aucs, "mean_auc": mean_auc,
                           "recall_at_threshold": recalls, "mean_recall": mean_recall,
                           "smoothing": {str(k): {"mean_auc": v["mean_auc"],

@@ -148,3 +148,24 @@ def test_a_rule_the_family_cannot_compute_is_refused_with_the_ones_it_can():
     with pytest.raises(ValueError, match="can be scored by rules area, peak, error, relative, "
                                          "top, not motion"):
         get_family("predictor").check_rule(meta, "motion")
+
+
+def test_a_split_reading_predecessors_never_reads_the_windows_oldest_frame():
+    """Its oldest frame has no predecessor in the window (the encoder gets the frame
+    itself there), so no feature group may read it; the motion predictor's split reads
+    the context from position 1 and the newest context frame's skips at position T."""
+    from models.family import FeatureGroup, Split
+    from models.predictor.split import PredictorEncoder
+
+    encoder = PredictorEncoder((4, 4, 8, 8), 8, motion=True)
+    with pytest.raises(ValueError, match="cannot read the window's oldest frame"):
+        Split(encoder, {}, (FeatureGroup((1,), (0, 1)),), previous=True)
+    Split(encoder, {}, (FeatureGroup((1,), (0, 1)),))              # without: any position
+    net = _net(motion=True)
+    net(mx.nd.zeros((1, 5, 32, 32)))
+    meta = WeightsMeta(model="predictor", model_args={"context": 3, "size": 32,
+                                                      "motion": True},
+                       window=5, contract=InputContract(size=32))
+    split = get_family("predictor").split(net, meta, mx.cpu())
+    assert split.previous and split.context == 4
+    assert [g.positions for g in split.groups] == [(1, 2, 3)] + [(3,)] * 4

@@ -40,10 +40,13 @@ TOLERANCE = 2e-4
 #: 7-bit weights a CPU without gets (forced by its flags in the test); on 44 normal training
 #: windows 0.036/0.0055 and 0.047/0.0072.
 INT8_MAX, INT8_MEAN = 0.1, 0.015
-#: A live int8 score may move by this share of the threshold (the default predictor on
-#: the bike's frames: at most 3.5% with 8-bit weights, 4.1% with 7-bit); only frames this
-#: close to it may change their verdict (none did).
-INT8_BAND = 0.1
+#: A live int8 score may move by this share of the threshold (the default predictor, with
+#: its motion input, on the bike's frames: at most 13.8% with 8-bit weights, 12.0% with
+#: 7-bit; the predictor without it: 3.5% and 4.1%); only frames this close to it may
+#: change their verdict (none did). The motion input's small frame differences lose more
+#: to 8 bits; ``auto`` keeps that model in fp32 (MXNet's int8 fails its check, and
+#: onnxruntime's measured 1.05x fp32, under the 1.1x it asks).
+INT8_BAND = 0.2
 AVX2 = frozenset({"avx", "avx2", "fma"})
 
 

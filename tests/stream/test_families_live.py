@@ -52,7 +52,7 @@ def test_predictor_stream_scores_live_as_offline(tiny_trained, tmp_path, variant
     frames before it (the first `window - 1` frames of the clip never), with the scores
     the offline scorer gives the same clip; with its calibration's smoothing, or a 4-frame
     moving mean forced into it (scores then the stream's smoothed rule values); and with a
-    motion input (whole windows live, the frame before the context in each)."""
+    motion input (its encoder reads each frame and the one before it)."""
     weights = tiny_trained(variant)
     if smooth is not None:
         for suffix in (".params", ".calib"):

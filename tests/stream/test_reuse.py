@@ -187,9 +187,10 @@ class _Entry:
 @pytest.mark.parametrize("backend", ["mxnet", "onnxruntime"])
 def test_live_reuse_scores_as_the_whole_network_across_a_cut_and_two_streams(backend):
     """Stream ``cut`` (the STAE, stride 5) replays 33 frames of Test002 then, a cut, 24 of
-    Test004; stream ``pred`` (the predictor, stride 1) 30 frames of Test001, the two
-    interleaved frame by frame: every frame's scores equal the offline scorer's on the
-    whole MXNet network, clip by clip, whichever backend runs the split."""
+    Test004; stream ``pred`` (the predictor, stride 1, its encoder reading each frame and
+    its predecessor) 30 frames of Test001 then, a cut, 12 of Test003, the two interleaved
+    frame by frame: every frame's scores equal the offline scorer's on the whole MXNet
+    network, clip by clip, whichever backend runs the split."""
     entries: list[StreamEntry] = [_Entry("cut", ""), _Entry("pred", str(PREDICTOR))]
     det = Detector(DetectorConfig(bind=ANY_PORT, publish=ANY_PORT, model=str(STAE_WEIGHTS),
                                   device="cpu", precision="fp32", backend=backend, stride=5,
@@ -200,7 +201,7 @@ def test_live_reuse_scores_as_the_whole_network_across_a_cut_and_two_streams(bac
     assert all(r.engine.backend.name == backend for r in runtimes.values())
     assert all(m["encoder_reuse"] for m in det.status()["models"])
     clips = {"cut": [("Test002", _frames("Test002", 33)), ("Test004", _frames("Test004", 24))],
-             "pred": [("Test001", _frames("Test001", 30))]}
+             "pred": [("Test001", _frames("Test001", 30)), ("Test003", _frames("Test003", 12))]}
     queues = {s: [(clip, seq, image) for clip, frames in c for seq, image in enumerate(frames)]
               for s, c in clips.items()}
     sends = []
