@@ -103,11 +103,7 @@ def inject_fast_object(frames: np.ndarray, size: tuple[int, int] = OBJECT_SIZE,
     n, side = len(frames), frames.shape[-1]
     h, w = (max(2, round(_scaled(v, side))) for v in size)
     speed = _scaled(speed, side)
-    motion = np.abs(np.diff(frames, axis=0)).sum(axis=0)
-    motion = cv2.blur(motion.astype(np.float32), (w, h))
-    cy, cx = np.unravel_index(np.argmax(motion), motion.shape)
-    y = int(np.clip(cy - h // 2, 0, side - h))
-    x0 = int(np.clip(cx - w // 2, 0, side - w))
+    y, x0 = _busiest_box(frames, h, w)
     patch = frames[n // 2, y:y + h, x0:x0 + w].copy()
     alpha = _feathered(h, w, _scaled(OBJECT_FEATHER, side))
     out = frames.copy()
@@ -120,6 +116,21 @@ def inject_fast_object(frames: np.ndarray, size: tuple[int, int] = OBJECT_SIZE,
         out[t, y:y + h, x:x + w] = alpha * patch + (1 - alpha) * under
         labels[t] = True
     return out, labels
+
+
+def _busiest_box(frames: np.ndarray, h: int, w: int) -> tuple[int, int]:
+    """Top-left corner (row, column) of the h×w box of the frames where they change most
+    over the clip, inside the frame."""
+    side = frames.shape[-1]
+    motion = np.abs(np.diff(frames, axis=0)).sum(axis=0)
+    motion = cv2.blur(motion.astype(np.float32), (w, h))
+    cy, cx = np.unravel_index(np.argmax(motion), motion.shape)
+    return int(np.clip(cy - h // 2, 0, side - h)), int(np.clip(cx - w // 2, 0, side - w))
+
+
+def _odd_kernel(pixels: float, side: int) -> int:
+    """A blur kernel of ``pixels`` at 227×227 scaled to ``side``: odd, at least 3."""
+    return max(3, round(_scaled(pixels, side)) | 1)
 
 
 def _feathered(h: int, w: int, feather: float) -> np.ndarray:
@@ -167,7 +178,7 @@ def inject_time_warp(frames: np.ndarray, band: int = WARP_BAND, speed: int = WAR
     """
     side = frames.shape[-1]
     band = max(2, round(_scaled(band, side)))
-    blend = max(3, round(_scaled(WARP_BLEND, side)) | 1)      # an odd kernel
+    blend = _odd_kernel(WARP_BLEND, side)
     motion = np.abs(np.diff(frames, axis=0)).sum(axis=(0, 2))
     y = int(np.argmax(np.convolve(motion, np.ones(band), "valid")))
     weight = np.zeros((side, 1), np.float32)
@@ -192,11 +203,8 @@ def inject_local_warp(frames: np.ndarray, box: tuple[int, int] = LOCAL_BOX,
     """
     side = frames.shape[-1]
     h, w = (max(2, round(_scaled(v, side))) for v in box)
-    blend = max(3, round(_scaled(LOCAL_BLEND, side)) | 1)      # an odd kernel
-    motion = cv2.blur(np.abs(np.diff(frames, axis=0)).sum(axis=0).astype(np.float32), (w, h))
-    cy, cx = np.unravel_index(np.argmax(motion), motion.shape)
-    y = int(np.clip(cy - h // 2, 0, side - h))
-    x = int(np.clip(cx - w // 2, 0, side - w))
+    blend = _odd_kernel(LOCAL_BLEND, side)
+    y, x = _busiest_box(frames, h, w)
     weight = np.zeros((side, side), np.float32)
     weight[y:y + h, x:x + w] = 1
     return _speed_up(frames, cv2.GaussianBlur(weight, (blend, blend), 0), speed)
