@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 #: scrypt's cost: 16 MiB of memory and ~50 ms a check (RFC 7914's interactive figures).
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
-USER_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+USER_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}\Z")
 MIN_PASSWORD = 8
 VERSION = 1
 
@@ -124,7 +124,7 @@ class Credentials:
             AuthError: A name with other characters than letters, digits and ``_.@-``, or a
                 password shorter than 8 characters.
         """
-        if not USER_NAME.match(name):
+        if not USER_NAME.fullmatch(name):
             raise AuthError(f"user name {name!r}: 1-64 letters, digits, '_', '.', '@' or '-'")
         if len(password) < MIN_PASSWORD:
             raise AuthError(f"a password has at least {MIN_PASSWORD} characters")
@@ -155,7 +155,7 @@ class Credentials:
         taken = {t.get("name") for t in data["tokens"]}
         name = name or next(f"token-{i}" for i in range(1, len(taken) + 2)
                             if f"token-{i}" not in taken)
-        if not USER_NAME.match(name):
+        if not USER_NAME.fullmatch(name):
             raise AuthError(f"token name {name!r}: 1-64 letters, digits, '_', '.', '@' or '-'")
         if name in taken:
             raise AuthError(f"a token named {name!r} exists; remove it first or pick another")
