@@ -171,7 +171,9 @@ def build_app(config: ServeConfig) -> web.Application:
     hub = Hub(config.connect, state, clips,
               curve=client_from_args(config.curve_key, config.curve_server))
     api = Api(config, hub)
-    guard = Guard(Credentials(config.auth_path), not is_loopback_host(config.host))
+    guard = Guard(Credentials(config.auth_path), not is_loopback_host(config.host),
+                  secure_cookies=config.secure_cookies)
+    guard.on_logout = hub.close_revoked
     app = web.Application(middlewares=[guard.middleware])
     app[HUB] = hub
     app[GUARD] = guard

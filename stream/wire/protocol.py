@@ -27,8 +27,9 @@ MAX_PIXELS = 4096 * 2304
 #: Largest sequence number (it is stored as int64) and latest plausible timestamp.
 MAX_SEQ = 2**63 - 1
 MAX_TS = 1e11
-#: Stream ids become topic names, so they are kept to a safe alphabet.
-STREAM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")   # \Z, not $: "$" also matches before a trailing newline
+#: Stream ids become topic names, so they are kept to a safe alphabet (\Z, not $: "$"
+#: also matches before a trailing newline).
+STREAM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 
 
 class ProtocolError(ValueError):
