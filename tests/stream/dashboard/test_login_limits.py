@@ -18,7 +18,7 @@ from stream.dashboard import auth
 from stream.dashboard.app import GUARD, build_app
 from stream.dashboard.auth import Credentials, check_password, hash_password
 from stream.dashboard.config import ServeConfig
-from stream.dashboard.throttle import BURST, REFILL_S
+from stream.dashboard.throttle import BURST, REFILL_S, Buckets
 from tests.conftest import reserve_port
 
 PASSWORD = "correct horse battery"
@@ -230,3 +230,24 @@ def test_an_open_websocket_is_closed_when_its_login_ends(tmp_path):
                 await s.close()
             await runner.cleanup()
     asyncio.run(check())
+
+
+def test_a_bucket_allows_a_burst_then_one_check_per_refill():
+    now = [100.0]
+    buckets = Buckets(burst=3, refill_s=6.0, clock=lambda: now[0], max_keys=2)
+    for _ in range(3):
+        assert buckets.wait("a") == 0
+        buckets.take("a")
+    assert buckets.wait("a") == pytest.approx(6.0) and buckets.wait("b") == 0
+    now[0] += 4.5
+    assert buckets.wait("a") == pytest.approx(1.5)
+    buckets.give_back("a")                       # a check that passed
+    assert buckets.wait("a") == 0
+    buckets.take("a")
+    now[0] += 6.0
+    assert buckets.wait("a") == 0                # one earned back
+    for key in ("b", "c", "d"):                  # beyond max_keys: the oldest go
+        buckets.take(key)
+    assert len(buckets._buckets) == 2
+    with pytest.raises(ValueError, match="burst"):
+        Buckets(burst=0)
