@@ -23,7 +23,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 #: scrypt's cost: N=2^16, r=8, p=2 is one of OWASP's equivalent minimums (as costly to
-#: guess as N=2^17, p=1) that needs 64 MiB rather than 128 MiB: 0.2-0.5 s of one core a
+#: guess as N=2^17, p=1) that needs 64 MiB rather than 128 MiB: up to ~0.7 s of one core a
 #: check. Hashes made with other figures (N=2^14, p=1 before) still log in and are made
 #: again with these at their user's next login.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**16, 8, 2
