@@ -24,7 +24,7 @@ FORMAT = "vadstream-weights"
 FORMAT_VERSION = 1
 #: Where the project's shipped weights live.
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-#: The default model: the best by validation on Ped2 (README, Results).
+#: The default model: the best by validation on Ped2 (docs/results/ped2.md).
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "ped2_predictor"
 #: The shipped Chong & Tay STAE (what ``vadstream bench`` times by default).
 STAE_WEIGHTS = WEIGHTS_DIR / "ped2_stae"
