@@ -1,4 +1,5 @@
-"""Batched inference of the autoencoder on the chosen MXNet device."""
+"""Batched inference of any model family's networks on the chosen device and backend
+(MXNet or onnxruntime), at the chosen or measured precision."""
 
 from __future__ import annotations
 
@@ -54,14 +55,18 @@ def pick_context(device: str) -> mx.Context:
 
 
 class Engine:
-    """Loads weights once and reconstructs batches of windows, allocating nothing per call.
+    """Loads weights once and runs batches of windows through them, allocating nothing per
+    call.
 
-    The STAE runs in its inference form (:mod:`models.stae.inference`), hybridized with static
-    memory and, on a CPU, with oneDNN's operator fusion; at ``precision`` (see
+    The weights' family gives the networks (:meth:`models.family.ModelFamily.inference`:
+    the STAE's inference form, the predictor, the autoencoders, the CAM classifier), run by
+    the backend (MXNet: hybridized with static memory and, on a CPU, with oneDNN's operator
+    fusion; onnxruntime: :mod:`stream.detector.onnx_backend`) at ``precision`` (see
     :mod:`stream.detector.precision`). Callers write windows into :attr:`batch` and call
     :meth:`run`; the network reads that buffer in place (no copy on a CPU). With
-    ``decode_last``, ``run(n, tail=True)`` reconstructs only each window's newest frames
-    (what a live detector scores), skipping the decoder for the others.
+    ``decode_last``, ``run(n, tail=True)`` outputs only each window's newest frames (what a
+    live detector scores), skipping the decoder for the others where the family has such a
+    network.
 
     ``precision="auto"`` measures at start-up (a few seconds, more for int8's
     calibration): fp32 and each reduced precision this CPU has instructions for, built
