@@ -14,6 +14,7 @@ def test_flop_count_of_the_paper_network():
     assert round(gflop_per_frame(10, (128, 64), (64, 32, 64)), 2) == 1.59
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(660)
 def test_bench_writes_every_key_and_the_plot(tiny_weights, tmp_path):
     # The live run measures for 3 x --seconds: one stride's time each makes it three
@@ -86,6 +87,7 @@ def test_bench_writes_every_key_and_the_plot(tiny_weights, tmp_path):
     assert "utilization" in out.stdout and "pipeline" in out.stdout and "auto" in out.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_bench_times_other_families_beside_the_model(tiny_weights, tiny_trained, tmp_path):
     predictor, cae = tiny_trained("predictor"), tiny_trained("frame_cae")
@@ -112,6 +114,7 @@ def test_bench_times_other_families_beside_the_model(tiny_weights, tiny_trained,
     assert "encoder reuse" in out.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_bench_reports_its_backend_and_the_onnxruntime_peer(tiny_weights, tmp_path):
     out = vadstream_run("bench", "--model", str(tiny_weights), "--device", "cpu", "--seconds",
