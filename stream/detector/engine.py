@@ -33,6 +33,7 @@ from stream.detector.precision import (
 )
 from stream.detector.reuse import PRECISIONS as REUSE_PRECISIONS
 from stream.detector.reuse import SplitNetwork, build_split, mxnet_network
+from stream.detector.runner import BatchedRunner
 
 log = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "gpu")
@@ -324,29 +325,6 @@ def get_backend(name: str):
 
         return OnnxRuntimeBackend()
     raise ValueError(f"backend {name!r} is not one of {list(BACKENDS)}")
-
-
-class BatchedRunner:
-    """What every backend's runner shares: ``batches`` (the engine's input buffers),
-    ``outputs`` (its own) and ``run(n, slot)``, the first ``n`` windows of a slot."""
-
-    batches: list[np.ndarray]
-    outputs: list[np.ndarray]
-
-    def run(self, n: int, slot: int = 0) -> np.ndarray:
-        raise NotImplementedError
-
-    def reconstruct(self, windows: np.ndarray) -> np.ndarray:
-        """The outputs of any number of windows, always run at the full batch (the last
-        call padded) so that no new input shape takes memory; a new array."""
-        batch = self.batches[0]
-        n = len(batch)
-        out = np.empty((len(windows), *self.outputs[0].shape[1:]), np.float32)
-        for i in range(0, len(windows), n):
-            k = min(n, len(windows) - i)
-            batch[:] = windows[i + np.arange(n) % k]
-            out[i:i + k] = self.run(n)[:k]
-        return out
 
 
 class _Runner(BatchedRunner):
