@@ -3,15 +3,28 @@ out of pass/fail tests)."""
 
 import json
 
+import cv2
 import pytest
 
 from stream.apps.bench import LIVE_FPS, detector_stride, gflop_per_frame
-from tests.conftest import PED2, vadstream_run
+from stream.apps.bench_plot import plot_bench
+from tests.conftest import PED2, ROOT, vadstream_run
 
 
 def test_flop_count_of_the_paper_network():
     # 1.59 GFLOP per 227x227 frame, counted from Chong & Tay's layers
     assert round(gflop_per_frame(10, (128, 64), (64, 32, 64)), 2) == 1.59
+
+
+@pytest.mark.parametrize("name", ["bench.json", "bench_s7.json"])
+def test_the_plot_draws_the_shipped_bench_results(name, tmp_path):
+    """``--plot``'s figure from a real run's JSON (the fast tier's check of the plot; the
+    slow test below plots a fresh run): both panels, at the size the bench writes."""
+    plot_bench(json.loads((ROOT / "docs" / "results" / name).read_text()), tmp_path / "b.png")
+    image = cv2.imread(str(tmp_path / "b.png"))
+    assert image is not None and image.shape == (418, 1100, 3)   # 10 x 3.8 in at 110 dpi
+    for panel in (image[:, :550], image[:, 550:]):
+        assert (panel < 128).mean() > 0.01   # lines, ticks and labels drawn in each half
 
 
 @pytest.mark.slow
