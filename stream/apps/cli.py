@@ -1,4 +1,6 @@
-"""The ``vadstream`` command."""
+"""The ``vadstream`` command: one parser for every subcommand (capture, detect, subscribe,
+record, serve, mqtt, keys, events, run, cluster, users, demo, train, collect, calibrate,
+bench, export, evaluate) and the entry point that runs one and prints one clear line on failure."""
 
 from __future__ import annotations
 
@@ -517,8 +519,9 @@ def _collect_flags(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    p = Parser(prog="vadstream", description="Real-time video anomaly detection with a "
-               "ConvLSTM autoencoder.")
+    p = Parser(prog="vadstream", description="Real-time video anomaly detection: models of "
+               "normal footage (a ConvLSTM next-frame predictor by default) score every "
+               "stream live and publish alerts.")
     loud = p.add_mutually_exclusive_group()
     loud.add_argument("--verbose", "-v", action="store_true", help="debug logs and "
                       "tracebacks, and MXNet's own messages")

@@ -58,6 +58,7 @@ def _gone(pid: int) -> bool:
     return state == "Z"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_camera_added_changed_and_removed_through_the_api(tiny_weights, tmp_path):
     bind, publish, control, supervisor = (f"tcp://127.0.0.1:{reserve_port()}"

@@ -39,6 +39,7 @@ def _event(rec: Recorder, kind: str) -> dict:
                                   if e["type"] == kind), None), 120, f"events {kind}")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_run_supervises_the_bridge_of_its_mqtt_section(tmp_path, tiny_weights, broker):
     port = lambda: f"tcp://127.0.0.1:{reserve_port()}"   # noqa: E731
@@ -79,6 +80,7 @@ def test_run_supervises_the_bridge_of_its_mqtt_section(tmp_path, tiny_weights, b
         stop(run)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_demo_with_mqtt(tmp_path, tiny_weights, broker):
     rec = Recorder(broker, ["vadstream/#"])

@@ -74,6 +74,7 @@ def _bridge(tmp_path, *args: str) -> subprocess.Popen:
     return vadstream("mqtt", *args, stdout=log, stderr=subprocess.STDOUT)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_ped2_event_discovery_commands_and_a_broker_restart(tmp_path, tiny_weights, broker,
                                                             clip):
@@ -204,6 +205,7 @@ def test_ped2_event_discovery_commands_and_a_broker_restart(tmp_path, tiny_weigh
     assert "stream id 'bad.id' is invalid" in log
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_broker_user_and_password(tmp_path):
     folder = tmp_path / "broker"
@@ -232,6 +234,7 @@ def test_broker_user_and_password(tmp_path):
 @pytest.mark.timeout(60)
 @pytest.mark.skipif(not __import__("pathlib").Path(OPENSSL).is_file(),
                     reason="openssl is not installed (apt-get install openssl)")
+@pytest.mark.slow
 def test_tls_broker(tmp_path):
     folder = tmp_path / "broker"
     folder.mkdir()
