@@ -76,7 +76,9 @@ class Cameras:
         #: Added cameras the detector is still to be told of; True: start the capture then.
         self.pending: dict[str, bool] = {}
         self._last_try = 0.0
-        self.handlers = {"streams": self.streams, "add": self.add, "remove": self.remove}
+        # ``state`` as the detector names it: a health check asks both the same way.
+        self.handlers = {"streams": self.streams, "state": self.streams, "add": self.add,
+                         "remove": self.remove}
 
     # -- start and restarts ---------------------------------------------------------------
     def start(self) -> None:
