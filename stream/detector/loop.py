@@ -210,7 +210,8 @@ class Detector:
                                  self.publishing.annotator,
                                  lead_frames=(events or EventConfig()).open_frames)
                     if clips.enabled else None)
-        return recorder, Retention(retention, store, root) if retention.active else None
+        return recorder, (Retention(retention, store, root, clips.folder(self.config.events_db))
+                          if retention.active else None)
 
     def _runtime(self, weights: str, scorer: ScorerConfig) -> ModelRuntime:
         key = str(weights_paths(weights)[0].resolve())   # a stem and its .params: one model
