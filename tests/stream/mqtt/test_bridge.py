@@ -121,9 +121,9 @@ def test_ped2_event_discovery_commands_and_a_broker_restart(tmp_path, tiny_weigh
         # threshold/set: the detector's threshold changes (status, later decisions): no
         # frame reaches it, so the event ends, after the restart, with the same id.
         mark = rec.mark()
-        rec.publish(_topic("threshold/set"), "1e9")
-        assert float(rec.wait(_topic("threshold/state"), mark=mark).payload) == 1e9
-        wait_for_status(probe, lambda s: s["streams"].get(STREAM, {}).get("threshold") == 1e9,
+        rec.publish(_topic("threshold/set"), "3000")   # 100 x calibrated: the most allowed
+        assert float(rec.wait(_topic("threshold/state"), mark=mark).payload) == 3000
+        wait_for_status(probe, lambda s: s["streams"].get(STREAM, {}).get("threshold") == 3000,
                         30, "the new threshold in status")
         end = wait_for(lambda: next((e for e in _events(rec, mark) if e["type"] == "end"),
                                     None), 60, "events end after threshold/set")
