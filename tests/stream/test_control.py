@@ -328,3 +328,12 @@ def test_thresholds_stay_within_what_the_calibration_makes_sensible(offline):
     with pytest.raises(ValueError, match="outside"):
         det.controls.configure("new", threshold=1e308)
     assert "new" not in det.stream_models
+
+
+def test_a_configured_threshold_beyond_the_calibration_stops_the_start(tiny_weights):
+    from stream.pipeline import StreamConfig
+
+    with pytest.raises(ValueError, match="stream cam: threshold 1e\\+308 is outside"):
+        Detector(DetectorConfig(bind=ANY_PORT, publish=ANY_PORT, control="", device="cpu",
+                                precision="fp32", model=str(tiny_weights), events_db=""),
+                 streams=[StreamConfig(id="cam", source="x.mp4", threshold=1e308)])
