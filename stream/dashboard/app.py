@@ -28,7 +28,7 @@ from stream.wire.security import client_from_args
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
-EVENT_ID = re.compile(r"^[0-9a-f]{1,64}$")
+EVENT_ID = re.compile(r"^[0-9a-f]{1,64}\Z")
 NO_CACHE = {"Cache-Control": "no-store"}
 HUB = web.AppKey("hub", Hub)
 GUARD = web.AppKey("guard", Guard)
@@ -72,7 +72,7 @@ class Api:
 
     async def latest(self, request: web.Request) -> web.Response:
         stream = request.match_info["stream"]
-        view = self.hub.state.streams.get(stream) if STREAM_ID.match(stream) else None
+        view = self.hub.state.streams.get(stream) if STREAM_ID.fullmatch(stream) else None
         if view is None or view.latest is None:
             return _error(404, f"no overlay of stream {stream!r} yet: is it sending frames, "
                           "and is the detector reachable?")
@@ -99,7 +99,7 @@ class Api:
 
     def _event_id(self, request: web.Request) -> str | None:
         event_id = request.match_info["event"]
-        return event_id if EVENT_ID.match(event_id) else None
+        return event_id if EVENT_ID.fullmatch(event_id) else None
 
     async def snapshot(self, request: web.Request) -> web.Response:
         event_id = self._event_id(request)
@@ -171,7 +171,9 @@ def build_app(config: ServeConfig) -> web.Application:
     hub = Hub(config.connect, state, clips,
               curve=client_from_args(config.curve_key, config.curve_server))
     api = Api(config, hub)
-    guard = Guard(Credentials(config.auth_path), not is_loopback_host(config.host))
+    guard = Guard(Credentials(config.auth_path), not is_loopback_host(config.host),
+                  secure_cookies=config.secure_cookies)
+    guard.on_logout = hub.close_revoked
     app = web.Application(middlewares=[guard.middleware])
     app[HUB] = hub
     app[GUARD] = guard

@@ -87,7 +87,7 @@ class LiveControl:
     @staticmethod
     def _stream(request: web.Request) -> str | None:
         stream = request.match_info["stream"]
-        return stream if STREAM_ID.match(stream) else None
+        return stream if STREAM_ID.fullmatch(stream) else None
 
     # -- cameras (the supervisor) ----------------------------------------------------------
     async def cameras(self, _request: web.Request) -> web.Response:

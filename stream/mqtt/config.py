@@ -11,7 +11,7 @@ from typing import NamedTuple
 from stream.mqtt.topics import COMMANDS
 
 #: MQTT topic levels this bridge names (a prefix may hold several levels).
-_TOPIC_PREFIX = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*$")
+_TOPIC_PREFIX = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*\Z")
 _SCHEMES = {"mqtt": (1883, False), "mqtts": (8883, True)}
 
 
@@ -119,7 +119,7 @@ class MqttConfig:
             parse_broker(self.broker)
         for key in ("prefix", "discovery_prefix"):
             value = getattr(self, key)
-            if (value or key == "prefix") and not _TOPIC_PREFIX.match(value):
+            if (value or key == "prefix") and not _TOPIC_PREFIX.fullmatch(value):
                 raise ValueError(f"{key} {value!r} must be topic levels of letters, digits, "
                                  "'_' or '-' separated by '/' (no wildcards, no leading or "
                                  "trailing '/')")

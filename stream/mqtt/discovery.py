@@ -9,12 +9,15 @@ anomaly sensor becomes ``binary_sensor.vadstream_<stream>_anomaly``.
 from __future__ import annotations
 
 import math
+from pathlib import PurePath
 
 from stream.mqtt.topics import OFF, ON, MqttTopics
 
 #: ``(component, object)`` of every entity a stream gets.
 ENTITIES = (("binary_sensor", "anomaly"), ("sensor", "score"), ("image", "snapshot"),
             ("number", "threshold"), ("switch", "detect"))
+#: What a weights path may end with (``save_weights`` writes ``<path>.params``, ``.json``).
+WEIGHTS_SUFFIXES = (".params", ".json", ".onnx")
 
 
 def threshold_range(threshold: float | None) -> tuple[float, float, float]:
@@ -33,6 +36,17 @@ def threshold_range(threshold: float | None) -> tuple[float, float, float]:
     return 0.0, float(f"{top:.6g}"), float(f"{step:.1g}")
 
 
+def weights_name(model: str) -> str:
+    """The name of a weights file (``/srv/w/ped2.params`` -> ``ped2``): Home Assistant
+    shows the device's model to everyone who sees the device, and where the weights lie on
+    this host is none of their business."""
+    name = PurePath(model).name
+    for suffix in WEIGHTS_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[:-len(suffix)]
+    return name
+
+
 def discovery_configs(topics: MqttTopics, discovery_prefix: str, stream: str,
                       threshold: float | None = None, model: str | None = None
                       ) -> list[tuple[str, dict]]:
@@ -43,11 +57,12 @@ def discovery_configs(topics: MqttTopics, discovery_prefix: str, stream: str,
         discovery_prefix: Home Assistant's discovery prefix (``homeassistant``).
         stream: Stream id.
         threshold: Its calibrated threshold (sets the threshold entity's range).
-        model: The weights it is scored with (shown as the device's model).
+        model: The weights it is scored with (their name is shown as the device's model).
     """
     node = f"vadstream_{stream}"
     device = {"identifiers": [node], "name": f"vadstream {stream}",
-              "manufacturer": "vadstream", "model": model or "video anomaly detector"}
+              "manufacturer": "vadstream",
+              "model": weights_name(model) if model else "video anomaly detector"}
     low, high, step = threshold_range(threshold)
     entities = {
         "anomaly": {"name": "Anomaly", "state_topic": topics.stream(stream, "anomaly"),

@@ -101,6 +101,10 @@ def test_ped2_event_discovery_commands_and_a_broker_restart(tmp_path, tiny_weigh
         configs = {t: json.loads(rec.wait(t).payload) for t in CONFIGS}
         assert all(c["device"]["identifiers"] == [f"vadstream_{STREAM}"]
                    for c in configs.values())
+        # the device's model is the weights' name, not where they lie on this host
+        assert tiny_weights.name == "tiny.params"
+        assert all(c["device"]["model"] == "tiny" for c in configs.values())
+        assert not any(str(tiny_weights.parent) in json.dumps(c) for c in configs.values())
         number = configs[f"homeassistant/number/vadstream_{STREAM}/threshold/config"]
         assert (number["min"], number["max"]) == (0.0, 100.0)   # around the calibrated 30
         rec.wait(_topic("status"), b"online")

@@ -115,13 +115,15 @@ def test_threshold_range_follows_the_score_scale():
 
 def test_discovery_configs_one_device_five_entities():
     topics = MqttTopics("vadstream")
-    configs = dict(discovery_configs(topics, "homeassistant", "ped2", 400.0, "w/ped2"))
+    configs = dict(discovery_configs(topics, "homeassistant", "ped2", 400.0,
+                                     "/home/op/models/weights/ped2.params"))
     assert list(configs) == [f"homeassistant/{c}/vadstream_ped2/{o}/config"
                              for c, o in ENTITIES]
     by_object = {topic.split("/")[3]: c for topic, c in configs.items()}
     for obj, config in by_object.items():
         assert config["unique_id"] == f"vadstream_ped2_{obj}"
         assert config["device"]["identifiers"] == ["vadstream_ped2"]
+        assert config["device"]["model"] == "ped2"   # the weights' name, not their path
         assert config["availability_topic"] == "vadstream/available"
     assert by_object["anomaly"]["state_topic"] == "vadstream/ped2/anomaly"
     assert by_object["score"]["state_topic"] == "vadstream/ped2/score"
