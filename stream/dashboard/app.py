@@ -19,6 +19,7 @@ from stream.dashboard.hub import Hub
 from stream.dashboard.login import Guard, add_login_routes
 from stream.dashboard.metrics import CONTENT_TYPE, DashboardCollector, render
 from stream.dashboard.state import LiveState, event_summary
+from stream.paths import within
 from stream.store import EventStore
 from stream.times import parse_time
 from stream.wire.endpoints import is_loopback_host
@@ -158,9 +159,8 @@ class Api:
 def clip_file(events_db: str, path: str) -> Path | None:
     """A clip row's file: relative paths are below the store's folder; None for a path
     that leaves it (the dashboard serves nothing else)."""
-    root = Path(events_db).resolve().parent
-    file = (root / path).resolve()
-    return file if file.is_relative_to(root) and file.suffix == ".mp4" else None
+    file = within(Path(events_db).resolve().parent, path)
+    return file if file is not None and file.suffix == ".mp4" else None
 
 
 def build_app(config: ServeConfig) -> web.Application:
