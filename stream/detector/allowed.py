@@ -14,12 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from models.weights import weights_paths
+from stream.defaults import THRESHOLD_RANGE
 from stream.paths import within_any
-
-#: How far a threshold may move from its model's calibrated one, either way (a factor):
-#: wide enough for any tuning a scene needs, narrow enough that no setting silently
-#: means "never alert" (a threshold above every score) or "always alert".
-THRESHOLD_RANGE = 100.0
 
 
 class ModelRefusedError(ValueError):

@@ -361,8 +361,10 @@ class Bridge:
         s = self._stream(stream)
         if self.config.discovery_prefix:
             for topic, config in discovery_configs(self.topics, self.config.discovery_prefix,
-                                                   stream, s.calibrated, s.model):
-                self._publish(topic, json.dumps(config), retain=True)
+                                                   stream, s.calibrated, s.model,
+                                                   self.config.commands):
+                self._publish(topic, b"" if config is None else json.dumps(config),
+                              retain=True)
         if s.online is not None:
             self._publish(self.topics.stream(stream, "status"),
                           ONLINE if s.online else OFFLINE, retain=True)
