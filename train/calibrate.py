@@ -35,7 +35,7 @@ The recall of each kind at each rule's threshold is recorded beside its AUC. Ask
 length of the causal moving mean given (each clip a stream, as live); the rule and length
 with the best mean AUC win, and the thresholds are those of the smoothed values. By
 default only the unsmoothed values are: on Ped2 these proxies preferred a smoothed
-``peak`` that the test clips did not bear out (README, Results).
+``peak`` that the test clips did not bear out (docs/results/ped2.md).
 
 The per-pixel baseline (the error normal footage always leaves, at edges and fine
 texture) is estimated on training clips. Test clips play no part.
