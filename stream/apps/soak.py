@@ -204,15 +204,18 @@ def machine() -> tuple[dict, list[str]]:
 
 
 def git_commit(root: Path = ROOT) -> str | None:
-    """The commit of the code that runs (None outside a git checkout)."""
+    """The commit of the code that runs, with ``-dirty`` when files tracked by it were
+    changed (None outside a git checkout)."""
     try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=10)
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
+                              capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(root), "diff", "--quiet", "HEAD", "--"],
+                               capture_output=True, timeout=10).returncode != 0
     except (OSError, subprocess.SubprocessError):
         return None
-    if out.returncode != 0:
+    if head.returncode != 0 or not head.stdout.strip():
         return None
-    return out.stdout.strip() or None
+    return head.stdout.strip() + ("-dirty" if dirty else "")
 
 
 def growth(samples: list[dict]) -> dict[str, dict]:
@@ -436,6 +439,7 @@ def run_soak(streams: int, minutes: float, interval_s: float = 60.0, fps: float 
         raise ValueError(f"--minutes and --interval must be positive, got {minutes} and "
                          f"{interval_s}")
     sources = sources or ped2_sources()
+    commit = git_commit()   # of the code that runs: taken now, the checkout may change
     with contextlib.ExitStack() as stack:
         if work is None:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vadstream-soak-")))
@@ -456,7 +460,7 @@ def run_soak(streams: int, minutes: float, interval_s: float = 60.0, fps: float 
     pipe = soak.pipeline
     info, flags = machine()
     models = [m.to_dict() for m in (status.models or [])] if status else []
-    return {"machine": info, "cpu_flags": flags, "commit": git_commit(),
+    return {"machine": info, "cpu_flags": flags, "commit": commit,
             "omp_threads": os.environ.get("OMP_NUM_THREADS"),
             "streams": streams, "minutes": minutes, "interval_s": interval_s, "fps": fps,
             "sources": [str(s) for s in sources],
