@@ -240,16 +240,21 @@ def growth(samples: list[dict]) -> dict[str, dict]:
     return out
 
 
-def allowance(key: str, first_half_max: float) -> float:
+def allowance(key: str, first_half_max: float, streams: int) -> float:
     """How far a :data:`BOUNDED` figure may rise above its first half's peak in the second
-    half: nothing for descriptors and threads (their number is set by the streams, which
-    do not change), :data:`RSS_TOLERANCE` of it plus :data:`RSS_SLACK_MB` for memory."""
+    half: for memory :data:`RSS_TOLERANCE` of that peak plus :data:`RSS_SLACK_MB`; for the
+    detector's open files one per stream (an open event holds its MP4 clip open, at most
+    one per stream: :mod:`stream.detector.clips`), so a second half with more events open
+    at once than the first is no leak; nothing for threads and the other processes' files
+    (their number is set by the streams, which do not change)."""
     if key.endswith("rss_mb"):
         return RSS_TOLERANCE * first_half_max + RSS_SLACK_MB
+    if key == "open_files":
+        return float(streams)
     return 0.0
 
 
-def judge(figures: dict[str, dict], retention_mb: float) -> dict:
+def judge(figures: dict[str, dict], retention_mb: float, streams: int) -> dict:
     """The verdict: ``bounded`` when no :data:`BOUNDED` figure's second-half peak exceeds
     its first half's by more than :func:`allowance`, and the store and clips together stay
     within the retention budget (0: no budget); else ``growing``, naming the figures."""
@@ -258,7 +263,7 @@ def judge(figures: dict[str, dict], retention_mb: float) -> dict:
         f = figures.get(key)
         if f is None:
             continue
-        limit = f["first_half_max"] + allowance(key, f["first_half_max"])
+        limit = f["first_half_max"] + allowance(key, f["first_half_max"], streams)
         if f["second_half_max"] > limit:
             growing[key] = {"second_half_max": f["second_half_max"], "limit": round(limit, 1)}
     disk = figures["store_mb"]["last"] + figures["clips_mb"]["last"]
@@ -266,8 +271,9 @@ def judge(figures: dict[str, dict], retention_mb: float) -> dict:
         growing["store_mb+clips_mb"] = {"last": round(disk, 1), "limit": retention_mb}
     return {"verdict": "growing" if growing else "bounded", "growing": growing,
             "rule": f"each of {', '.join(BOUNDED)} peaks in the second half no higher than in "
-                    f"the first (memory: + {RSS_TOLERANCE:.0%} + {RSS_SLACK_MB:g} MB); store "
-                    "and clips grow with the events, within retention.max_mb"}
+                    f"the first (memory: + {RSS_TOLERANCE:.0%} + {RSS_SLACK_MB:g} MB; the "
+                    "detector's open files: + one clip per stream); store and clips grow with "
+                    "the events, within retention.max_mb"}
 
 
 class Watch:
@@ -468,4 +474,4 @@ def run_soak(streams: int, minutes: float, interval_s: float = 60.0, fps: float 
                       "running": models},
             "retention_max_mb": pipe.retention.max_mb,
             "samples": samples, "growth": figures, "restarts": restarts,
-            **judge(figures, pipe.retention.max_mb)}
+            **judge(figures, pipe.retention.max_mb, streams)}
