@@ -114,3 +114,30 @@ def test_soak_refuses_bad_settings_in_one_line(tmp_path):
         timeout=60)
     assert proc.returncode == 2 and "no UCSD Ped2 test clips under" in proc.stderr
     assert not (tmp_path / "x.json").exists()
+
+
+def test_a_capture_loads_no_model_code(tmp_path):
+    # Found by the soak: each capture imported MXNet through stream.capture.frames (110 MB
+    # of private memory and two threads per camera for nothing, 1.4 GB RSS at 8 cameras).
+    import zmq
+
+    from stream.capture.frames import list_frames
+
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    for path in list_frames(PED2 / "Test" / "Test001")[:3]:
+        (clip / path.name).symlink_to(path)
+    pull = zmq.Context.instance().socket(zmq.PULL)
+    pull.setsockopt(zmq.LINGER, 0)
+    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", "import sys\nfrom stream.apps.cli import main\n"
+             f"code = main(['capture', '--source', {str(clip)!r}, '--stream-id', 'x', "
+             f"'--connect', 'tcp://127.0.0.1:{port}', '--fps', '0'])\n"
+             "print(code, sorted(m for m in ('mxnet', 'models', 'scipy') if m in sys.modules))"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert pull.poll(5000), "the capture sent no frame"
+    finally:
+        pull.close()
+    assert proc.stdout.strip() == "0 []", proc.stderr[-1000:]
