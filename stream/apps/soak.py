@@ -133,6 +133,17 @@ def process_figures(pid: int) -> dict[str, float]:
     return figures
 
 
+def pss_mb(pid: int) -> float:
+    """A process's proportional set size (MB): its private memory plus its share of pages
+    it shares (libraries), so that a sum over processes counts shared pages once (0 once
+    it is gone, or where the kernel has no ``smaps_rollup``)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
 def children(pid: int) -> dict[str, list[int]]:
     """The ``vadstream`` processes started by ``pid``, by subcommand (``detect``,
     ``capture``, ``mqtt``), found by their parent in ``/proc``."""
@@ -393,6 +404,7 @@ class Soak:
         for key in PROCESS_FIGURES:
             sample[f"captures_{key}"] = round(sum(c[key] for c in captures), 1)
         sample["captures_rss_mb_each"] = [c["rss_mb"] for c in captures]
+        sample["captures_pss_mb"] = round(sum(pss_mb(p) for p in kids.get("capture", [])), 1)
         for key, value in process_figures(self.run.proc.pid).items():
             sample[f"supervisor_{key}"] = value
         sample["captures"] = len(captures)
