@@ -430,6 +430,13 @@ def cmd_soak(args: argparse.Namespace) -> int:
 
     from stream.apps.soak import ped2_sources, run_soak
 
+    def interrupt(signum, _frame):
+        raise KeyboardInterrupt   # unwinds run_soak, which stops `vadstream run` first
+
+    # explicit: a job started in the background by a script inherits SIGINT ignored
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+
     def show(sample: dict) -> None:
         print(f"soak t={sample['t_s']:.0f}s detector RSS {sample['rss_mb']:.0f} MB, "
               f"{sample['open_files']} files, {sample['threads']} threads; captures "
