@@ -428,7 +428,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_soak(args: argparse.Namespace) -> int:
     import json
 
-    from stream.apps.soak import ped2_sources, run_soak
+    from stream.apps.soak import ped2_sources, run_soak, soak_table
 
     def interrupt(signum, _frame):
         raise KeyboardInterrupt   # unwinds run_soak, which stops `vadstream run` first
@@ -451,6 +451,7 @@ def cmd_soak(args: argparse.Namespace) -> int:
                       precision=args.precision, device=args.device)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(soak_table(result, every_s=max(300.0, args.interval)))
     growing = ", ".join(result["growing"]) or "nothing"
     print(f"soak: {result['verdict']} ({growing} grew past its bound); {args.json}")
     return 0

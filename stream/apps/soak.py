@@ -287,6 +287,32 @@ def judge(figures: dict[str, dict], retention_mb: float, streams: int) -> dict:
                     "the events, within retention.max_mb"}
 
 
+#: The columns of :func:`soak_table`: sample key -> heading.
+TABLE = {"t_s": "min", "rss_mb": "detector RSS MB", "open_files": "files", "threads": "threads",
+         "captures_rss_mb": "captures RSS MB", "captures_pss_mb": "captures PSS MB",
+         "supervisor_rss_mb": "supervisor RSS MB", "store_mb": "store MB",
+         "clips_mb": "clips MB", "scored": "scored", "dropped": "dropped",
+         "alerts_published": "alerts published", "alerts_stored": "alerts stored",
+         "load1": "load (1 min)"}
+
+
+def soak_table(report: dict, every_s: float = 300.0) -> str:
+    """A Markdown table of a soak report's samples, one row per ``every_s`` seconds (and
+    the last)."""
+    rows, next_t = [], 0.0
+    for k, sample in enumerate(report["samples"]):
+        if sample["t_s"] + 1e-6 >= next_t or k == len(report["samples"]) - 1:
+            rows.append(sample)
+            next_t = sample["t_s"] + every_s - report["interval_s"] / 2
+    keys = [k for k in TABLE if k in report["samples"][0]]
+    lines = ["| " + " | ".join(TABLE[k] for k in keys) + " |",
+             "|" + "---:|" * len(keys)]
+    for sample in rows:
+        cells = [f"{sample['t_s'] / 60:.1f}" if k == "t_s" else f"{sample[k]:g}" for k in keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 class Watch:
     """What the soak's subscriber has seen: alert messages, the newest ``status``.
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from stream.apps.soak import BOUNDED, growth, judge
+from stream.apps.soak import BOUNDED, growth, judge, soak_table
 from tests.conftest import PED2, ROOT
 
 STREAMS = 2
@@ -55,7 +55,8 @@ def test_soak_samples_the_running_pipeline(soak):
     assert report["restarts"] == {"detect": 0, "capture": 0, "mqtt": 0}
     assert report["model"]["running"][0]["precision"] == "fp32"
     assert report["cpu_flags"] is not None and report["machine"]["cores"] >= 1
-    assert len(stdout.strip().splitlines()) == len(samples) + 1
+    assert sum(line.startswith("soak t=") for line in stdout.splitlines()) == len(samples)
+    assert stdout.strip().splitlines()[-1].startswith("soak: bounded")
 
 
 @pytest.mark.timeout(180)
@@ -99,6 +100,15 @@ def test_judge_names_what_grows_and_passes_what_is_flat():
     over = [{**s, "store_mb": 1500.0, "clips_mb": 600.0} for s in flat]
     assert set(judge(growth(over), 2048, 8)["growing"]) == {"store_mb+clips_mb"}
     assert judge(growth(over), 0, 8)["verdict"] == "bounded"
+
+
+def test_soak_table_has_a_row_per_five_minutes_and_the_last():
+    samples = [{"t_s": 60.0 * k, "rss_mb": 600.0 + k, "scored": 100 * k} for k in range(31)]
+    table = soak_table({"samples": samples, "interval_s": 60.0}).splitlines()
+    assert table[0] == "| min | detector RSS MB | scored |"
+    assert [row.split(" | ")[0] for row in table[2:]] == [
+        f"| {m:.1f}" for m in (0, 5, 10, 15, 20, 25, 30)]
+    assert table[-1] == "| 30.0 | 630 | 3000 |"
 
 
 def test_soak_refuses_bad_settings_in_one_line(tmp_path):
