@@ -3,7 +3,7 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test check lint
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: setup.py
@@ -26,6 +26,11 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# The fast tier: every test but those marked slow (subprocesses, training, browser, broker,
+# cluster, bench); `make test` runs them all.
+check: setup
+	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

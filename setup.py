@@ -3,7 +3,9 @@ from setuptools import find_packages, setup
 setup(
     name="vadstream",
     version="0.1.0",
-    description="Real-time video anomaly detection with a Gluon ConvLSTM autoencoder",
+    description=("Real-time video anomaly detection: MXNet Gluon models of normal footage (a "
+                 "ConvLSTM next-frame predictor by default) score camera streams live and "
+                 "publish alerts over ZeroMQ, a dashboard and MQTT"),
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["models", "models.*", "stream", "stream.*",
                                     "train", "train.*"]),

@@ -11,18 +11,15 @@ and batch them per model through this interface; they never branch on a family's
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import mxnet as mx
 import numpy as np
 from mxnet import gluon
 from mxnet.gluon import HybridBlock
 
+from models.meta import WeightsMeta
 from models.scoring import RULES, FrameScores, ScorerConfig
-
-if TYPE_CHECKING:   # models.weights builds networks through the registry, which imports this
-    from models.weights import WeightsMeta
-
 
 _L2 = gluon.loss.L2Loss()
 

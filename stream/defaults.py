@@ -25,6 +25,10 @@ SUPERVISOR_ENDPOINT = "tcp://127.0.0.1:5558"
 #: (``models`` imports nothing of ``stream``); this is the same path without importing
 #: MXNet, and a test keeps the two equal.
 WEIGHTS = ROOT / "models" / "weights" / "ped2_predictor"
+#: How far a threshold may move from its model's calibrated one, either way (a factor):
+#: wide enough for any tuning a scene needs, narrow enough that no setting silently
+#: means "never alert" (a threshold above every score) or "always alert".
+THRESHOLD_RANGE = 100.0
 #: The shipped STAE weights (``models.weights.STAE_WEIGHTS``): what ``vadstream bench``
 #: times by default, its FLOP count being the STAE's.
 STAE_WEIGHTS = ROOT / "models" / "weights" / "ped2_stae"

@@ -84,12 +84,25 @@ class SupervisorConfig:
             ``streams:`` entries), rewritten on every add and remove and started with the
             configured ones at the next ``vadstream run``; "": added cameras last until it
             stops.
+        curve_key: The supervisor's own CURVE ``.key_secret``, for its requests to the
+            detector's control endpoint when the detector requires CURVE (its public
+            ``.key`` in ``detector.curve_allowed``).
+        curve_server: The detector's public ``.key``. With CURVE on the detector
+            (``detector.curve_secret_key``), the supervisor's own ``control`` endpoint is
+            behind the same server key and admits the same clients.
     """
 
     restart_delay: float = 1.0
     max_delay: float = 30.0
     control: str = SUPERVISOR_ENDPOINT
     streams_file: str = ""
+    curve_key: str = ""
+    curve_server: str = ""
+
+    def __post_init__(self) -> None:
+        if bool(self.curve_key) != bool(self.curve_server):
+            raise ValueError("supervisor: CURVE needs both curve_key (its .key_secret) and "
+                             "curve_server (the detector's .key)")
 
 
 @dataclass(frozen=True)

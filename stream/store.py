@@ -199,11 +199,6 @@ class EventStore:
         self._db.execute("COMMIT")
         return paths
 
-    def has_event(self, event_id: str) -> bool:
-        """Whether any alert of this event is stored."""
-        return self._db.execute("SELECT 1 FROM alerts WHERE id = ? LIMIT 1",
-                                (event_id,)).fetchone() is not None
-
     def delete_clip(self, event_id: str) -> None:
         """Forget an event's clip row (its file is gone); the event stays."""
         self._db.execute("DELETE FROM clips WHERE id = ?", (event_id,))

@@ -3,11 +3,13 @@ an autoencoder on the normal images of a seeded training split, a classifier on 
 them with their labels (optionally from another data set's weights, its first blocks
 frozen: in-domain transfer learning); then calibration on the validation split.
 
-Autoencoders are calibrated as the documents do: the threshold of each rule at a chosen
-false-alarm rate on the normal validation images (histogram written beside the weights),
-the rule chosen by synthetic defects pasted onto copies of those images
+Autoencoders are calibrated as the documents do by default: the threshold of each rule at a
+chosen false-alarm rate on the normal validation images (histogram written beside the
+weights), the rule chosen by synthetic defects pasted onto copies of those images
 (:data:`train.images.SYNTHETIC_DEFECTS`); the real defective validation images are scored
-for the record only. Classifiers: the probability threshold with the best validation
+for the record only. ``rule_by`` and ``threshold_by`` let the validation split's real
+defects choose the rule, and the synthetic or the real defects the thresholds
+(:mod:`train.operating_point`). Classifiers: the probability threshold with the best validation
 accuracy (the middle of the best range, in logit units).
 """
 
@@ -40,6 +42,7 @@ from train.images import (
     synthetic_defects,
 )
 from train.metrics import roc_auc_eer, threshold_at
+from train.operating_point import THRESHOLD_BY, figures_at, operating_thresholds
 from train.optstate import load_optimizer
 from train.plots import plot_class_histogram, plot_histogram
 from train.trainer import end_epoch
@@ -78,6 +81,13 @@ class ImageTrainConfig:
         denoise: Share of an autoencoder's training images given one synthetic defect
             (:data:`train.images.SYNTHETIC_DEFECTS`) while the loss compares with the clean
             image: it learns to remove defect-like marks (0: a plain autoencoder).
+        threshold_by: How an autoencoder's thresholds are set
+            (:data:`train.operating_point.THRESHOLD_BY`): ``false_alarms`` (at
+            ``false_alarm_rate`` on the normal validation images), ``synthetic`` (the best
+            balanced accuracy against the synthetic defects) or ``defects`` (against the
+            validation split's real defective images: labels choose the threshold).
+        false_alarm_cap: The balanced ways' largest share of normal validation images
+            flagged.
     """
 
     epochs: int = 10
@@ -93,12 +103,20 @@ class ImageTrainConfig:
     freeze: int = 0
     rule_by: str = "synthetic"
     denoise: float = 0.0
+    threshold_by: str = "false_alarms"
+    false_alarm_cap: float = 0.1
 
     def __post_init__(self) -> None:
         if self.rule_by not in ("synthetic", "defects"):
             raise ValueError(f"rule_by must be 'synthetic' or 'defects', got {self.rule_by!r}")
         if not 0 <= self.denoise <= 1:
             raise ValueError(f"denoise is a share of images, 0..1, got {self.denoise}")
+        if self.threshold_by not in THRESHOLD_BY:
+            raise ValueError(f"threshold_by must be one of {', '.join(THRESHOLD_BY)}, got "
+                             f"{self.threshold_by!r}")
+        if not 0 <= self.false_alarm_cap <= 1:
+            raise ValueError(f"false_alarm_cap is a share of normal images, 0..1, got "
+                             f"{self.false_alarm_cap}")
 
 
 def _augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -284,7 +302,8 @@ def train_images(data: str | Path, out: str | Path, model: str, model_args: dict
             family, best, meta, train_set.subset(np.flatnonzero(train_set.labels == 0)),
             val_set, scorer, config.false_alarm_rate, ctx,
             out.with_name(out.name + ".calibration.png"), seed=config.seed,
-            rule_by=config.rule_by)
+            rule_by=config.rule_by, threshold_by=config.threshold_by,
+            false_alarm_cap=config.false_alarm_cap)
     return save_weights(best, meta, out, arrays)
 
 
@@ -329,11 +348,16 @@ def calibrate_classifier(family, net: HybridBlock, meta: WeightsMeta, val: Image
 def calibrate_autoencoder(family, net: HybridBlock, meta: WeightsMeta, train_normal: ImageSet,
                           val: ImageSet, scorer: Scorer, false_alarm_rate: float,
                           ctx: mx.Context, histogram: Path, seed: int = 0,
-                          rule_by: str = "synthetic") -> tuple[dict, dict[str, np.ndarray]]:
-    """Baseline and spread maps from normal training images; thresholds per rule at the
-    false-alarm rate on the normal validation images; the rule whose values best separate
-    synthetic defects (pasted onto copies of those images) from them, or with ``rule_by``
-    ``defects`` the validation split's real defective images."""
+                          rule_by: str = "synthetic", threshold_by: str = "false_alarms",
+                          false_alarm_cap: float = 0.1
+                          ) -> tuple[dict, dict[str, np.ndarray]]:
+    """Baseline and spread maps from normal training images; each rule's threshold set by
+    ``threshold_by`` (:func:`train.operating_point.operating_thresholds`: at the false-alarm
+    rate on the normal validation images, or the best balanced accuracy against the
+    synthetic defects or the real defective validation images, at most ``false_alarm_cap``
+    false alarms); the rule whose values best separate synthetic defects (pasted onto
+    copies of the normal validation images) from them, or with ``rule_by`` ``defects`` the
+    validation split's real defective images."""
     form = _inference(family, net, meta, ctx)
     rules = family.rules(meta)
     plain = family.scorer(meta, {}, ScorerConfig(pixel_threshold=scorer.pixel_threshold,
@@ -349,29 +373,33 @@ def calibrate_autoencoder(family, net: HybridBlock, meta: WeightsMeta, train_nor
                                                     rule="area", threshold=1.0))
     normal_images = val.images[val.labels == 0]
     normal = score_images(form, full, normal_images, ctx)
-    thresholds = {r: threshold_at(normal[r], false_alarm_rate) for r in rules}
     pick = normal_images[np.sort(rng.permutation(len(normal_images))[:SYNTHETIC_IMAGES])]
     lo, hi = -meta.contract.mean / meta.contract.std, (1 - meta.contract.mean) / meta.contract.std
     synthetic = {k: score_images(form, full, v, ctx)
                  for k, v in synthetic_defects(pick, seed, lo, hi).items()}
+    defects = val.labels == 1
+    # real defective validation images: the record, or the choice of rule or thresholds
+    real = score_images(form, full, val.images[defects], ctx) if defects.any() else {}
+    if "defects" in (rule_by, threshold_by) and not real:
+        raise ValueError("rule_by or threshold_by defects needs defective images in the "
+                         "validation split; this data set has none: use synthetic")
+    thresholds = operating_thresholds(
+        threshold_by, {r: normal[r] for r in rules},
+        {r: np.concatenate([s[r] for s in synthetic.values()]) for r in rules},
+        {r: real[r] for r in rules} if real else {}, false_alarm_rate, false_alarm_cap)
     auc = {r: {k: roc_auc_eer(np.r_[np.zeros(len(normal[r])), np.ones(len(s[r]))],
                               np.r_[normal[r], s[r]])[0] for k, s in synthetic.items()}
            for r in rules}
     recall = {r: {k: float((s[r] >= thresholds[r]).mean()) for k, s in synthetic.items()}
               for r in rules}
     mean_auc = {r: float(np.mean(list(auc[r].values()))) for r in rules}
-    record = {}
-    defects = val.labels == 1
-    if defects.any():   # real defective validation images: the record, or the choice
-        real = score_images(form, full, val.images[defects], ctx)
-        record = {r: roc_auc_eer(np.r_[np.zeros(len(normal[r])), np.ones(len(real[r]))],
-                                 np.r_[normal[r], real[r]])[0] for r in rules}
-    if rule_by == "defects" and not record:
-        raise ValueError("rule_by defects needs defective images in the validation split; "
-                         "this data set has none: use rule_by synthetic")
+    record = {r: roc_auc_eer(np.r_[np.zeros(len(normal[r])), np.ones(len(real[r]))],
+                             np.r_[normal[r], real[r]])[0] for r in rules} if real else {}
     by_synthetic = max(rules, key=mean_auc.get)
     rule = max(rules, key=record.get) if rule_by == "defects" else by_synthetic
     plot_histogram(normal[rule], thresholds[rule], histogram, f"{rule} score")
+    chose = [what for what, by in (("the rule", rule_by), ("the thresholds", threshold_by))
+             if by == "defects"]
     calibration.update(
         rule=rule, rules=list(rules), thresholds=thresholds, smooth=1,
         false_alarm_rate=false_alarm_rate,
@@ -379,18 +407,29 @@ def calibrate_autoencoder(family, net: HybridBlock, meta: WeightsMeta, train_nor
         selection={"by": "real defective validation images' AUC" if rule_by == "defects"
                    else "mean synthetic-defect AUC", "synthetic_rule": by_synthetic,
                    "mean_auc": mean_auc, "synthetic_auc": auc, "recall_at_threshold": recall},
+        operating_point={
+            "by": threshold_by, "method": THRESHOLD_BY[threshold_by],
+            **({} if threshold_by == "false_alarms" else {"false_alarm_cap": false_alarm_cap}),
+            "validation_false_alarm_rate": {r: float((normal[r] >= thresholds[r]).mean())
+                                            for r in rules},
+            "false_alarm_thresholds": {r: threshold_at(normal[r], false_alarm_rate)
+                                       for r in rules}},
         validation={"real_defect_auc": record,
+                    **({"at_threshold": {r: figures_at(thresholds[r], normal[r], real[r])
+                                         for r in rules}} if real else {}),
                     "note": "real defective validation images" + (
-                        ": they chose the rule" if rule_by == "defects" else ", reported only")})
+                        f": they chose {' and '.join(chose)}" if chose else ", reported only")})
     return calibration, arrays
 
 
 def recalibrate_images(weights: str | Path, rule_by: str | None = None,
-                       false_alarm_rate: float | None = None, ctx: mx.Context | None = None
+                       false_alarm_rate: float | None = None, ctx: mx.Context | None = None,
+                       threshold_by: str | None = None, false_alarm_cap: float | None = None
                        ) -> dict:
     """Calibrate trained image weights again on the split they recorded (``vadstream
-    calibrate`` on image weights), e.g. with another ``rule_by``; rewrites the ``.json``
-    (and ``.calib``) beside them.
+    calibrate`` on image weights), e.g. with another ``rule_by`` or ``threshold_by`` (each
+    None: as recorded; weights from before ``threshold_by`` keep ``false_alarms``); rewrites
+    the ``.json`` (and ``.calib``) beside them.
 
     Returns:
         The new calibration.
@@ -419,14 +458,20 @@ def recalibrate_images(weights: str | Path, rule_by: str | None = None,
         arrays = None
     else:
         rule_by = rule_by or config.get("rule_by", "synthetic")
+        threshold_by = threshold_by or config.get("threshold_by", "false_alarms")
+        cap = false_alarm_cap if false_alarm_cap is not None else \
+            float(config.get("false_alarm_cap", ImageTrainConfig.false_alarm_cap))
+        # The same checks as a training config's
+        ImageTrainConfig(rule_by=rule_by, threshold_by=threshold_by, false_alarm_cap=cap)
         rate = false_alarm_rate if false_alarm_rate is not None else \
             float(meta.calibration.get("false_alarm_rate", config.get("false_alarm_rate", 0.01)))
         scorer = Scorer(pixel_threshold=float(meta.calibration.get("pixel_threshold", 1020.0)),
                         pixel_scale=meta.contract.pixel_scale)
         meta.calibration, arrays = calibrate_autoencoder(
             family, net, meta, train_set.subset(np.flatnonzero(train_set.labels == 0)),
-            val_set, scorer, rate, ctx, histogram, seed=config["seed"], rule_by=rule_by)
-        config["rule_by"] = rule_by
+            val_set, scorer, rate, ctx, histogram, seed=config["seed"], rule_by=rule_by,
+            threshold_by=threshold_by, false_alarm_cap=cap)
+        config.update(rule_by=rule_by, threshold_by=threshold_by, false_alarm_cap=cap)
         p["config"] = config
     save_weights(net, meta, weights, arrays)
     return meta.calibration

@@ -1,5 +1,5 @@
 """int8 on the onnxruntime backend against its fp32: frame AUC on Ped2 Test001-006, the
-decisions that changed, start-up and frames/s (a measurement for the README, not a test;
+decisions that changed, start-up and frames/s (a measurement for docs/export.md, not a test;
 the quantisation settings were chosen on training clips, never from these numbers).
 
     PYTHONPATH=. python docs/results/onnx_int8.py [--data ../shared/data/UCSDped2]

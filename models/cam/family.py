@@ -12,8 +12,8 @@ from mxnet.gluon import HybridBlock
 
 from models.cam.network import FRAME_SIZE, CAMClassifier
 from models.family import ModelFamily, Temporal, check_contract
+from models.meta import WeightsMeta
 from models.scoring import FrameScores, ScorerConfig
-from models.weights import WeightsMeta
 
 #: The rule a classifier is scored by: the defect class's softmax probability.
 RULE = "probability"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from models.family import ModelFamily, Temporal, check_contract
 from models.frame_cae.network import FRAME_SIZE, FrameCAE
-from models.weights import WeightsMeta
+from models.meta import WeightsMeta
 
 
 class FrameCAEFamily(ModelFamily):

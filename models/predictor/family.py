@@ -8,9 +8,9 @@ import mxnet as mx
 from mxnet.gluon import HybridBlock
 
 from models.family import FeatureGroup, ModelFamily, Split, Temporal, check_contract
+from models.meta import WeightsMeta
 from models.predictor.network import CONTEXT, FRAME_SIZE, Predictor
 from models.predictor.split import split_predictor
-from models.weights import WeightsMeta
 
 #: Weights of the gradient and temporal-difference terms against the intensity term.
 GRADIENT_WEIGHT = 1.0

@@ -8,10 +8,10 @@ import numpy as np
 from mxnet.gluon import HybridBlock
 
 from models.family import ModelFamily, Temporal, check_contract
+from models.meta import WeightsMeta
 from models.scoring import RULES, FrameScores, Scorer, ScorerConfig, window_sum
 from models.ssim import ssim_loss, ssim_map
 from models.ssim_ae.network import FRAME_SIZE, SSIMAutoencoder
-from models.weights import WeightsMeta
 
 #: 1 − SSIM (0..2) on the 0-255 scale the scorer's thresholds and maps use.
 DISSIMILARITY_SCALE = 127.5

@@ -4,9 +4,9 @@ the reconstruction scorer (``motion`` reads the frame before, as for the STAE)."
 from __future__ import annotations
 
 from models.family import ModelFamily, Temporal, check_contract
+from models.meta import WeightsMeta
 from models.scoring import LOOKBACK
 from models.stacked_ae.network import FRAME_SIZE, WINDOW, StackedAE
-from models.weights import WeightsMeta
 
 
 class StackedAEFamily(ModelFamily):

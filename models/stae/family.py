@@ -7,10 +7,10 @@ import mxnet as mx
 from mxnet.gluon import HybridBlock
 
 from models.family import FeatureGroup, ModelFamily, Split, Temporal
+from models.meta import WeightsMeta
 from models.scoring import LOOKBACK
 from models.stae.inference import InferenceSTAE, inference_form
 from models.stae.network import STAE, WINDOW
-from models.weights import WeightsMeta
 
 
 class STAEFamily(ModelFamily):

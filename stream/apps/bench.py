@@ -146,7 +146,7 @@ def conv_macs(out_hw: int, out_c: int, k: int, in_c: int) -> int:
 def gflop_per_frame(window: int, spatial: tuple[int, int], temporal: tuple[int, int, int],
                     output_channels: int = 1) -> float:
     """FLOPs (2 per multiply-add) of one 227×227 frame through the STAE, counted from its
-    layers; ``output_channels`` is 1 in the paper (2 in the training graph, see README).
+    layers; ``output_channels`` is 1 in the paper (2 in the training graph, see docs/decisions.md).
     This is the work the model needs, whatever extra the implementation does."""
     c1, c2 = spatial
     t1, t2, t3 = temporal

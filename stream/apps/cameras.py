@@ -23,6 +23,7 @@ from stream.apps.supervisor import connect_endpoint
 from stream.config import ConfigError, build
 from stream.pipeline import Pipeline, StreamConfig
 from stream.wire.control import ControlClient, ControlError, NoReplyError, RequestError
+from stream.wire.security import client_from_args
 
 if TYPE_CHECKING:
     from stream.apps.supervisor import Supervisor
@@ -69,6 +70,8 @@ class Cameras:
         self._in_config = dict(self.configured)   # as the config (and the detector) has them
         control = pipeline.detector.control
         self.detector_control = connect_endpoint(control)
+        self.curve = client_from_args(pipeline.supervisor.curve_key or None,
+                                      pipeline.supervisor.curve_server or None)
         self.streams_file = (Path(pipeline.supervisor.streams_file)
                              if pipeline.supervisor.streams_file else None)
         #: Cameras added while running (or read from the streams file), by id.
@@ -76,7 +79,9 @@ class Cameras:
         #: Added cameras the detector is still to be told of; True: start the capture then.
         self.pending: dict[str, bool] = {}
         self._last_try = 0.0
-        self.handlers = {"streams": self.streams, "add": self.add, "remove": self.remove}
+        # ``state`` as the detector names it: a health check asks both the same way.
+        self.handlers = {"streams": self.streams, "state": self.streams, "add": self.add,
+                         "remove": self.remove}
 
     # -- start and restarts ---------------------------------------------------------------
     def start(self) -> None:
@@ -168,7 +173,7 @@ class Cameras:
         if self.detector_control.endswith(":*"):
             raise RequestError(f"detector.control {self.detector_control} has no fixed port; "
                                "give it one to add and remove cameras")
-        return ControlClient(self.detector_control, timeout_s)
+        return ControlClient(self.detector_control, timeout_s, curve=self.curve)
 
     def _configure(self, stream: StreamConfig, timeout_s: float) -> dict:
         with self._client(timeout_s) as client:

@@ -1,4 +1,6 @@
-"""The ``vadstream`` command."""
+"""The ``vadstream`` command: one parser for every subcommand (capture, detect, subscribe,
+record, serve, mqtt, keys, events, run, cluster, users, demo, train, collect, calibrate,
+bench, export, evaluate) and the entry point that runs one and prints one clear line on failure."""
 
 from __future__ import annotations
 
@@ -380,12 +382,17 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
         cal = recalibrate_images(args.model, rule_by=args.rule_by,
                                  false_alarm_rate=args.false_alarm_rate,
-                                 ctx=pick_context(args.device))
+                                 ctx=pick_context(args.device), threshold_by=args.threshold_by,
+                                 false_alarm_cap=args.false_alarm_cap)
         threshold = cal["thresholds"][cal["rule"]]
         real = cal.get("validation", {}).get("real_defect_auc") or {}
-        print(f"rule {cal['rule']} threshold {threshold:.4g}"
+        at = cal.get("validation", {}).get("at_threshold", {}).get(cal["rule"])
+        print(f"rule {cal['rule']} threshold {threshold:.4g} by "
+              f"{cal['operating_point']['by']}"
               + (f" (validation defects' AUC: {', '.join(f'{r} {a:.3f}' for r, a in real.items())})"
-                 if real else ""))
+                 if real else "")
+              + (f"; validation accuracy {at['accuracy']:.3f}, recall {at['recall']:.3f}, "
+                 f"false alarms {at['false_alarm_rate']:.3f}" if at else ""))
         return 0
     cal = recalibrate(args.model, args.data, stride=args.stride,
                       false_alarm_rate=args.false_alarm_rate, ctx=pick_context(args.device),
@@ -544,8 +551,9 @@ def _collect_flags(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    p = Parser(prog="vadstream", description="Real-time video anomaly detection with a "
-               "ConvLSTM autoencoder.")
+    p = Parser(prog="vadstream", description="Real-time video anomaly detection: models of "
+               "normal footage (a ConvLSTM next-frame predictor by default) score every "
+               "stream live and publish alerts.")
     loud = p.add_mutually_exclusive_group()
     loud.add_argument("--verbose", "-v", action="store_true", help="debug logs and "
                       "tracebacks, and MXNet's own messages")
@@ -689,6 +697,14 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--rule-by", choices=["synthetic", "defects"], help="image autoencoders: "
                    "choose the rule by synthetic defects or by the validation split's real "
                    "defective images (default: as trained)")
+    k.add_argument("--threshold-by", choices=["false_alarms", "synthetic", "defects"],
+                   help="image autoencoders: each rule's threshold at --false-alarm-rate on "
+                   "the normal validation images, or the best balanced accuracy against the "
+                   "synthetic defects or the validation split's real defective images "
+                   "(default: as trained)")
+    k.add_argument("--false-alarm-cap", type=float, help="image autoencoders, --threshold-by "
+                   "synthetic or defects: the largest share of normal validation images "
+                   "flagged (default: as trained, else 0.1)")
     k.add_argument("--device", choices=DEVICES, default="auto")
     k.set_defaults(func=cmd_calibrate)
 

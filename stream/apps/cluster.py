@@ -17,6 +17,7 @@ def run_cluster(config_path: Path, stop: threading.Event) -> int:
     """Start (or join) Ray, the sink and the coordinator; run until ``stop``."""
     import os
 
+    from stream.cluster import require_ray
     from stream.cluster.config import load_cluster
 
     setup = load_cluster(config_path)
@@ -25,6 +26,7 @@ def run_cluster(config_path: Path, stop: threading.Event) -> int:
     if setup.cluster.address == "local":
         # An embedded Ray stays on loopback (read when Ray is imported, hence here).
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    require_ray()
     import ray
 
     from stream.cluster import launch
@@ -74,6 +76,9 @@ def summary(status: dict) -> str:
 
 
 def cmd_cluster_status(args: argparse.Namespace) -> int:
+    from stream.cluster import require_ray
+
+    require_ray()
     from stream.cluster.launch import status as cluster_status
 
     address, namespace = args.address, args.namespace
@@ -120,6 +125,9 @@ def status_table(status: dict) -> list[str]:
 
 
 def cmd_cluster_drill(args: argparse.Namespace) -> int:
+    from stream.cluster import require_ray
+
+    require_ray()
     from stream.cluster.drill import drill
 
     t0 = time.monotonic()

@@ -10,9 +10,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import zmq
+from zmq.auth.thread import ThreadAuthenticator
+
 from stream.apps.processes import Child, stop_all, vadstream_command
 from stream.pipeline import Pipeline, StreamConfig
 from stream.wire.control import ControlServer
+from stream.wire.endpoints import is_loopback
+from stream.wire.security import CurveServer
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +40,7 @@ def mqtt_command(pipeline: Pipeline) -> list[str]:
                                                       else "")}
     if detector.curve_secret_key and not pipeline.mqtt.curve_key:
         log.warning("the detector requires CURVE: give mqtt.curve_key and mqtt.curve_server, "
-                    "or the MQTT bridge cannot subscribe")
+                    "or the MQTT bridge cannot subscribe nor send commands")
     return vadstream_command("mqtt", *pipeline.mqtt.to_argv(**endpoints))
 
 
@@ -178,8 +183,7 @@ def supervise(config_path: Path, pipeline: Pipeline, stop: threading.Event,
     cameras = Cameras(sup, pipeline)
     cameras.start()
     # bound first: a port in use stops `vadstream run` before it starts anything
-    server = (ControlServer(pipeline.supervisor.control, cameras.handlers)
-              if pipeline.supervisor.control else None)
+    auth, server = control_server(pipeline, cameras.handlers)
     try:
         if server is not None:
             log.info("camera requests (streams, add, remove) on %s", server.endpoint)
@@ -199,4 +203,40 @@ def supervise(config_path: Path, pipeline: Pipeline, stop: threading.Event,
     finally:
         if server is not None:
             server.close()
+        if auth is not None:
+            auth.stop()
         sup.stop()
+
+
+def control_server(pipeline: Pipeline, handlers: dict
+                   ) -> tuple[ThreadAuthenticator | None, ControlServer | None]:
+    """The supervisor's control endpoint (None without ``supervisor.control``): behind the
+    detector's CURVE keys when it has them, admitting the clients the detector admits.
+
+    Returns:
+        The CURVE authenticator (to stop with the server; None without CURVE) and the
+        server.
+    """
+    bind = pipeline.supervisor.control
+    if not bind:
+        return None, None
+    detector = pipeline.detector
+    curve = (CurveServer(detector.curve_secret_key, detector.curve_allowed)
+             if detector.curve_secret_key else None)
+    if curve is None and not is_loopback(bind):
+        log.warning("supervisor.control %s is reachable beyond this machine and "
+                    "unauthenticated: anyone who reaches it can add cameras (any source); "
+                    "bind it to 127.0.0.1 or turn on CURVE (detector.curve_secret_key, "
+                    "curve_allowed)", bind)
+    if curve is not None and detector.control and not pipeline.supervisor.curve_key:
+        log.warning("the detector requires CURVE: give supervisor.curve_key and "
+                    "supervisor.curve_server, or cameras added while running cannot be "
+                    "configured on it")
+    context = zmq.Context.instance()
+    auth = curve.start(context) if curve is not None else None
+    try:
+        return auth, ControlServer(bind, handlers, context, curve)
+    except BaseException:
+        if auth is not None:
+            auth.stop()
+        raise

@@ -28,6 +28,11 @@ class ClusterConfig:
         reconcile_s: Seconds between the coordinator's checks of nodes and shards.
         detached: Start the coordinator and the sink as detached actors: they outlive
             the ``vadstream run`` that started them (stop them with ``ray stop``).
+        curve_secret_key: The event sink's CURVE ``.key_secret``: set, only clients whose
+            public key is in ``curve_allowed`` may read ``publish`` (``vadstream serve``
+            and ``subscribe`` then pass ``--curve-key`` and ``--curve-server``). Ray
+            itself has no authentication: keep its ports on a trusted network.
+        curve_allowed: Folder of the admitted clients' ``.key`` files.
     """
 
     address: str = "local"
@@ -40,6 +45,12 @@ class ClusterConfig:
     device: str = "auto"
     reconcile_s: float = 1.0
     detached: bool = False
+    curve_secret_key: str = ""
+    curve_allowed: str = ""
+
+    def __post_init__(self) -> None:
+        if bool(self.curve_secret_key) != bool(self.curve_allowed):
+            raise ValueError("cluster: CURVE needs both curve_secret_key and curve_allowed")
 
 
 @dataclass(frozen=True)

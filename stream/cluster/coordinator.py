@@ -229,11 +229,6 @@ class Coordinator:
         with self.lock:
             return {c: self.shards[s][0] for c, s in self.map.items() if s in self.shards}
 
-    def shard_handle(self, name: str):
-        """A shard's actor handle (for the tests and the drill)."""
-        with self.lock:
-            return self.shards[name][1]
-
     def stop(self) -> None:
         """Stop coordinating, then every shard (captures, then detectors)."""
         self.stopping.set()

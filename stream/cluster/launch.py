@@ -40,7 +40,7 @@ def start(config: ClusterConfig, streams: tuple[StreamConfig, ...], sections: di
     common = dict(namespace=config.namespace, num_cpus=0, scheduling_strategy=here,
                   lifetime="detached" if config.detached else None, max_restarts=-1)
     sink = ray.remote(EventSink).options(name=SINK_NAME, **common).remote(
-        config.events_db, config.publish)
+        config.events_db, config.publish, config.curve_secret_key, config.curve_allowed)
     ray.get(sink.stats.remote(), timeout=60)    # bound, store open: or fail here
     coordinator = ray.remote(Coordinator).options(
         name=COORDINATOR_NAME, max_concurrency=4, **common).remote(

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 
 import zmq
 
 from stream.store import EventStore
+from stream.wire.endpoints import is_loopback
 from stream.wire.publisher import Publisher
+from stream.wire.security import CurveServer
+
+log = logging.getLogger(__name__)
 
 #: The Ray actor name of the event sink.
 SINK_NAME = "vadstream-sink"
@@ -29,12 +34,25 @@ class EventSink:
     Args:
         events_db: The cluster's events store (this actor holds its lock).
         publish: PUB endpoint for ``alert.*``, ``score.*`` and ``status``.
+        curve_secret_key: The sink's CURVE ``.key_secret`` ("" : no CURVE); set, only
+            clients whose public key is in ``curve_allowed`` may subscribe.
+        curve_allowed: Folder of the admitted clients' ``.key`` files.
     """
 
-    def __init__(self, events_db: str, publish: str) -> None:
+    def __init__(self, events_db: str, publish: str, curve_secret_key: str = "",
+                 curve_allowed: str = "") -> None:
+        if bool(curve_secret_key) != bool(curve_allowed):
+            raise ValueError("cluster: CURVE needs both curve_secret_key and curve_allowed")
+        curve = CurveServer(curve_secret_key, curve_allowed) if curve_secret_key else None
+        if curve is None and not is_loopback(publish):
+            log.warning("cluster.publish %s is reachable beyond this machine and "
+                        "unauthenticated: anyone who reaches it reads every alert and score; "
+                        "turn on CURVE (cluster.curve_secret_key, curve_allowed)", publish)
+        context = zmq.Context.instance()
+        self._auth = curve.start(context) if curve is not None else None
         self.store = EventStore(events_db, exclusive=True)
         self.seen = {alert_key(a) for a in self.store.query()}
-        self.publisher = Publisher(publish)
+        self.publisher = Publisher(publish, context=context, curve=curve)
         self.endpoint = self.publisher.socket.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.events_db = str(self.store.path.resolve())
         self.scored: dict[str, int] = defaultdict(int)
@@ -87,6 +105,9 @@ class EventSink:
     def close(self) -> None:
         self.publisher.close()
         self.store.close()
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
 
 
 def merged_status(statuses) -> dict:

@@ -19,6 +19,7 @@ from stream.dashboard.hub import Hub
 from stream.dashboard.login import Guard, add_login_routes
 from stream.dashboard.metrics import CONTENT_TYPE, DashboardCollector, render
 from stream.dashboard.state import LiveState, event_summary
+from stream.paths import within
 from stream.store import EventStore
 from stream.times import parse_time
 from stream.wire.endpoints import is_loopback_host
@@ -27,7 +28,7 @@ from stream.wire.security import client_from_args
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
-EVENT_ID = re.compile(r"^[0-9a-f]{1,64}$")
+EVENT_ID = re.compile(r"^[0-9a-f]{1,64}\Z")
 NO_CACHE = {"Cache-Control": "no-store"}
 HUB = web.AppKey("hub", Hub)
 GUARD = web.AppKey("guard", Guard)
@@ -71,7 +72,7 @@ class Api:
 
     async def latest(self, request: web.Request) -> web.Response:
         stream = request.match_info["stream"]
-        view = self.hub.state.streams.get(stream) if STREAM_ID.match(stream) else None
+        view = self.hub.state.streams.get(stream) if STREAM_ID.fullmatch(stream) else None
         if view is None or view.latest is None:
             return _error(404, f"no overlay of stream {stream!r} yet: is it sending frames, "
                           "and is the detector reachable?")
@@ -98,7 +99,7 @@ class Api:
 
     def _event_id(self, request: web.Request) -> str | None:
         event_id = request.match_info["event"]
-        return event_id if EVENT_ID.match(event_id) else None
+        return event_id if EVENT_ID.fullmatch(event_id) else None
 
     async def snapshot(self, request: web.Request) -> web.Response:
         event_id = self._event_id(request)
@@ -158,9 +159,8 @@ class Api:
 def clip_file(events_db: str, path: str) -> Path | None:
     """A clip row's file: relative paths are below the store's folder; None for a path
     that leaves it (the dashboard serves nothing else)."""
-    root = Path(events_db).resolve().parent
-    file = (root / path).resolve()
-    return file if file.is_relative_to(root) and file.suffix == ".mp4" else None
+    file = within(Path(events_db).resolve().parent, path)
+    return file if file is not None and file.suffix == ".mp4" else None
 
 
 def build_app(config: ServeConfig) -> web.Application:
@@ -171,7 +171,9 @@ def build_app(config: ServeConfig) -> web.Application:
     hub = Hub(config.connect, state, clips,
               curve=client_from_args(config.curve_key, config.curve_server))
     api = Api(config, hub)
-    guard = Guard(Credentials(config.auth_path), not is_loopback_host(config.host))
+    guard = Guard(Credentials(config.auth_path), not is_loopback_host(config.host),
+                  secure_cookies=config.secure_cookies)
+    guard.on_logout = hub.close_revoked
     app = web.Application(middlewares=[guard.middleware])
     app[HUB] = hub
     app[GUARD] = guard

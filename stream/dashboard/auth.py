@@ -22,9 +22,14 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-#: scrypt's cost: 16 MiB of memory and ~50 ms a check (RFC 7914's interactive figures).
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
-USER_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+#: scrypt's cost: N=2^16, r=8, p=2 is one of OWASP's equivalent minimums (as costly to
+#: guess as N=2^17, p=1) that needs 64 MiB rather than 128 MiB: up to ~0.7 s of one core a
+#: check. Hashes made with other figures (N=2^14, p=1 before) still log in and are made
+#: again with these at their user's next login.
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**16, 8, 2
+#: The most a stored record may ask of scrypt (a file edited by hand must not take 4 GiB).
+_MAX_N, _MAX_R, _MAX_P = 2**20, 32, 16
+USER_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}\Z")
 MIN_PASSWORD = 8
 VERSION = 1
 
@@ -37,17 +42,36 @@ def hash_password(password: str, salt: bytes | None = None, n: int = SCRYPT_N,
                   r: int = SCRYPT_R, p: int = SCRYPT_P) -> dict:
     """The stored form of a password: scrypt with a random 16-byte salt."""
     salt = salt if salt is not None else secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=32)
+    digest = _scrypt(password, salt, n, r, p)
     return {"scheme": "scrypt", "n": n, "r": r, "p": p, "salt": salt.hex(),
             "hash": digest.hex()}
+
+
+def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    if not (1 < n <= _MAX_N and 0 < r <= _MAX_R and 0 < p <= _MAX_P):
+        raise ValueError(f"scrypt figures n={n} r={r} p={p} are out of bounds")
+    # OpenSSL's default ceiling (32 MiB) is below 128 * r * n for n >= 2^15
+    return hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=32,
+                          maxmem=2 * 128 * r * (n + p) + (1 << 20))
+
+
+def is_current(record: dict) -> bool:
+    """Whether ``record`` was hashed with today's figures (:data:`SCRYPT_N` ...)."""
+    return (record.get("scheme"), record.get("n"), record.get("r"), record.get("p")) == (
+        "scrypt", SCRYPT_N, SCRYPT_R, SCRYPT_P)
+
+
+def password_stamp(record: dict) -> str:
+    """What stays the same while a user keeps their password, rehashing included (its
+    ``set`` id; the hash itself for a record made before ids)."""
+    return str(record.get("set") or record.get("hash", ""))
 
 
 def check_password(record: dict, password: str) -> bool:
     """Whether ``password`` is the one ``record`` (:func:`hash_password`) was made from."""
     try:
-        digest = hashlib.scrypt(password.encode(), salt=bytes.fromhex(record["salt"]),
-                                n=int(record["n"]), r=int(record["r"]), p=int(record["p"]),
-                                dklen=32)
+        digest = _scrypt(password, bytes.fromhex(record["salt"]), int(record["n"]),
+                         int(record["r"]), int(record["p"]))
         return hmac.compare_digest(digest.hex(), record["hash"])
     except (KeyError, ValueError, TypeError):
         return False
@@ -124,13 +148,15 @@ class Credentials:
             AuthError: A name with other characters than letters, digits and ``_.@-``, or a
                 password shorter than 8 characters.
         """
-        if not USER_NAME.match(name):
+        if not USER_NAME.fullmatch(name):
             raise AuthError(f"user name {name!r}: 1-64 letters, digits, '_', '.', '@' or '-'")
         if len(password) < MIN_PASSWORD:
             raise AuthError(f"a password has at least {MIN_PASSWORD} characters")
         data = self.data()
         new = name not in data["users"]
-        users = {**data["users"], name: hash_password(password)}
+        # a new "set" id ends the sessions of the old password (see password_stamp)
+        users = {**data["users"], name: {**hash_password(password),
+                                         "set": secrets.token_hex(8)}}
         self._save({**data, "users": users})
         return new
 
@@ -155,7 +181,7 @@ class Credentials:
         taken = {t.get("name") for t in data["tokens"]}
         name = name or next(f"token-{i}" for i in range(1, len(taken) + 2)
                             if f"token-{i}" not in taken)
-        if not USER_NAME.match(name):
+        if not USER_NAME.fullmatch(name):
             raise AuthError(f"token name {name!r}: 1-64 letters, digits, '_', '.', '@' or '-'")
         if name in taken:
             raise AuthError(f"a token named {name!r} exists; remove it first or pick another")
@@ -172,7 +198,26 @@ class Credentials:
         if record is None:
             check_password(_dummy(), password)   # the same time for an unknown name
             return False
-        return check_password(record, password)
+        if not check_password(record, password):
+            return False
+        if not is_current(record):
+            self._rehash(name, record, password)
+        return True
+
+    def _rehash(self, name: str, record: dict, password: str) -> None:
+        """Hash a user's password again with today's figures (they logged in with it)."""
+        fresh = {**hash_password(password), "set": password_stamp(record)}
+        data = self.data()
+        if data["users"].get(name) != record:
+            return      # changed meanwhile (``vadstream users``): that change stands
+        try:
+            self._save({**data, "users": {**data["users"], name: fresh}})
+        except OSError as err:
+            log.warning("could not store %s's password with today's scrypt figures in "
+                        "%s (%s); it stays as it was", name, self.path, err)
+            return
+        log.info("%s's password hash was made again with scrypt N=%d r=%d p=%d", name,
+                 SCRYPT_N, SCRYPT_R, SCRYPT_P)
 
     def check_token(self, token: str) -> str | None:
         """The name of the token ``token`` is, or None."""

@@ -56,6 +56,10 @@ class ServeConfig:
         auth_file: Users and tokens of the login (``vadstream users``); "":
             ``dashboard-users.json`` beside ``events_db``. A login is needed whenever it
             holds any, and always when ``http`` is beyond loopback.
+        secure_cookies: When the login cookie is marked ``Secure`` (sent over HTTPS only):
+            ``auto``: when the login itself came over TLS; ``always``: behind a proxy that
+            ends TLS (the dashboard then sees plain HTTP; forwarded headers are not
+            trusted, as anyone can send them).
     """
 
     connect: str = TOPICS_ENDPOINT
@@ -71,9 +75,13 @@ class ServeConfig:
     control: str = CONTROL_ENDPOINT
     supervisor: str = SUPERVISOR_ENDPOINT
     auth_file: str = ""
+    secure_cookies: str = "auto"
 
     def __post_init__(self) -> None:
         split_host_port(self.http)
+        if self.secure_cookies not in ("auto", "always"):
+            raise ValueError(f"secure_cookies {self.secure_cookies!r} is not auto or always "
+                             "(always: behind a proxy that ends TLS)")
         if self.history_s <= 0:
             raise ValueError(f"history_s must be positive, got {self.history_s}")
 

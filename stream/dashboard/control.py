@@ -17,6 +17,7 @@ from aiohttp import web
 from stream.dashboard.config import ServeConfig
 from stream.wire.control import ControlClient, ControlError, NoReplyError
 from stream.wire.protocol import STREAM_ID
+from stream.wire.security import client_from_args
 
 #: How long the detector may take (a model swap loads weights).
 DETECTOR_TIMEOUT_S = 30.0
@@ -45,6 +46,8 @@ class LiveControl:
 
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
+        #: The dashboard's CURVE keys: the detector and the supervisor share its server key.
+        self.curve = client_from_args(config.curve_key or None, config.curve_server or None)
 
     async def _ask(self, which: str, command: str, **args) -> web.Response:
         endpoint, flag, run, timeout = (
@@ -57,7 +60,7 @@ class LiveControl:
                           f"`vadstream serve` with {flag} ENDPOINT")
 
         def call() -> dict:
-            with ControlClient(endpoint, timeout) as client:
+            with ControlClient(endpoint, timeout, curve=self.curve) as client:
                 return client.request(command, **args)
         try:
             result = await asyncio.to_thread(call)
@@ -84,7 +87,7 @@ class LiveControl:
     @staticmethod
     def _stream(request: web.Request) -> str | None:
         stream = request.match_info["stream"]
-        return stream if STREAM_ID.match(stream) else None
+        return stream if STREAM_ID.fullmatch(stream) else None
 
     # -- cameras (the supervisor) ----------------------------------------------------------
     async def cameras(self, _request: web.Request) -> web.Response:

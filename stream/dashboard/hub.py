@@ -13,8 +13,9 @@ import asyncio
 import json
 import logging
 import struct
+from collections.abc import Callable
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 
 from stream.dashboard.clips import EventClips
 from stream.dashboard.state import LiveState
@@ -31,6 +32,8 @@ from stream.wire.topics import (
 
 log = logging.getLogger(__name__)
 TOPICS = ("status", "score.", "overlay.", "alert.", "eos.")
+#: Where the login middleware leaves a request's "still allowed?" check (see login.ALLOWED).
+ALLOWED: web.RequestKey[Callable[[], bool]] = web.RequestKey("allowed", object)
 #: Seconds between the batches of scores, and between status messages, sent to pages.
 SCORES_EVERY = 0.25
 STATUS_EVERY = 1.0
@@ -49,10 +52,14 @@ class Page:
     Args:
         ws: The page's WebSocket.
         max_queued: JSON messages queued before the oldest are dropped (a stuck page).
+        allowed: Whether what let the page in (its login) still would; it is closed when
+            not.
     """
 
-    def __init__(self, ws: web.WebSocketResponse, max_queued: int = 5000) -> None:
+    def __init__(self, ws: web.WebSocketResponse, max_queued: int = 5000,
+                 allowed: Callable[[], bool] = lambda: True) -> None:
         self.ws = ws
+        self.allowed = allowed
         self._json: list[str] = []
         self._max = max_queued
         self._overlays: dict[str, bytes] = {}
@@ -149,8 +156,19 @@ class Hub:
         return {"type": "status", "detector": {**self.state.detector(), "endpoint": self.connect},
                 "streams": [v.summary() for v in self.state.streams.values()]}
 
+    async def close_revoked(self) -> None:
+        """Close every page whose login has ended (a logout, its user removed or given a
+        new password, its token removed)."""
+        revoked = [page for page in self.pages if not page.allowed()]
+        for page in revoked:
+            self.pages.discard(page)
+        for page in revoked:
+            log.info("closing a page whose login ended")
+            await page.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"login ended")
+
     async def tick(self) -> None:
-        """Send batched scores four times a second and the status every second."""
+        """Send batched scores four times a second and the status every second; close
+        the pages whose login ended, every second."""
         turns = 0
         while True:
             await asyncio.sleep(SCORES_EVERY)
@@ -161,6 +179,7 @@ class Hub:
                     self.broadcast({"type": "scores", "stream": view.id, "points": points})
             if turns * SCORES_EVERY >= STATUS_EVERY:
                 turns = 0
+                await self.close_revoked()
                 if self.pages:
                     self.broadcast(self.status_message())
 
@@ -168,7 +187,7 @@ class Hub:
         """``/ws``: a hello with every stream's recent scores, then live updates."""
         ws = web.WebSocketResponse(heartbeat=20)
         await ws.prepare(request)
-        page = Page(ws)
+        page = Page(ws, allowed=request.get(ALLOWED) or (lambda: True))
         hello = self.status_message()
         # The pending points reach this page with the next tick: not in the hello too.
         hello.update(type="hello", history_s=self.state.history_s,

@@ -31,6 +31,11 @@ class DetectorConfig:
             threshold, detection on/off, model, ignore mask, changed while running; ""
             none). Behind CURVE when the other two are.
         model: Weights stem or ``.params`` path.
+        model_dirs: Folders whose weights may be loaded while running (over the API, the
+            control channel, MQTT, cameras added to ``vadstream run``); relative ones are
+            relative to the working directory. The weights this config names are allowed
+            wherever they are. Default: the shipped weights and ``runs`` (where
+            ``vadstream train`` writes).
         device: ``auto`` (GPU when present), ``cpu`` or ``gpu``.
         precision: ``auto`` (bf16 or int8 where measured faster than fp32 at start-up
             and deciding as fp32 on normal calibration windows, else fp32), ``fp32``,
@@ -83,6 +88,7 @@ class DetectorConfig:
     publish: str = TOPICS_ENDPOINT
     control: str = CONTROL_ENDPOINT
     model: str = str(WEIGHTS)
+    model_dirs: tuple[str, ...] = (str(WEIGHTS.parent), "runs")
     device: str = "auto"
     precision: str = "auto"
     int8_calibration: str = ""

@@ -9,6 +9,7 @@ import inspect
 import logging
 from typing import TYPE_CHECKING
 
+from stream.detector.allowed import ModelRefusedError, check_threshold_range
 from stream.detector.settings import StreamSettings, check_polygons, check_threshold
 from stream.wire.control import RequestError
 from stream.wire.protocol import ProtocolError, check_stream_id
@@ -69,7 +70,8 @@ class Controls:
         """Override a stream's threshold (None: the calibrated one), from its next scored
         frame on."""
         stream, settings = self._settings(stream)
-        settings.threshold = check_threshold(value)
+        settings.threshold = check_threshold_range(
+            check_threshold(value), self.detector.model_for(stream).scorer.threshold)
         self.detector.apply_settings(stream)
         log.warning("control: stream %s threshold %s", stream,
                     "calibrated" if value is None else f"{settings.threshold:g}")
@@ -120,6 +122,7 @@ class Controls:
             d.end_stream(state)   # its next frame starts it afresh on the new model
         log.warning("control: stream %s model %s -> %s", stream, before.weights,
                     runtime.weights)
+        d.release_unused()
         return self.describe(stream)
 
     def _load(self, weights: str) -> ModelRuntime:
@@ -127,7 +130,9 @@ class Controls:
         d = self.detector
         try:
             return d.load_runtime(weights) if weights else d.default
-        except (OSError, ValueError) as err:
+        except ModelRefusedError as err:
+            raise RequestError(str(err)) from None
+        except (OSError, ValueError) as err:   # an allowed file that is no weights
             raise RequestError(f"cannot load {weights!r}: {err}") from None
 
     def mask(self, stream: str, polygons: list) -> dict:
@@ -161,6 +166,7 @@ class Controls:
                                f"{model!r}")
         # Everything is checked before anything changes: a refused request changes nothing.
         runtime = self._load(model)
+        check_threshold_range(threshold, runtime.scorer.threshold)
         if polygons and not takes_masks(runtime):
             raise RequestError(f"{model or 'the default model'}'s scorer cannot ignore "
                                "masked regions")
@@ -182,5 +188,6 @@ class Controls:
         if state is not None:
             d.end_stream(state)
         d.forget(stream)
+        d.release_unused()
         log.warning("control: stream %s ended", stream)
         return {"stream": stream, "ended": state is not None}

@@ -1,4 +1,5 @@
-"""Batched inference of the autoencoder on the chosen MXNet device."""
+"""Batched inference of any model family's networks on the chosen device and backend
+(MXNet or onnxruntime), at the chosen or measured precision."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from stream.detector.precision import (
 )
 from stream.detector.reuse import PRECISIONS as REUSE_PRECISIONS
 from stream.detector.reuse import SplitNetwork, build_split, mxnet_network
+from stream.detector.runner import BatchedRunner
 
 log = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "gpu")
@@ -54,14 +56,18 @@ def pick_context(device: str) -> mx.Context:
 
 
 class Engine:
-    """Loads weights once and reconstructs batches of windows, allocating nothing per call.
+    """Loads weights once and runs batches of windows through them, allocating nothing per
+    call.
 
-    The STAE runs in its inference form (:mod:`models.stae.inference`), hybridized with static
-    memory and, on a CPU, with oneDNN's operator fusion; at ``precision`` (see
+    The weights' family gives the networks (:meth:`models.family.ModelFamily.inference`:
+    the STAE's inference form, the predictor, the autoencoders, the CAM classifier), run by
+    the backend (MXNet: hybridized with static memory and, on a CPU, with oneDNN's operator
+    fusion; onnxruntime: :mod:`stream.detector.onnx_backend`) at ``precision`` (see
     :mod:`stream.detector.precision`). Callers write windows into :attr:`batch` and call
     :meth:`run`; the network reads that buffer in place (no copy on a CPU). With
-    ``decode_last``, ``run(n, tail=True)`` reconstructs only each window's newest frames
-    (what a live detector scores), skipping the decoder for the others.
+    ``decode_last``, ``run(n, tail=True)`` outputs only each window's newest frames (what a
+    live detector scores), skipping the decoder for the others where the family has such a
+    network.
 
     ``precision="auto"`` measures at start-up (a few seconds, more for int8's
     calibration): fp32 and each reduced precision this CPU has instructions for, built
@@ -319,29 +325,6 @@ def get_backend(name: str):
 
         return OnnxRuntimeBackend()
     raise ValueError(f"backend {name!r} is not one of {list(BACKENDS)}")
-
-
-class BatchedRunner:
-    """What every backend's runner shares: ``batches`` (the engine's input buffers),
-    ``outputs`` (its own) and ``run(n, slot)``, the first ``n`` windows of a slot."""
-
-    batches: list[np.ndarray]
-    outputs: list[np.ndarray]
-
-    def run(self, n: int, slot: int = 0) -> np.ndarray:
-        raise NotImplementedError
-
-    def reconstruct(self, windows: np.ndarray) -> np.ndarray:
-        """The outputs of any number of windows, always run at the full batch (the last
-        call padded) so that no new input shape takes memory; a new array."""
-        batch = self.batches[0]
-        n = len(batch)
-        out = np.empty((len(windows), *self.outputs[0].shape[1:]), np.float32)
-        for i in range(0, len(windows), n):
-            k = min(n, len(windows) - i)
-            batch[:] = windows[i + np.arange(n) % k]
-            out[i:i + k] = self.run(n)[:k]
-        return out
 
 
 class _Runner(BatchedRunner):

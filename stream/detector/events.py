@@ -60,7 +60,7 @@ class EventTracker:
 
     Alerts are JSON-ready dicts with ``type`` (start, update, end), ``id``, ``stream``,
     ``start_seq``, ``start_ts``, ``end_seq``, ``end_ts`` (None until the end), ``score``,
-    ``peak_score``, ``threshold``, ``boxes`` and more (see the README).
+    ``peak_score``, ``threshold``, ``boxes`` and more (see docs/wire.md).
 
     Args:
         stream: Stream id.

@@ -19,6 +19,7 @@ import zmq
 from models.scoring import ScorerConfig
 from models.weights import weights_paths
 from stream.detector.admission import Admission
+from stream.detector.allowed import ModelFolders, check_threshold_range
 from stream.detector.annotate import Annotator
 from stream.detector.clips import ClipConfig, ClipRecorder
 from stream.detector.config import DetectorConfig
@@ -110,6 +111,9 @@ class Detector:
         self._scorer_config = scorer
         self.stream_models = {s.id: self._runtime(s.model, scorer) if s.model else self.default
                               for s in streams}
+        #: What may be loaded while running: the allowed folders and the configured models.
+        self.model_folders = ModelFolders(config.model_dirs,
+                                          [config.model, *(s.model for s in streams)])
         #: Live settings by stream id: the configured streams', and any set over control.
         self.settings = {s.id: entry_settings(s) for s in streams}
         self._configured = frozenset(self.settings)
@@ -117,6 +121,11 @@ class Detector:
             if settings.mask and not takes_masks(self.stream_models[stream]):
                 raise ValueError(f"stream {stream}: {self.stream_models[stream].weights}'s "
                                  "scorer cannot ignore masked regions; remove its mask")
+            try:
+                check_threshold_range(settings.threshold,
+                                      self.stream_models[stream].scorer.threshold)
+            except ValueError as err:
+                raise ValueError(f"stream {stream}: {err}") from None
         self.scorer = self.default.scorer
         self.streams: dict[str, StreamState] = {}
         self.inference = Histogram()   # seconds per forward pass
@@ -210,7 +219,8 @@ class Detector:
                                  self.publishing.annotator,
                                  lead_frames=(events or EventConfig()).open_frames)
                     if clips.enabled else None)
-        return recorder, Retention(retention, store, root) if retention.active else None
+        return recorder, (Retention(retention, store, root, clips.folder(self.config.events_db))
+                          if retention.active else None)
 
     def _runtime(self, weights: str, scorer: ScorerConfig) -> ModelRuntime:
         key = str(weights_paths(weights)[0].resolve())   # a stem and its .params: one model
@@ -220,8 +230,23 @@ class Detector:
 
     # -- per-stream settings (the control channel's) -----------------------------------------
     def load_runtime(self, weights: str) -> ModelRuntime:
-        """The runtime of ``weights``, loaded once (under the detector's scorer config)."""
-        return self._runtime(weights, self._scorer_config)
+        """The runtime of ``weights``, loaded once (under the detector's scorer config),
+        when the configuration allows it (:class:`ModelFolders`).
+
+        Raises:
+            ModelRefusedError: The same for a missing file and a forbidden one.
+        """
+        return self._runtime(self.model_folders.check(weights), self._scorer_config)
+
+    def release_unused(self) -> list[str]:
+        """Forget the loaded models no stream uses (neither set to it, nor still being
+        scored on it), the default aside; returns their weights."""
+        used = {id(self.default), *map(id, self.stream_models.values()),
+                *(id(s.runtime) for s in self.streams.values())}
+        gone = [key for key, runtime in self.runtimes.items() if id(runtime) not in used]
+        for key in gone:
+            log.warning("model %s released: no stream uses it", self.runtimes.pop(key).weights)
+        return gone
 
     def model_for(self, stream: str) -> ModelRuntime:
         """The model a stream is (or would be) scored with."""

@@ -28,9 +28,9 @@ from models.weights import WeightsMeta
 from stream.defaults import PRECISIONS
 from stream.detector import precision as precisions
 from stream.detector.config import ONNX_BF16_REFUSED
-from stream.detector.engine import BatchedRunner
 from stream.detector.onnx_int8 import QuantizationError, quantize_int8
 from stream.detector.reuse import check_outputs, network_outputs, random_sample
+from stream.detector.runner import BatchedRunner
 
 #: How far an exported split network's outputs may be from MXNet's on random inputs at
 #: its build (fp32 both, sums ordered differently; measured up to 2e-5).

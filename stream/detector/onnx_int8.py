@@ -2,33 +2,9 @@
 start-up (onnxruntime's ``quantize_static``), calibrated on normal training windows.
 
 Every convolution runs in int8 (``QLinearConv``, the QOperator form): weights int8 per
-output channel, activations uint8 with ranges from the min and max the calibration
-windows reach; the rest (the ConvLSTMs' gates, the decoder's transposed convolution and
-the phase interleave's reshapes) stays fp32. Chosen on the shipped STAE on normal
-*training* windows only (44 windows of Ped2 Train015/016 and mid-clip windows of
-Train001-014, none of them calibration windows; the detector's ``motion`` rule), against
-onnxruntime's fp32, 2 threads, on an AMD EPYC with AVX512-VNNI shared with other work:
-
-- QOperator and QDQ ran alike (full network at batch 4 and 8 and the 6-frame tail
-  network, timed in turns: 1.79-1.97x and 1.76-2.02x fp32); QOperator was a little
-  closer to fp32 on both networks (mean 1.41 against 1.48-1.52 grey levels, largest
-  score change 1.4% against 1.9% of the threshold on the full network, 0.8% against
-  1.0% on the tail), no decision changed under either: QOperator.
-- MinMax, Entropy and Percentile calibration gave the same reconstructions within 0.03
-  grey levels on average; Entropy took 2.6x and Percentile 1.6x as long: MinMax.
-- 4, 8 or 16 calibration windows: the same accuracy; 16 (the engine's calibration set,
-  as MXNet's int8 takes) cost 3 s for the whole STAE.
-- Keeping the first and last convolutions in fp32 (as MXNet's int8 does) cut the mean
-  error by a third (0.95 grey levels) but made the network slower than fp32 (0.8x): the quantise and
-  dequantise steps around them cost more than the int8 saves. Keeping the ConvLSTMs'
-  hidden-to-hidden convolutions in fp32: 1.33x. Per-tensor weights: 2.06 grey levels
-  mean error instead of 1.48, no faster.
-
-On a CPU without VNNI or AMX, onnxruntime's uint8 x int8 products go through
-``vpmaddubsw``, whose 16-bit sums can saturate; there the weights take 7 bits
-(``reduce_range``), which cannot saturate (measured here: 1.84 instead of 1.41 grey
-levels mean error, largest 12.0 instead of 9.3, largest score change 0.9% of the
-threshold, no decision changed; as fast).
+output channel, activations uint8 with MinMax ranges; the rest stays fp32. How these
+settings were chosen (measured on training windows only): docs/results/bench.md,
+*int8 on onnxruntime: how its settings were chosen*.
 """
 
 from __future__ import annotations

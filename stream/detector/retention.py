@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from stream.paths import within_any
 from stream.store import EventStore
 
 log = logging.getLogger(__name__)
@@ -79,12 +80,20 @@ class Retention:
         config: Budget, age and interval.
         store: The events store (its one writer's connection).
         root: The store's folder (clip paths in it are relative to it).
+        clips: The clips' folder when it is outside ``root`` (its clips are stored with
+            absolute paths).
+
+    A clip path from the store is deleted only when it stays inside ``root`` or ``clips``
+    (:func:`stream.paths.within_any`, the check the dashboard serves clips by): a row
+    that leads elsewhere (``..``, an absolute path, a link out) is skipped and logged.
     """
 
-    def __init__(self, config: RetentionConfig, store: EventStore, root: Path) -> None:
+    def __init__(self, config: RetentionConfig, store: EventStore, root: Path,
+                 clips: Path | None = None) -> None:
         self.config = config
         self.store = store
         self.root = Path(root)
+        self.roots = (self.root, *((Path(clips),) if clips is not None else ()))
         self._next = 0.0
 
     def due(self, now: float | None = None) -> bool:
@@ -107,14 +116,21 @@ class Retention:
         ids = plan(self.store.sizes(), int(c.max_mb * 2**20) if c.max_mb > 0 else None,
                    now - c.max_days * 86400 if c.max_days > 0 else None, set(keep))
         for path in self.store.delete_events(ids):
-            (self.root / path).unlink(missing_ok=True)   # absolute paths stay absolute
+            file = within_any(self.roots, path)
+            if file is None:
+                log.error("retention: clip path %r leaves %s; its file is not deleted (a "
+                          "row written by hand?)", path[:200],
+                          " and ".join(map(str, self.roots)))
+                continue
+            file.unlink(missing_ok=True)
         if ids:
             log.info("retention: deleted %d event(s) with their snapshots and clips", len(ids))
         return ids
 
     def check_files(self) -> int:
         """Forget clip rows whose file is gone (deleted by hand); returns how many."""
-        gone = [c["id"] for c in self.store.clips() if not (self.root / c["path"]).is_file()]
+        gone = [c["id"] for c in self.store.clips()
+                if (file := within_any(self.roots, c["path"])) is None or not file.is_file()]
         for event_id in gone:
             self.store.delete_clip(event_id)
         if gone:

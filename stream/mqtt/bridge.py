@@ -123,7 +123,8 @@ class Bridge:
             return
         log.info("connected to the MQTT broker %s", self.config.broker)
         self._failures = 0
-        subscriptions = [(f, 1) for f in self.topics.command_filters]
+        subscriptions = [(f"{self.config.prefix}/+/{name}/set", 1)
+                         for name in self.config.commands]
         if self.config.discovery_prefix:
             subscriptions.append((f"{self.config.discovery_prefix}/status", 1))
         client.subscribe(subscriptions)
@@ -360,8 +361,10 @@ class Bridge:
         s = self._stream(stream)
         if self.config.discovery_prefix:
             for topic, config in discovery_configs(self.topics, self.config.discovery_prefix,
-                                                   stream, s.calibrated, s.model):
-                self._publish(topic, json.dumps(config), retain=True)
+                                                   stream, s.calibrated, s.model,
+                                                   self.config.commands):
+                self._publish(topic, b"" if config is None else json.dumps(config),
+                              retain=True)
         if s.online is not None:
             self._publish(self.topics.stream(stream, "status"),
                           ONLINE if s.online else OFFLINE, retain=True)
@@ -396,6 +399,10 @@ class Bridge:
             stream, command = self.topics.parse_command(topic)
         except CommandError as err:
             log.warning("ignored an MQTT command: %s", err)
+            return
+        if command not in self.config.commands:
+            log.warning("ignored MQTT %s: the %s command is switched off (mqtt.commands: "
+                        "%s)", topic, command, list(self.config.commands))
             return
         try:
             if command == "threshold":

@@ -8,8 +8,10 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from stream.mqtt.topics import COMMANDS
+
 #: MQTT topic levels this bridge names (a prefix may hold several levels).
-_TOPIC_PREFIX = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*$")
+_TOPIC_PREFIX = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*\Z")
 _SCHEMES = {"mqtt": (1883, False), "mqtts": (8883, True)}
 
 
@@ -80,6 +82,9 @@ class MqttConfig:
         command_timeout: Seconds a command waits for the detector's answer.
         curve_key: This client's CURVE ``.key_secret`` (when the detector requires CURVE).
         curve_server: The detector's public ``.key``.
+        commands: The MQTT commands acted on, of ``threshold``, ``detect`` and ``model``
+            (``<prefix>/<stream>/<command>/set``); the others are not subscribed to and
+            are ignored (logged). An empty list switches every command off.
     """
 
     enabled: bool = False
@@ -101,13 +106,20 @@ class MqttConfig:
     command_timeout: float = 5.0
     curve_key: str = ""
     curve_server: str = ""
+    commands: tuple[str, ...] = COMMANDS
 
     def __post_init__(self) -> None:
+        commands = tuple(self.commands)
+        unknown = [c for c in commands if c not in COMMANDS]
+        if unknown:
+            raise ValueError(f"mqtt commands {unknown} unknown: pick from {list(COMMANDS)} "
+                             "([]: none)")
+        object.__setattr__(self, "commands", commands)
         if self.broker:
             parse_broker(self.broker)
         for key in ("prefix", "discovery_prefix"):
             value = getattr(self, key)
-            if (value or key == "prefix") and not _TOPIC_PREFIX.match(value):
+            if (value or key == "prefix") and not _TOPIC_PREFIX.fullmatch(value):
                 raise ValueError(f"{key} {value!r} must be topic levels of letters, digits, "
                                  "'_' or '-' separated by '/' (no wildcards, no leading or "
                                  "trailing '/')")
@@ -137,7 +149,8 @@ class MqttConfig:
             value = values.get(f.name, getattr(self, f.name))
             if f.name == "enabled" or value == f.default:
                 continue
-            argv += [f"--{f.name.replace('_', '-')}", str(value)]
+            flag = f"--{f.name.replace('_', '-')}"
+            argv += [flag, *value] if isinstance(value, tuple) else [flag, str(value)]
         return argv
 
     def password(self) -> str | None:

@@ -68,7 +68,7 @@ class MqttTopics:
         if len(parts) != 3 or parts[2] != "set" or parts[1] not in COMMANDS:
             raise CommandError(f"topic {topic[:100]!r} is not {head}<stream>/threshold/set, "
                                f"{head}<stream>/detect/set or {head}<stream>/model/set")
-        if not STREAM_ID.match(parts[0]):
+        if not STREAM_ID.fullmatch(parts[0]):
             raise CommandError(f"topic {topic[:100]!r}: stream id {parts[0][:64]!r} is invalid "
                                "(1-64 letters, digits, '_' or '-')")
         return parts[0], parts[1]

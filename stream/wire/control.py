@@ -22,8 +22,11 @@ log = logging.getLogger(__name__)
 
 __all__ = ["CONTROL_ENDPOINT", "SUPERVISOR_ENDPOINT", "ControlClient", "ControlError",
            "ControlServer", "NoReplyError", "RequestError"]
-#: Largest request accepted (a mask of many polygons fits easily).
+#: Largest request accepted (a mask of many polygons fits easily); ZeroMQ disconnects a
+#: peer that sends a larger one before it is buffered.
 MAX_REQUEST = 1 << 20
+#: Longest error message replied (a refusal quotes what was sent: never all of it).
+MAX_ERROR = 500
 VERSION = 1
 
 
@@ -87,14 +90,24 @@ class ControlServer:
                               "(detector.curve_streams), not control requests")
                      if self.refused and _user_id(frame) in self.refused
                      else self.answer(frame.bytes))
-            self.socket.send(json.dumps(reply).encode())
+            self.socket.send(_encode(reply))
             answered += 1
 
     def answer(self, raw: bytes) -> dict:
-        """The reply to one raw request."""
+        """The reply to one raw request: never raises, whatever ``raw`` holds."""
+        try:
+            return self._answer(raw)
+        except Exception as err:  # noqa: BLE001 - no request may stop the server
+            log.exception("control request not answered normally")
+            return _refused(f"the request could not be handled ({type(err).__name__}); "
+                            "send one JSON object {\"v\": 1, \"command\": NAME, ...}")
+
+    def _answer(self, raw: bytes) -> dict:
         try:
             request = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        except RecursionError:
+            return _refused("a control request is one JSON object, not nested this deep")
+        except (UnicodeDecodeError, ValueError) as err:   # also a >4300-digit integer
             return _refused(f"a control request is one JSON object ({err})")
         if not isinstance(request, dict) or not isinstance(request.get("command"), str):
             return _refused("a control request is a JSON object with a \"command\" string")
@@ -128,8 +141,20 @@ def _user_id(frame: zmq.Frame) -> str | None:
 
 
 def _refused(message: str) -> dict:
+    if len(message) > MAX_ERROR:
+        message = f"{message[:MAX_ERROR]}... (cut)"
     log.warning("control request refused: %s", message)
     return {"v": VERSION, "ok": False, "error": message}
+
+
+def _encode(reply: dict) -> bytes:
+    """A reply as JSON; an error reply when the result cannot be written as JSON."""
+    try:
+        return json.dumps(reply).encode()
+    except (TypeError, ValueError, RecursionError) as err:
+        log.error("control reply not sendable as JSON: %s", err)
+        return json.dumps(_refused(f"the reply could not be written as JSON "
+                                   f"({type(err).__name__})")).encode()
 
 
 class ControlClient:

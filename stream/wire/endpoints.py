@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import socket
 from pathlib import Path
 
 
 def is_loopback_host(host: str) -> bool:
-    """Whether ``host`` is a loopback name or address."""
-    host = host.strip("[]")
-    return host == "localhost" or host == "::1" or host.startswith("127.")
+    """Whether ``host`` stays on this machine: ``localhost``, or an address (IPv4, or IPv6
+    with or without brackets) that :mod:`ipaddress` calls loopback, and nothing else.
+
+    A name is never judged by how it looks: ``127.attacker.example`` is whatever its owner
+    makes it resolve to (a DNS-rebinding page resolves it to 127.0.0.1 first, then uses it
+    as its own origin), so only the literal addresses count.
+    """
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def is_loopback(endpoint: str) -> bool:

@@ -27,8 +27,9 @@ MAX_PIXELS = 4096 * 2304
 #: Largest sequence number (it is stored as int64) and latest plausible timestamp.
 MAX_SEQ = 2**63 - 1
 MAX_TS = 1e11
-#: Stream ids become topic names, so they are kept to a safe alphabet.
-STREAM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+#: Stream ids become topic names, so they are kept to a safe alphabet (\Z, not $: "$"
+#: also matches before a trailing newline).
+STREAM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 
 
 class ProtocolError(ValueError):
@@ -67,7 +68,7 @@ class EndOfStream:
 
 def check_stream_id(stream: str) -> str:
     """Return ``stream`` if it is a valid id, else raise ValueError saying what is allowed."""
-    if not isinstance(stream, str) or not STREAM_ID.match(stream):
+    if not isinstance(stream, str) or not STREAM_ID.fullmatch(stream):
         raise ValueError(f"stream id {stream!r} is invalid: use 1-64 letters, digits, "
                          "'_' or '-'")
     return stream
@@ -204,7 +205,7 @@ def decode_message(parts: list) -> Frame | EndOfStream:
     if isinstance(version, bool) or version != VERSION:
         raise ProtocolError("bad_version", f"header version {version!r} is not {VERSION}")
     stream = _field(header, "stream", str)
-    if not STREAM_ID.match(stream):
+    if not STREAM_ID.fullmatch(stream):
         raise ProtocolError("bad_stream", f"stream id {stream[:80]!r} is invalid")
     if header.get("eos") is True:
         frames = header.get("frames")

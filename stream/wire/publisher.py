@@ -60,11 +60,6 @@ class Publisher:
         """Send ``[topic, JSON]``."""
         self.socket.send_multipart([topic.encode(), json.dumps(payload).encode()])
 
-    def publish_overlay(self, topic: str, header: dict, jpeg: bytes) -> None:
-        """Send ``[topic, JSON header, JPEG]``."""
-        self.socket.send_multipart([topic.encode(), json.dumps(header).encode(), jpeg],
-                                   copy=False)
-
     def close(self) -> None:
         """Close the socket."""
         self.socket.close()

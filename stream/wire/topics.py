@@ -449,7 +449,7 @@ def decode_topic(parts: Sequence) -> TopicMessage:
     cls = KINDS.get(kind)
     if cls is None or (cls is StatusMessage) == bool(dot):
         raise TopicError(f"unknown topic {topic[:64]!r}: expected {_NAMES}")
-    if dot and not STREAM_ID.match(stream):
+    if dot and not STREAM_ID.fullmatch(stream):
         raise TopicError(f"topic {topic[:64]!r}: stream id {stream[:64]!r} is invalid (1-64 "
                          "letters, digits, '_' or '-')")
     want = 3 if cls is OverlayMessage else 2

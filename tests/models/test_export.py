@@ -151,6 +151,7 @@ def test_an_op_without_an_onnx_translation_is_named():
         network_to_onnx(_Sorted(), (1, 3, 8, 8))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_frame_auc_on_a_real_clip_moves_less_than_0_002_under_onnxruntime():
     """The default predictor on Ped2 Test002 (the bike, 86 of 180 frames anomalous): the
@@ -174,6 +175,7 @@ def test_frame_auc_on_a_real_clip_moves_less_than_0_002_under_onnxruntime():
     np.testing.assert_allclose(scores["onnxruntime"], scores["mxnet"], rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_vadstream_export_writes_the_model_and_its_sidecar(tmp_path):
     out = vadstream_run("export", "--model", "casting_cam", "--format", "onnx", "--out",

@@ -91,6 +91,7 @@ def test_inference_form_of_small_random_weights():
     _check(net, mx.nd.random.uniform(-1, 1, shape=(2, 3, 227, 227)), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_inference_form_of_the_shipped_weights_on_ped2_frames():
     net, meta = load_weights(STAE_WEIGHTS)
     frames = load_clip(PED2 / "Test" / "Test001", meta.contract, start=60, count=20)

@@ -112,6 +112,7 @@ def test_loss_is_zero_for_a_perfect_prediction_and_counts_each_term():
     np.testing.assert_allclose(loss, want, rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_scores_of_a_real_clip_are_causal(tiny_trained):
     """Changing frames k.. of Test001 changes no score of a frame before k, and changes

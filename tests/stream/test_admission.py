@@ -138,6 +138,7 @@ def test_after_a_flood_of_300_ids_a_new_camera_is_scored_within_2_s(tiny_weights
         _close(sub, push, stop, thread)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_configured_stream_is_admitted_while_64_unknown_ones_are_live(tiny_weights, tmp_path):
     det, sub, push, stop, thread = _detector(tiny_weights, tmp_path)

@@ -124,6 +124,7 @@ def _scores(scorer, recon: np.ndarray, windows: np.ndarray) -> np.ndarray:
                      for r, w in zip(recon, windows, strict=True)])
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("weights_bits", ["this CPU's", "7 (no VNNI)"])
 def test_int8_onnxruntime_stays_near_fp32_and_decides_alike_on_normal_windows(weights_bits,
@@ -157,6 +158,7 @@ def test_int8_onnxruntime_stays_near_fp32_and_decides_alike_on_normal_windows(we
     np.testing.assert_array_equal(got[clear] >= threshold, ref[clear] >= threshold)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_auto_on_onnxruntime_reports_what_it_measured():
     """As a live detector builds it (tail network, batch 4, its scorer's verdicts). Which
@@ -233,6 +235,7 @@ def onnx_fp32_live(bike) -> list[dict]:
     return _live_scores("onnxruntime", bike)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_the_live_detector_scores_a_real_clip_alike_on_both_backends(bike, onnx_fp32_live):
     """The default predictor on the bike's frames."""
@@ -250,6 +253,7 @@ def test_the_live_detector_scores_a_real_clip_alike_on_both_backends(bike, onnx_
     assert any(decisions) and not all(decisions)     # both verdicts occur
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_the_live_detector_runs_int8_on_onnxruntime(bike, onnx_fp32_live):
     """The default predictor quantised at start-up: every frame scored, each score near

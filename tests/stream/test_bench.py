@@ -3,10 +3,12 @@ out of pass/fail tests)."""
 
 import json
 
+import cv2
 import pytest
 
 from stream.apps.bench import LIVE_FPS, detector_stride, gflop_per_frame
-from tests.conftest import PED2, vadstream_run
+from stream.apps.bench_plot import plot_bench
+from tests.conftest import PED2, ROOT, vadstream_run
 
 
 def test_flop_count_of_the_paper_network():
@@ -14,6 +16,18 @@ def test_flop_count_of_the_paper_network():
     assert round(gflop_per_frame(10, (128, 64), (64, 32, 64)), 2) == 1.59
 
 
+@pytest.mark.parametrize("name", ["bench.json", "bench_s7.json"])
+def test_the_plot_draws_the_shipped_bench_results(name, tmp_path):
+    """``--plot``'s figure from a real run's JSON (the fast tier's check of the plot; the
+    slow test below plots a fresh run): both panels, at the size the bench writes."""
+    plot_bench(json.loads((ROOT / "docs" / "results" / name).read_text()), tmp_path / "b.png")
+    image = cv2.imread(str(tmp_path / "b.png"))
+    assert image is not None and image.shape == (418, 1100, 3)   # 10 x 3.8 in at 110 dpi
+    for panel in (image[:, :550], image[:, 550:]):
+        assert (panel < 128).mean() > 0.01   # lines, ticks and labels drawn in each half
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(660)
 def test_bench_writes_every_key_and_the_plot(tiny_weights, tmp_path):
     # The live run measures for 3 x --seconds: one stride's time each makes it three
@@ -86,6 +100,7 @@ def test_bench_writes_every_key_and_the_plot(tiny_weights, tmp_path):
     assert "utilization" in out.stdout and "pipeline" in out.stdout and "auto" in out.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_bench_times_other_families_beside_the_model(tiny_weights, tiny_trained, tmp_path):
     predictor, cae = tiny_trained("predictor"), tiny_trained("frame_cae")
@@ -112,6 +127,7 @@ def test_bench_times_other_families_beside_the_model(tiny_weights, tiny_trained,
     assert "encoder reuse" in out.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_bench_reports_its_backend_and_the_onnxruntime_peer(tiny_weights, tmp_path):
     out = vadstream_run("bench", "--model", str(tiny_weights), "--device", "cpu", "--seconds",

@@ -149,6 +149,7 @@ def test_clip_config_refuses_nonsense():
         ClipConfig(max_s=0)
 
 
+@pytest.mark.slow
 def test_a_detected_event_has_an_mp4_with_frames_from_before_it(tmp_path):
     """Test001 frames 60..100 at 10 fps through a real detector (the shipped predictor):
     each event's clip starts a second before its first anomalous frame."""

@@ -56,6 +56,7 @@ def report(tmp_path_factory):
                               workdir=str(tmp_path_factory.mktemp("drill")))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_cameras_spread_over_shards_on_different_nodes(report):
     nodes = {s["node_before"] for s in report["streams"].values()}
@@ -63,6 +64,7 @@ def test_cameras_spread_over_shards_on_different_nodes(report):
     assert all(s["scored_before"] > 0 for s in report["streams"].values())
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_killed_node_cameras_resume_on_the_others_within_30s(report):
     killed = report["killed_node"]
@@ -75,6 +77,7 @@ def test_killed_node_cameras_resume_on_the_others_within_30s(report):
     assert all(s["scored_after"] > 0 for s in report["streams"].values())
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_every_alert_published_before_and_after_the_kill_is_stored(report):
     assert report["alerts_published"] > 0
@@ -82,11 +85,13 @@ def test_every_alert_published_before_and_after_the_kill_is_stored(report):
     assert report["alerts_stored"] >= report["alerts_published"]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_drill_leaves_no_process(report):
     assert report["leftover_processes"] == []
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_crashed_shard_is_restarted_with_its_cameras(tmp_path):
     from stream.apps.cluster import status_table
@@ -157,6 +162,7 @@ def _wait(ready, timeout_s: float) -> None:
         time.sleep(0.5)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_run_on_a_cluster_config_stops_cleanly_on_sigterm(tmp_path):
     import subprocess

@@ -45,6 +45,7 @@ def train_tiny_on(collected, tmp_path):
     return weights
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_collect_a_real_video_then_train_a_tiny_model_on_it(tmp_path):
     out = tmp_path / "cam"

@@ -111,6 +111,7 @@ def test_the_filter_drops_mxnet_log_lines_and_passes_everything_else():
                            b"[16:50:20] ../src/x.cc:1: after the filter\n")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_int8_detector_start_up_prints_no_mxnet_lines_unless_verbose(tmp_path, monkeypatch):
     """int8 quantization makes MXNet log two C++ lines per layer and a Python deprecation
@@ -134,6 +135,7 @@ def test_int8_detector_start_up_prints_no_mxnet_lines_unless_verbose(tmp_path, m
                for line in seen[True].splitlines()), seen[True][-2000:]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_demo_on_a_terminal_prints_readable_alerts_and_no_mxnet_messages(tmp_path):
     """``vadstream demo`` with a terminal (a pseudo-terminal) as standard output: one

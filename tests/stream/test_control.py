@@ -10,6 +10,8 @@ import pytest
 from models.scoring import ScorerConfig
 from stream.capture.frames import list_frames
 from stream.config import ConfigError
+from stream.defaults import WEIGHTS
+from stream.detector.allowed import THRESHOLD_RANGE
 from stream.detector.config import DetectorConfig
 from stream.detector.events import EventConfig
 from stream.detector.loop import Detector
@@ -45,11 +47,13 @@ def _intruder_clip(n: int = 40) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def detector(tmp_path_factory):
-    """The shipped default model, its control endpoint on a free port."""
+def detector(tmp_path_factory, tiny_weights):
+    """The shipped default model, its control endpoint on a free port; the tiny weights'
+    folder allowed beside the shipped ones."""
     tmp = tmp_path_factory.mktemp("control")
     det = Detector(DetectorConfig(bind=ANY_PORT, publish=ANY_PORT, control=ANY_PORT,
                                   device="cpu", precision="fp32", max_batch=4,
+                                  model_dirs=(str(WEIGHTS.parent), str(tiny_weights.parent)),
                                   status_interval=0.2, events_db=str(tmp / "events.db")),
                    ScorerConfig(), EventConfig(open_frames=2, close_frames=2))
     stop = threading.Event()
@@ -111,12 +115,13 @@ def test_threshold_and_detection_change_live_and_show_in_status(detector):
     det, sub, push, control = detector
     frames = _intruder_clip(30)
     calibrated = det.default.scorer.threshold
-    state = control.set_threshold("quiet", 1e9)
-    assert state["threshold"] == 1e9 and state["calibrated_threshold"] == calibrated
+    quiet = calibrated * THRESHOLD_RANGE   # the highest the calibration allows
+    state = control.set_threshold("quiet", quiet)
+    assert state["threshold"] == quiet and state["calibrated_threshold"] == calibrated
     assert state["threshold_override"] is True
     got = _play(sub, push, "quiet", frames[:20])
     assert not _starts(got, "quiet")
-    assert {s["threshold"] for s in _scores(got, "quiet")} == {1e9}
+    assert {s["threshold"] for s in _scores(got, "quiet")} == {quiet}
     # Back to the calibrated threshold: the same frames raise their event again.
     assert control.set_threshold("quiet", None)["threshold"] == calibrated
     got = _play(sub, push, "quiet", frames)
@@ -204,6 +209,7 @@ def test_frames_sent_before_a_model_swap_keep_their_settings_whatever_changes_ne
     # (or mask) set for the new model meanwhile must not decide them.
     det = Detector(DetectorConfig(bind=ANY_PORT, publish=ANY_PORT, control="", device="cpu",
                                   precision="fp32", max_batch=4,
+                                  model_dirs=(str(tiny_weights.parent),),
                                   events_db=str(tmp_path / "events.db")),
                    ScorerConfig(), EventConfig(open_frames=2, close_frames=2))
     try:
@@ -213,12 +219,12 @@ def test_frames_sent_before_a_model_swap_keep_their_settings_whatever_changes_ne
         for i, image in enumerate(_intruder_clip(det.default.window + 4)):
             det.receiver.accept(decode_message(encode_frame("swap", i, 1.0 + i, image)))
         det.controls.model("swap", str(tiny_weights))
-        det.controls.threshold("swap", 12345.0)
+        det.controls.threshold("swap", 123.0)   # the tiny weights' calibrated: 30
         det.controls.mask("swap", [PATH])
         while det.infer.pending is not None or det._queued is not None:
             det._advance()
         assert decided and set(decided) == {det.default.scorer.threshold}
-        assert det.controls.describe("swap")["threshold"] == 12345.0
+        assert det.controls.describe("swap")["threshold"] == 123.0
     finally:
         det.close()
 
@@ -257,3 +263,77 @@ def test_a_camera_key_bound_to_its_streams_cannot_control_the_detector(tiny_weig
         stop.set()
         thread.join(60)
     assert det.settings_for("door").detect is False
+
+
+@pytest.fixture
+def offline(tiny_weights, tmp_path):
+    """A detector with no sockets to speak of, whose allowed model folder holds the tiny
+    weights; the same weights are also copied outside it."""
+    import shutil
+
+    allowed, outside = tmp_path / "allowed", tmp_path / "outside"
+    for folder in (allowed, outside):
+        folder.mkdir()
+        for suffix in (".params", ".json"):
+            shutil.copy(tiny_weights.with_suffix(suffix), folder)
+    det = Detector(DetectorConfig(bind=ANY_PORT, publish=ANY_PORT, control="", device="cpu",
+                                  precision="fp32", model=str(tiny_weights), events_db="",
+                                  model_dirs=(str(allowed),)))
+    try:
+        yield det, allowed / tiny_weights.stem, outside / tiny_weights.stem
+    finally:
+        det.close()
+
+
+def test_models_load_only_from_allowed_folders_and_refusals_reveal_nothing(offline):
+    det, allowed, outside = offline
+    from stream.wire.control import RequestError
+
+    messages = {}
+    for name, path in {"passwd": "/etc/passwd", "missing": "/etc/no-such-weights-here",
+                       "outside": str(outside), "escape": f"{allowed.parent}/allowed/../"
+                                                          f"outside/{outside.name}"}.items():
+        with pytest.raises(RequestError, match="allowed model folder") as err:
+            det.controls.model("cam", path)
+        messages[name] = str(err.value).replace(repr(path), "NAME")
+    # missing, forbidden, existing and not: one text
+    assert len(set(messages.values())) == 1, messages
+    assert "cam" not in det.stream_models
+    assert det.controls.model("cam", str(allowed))["model"] == str(allowed)
+
+
+def test_a_model_is_loaded_once_and_released_when_no_stream_uses_it(offline):
+    det, allowed, _ = offline
+    det.controls.model("a", str(allowed))
+    det.controls.model("b", str(allowed) + ".params")   # the same weights, by their file
+    assert det.stream_models["a"] is det.stream_models["b"]
+    assert len(det.runtimes) == 2
+    det.controls.model("a", "")
+    assert len(det.runtimes) == 2           # b still uses it
+    det.controls.end("b")
+    assert [r.weights for r in det.runtimes.values()] == [det.default.weights]
+
+
+def test_thresholds_stay_within_what_the_calibration_makes_sensible(offline):
+    det, _, _ = offline
+    calibrated = det.default.scorer.threshold
+    for bad in (1e308, calibrated * THRESHOLD_RANGE * 1.01, calibrated / THRESHOLD_RANGE / 2,
+                -1.0, 0.0):
+        with pytest.raises(ValueError, match="outside .* calibrated"):
+            det.controls.threshold("cam", bad)
+    with pytest.raises(ValueError, match="finite number"):
+        det.controls.threshold("cam", float("inf"))
+    for good in (calibrated * THRESHOLD_RANGE, calibrated / THRESHOLD_RANGE, None):
+        assert det.controls.threshold("cam", good)["threshold"] == (good or calibrated)
+    with pytest.raises(ValueError, match="outside"):
+        det.controls.configure("new", threshold=1e308)
+    assert "new" not in det.stream_models
+
+
+def test_a_configured_threshold_beyond_the_calibration_stops_the_start(tiny_weights):
+    from stream.pipeline import StreamConfig
+
+    with pytest.raises(ValueError, match="stream cam: threshold 1e\\+308 is outside"):
+        Detector(DetectorConfig(bind=ANY_PORT, publish=ANY_PORT, control="", device="cpu",
+                                precision="fp32", model=str(tiny_weights), events_db=""),
+                 streams=[StreamConfig(id="cam", source="x.mp4", threshold=1e308)])

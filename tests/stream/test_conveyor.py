@@ -74,6 +74,7 @@ def _split_threshold(probabilities):
     return float((v[i] + v[i + 1]) / 2)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_parts_of_both_classes_are_scored_live_one_event_per_flagged_part(tiny_cam, tmp_path):
     belt = _link_parts(tmp_path / "belt", 6, skip=3)        # parts the model never saw
@@ -165,6 +166,7 @@ def test_conveyor_sample_holds_validation_parts_only(tiny_cam, tmp_path):
     assert linked <= expected and not linked & trained and len(linked) == 4
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_demo_conveyor_runs_the_preset(tiny_cam, tmp_path):
     summary = tmp_path / "s.json"
@@ -183,6 +185,7 @@ def test_demo_conveyor_runs_the_preset(tiny_cam, tmp_path):
         assert end["frames"] == 1
 
 
+@pytest.mark.slow
 def test_demo_conveyor_without_weights_says_how_to_train_them(tmp_path):
     done = vadstream_run("demo", "--conveyor", "--model", str(tmp_path / "casting_cam"),
                          "--no-dashboard", timeout=60)

@@ -5,6 +5,8 @@ import json
 import os
 import signal
 
+import pytest
+
 from stream.wire.subscriber import Subscriber
 from tests.conftest import (
     PED2,
@@ -23,6 +25,7 @@ def _start_detector(weights, db, ready):
                           "--events-db", str(db))
 
 
+@pytest.mark.slow
 def test_kill_9_mid_event_loses_no_alert(tiny_weights, tmp_path):
     db = tmp_path / "events.sqlite3"
     det, bound = _start_detector(tiny_weights, db, tmp_path / "ready1.json")

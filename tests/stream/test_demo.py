@@ -17,6 +17,7 @@ def _strays(marker: str) -> list[str]:
     return [line for line in out.splitlines() if "pgrep" not in line]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_demo_on_a_ucsd_clip_writes_summary_and_video(tmp_path):
     summary, video = tmp_path / "demo.json", tmp_path / "overlays.mp4"
@@ -47,6 +48,7 @@ def test_demo_on_a_ucsd_clip_writes_summary_and_video(tmp_path):
     assert _strays(str(video)) == []
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_everything(tmp_path):
     video = tmp_path / "v.mp4"
     proc = vadstream("demo", "--source", str(PED2 / "Test" / "Test002"), "--fps", "5",

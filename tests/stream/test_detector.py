@@ -179,6 +179,7 @@ def _vtest_frames(n):
     return frames
 
 
+@pytest.mark.slow
 def test_stuck_subscriber_loses_messages_at_the_hwm_and_scoring_goes_on(tiny_weights, tmp_path):
     """A subscriber that subscribes to everything and never reads: once its queue at the
     publisher (publish_hwm messages) and the TCP buffers are full, its messages are dropped,

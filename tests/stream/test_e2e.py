@@ -70,6 +70,7 @@ def _check_scored_once(scores, eos, total):
     assert max(seqs) < total
 
 
+@pytest.mark.slow
 def test_ucsd_clip_goes_through_capture_detect_subscribe(detector, tmp_path):
     scores, overlays, alerts, eos = _run(detector, tmp_path, PED2 / "Test" / "Test001", "ucsd",
                                          "--fps", "30")
@@ -89,6 +90,7 @@ def test_ucsd_clip_goes_through_capture_detect_subscribe(detector, tmp_path):
     assert alerts[-1]["end_seq"] is not None and alerts[0]["end_seq"] is None
 
 
+@pytest.mark.slow
 def test_vtest_video_goes_through_capture_detect_subscribe(detector, tmp_path):
     scores, overlays, alerts, eos = _run(detector, tmp_path, VTEST, "vtest", "--fps", "0",
                                          "--encoding", "jpeg")
@@ -103,6 +105,7 @@ def test_vtest_video_goes_through_capture_detect_subscribe(detector, tmp_path):
     assert image.shape == (576, 768, 3) and np.std(image) > 10
 
 
+@pytest.mark.slow
 def test_truncated_video_ends_cleanly(detector, tmp_path):
     cut = tmp_path / "cut.avi"
     data = VTEST.read_bytes()

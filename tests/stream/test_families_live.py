@@ -17,6 +17,7 @@ from train.data import load_clip
 from train.offline import score_clip
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_frame_cae_and_stacked_ae_streams_in_one_detector(tiny_trained, tmp_path):
     stacked, cae = tiny_trained("stacked_ae"), tiny_trained("frame_cae")
@@ -47,6 +48,7 @@ def test_frame_cae_and_stacked_ae_streams_in_one_detector(tiny_trained, tmp_path
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("variant, smooth", [("predictor", None), ("predictor", 4),
                                             ("predictor_motion", None)])
+@pytest.mark.slow
 def test_predictor_stream_scores_live_as_offline(tiny_trained, tmp_path, variant, smooth):
     """A next-frame predictor through `vadstream run`: each frame scored once from the
     frames before it (the first `window - 1` frames of the clip never), with the scores

@@ -5,6 +5,7 @@ from collections import Counter
 
 import cv2
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,6 +34,7 @@ headers = st.one_of(near_valid.map(lambda h: json.dumps(h).encode()),
                     st.binary(max_size=200))
 
 
+@pytest.mark.slow
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(header=headers, payload=payloads, extra=st.lists(st.binary(max_size=8), max_size=2))
 def test_decoder_only_ever_raises_protocol_error(header, payload, extra):

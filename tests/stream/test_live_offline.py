@@ -19,6 +19,7 @@ from tests.stream.test_detector import _frames
 from train.offline import score_clip
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_live_motion_score_and_decisions_equal_offline_under_the_shipped_rule():
     det = Detector(DetectorConfig(bind=ANY_PORT, publish=ANY_PORT, control=ANY_PORT,

@@ -59,11 +59,13 @@ def _play(sub, push, stream: str, frames) -> list[dict]:
     return [m.payload for m in until_eos(sub, stream) if m.topic == f"score.{stream}"]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_collect_train_and_swap_the_new_weights_onto_a_live_stream(tmp_path):
     weights = _train_on_collected(tmp_path)
     proc, bound = start_detector(tmp_path / "ready.json", "--device", "cpu", "--precision",
                                  "fp32", "--events-db", "", "--status-interval", "0.3",
+                                 "--model-dirs", str(tmp_path),   # where it was trained
                                  stderr=subprocess.DEVNULL)
     sub = Subscriber(bound["publish"], TOPICS)
     push = push_socket(bound["bind"])

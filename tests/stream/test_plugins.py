@@ -12,6 +12,7 @@ from tests.plugins.frame_ae import make_frame_weights
 CASTING = DATA / "casting" / "train" / "ok_front"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_two_streams_on_two_models_in_one_detector(tiny_weights, tmp_path):
     parts = tmp_path / "parts"       # 40 real casting images, as a conveyor camera sees them

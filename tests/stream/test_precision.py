@@ -93,6 +93,7 @@ def _tail_outputs(engine, windows):
     return np.concatenate(out)
 
 
+@pytest.mark.slow
 def test_auto_is_never_slower_than_fp32_and_decides_as_fp32():
     """As the live detector builds it (tail network, batch 4, its scorer's decisions):
     whatever ``auto`` picks was measured faster than fp32 in its own report and decides
@@ -154,6 +155,7 @@ def test_a_candidate_that_cannot_run_is_skipped_with_a_log_line(tmp_path, monkey
     assert engine.run(2).shape == (2, 1, 227, 227)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["int8", "bf16"])
 def test_reduced_precision_decides_as_fp32_on_ped2_test001(precision):
     """Scores move by less than 2% of the threshold, so decisions change only on frames

@@ -1,10 +1,13 @@
 """A network camera that stops delivering: capture reconnects, status says offline/online."""
 
+import pytest
+
 from stream.wire.subscriber import Subscriber
 from tests.conftest import PED2, reserve_port, start_detector, stop, vadstream, wait_for
 from tests.mjpeg_server import MjpegCamera
 
 
+@pytest.mark.slow
 def test_camera_dropout_is_survived_and_reported(tiny_weights, tmp_path):
     camera = MjpegCamera(PED2 / "Test" / "Test002", fps=15)
     config = tmp_path / "p.yaml"
@@ -49,6 +52,7 @@ def test_backoff_doubles_up_to_its_cap_and_never_overflows():
     assert backoff_delay(10**6, 30) == 30
 
 
+@pytest.mark.slow
 def test_a_camera_down_at_start_is_waited_for(tmp_path):
     """A stream URL that does not answer yet: capture keeps retrying instead of exiting."""
     log = tmp_path / "c.log"

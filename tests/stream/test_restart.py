@@ -16,6 +16,7 @@ def _detector(weights, ready, db, **endpoints):
                           "--events-db", str(db), **endpoints)
 
 
+@pytest.mark.slow
 def test_sigterm_ends_open_events_and_restart_resumes_everything(tiny_weights, tmp_path):
     # Restarted on the same endpoints: ports reserved for the session (see reserve_port),
     # since between two detectors nothing holds them.
@@ -56,6 +57,7 @@ def test_sigterm_ends_open_events_and_restart_resumes_everything(tiny_weights, t
         stop(det)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_clean_stop_sends_end_alerts(tiny_weights, tmp_path, sig):
     det, bound = _detector(tiny_weights, tmp_path / "ready.json", tmp_path / "e.sqlite3")

@@ -122,3 +122,49 @@ def test_the_detector_applies_retention_to_its_store(tmp_path, tiny_weights):
     with EventStore(db, readonly=True) as store:
         assert [e["id"] for e in store.events()] == ids[:1:-1]   # the two newest, newest first
         _consistent(store, tmp_path)
+
+
+def test_a_clip_row_that_leaves_its_folder_is_skipped_and_nothing_outside_is_deleted(
+        tmp_path, caplog):
+    """Crafted rows (``..``, an absolute path) name files outside the store's folder:
+    retention deletes the rows' events but never those files."""
+    root = tmp_path / "store"
+    root.mkdir()
+    outside = tmp_path / "precious.mp4"
+    outside.write_bytes(b"keep me")
+    elsewhere = tmp_path / "other" / "also.mp4"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(b"keep me too")
+    with EventStore(root / "events.sqlite3", exclusive=True) as store:
+        ids = [_event(store, root, n) for n in range(1, 4)]
+        for event_id, path in zip(ids[:2], ["../precious.mp4", str(elsewhere)], strict=True):
+            store._db.execute("UPDATE clips SET path = ? WHERE id = ?", (path, event_id))
+        store._db.commit()
+        ours = root / f"clips/cam/{ids[2]}.mp4"
+        assert ours.is_file()
+        with caplog.at_level("ERROR", logger="stream.detector.retention"):
+            deleted = Retention(RetentionConfig(max_days=1), store, root).run(
+                now=time.time() + 2 * 86400)
+        assert sorted(deleted) == sorted(ids)
+        assert outside.read_bytes() == b"keep me"
+        assert elsewhere.read_bytes() == b"keep me too"
+        assert not ours.exists()      # a path inside its folder is still deleted
+        refused = [r.getMessage() for r in caplog.records if "leaves" in r.getMessage()]
+        assert len(refused) == 2 and "../precious.mp4" in refused[0]
+
+
+def test_clips_in_a_folder_of_their_own_are_deleted_with_their_events(tmp_path):
+    """A clips folder outside the store's folder (``clips.dir``): absolute rows inside it
+    are the clips' own, and go."""
+    root, clips = tmp_path / "store", tmp_path / "clips-elsewhere"
+    root.mkdir()
+    clips.mkdir()
+    with EventStore(root / "events.sqlite3", exclusive=True) as store:
+        event_id = _event(store, root, 1)
+        clip = clips / f"{event_id}.mp4"
+        clip.write_bytes(bytes(10))
+        store._db.execute("UPDATE clips SET path = ? WHERE id = ?", (str(clip), event_id))
+        store._db.commit()
+        deleted = Retention(RetentionConfig(max_days=1), store, root, clips).run(
+            now=time.time() + 2 * 86400)
+        assert deleted == [event_id] and not clip.exists()

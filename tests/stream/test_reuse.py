@@ -71,6 +71,7 @@ def _whole(engine: Engine, frames: np.ndarray, stride: int, tail: bool) -> np.nd
                           (PREDICTOR, 1, None, "fp32", "onnxruntime"),
                           ("predictor_motion", 1, None, "fp32", "mxnet"),
                           ("predictor_motion", 1, None, "fp32", "onnxruntime")])
+@pytest.mark.slow
 def test_reuse_gives_the_whole_networks_outputs_on_a_real_clip(weights, stride, decode,
                                                                precision, backend,
                                                                tiny_trained):
@@ -112,6 +113,7 @@ def test_windows_that_share_no_frame_run_whole():
     assert runtime.new_store() is None
 
 
+@pytest.mark.slow
 def test_an_int8_model_runs_whole():
     """int8 is calibrated on the whole network: no split at that precision."""
     engine = Engine(STAE_WEIGHTS, "cpu", "int8", max_batch=2, decode_last=6, reuse=True)
@@ -183,6 +185,7 @@ class _Entry:
         self.id, self.model = id, model
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("backend", ["mxnet", "onnxruntime"])
 def test_live_reuse_scores_as_the_whole_network_across_a_cut_and_two_streams(backend):

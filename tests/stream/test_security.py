@@ -2,6 +2,8 @@
 
 import shutil
 
+import pytest
+
 from stream.wire.security import CurveClient
 from stream.wire.subscriber import Subscriber
 from tests.conftest import (
@@ -16,6 +18,7 @@ from tests.conftest import (
 )
 
 
+@pytest.mark.slow
 def test_only_admitted_keys_push_frames_and_read_alerts(tiny_weights, tmp_path):
     keys = tmp_path / "keys"
     made = vadstream_run("keys", "--dir", str(keys), "--name", "server", "--name", "client",

@@ -35,6 +35,7 @@ def test_recovered_end_closes_at_the_last_known_frame():
     assert end["end_seq"] == 17 and end["end_ts"] == 130.0 and end["id"] == "a"
 
 
+@pytest.mark.slow
 def test_events_command_filters_and_explains_a_missing_store(tmp_path):
     from tests.conftest import vadstream_run
     with EventStore(tmp_path / "e.db") as store:

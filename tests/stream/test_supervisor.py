@@ -5,6 +5,8 @@ import os
 import signal
 import subprocess
 
+import pytest
+
 from stream.wire.subscriber import Subscriber
 from tests.conftest import PED2, reserve_port, stop, vadstream, wait_for
 
@@ -15,6 +17,7 @@ def _pids(pattern: str) -> list[int]:
     return [int(p) for p in out.split()]
 
 
+@pytest.mark.slow
 def test_dead_capture_is_restarted_and_logged(tiny_weights, tmp_path):
     # `vadstream run` hands its config's endpoints to the detector and captures it starts
     # (and restarts): reserved ports (see reserve_port).

@@ -226,6 +226,7 @@ def _frames(clip: str, n: int):
     return [cv2.imread(str(p)) for p in list_frames(PED2 / "Test" / clip)[:n]]
 
 
+@pytest.mark.slow
 def test_a_real_detectors_messages_decode_to_the_bytes_it_sent(tiny_weights, tmp_path):
     db = tmp_path / "events.sqlite3"
     # --status-interval, --idle-timeout and --offline-after are generated from DetectorConfig

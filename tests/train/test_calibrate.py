@@ -93,6 +93,7 @@ def _three_training_clips(contract):
             for name in ("Train001", "Train002", "Train003")]
 
 
+@pytest.mark.slow
 def test_calibration_keeps_its_false_alarm_rate_and_picks_the_best_rule(tiny_weights):
     import mxnet as mx
 
@@ -121,6 +122,7 @@ def test_calibration_keeps_its_false_alarm_rate_and_picks_the_best_rule(tiny_wei
     assert arrays["spread"].shape == (227, 227) and (arrays["spread"] > 0).all()
 
 
+@pytest.mark.slow
 def test_calibration_compares_smoothing_lengths_when_asked(tiny_weights):
     import mxnet as mx
 
@@ -151,6 +153,7 @@ def test_calibration_compares_smoothing_lengths_when_asked(tiny_weights):
     np.testing.assert_allclose(np.sort(normal[rule]), np.sort(values), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_calibrate_refuses_a_smoothing_that_is_not_frame_counts(tiny_weights):
     from tests.conftest import vadstream_run
     run = vadstream_run("calibrate", "--model", str(tiny_weights), "--smoothing", "1,0",

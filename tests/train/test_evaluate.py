@@ -4,6 +4,7 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 
 from tests.conftest import PED2, vadstream_run
 from train.evaluate import clip_events, event_counts, fill_unscored
@@ -21,6 +22,7 @@ def _bike_clip_dataset(tmp_path):
     return data
 
 
+@pytest.mark.slow
 def test_evaluate_one_real_clip_produces_every_output(tmp_path, tiny_weights):
     data = _bike_clip_dataset(tmp_path)
     run = vadstream_run("evaluate", "--model", str(tiny_weights), "--data", str(data), "--json",
@@ -53,6 +55,7 @@ def test_evaluate_one_real_clip_produces_every_output(tmp_path, tiny_weights):
     assert "anomalous intervals raise one" in out
 
 
+@pytest.mark.slow
 def test_evaluate_scores_through_the_live_network_on_either_backend(tmp_path, tiny_weights):
     """``--backend`` and ``--precision`` score through the detector's engine; the two
     backends agree (fp32) and the JSON names the backend."""

@@ -369,3 +369,81 @@ def test_a_resumed_run_is_the_uninterrupted_one(subsets, tmp_path):
         other = pb[b.prefix + name[len(a.prefix):]]
         np.testing.assert_allclose(param.data().asnumpy(), other.data().asnumpy(),
                                    rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def _weights_copy(source: Path, stem: Path) -> Path:
+    import shutil
+
+    for suffix in (".params", ".json", ".calib"):
+        shutil.copy(source.with_suffix(suffix), stem.with_suffix(suffix))
+    return stem
+
+
+def test_calibrate_sets_an_autoencoders_threshold_by_its_validation_defects(trained, subsets,
+                                                                          tmp_path):
+    """On real casting images: ``--threshold-by defects`` puts the rule's threshold where
+    the balanced accuracy of the validation split's normal and defective parts is the best
+    any threshold gives, and ``vadstream evaluate --split val`` finds the figures the
+    calibration recorded."""
+    from stream.apps.cli import main
+
+    weights = _weights_copy(trained["frame_cae"], tmp_path / "w")
+    assert main(["calibrate", "--model", str(weights), "--threshold-by", "defects",
+                 "--false-alarm-cap", "1", "--device", "cpu"]) == 0
+    _, meta = load_weights(weights)
+    cal = meta.calibration
+    assert cal["operating_point"]["by"] == "defects"
+    assert "the thresholds" in cal["validation"]["note"]
+    assert meta.provenance["config"]["threshold_by"] == "defects"
+    result, details = evaluate_images(weights, subsets["casting"], split="val")
+    labels, values = details.labels.astype(bool), details.ranking
+    assert result["rule"] == cal["rule"] and result["threshold"] == cal["thresholds"][cal["rule"]]
+
+    def balanced(threshold: float) -> float:
+        flagged = values >= threshold
+        return (flagged[labels].mean() + (~flagged[~labels]).mean()) / 2
+    best = max(balanced(t) for t in [*values, np.inf])      # every distinct decision
+    assert balanced(result["threshold"]) == best
+    recorded = cal["validation"]["at_threshold"][cal["rule"]]
+    assert recorded["accuracy"] == pytest.approx(result["accuracy"])
+    assert recorded["recall"] == pytest.approx(result["recall"])
+
+
+def test_calibrate_sets_thresholds_by_synthetic_defects_within_the_false_alarm_cap(trained,
+                                                                                  tmp_path):
+    """``--threshold-by synthetic``: no label; at a cap of 0 no normal validation image is
+    flagged by any rule's threshold, and the cap and the way are recorded. An unknown way
+    is refused with the valid ones."""
+    from stream.apps.cli import main
+    from train.image_trainer import recalibrate_images
+
+    weights = _weights_copy(trained["frame_cae"], tmp_path / "w")
+    assert main(["calibrate", "--model", str(weights), "--threshold-by", "synthetic",
+                 "--false-alarm-cap", "0", "--device", "cpu"]) == 0
+    cal = load_weights(weights)[1].calibration
+    point = cal["operating_point"]
+    assert point["by"] == "synthetic" and point["false_alarm_cap"] == 0
+    assert set(point["validation_false_alarm_rate"]) == set(cal["thresholds"])
+    assert all(rate == 0 for rate in point["validation_false_alarm_rate"].values())
+    assert cal["validation"]["note"].endswith("reported only")
+    with pytest.raises(ValueError, match="threshold_by must be one of false_alarms, synthetic"):
+        recalibrate_images(weights, threshold_by="youden")
+
+
+def test_weights_from_before_threshold_by_keep_their_false_alarm_thresholds(trained,
+                                                                           tmp_path):
+    """Recalibrating weights whose provenance has no ``threshold_by`` keeps the old way:
+    each rule's threshold at the recorded false-alarm rate."""
+    from train.image_trainer import recalibrate_images
+    from train.metrics import threshold_at
+
+    weights = _weights_copy(trained["frame_cae"], tmp_path / "w")
+    meta = json.loads(weights.with_suffix(".json").read_text())
+    del meta["provenance"]["config"]["threshold_by"]
+    weights.with_suffix(".json").write_text(json.dumps(meta))
+    cal = recalibrate_images(weights)
+    assert cal["operating_point"]["by"] == "false_alarms"
+    assert cal["thresholds"] == cal["operating_point"]["false_alarm_thresholds"]
+    result, details = evaluate_images(weights, meta["provenance"]["data"], split="val")
+    normal = details.ranking[details.labels == 0]
+    assert result["threshold"] == threshold_at(normal, cal["false_alarm_rate"])

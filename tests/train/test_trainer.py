@@ -4,6 +4,7 @@ import json
 
 import mxnet as mx
 import numpy as np
+import pytest
 
 from models import InputContract, load_weights
 from models.scoring import RULES, Scorer
@@ -54,6 +55,7 @@ def _params(stem):
     return {k: v.asnumpy() for k, v in mx.nd.load(str(stem.with_suffix(".params"))).items()}
 
 
+@pytest.mark.slow
 def test_resume_gives_the_parameters_of_an_uninterrupted_run(tmp_path):
     """3 epochs straight == 1 epoch, then --resume to 3: same seed, CPU, tiny model. And the
     comparison can fail: a resume without the optimizer's moments ends elsewhere."""

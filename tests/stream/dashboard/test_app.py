@@ -85,6 +85,7 @@ def serve(tmp_path):
     assert proc.returncode == 0
 
 
+@pytest.mark.slow
 def test_api_metrics_and_snapshots_with_the_detector_started_after_serve(serve, tmp_path,
                                                                           tiny_weights):
     base, publish, proc = serve
@@ -166,6 +167,7 @@ def test_api_metrics_and_snapshots_with_the_detector_started_after_serve(serve, 
     assert not event["open"] and _get(f"{base}{event['snapshot']}")[0] == 200
 
 
+@pytest.mark.slow
 def test_bad_addresses_are_one_clear_line(tmp_path):
     out = vadstream_run("serve", "--http", "127.0.0.1:http")
     assert out.returncode == 2 and "is not HOST:PORT" in out.stderr

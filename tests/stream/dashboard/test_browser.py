@@ -25,6 +25,7 @@ pytestmark = pytest.mark.skipif(
     "install it (apt-get install chromium)")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_live_overlay_chart_and_alert_with_snapshot_on_the_demo(tmp_path):
     from playwright.sync_api import sync_playwright

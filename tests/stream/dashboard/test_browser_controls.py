@@ -27,6 +27,7 @@ def _settings(url: str) -> dict:
     return next(s["settings"] for s in streams if s["id"] == "demo")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_threshold_and_detection_set_from_the_page_reach_the_detector(tmp_path):
     from playwright.sync_api import sync_playwright

@@ -58,6 +58,7 @@ def _gone(pid: int) -> bool:
     return state == "Z"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_camera_added_changed_and_removed_through_the_api(tiny_weights, tmp_path):
     bind, publish, control, supervisor = (f"tcp://127.0.0.1:{reserve_port()}"
@@ -125,6 +126,15 @@ def test_a_camera_added_changed_and_removed_through_the_api(tiny_weights, tmp_pa
         status, body = _call("POST", f"{base}/api/streams/{live}/model",
                              {"weights": str(tmp_path / "missing")})
         assert status == 400 and "cannot load" in body["error"]
+        missing = body["error"].replace(str(tmp_path / "missing"), "NAME")
+        # A file outside the allowed model folders: refused with the very same text, so a
+        # request learns nothing of which files exist.
+        status, body = _call("POST", f"{base}/api/streams/{live}/model",
+                             {"weights": "/etc/passwd"})
+        assert status == 400 and body["error"].replace("/etc/passwd", "NAME") == missing
+        assert "allowed model folder" in body["error"]
+        status, body = _call("POST", f"{base}/api/streams/{live}/threshold", {"value": 1e308})
+        assert status == 400 and "outside" in body["error"] and "calibrated" in body["error"]
         status, body = _call("POST", f"{base}/api/streams/{live}/detect", {"value": 1})
         assert status == 400 and '{"on": ...}' in body["error"]
         status, body = _call("GET", f"{base}/api/streams/{live}/settings")

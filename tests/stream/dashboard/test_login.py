@@ -27,6 +27,7 @@ def test_passwords_are_salted_scrypt_hashes():
     assert check_password(a, PASSWORD) and not check_password(a, PASSWORD + "!")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_beyond_loopback_without_credentials_serve_refuses_to_start(tmp_path):
     db = tmp_path / "events.sqlite3"
@@ -46,6 +47,7 @@ async def _serve(app: web.Application):
     return runner, f"http://{host}:{port}"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_users_and_tokens_guard_every_route_beyond_loopback(tmp_path):
     db = tmp_path / "events.sqlite3"

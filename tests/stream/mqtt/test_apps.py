@@ -39,6 +39,7 @@ def _event(rec: Recorder, kind: str) -> dict:
                                   if e["type"] == kind), None), 120, f"events {kind}")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_run_supervises_the_bridge_of_its_mqtt_section(tmp_path, tiny_weights, broker):
     port = lambda: f"tcp://127.0.0.1:{reserve_port()}"   # noqa: E731
@@ -47,6 +48,7 @@ def test_run_supervises_the_bridge_of_its_mqtt_section(tmp_path, tiny_weights, b
         "detector": {"bind": port(), "publish": port(), "control": port(),
                      "model": str(tiny_weights), "device": "cpu", "precision": "fp32",
                      "stride": 2, "status_interval": 0.5,
+                     "model_dirs": [str(tmp_path)],   # where "other" weights are made
                      "events_db": str(tmp_path / "events.sqlite3")},
         "mqtt": {"enabled": True, "broker": broker.url, "prefix": "vadstream"},
         "streams": [{"id": "cam1", "source": str(_clip(tmp_path)), "fps": 15, "loop": True}]}))
@@ -60,8 +62,9 @@ def test_run_supervises_the_bridge_of_its_mqtt_section(tmp_path, tiny_weights, b
         rec.wait("vadstream/cam1/anomaly", b"ON")
         # Commands reach the detector of the run, on its detector.control.
         mark = rec.mark()
-        rec.publish("vadstream/cam1/threshold/set", "1e9")
-        rec.wait("vadstream/cam1/threshold/state", b"1e+09", mark)
+        rec.publish("vadstream/cam1/threshold/set", "3000")   # 100 x calibrated: the most
+        rec.wait("vadstream/cam1/threshold/state", b"3000", mark)
+        rec.publish("vadstream/cam1/detect/set", "OFF")
         rec.wait("vadstream/cam1/anomaly", b"OFF", mark, 60)
         # A model assigned over MQTT: the stream moves onto it, and its threshold goes back
         # to the new weights' calibrated one (30: the override was on the old model's).
@@ -79,6 +82,7 @@ def test_run_supervises_the_bridge_of_its_mqtt_section(tmp_path, tiny_weights, b
         stop(run)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_demo_with_mqtt(tmp_path, tiny_weights, broker):
     rec = Recorder(broker, ["vadstream/#"])

@@ -7,6 +7,8 @@ import pytest
 import yaml
 
 from stream.config import ConfigError
+from stream.defaults import THRESHOLD_RANGE
+from stream.detector.allowed import check_threshold_range
 from stream.mqtt.client import make_client, tls_context
 from stream.mqtt.config import Broker, MqttConfig, parse_broker
 from stream.mqtt.discovery import ENTITIES, discovery_configs, threshold_range
@@ -104,24 +106,40 @@ def test_command_topics_and_payloads():
 
 
 def test_threshold_range_follows_the_score_scale():
-    assert threshold_range(400.0) == (0.0, 1000.0, 1.0)      # pixel counts
-    assert threshold_range(30.0) == (0.0, 100.0, 0.1)
-    assert threshold_range(0.5) == (0.0, 1.0, 0.001)          # probabilities
+    assert threshold_range(400.0) == (4.0, 1000.0, 1.0)      # pixel counts
+    assert threshold_range(30.0) == (0.3, 100.0, 0.1)
+    assert threshold_range(0.5) == (0.005, 1.0, 0.001)        # probabilities
     assert threshold_range(None) == (0.0, 1.0, 0.001)
-    for t in (0.0123, 7.0, 1020.0, 3.3e4):
+    for t in (0.0123, 7.0, 1020.0, 3.3e4, 541.7):
         low, high, step = threshold_range(t)
-        assert low == 0 and 2 * t <= high <= 10 * t and 0 < step <= high / 1000
+        # the slider offers only what the detector accepts (1/100..100x calibrated)
+        check_threshold_range(low, t)
+        check_threshold_range(high, t)
+        assert t / THRESHOLD_RANGE <= low < t / THRESHOLD_RANGE + step + 1e-12
+        assert 2 * t <= high <= 10 * t and 0 < step <= high / 1000
+
+
+def test_discovery_drops_the_entities_of_switched_off_commands():
+    topics = MqttTopics("vadstream")
+    configs = dict(discovery_configs(topics, "homeassistant", "ped2", 400.0, "ped2",
+                                     commands=("model",)))
+    assert configs["homeassistant/number/vadstream_ped2/threshold/config"] is None
+    assert configs["homeassistant/switch/vadstream_ped2/detect/config"] is None
+    assert configs["homeassistant/binary_sensor/vadstream_ped2/anomaly/config"]["name"] \
+        == "Anomaly"
 
 
 def test_discovery_configs_one_device_five_entities():
     topics = MqttTopics("vadstream")
-    configs = dict(discovery_configs(topics, "homeassistant", "ped2", 400.0, "w/ped2"))
+    configs = dict(discovery_configs(topics, "homeassistant", "ped2", 400.0,
+                                     "/home/op/models/weights/ped2.params"))
     assert list(configs) == [f"homeassistant/{c}/vadstream_ped2/{o}/config"
                              for c, o in ENTITIES]
     by_object = {topic.split("/")[3]: c for topic, c in configs.items()}
     for obj, config in by_object.items():
         assert config["unique_id"] == f"vadstream_ped2_{obj}"
         assert config["device"]["identifiers"] == ["vadstream_ped2"]
+        assert config["device"]["model"] == "ped2"   # the weights' name, not their path
         assert config["availability_topic"] == "vadstream/available"
     assert by_object["anomaly"]["state_topic"] == "vadstream/ped2/anomaly"
     assert by_object["score"]["state_topic"] == "vadstream/ped2/score"
@@ -130,7 +148,7 @@ def test_discovery_configs_one_device_five_entities():
     number = by_object["threshold"]
     assert number["command_topic"] == "vadstream/ped2/threshold/set"
     assert number["state_topic"] == "vadstream/ped2/threshold/state"
-    assert (number["min"], number["max"], number["step"]) == (0.0, 1000.0, 1.0)
+    assert (number["min"], number["max"], number["step"]) == (4.0, 1000.0, 1.0)
     assert by_object["detect"]["command_topic"] == "vadstream/ped2/detect/set"
     assert by_object["detect"]["state_topic"] == "vadstream/ped2/detect/state"
 

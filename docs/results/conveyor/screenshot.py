@@ -1,11 +1,11 @@
-"""The README's conveyor screenshot: ``vadstream demo --conveyor`` with its dashboard, shot in
+"""The conveyor results page's screenshot: ``vadstream demo --conveyor`` with its dashboard, shot in
 Debian's headless chromium (driven by Playwright) while the live image shows a flagged part
 with its heat map, a few per-part events listed beside it.
 
-    PYTHONPATH=. python docs/conveyor/screenshot.py            # casting_cam, its validation parts
-    PYTHONPATH=. python docs/conveyor/screenshot.py --model models/weights/cracks_cam
+    PYTHONPATH=. python docs/results/conveyor/screenshot.py   # casting_cam, its validation parts
+    PYTHONPATH=. python docs/results/conveyor/screenshot.py --model models/weights/cracks_cam
 
-Writes docs/conveyor/dashboard.png (``--out``).
+Writes docs/results/conveyor/dashboard.png (``--out``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Nothing may reach the internet: the page works without it.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -113,7 +113,7 @@ def main() -> int:
     p.add_argument("--source", help="a class-folder set (default: the model's validation parts)")
     p.add_argument("--events", type=int, default=5, help="per-part events listed first")
     p.add_argument("--timeout", type=float, default=180.0)
-    p.add_argument("--out", type=Path, default=ROOT / "docs" / "conveyor" / "dashboard.png")
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "dashboard.png")
     args = p.parse_args()
     shoot(args.out, args.model, args.source, args.events, args.timeout)
     print(f"wrote {args.out}")
