@@ -32,6 +32,7 @@ def soak(tiny_weights, tmp_path_factory):
     return json.loads((out / "soak.json").read_text()), proc.stdout, out / "work"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_soak_samples_the_running_pipeline(soak):
     report, stdout, work = soak
@@ -59,6 +60,7 @@ def test_soak_samples_the_running_pipeline(soak):
     assert stdout.strip().splitlines()[-1].startswith("soak: bounded")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_soak_nothing_grows_without_bound(soak):
     report, _, _ = soak
@@ -111,6 +113,7 @@ def test_soak_table_has_a_row_per_five_minutes_and_the_last():
     assert table[-1] == "| 30.0 | 630 | 3000 |"
 
 
+@pytest.mark.slow
 def test_soak_refuses_bad_settings_in_one_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "stream.apps.cli", "soak", "--streams", "0", "--minutes", "1",
@@ -126,6 +129,7 @@ def test_soak_refuses_bad_settings_in_one_line(tmp_path):
     assert not (tmp_path / "x.json").exists()
 
 
+@pytest.mark.slow
 def test_a_capture_loads_no_model_code(tmp_path):
     # Found by the soak: each capture imported MXNet through stream.capture.frames (110 MB
     # of private memory and two threads per camera for nothing, 1.4 GB RSS at 8 cameras).
