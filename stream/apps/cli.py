@@ -432,6 +432,38 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_soak(args: argparse.Namespace) -> int:
+    import json
+
+    from stream.apps.soak import ped2_sources, run_soak, soak_table
+
+    def interrupt(signum, _frame):
+        raise KeyboardInterrupt   # unwinds run_soak, which stops `vadstream run` first
+
+    # explicit: a job started in the background by a script inherits SIGINT ignored
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+
+    def show(sample: dict) -> None:
+        print(f"soak t={sample['t_s']:.0f}s detector RSS {sample['rss_mb']:.0f} MB, "
+              f"{sample['open_files']} files, {sample['threads']} threads; captures "
+              f"{sample['captures_rss_mb']:.0f} MB; store {sample['store_mb']:.2f} MB, clips "
+              f"{sample['clips_mb']:.2f} MB; scored {sample['scored']}, dropped "
+              f"{sample['dropped']}; alerts {sample['alerts_published']} published, "
+              f"{sample['alerts_stored']} stored", flush=True)
+
+    result = run_soak(args.streams, args.minutes, interval_s=args.interval, fps=args.fps,
+                      sources=args.source or ped2_sources(args.data), base=args.config,
+                      work=args.work, on_sample=show, model=args.model,
+                      precision=args.precision, device=args.device)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(soak_table(result, every_s=max(300.0, args.interval)))
+    growing = ", ".join(result["growing"]) or "nothing"
+    print(f"soak: {result['verdict']} ({growing} grew past its bound); {args.json}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from models.export import export_onnx
     from models.weights import WEIGHTS_DIR
@@ -703,6 +735,27 @@ def build_parser() -> argparse.ArgumentParser:
                    "the detectors the bench starts (default: one per available core); fewer "
                    "leaves cores to captures and scoring")
     b.set_defaults(func=cmd_bench)
+
+    a = sub.add_parser("soak", help="run the pipeline (`vadstream run`) with looping cameras "
+                       "for a while, sampling memory, files, threads, store and alerts")
+    a.add_argument("--streams", type=int, default=8, help="looping cameras")
+    a.add_argument("--minutes", type=float, default=30.0, help="length of the measurement, "
+                   "from when every camera has been scored")
+    a.add_argument("--json", type=Path, required=True, help="the report")
+    a.add_argument("--interval", type=float, default=60.0, help="seconds between samples")
+    a.add_argument("--fps", type=float, default=10.0, help="frames/s of each camera")
+    a.add_argument("--config", type=Path, default=Path("configs/pipeline.yaml"),
+                   help="pipeline YAML whose sections are kept; its streams, endpoints "
+                   "(free loopback ports), events store and clips (in --work) are replaced")
+    a.add_argument("--model", help="weights (default: the config's)")
+    a.add_argument("--precision", choices=PRECISIONS, help="default: the config's")
+    a.add_argument("--device", choices=DEVICES, help="default: the config's")
+    a.add_argument("--source", type=Path, action="append", help="what the cameras replay, "
+                   "in turn (repeatable; default: the UCSD Ped2 test clips under --data)")
+    a.add_argument("--data", type=Path, default=PED2, help="UCSD Ped2 root")
+    a.add_argument("--work", type=Path, help="folder of the config, logs, events store and "
+                   "clips, kept (default: a temporary one, removed)")
+    a.set_defaults(func=cmd_soak)
 
     x = sub.add_parser("export", help="write a model's inference form as ONNX, with its "
                        "input contract and calibration beside it")

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from models.contract import InputContract
+if TYPE_CHECKING:   # at run time a capture needs no model code (nor MXNet, which models loads)
+    from models.contract import InputContract
 
 #: Image extensions read as frames (case-insensitive); anything else is skipped.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".pgm",
