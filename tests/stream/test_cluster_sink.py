@@ -40,6 +40,7 @@ def _received(sink: EventSink, socks: list[zmq.Socket], seconds: float = 5.0) ->
     return got
 
 
+@pytest.mark.slow
 def test_the_sink_publishes_only_to_admitted_curve_clients(tmp_path):
     keys = tmp_path / "keys"
     make_keys(keys, ["sink", "dashboard", "stranger"])

@@ -14,6 +14,8 @@ import pytest
 
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.slow   # starts processes
+
 
 @pytest.fixture
 def no_ray(tmp_path):

@@ -18,6 +18,8 @@ from stream.wire.control import ControlClient, NoReplyError
 from stream.wire.security import CurveClient, make_keys
 from tests.conftest import PED2, reserve_port, stop, vadstream, wait_for
 
+pytestmark = pytest.mark.slow   # starts processes
+
 
 def _call(method: str, url: str, body: dict | None = None) -> tuple[int, dict]:
     data = None if body is None else json.dumps(body).encode()

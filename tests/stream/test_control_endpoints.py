@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from stream.wire.control import MAX_ERROR, MAX_REQUEST, ControlClient
 from tests.conftest import reserve_port, stop, vadstream, wait_for
 
+pytestmark = pytest.mark.slow   # starts processes
+
 
 def _ask(endpoint: str, raw: bytes, timeout_ms: int = 20_000) -> dict | None:
     """Send raw bytes as one request; the decoded reply, or None when none came."""

@@ -60,6 +60,7 @@ def test_the_shipped_casting_autoencoder_records_its_operating_point():
     assert at["accuracy"] >= 0.95
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_the_shipped_casting_autoencoder_meets_its_operating_point_on_validation():
     """``vadstream evaluate --split val`` on the real casting validation split (575 good,

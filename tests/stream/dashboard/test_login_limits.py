@@ -62,6 +62,7 @@ def scrypt_calls(monkeypatch):
     return calls
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_a_parallel_flood_of_guesses_is_throttled_before_scrypt_runs(tmp_path, scrypt_calls):
     creds = Credentials(tmp_path / "users.json")
@@ -176,6 +177,7 @@ def test_the_login_cookie_is_secure_behind_a_tls_proxy_when_configured(tmp_path,
         _config(tmp_path, secure_cookies="sometimes")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_an_open_websocket_is_closed_when_its_login_ends(tmp_path):
     creds = Credentials(tmp_path / "users.json")

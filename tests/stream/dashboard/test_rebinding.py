@@ -14,6 +14,8 @@ import pytest
 from stream.wire.endpoints import is_loopback, is_loopback_host
 from tests.conftest import Lines, reserve_port, stop, vadstream, vadstream_run
 
+pytestmark = pytest.mark.slow   # starts processes
+
 
 def test_only_localhost_and_loopback_addresses_are_loopback():
     for host in ("localhost", "LocalHost", "127.0.0.1", "127.3.2.1", "::1", "[::1]"):

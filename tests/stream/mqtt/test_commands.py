@@ -17,7 +17,7 @@ from stream.wire.security import CurveClient, make_keys
 from tests.conftest import ANY_PORT, start_detector, stop, vadstream, wait_for
 from tests.stream.mqtt.broker import Mosquitto, Recorder, need_mosquitto
 
-pytestmark = need_mosquitto
+pytestmark = [pytest.mark.slow, need_mosquitto]
 
 
 @pytest.fixture
