@@ -187,9 +187,12 @@ class Api:
         except sqlite3.OperationalError as err:
             return _error(503, f"events store {self.config.events_db} could not take the "
                           f"label ({err}): can this dashboard write its folder?")
+        label = {k: done[k] for k in ("label", "who", "via", "at")}
         live = self.hub.state.events.get(event_id)
         if live is not None:
-            live["label"] = {k: done[k] for k in ("label", "who", "via", "at")}
+            live["label"] = label
+        # every open page shows it at once, not only the one whose button was pressed
+        self.hub.broadcast({"type": "label", "id": event_id, "label": label})
         log.info("event %s labelled %s by %s", event_id, done["label"], who)
         return web.json_response(done)
 

@@ -62,6 +62,7 @@ function onJson(msg) {
       break;
     }
     case "event": upsertEvent(msg.event, true); break;
+    case "label": applyLabel(msg.id, msg.label); break;
     case "eos": {
       const s = stream(msg.stream);
       s.summary = { ...(s.summary || {}), ended: true, online: false, event_open: false };
@@ -430,9 +431,14 @@ async function labelEvent(id, label, container) {
   const reply = await res.json().catch(() => ({}));
   msg.textContent = res.ok ? "" : (reply.error || `error ${res.status}`);
   msg.classList.toggle("warn", !res.ok);
+  if (res.ok) applyLabel(id, { label: reply.label, who: reply.who, via: reply.via, at: reply.at });
+}
+
+// A label given here or on another page (the dashboard broadcasts each one).
+function applyLabel(id, label) {
   const e = events.get(id);
-  if (!res.ok || !e) return;
-  e.label = { label: reply.label, who: reply.who, via: reply.via, at: reply.at };
+  if (!e) return;
+  e.label = label;
   upsertEvent(e, false);
   const labelling = $("#event-labelling");
   if (labelling.dataset.id === id) renderLabel(labelling, e);

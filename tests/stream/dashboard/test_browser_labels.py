@@ -1,6 +1,7 @@
 """Labelling events from the page in a real headless browser (Debian's chromium, driven by
 Playwright) on a real ``vadstream serve`` over a real SQLite events store: the buttons on
-an alert and in the event view, the label shown in both, and the store's record of it."""
+an alert and in the event view, the label shown in both (and on another open page), and the
+store's record of it."""
 
 import os
 from pathlib import Path
@@ -52,6 +53,10 @@ def test_label_buttons_on_an_alert_and_in_the_event_view(tmp_path):
             page = browser.new_page(viewport={"width": 1400, "height": 860})
             errors = []
             page.on("pageerror", lambda err: errors.append(str(err)))
+            other = browser.new_page()               # a second operator's page
+            other.on("pageerror", lambda err: errors.append(str(err)))
+            other.goto(f"{base}/")
+            other.wait_for_selector(f"{first} .label-tag", timeout=30000)
             page.goto(f"{base}/")
             page.wait_for_selector(f"{first} .label-tag", timeout=30000)
             assert _tag(page, first) == "unlabelled"
@@ -65,6 +70,9 @@ def test_label_buttons_on_an_alert_and_in_the_event_view(tmp_path):
             assert page.get_attribute(f"{first} button.label-normal", "class") == (
                 "label-normal chosen")
             assert not page.evaluate("document.getElementById('event-dialog').open")
+            other.wait_for_function(          # the other page shows it too, without a reload
+                f"document.querySelector('{first} .label-tag').textContent === "
+                "'normal · by local'", timeout=15000)
 
             # The event view's buttons: a label, then another that replaces it.
             page.click(f"{second} .what")
