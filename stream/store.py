@@ -39,7 +39,22 @@ CREATE TABLE IF NOT EXISTS clips (
     bytes     INTEGER NOT NULL,
     stored_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS labels (
+    seqno     INTEGER PRIMARY KEY AUTOINCREMENT,
+    id        TEXT NOT NULL,
+    label     TEXT NOT NULL,
+    who       TEXT NOT NULL,
+    via       TEXT NOT NULL,
+    at        REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS labels_id ON labels (id);
 """
+#: What an operator may call an event: ``normal`` (a false alarm) or ``anomaly`` (a true one).
+LABELS = ("normal", "anomaly")
+
+
+class UnknownEventError(LookupError):
+    """An event id the store holds no alert of."""
 
 
 class EventStore:
@@ -47,7 +62,10 @@ class EventStore:
 
     WAL mode with ``synchronous=NORMAL``: a committed alert survives the detector being
     killed at any point (not a power cut, which would need ``FULL``). Beside the alerts,
-    each event's snapshot (the overlay JPEG of its peak frame) is kept.
+    each event's snapshot (the overlay JPEG of its peak frame), its clip and its labels
+    (``normal`` or ``anomaly``, who gave them and when) are kept. Tables added since a
+    store was written (snapshots, clips, labels) are created when a writer opens it; a
+    reader of an older store sees none of them.
 
     Args:
         path: Database file (created with its folder if missing).
@@ -191,7 +209,7 @@ class EventStore:
         try:
             paths = [r[0] for r in self._db.execute(
                 f"SELECT path FROM clips WHERE id IN ({marks})", ids).fetchall()]
-            for table in ("alerts", "snapshots", "clips"):
+            for table in ("alerts", "snapshots", "clips", "labels"):
                 self._db.execute(f"DELETE FROM {table} WHERE id IN ({marks})", ids)
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -223,7 +241,87 @@ class EventStore:
             event = json.loads(payload)
             event.update(open=event["type"] != "end", alerts=alerts)
             out.append(event)
+        labels = self.labels([e["id"] for e in out])
+        for event in out:
+            event["label"] = labels.get(event["id"])
         return out
+
+    # -- labels ----------------------------------------------------------------------------
+    def label(self, event_id: str, label: str, who: str, via: str,
+              stream: str | None = None) -> dict:
+        """Label an event ``normal`` (a false alarm) or ``anomaly`` (a true one).
+
+        A new label replaces the event's current one; the earlier ones stay as its history
+        (:meth:`label_history`).
+
+        Args:
+            event_id: The event's id.
+            label: ``normal`` or ``anomaly``.
+            who: Who labelled it (a dashboard user, ``local``, ``mqtt``, an OS user).
+            via: Where from: ``dashboard``, ``mqtt`` or ``cli``.
+            stream: When given, the event must be of this stream (an MQTT topic names one).
+
+        Returns:
+            The label as :meth:`labels` gives it: ``id, stream, label, who, via, at``.
+
+        Raises:
+            ValueError: If ``label`` is neither ``normal`` nor ``anomaly``.
+            UnknownEventError: If the store holds no event ``event_id`` (of ``stream``).
+        """
+        if label not in LABELS:
+            raise ValueError(f"label {str(label)[:40]!r} is unknown: label an event "
+                             f"{' or '.join(LABELS)} (a false alarm or a true one)")
+        if not isinstance(event_id, str) or not event_id:
+            raise UnknownEventError(f"event id must be a non-empty string, got {event_id!r}")
+        row = self._db.execute("SELECT stream FROM alerts WHERE id = ? LIMIT 1",
+                               (event_id,)).fetchone()
+        if row is None or (stream is not None and row[0] != stream):
+            of = "" if stream is None else f" of stream {stream!r}"
+            raise UnknownEventError(f"no event {event_id[:64]!r}{of} in {self.path}: list "
+                                    "the events with `vadstream events` or /api/events")
+        at = time.time()
+        self._db.execute("INSERT INTO labels (id, label, who, via, at) VALUES (?, ?, ?, ?, ?)",
+                         (event_id, label, str(who), str(via), at))
+        return {"id": event_id, "stream": row[0], "label": label, "who": str(who),
+                "via": str(via), "at": at}
+
+    def labels(self, ids: list[str] | None = None) -> dict[str, dict]:
+        """Events' current labels by id (the latest of each): ``label, who, via, at``.
+
+        Args:
+            ids: Only these events (None: every labelled event).
+        """
+        sql = ("SELECT l.id, l.label, l.who, l.via, l.at FROM labels l JOIN (SELECT id, "
+               "MAX(seqno) AS last FROM labels GROUP BY id) n ON l.seqno = n.last")
+        args: list = []
+        if ids is not None:
+            if not ids:
+                return {}
+            sql += f" WHERE l.id IN ({','.join('?' * len(ids))})"
+            args = list(ids)
+        try:
+            rows = self._db.execute(sql, args).fetchall()
+        except sqlite3.OperationalError:   # a store written before labels existed
+            return {}
+        return {i: {"label": label, "who": who, "via": via, "at": at}
+                for i, label, who, via, at in rows}
+
+    def label_history(self, event_id: str) -> list[dict]:
+        """Every label an event was given, oldest first: ``label, who, via, at``."""
+        try:
+            rows = self._db.execute("SELECT label, who, via, at FROM labels WHERE id = ? "
+                                    "ORDER BY seqno", (event_id,)).fetchall()
+        except sqlite3.OperationalError:
+            return []
+        return [{"label": label, "who": who, "via": via, "at": at}
+                for label, who, via, at in rows]
+
+    def labelled(self) -> set[str]:
+        """The ids of every event that carries a label."""
+        try:
+            return {r[0] for r in self._db.execute("SELECT DISTINCT id FROM labels")}
+        except sqlite3.OperationalError:
+            return set()
 
     def open_events(self) -> list[dict]:
         """The latest alert of every event that has a start but no end."""

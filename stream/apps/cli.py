@@ -189,6 +189,8 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
+    import json
+
     from stream.store import EventStore
     from stream.times import parse_time
     from stream.wire.topics import AlertMessage
@@ -196,20 +198,46 @@ def cmd_events(args: argparse.Namespace) -> int:
     if not Path(args.db).is_file():
         raise FileNotFoundError(f"events store {args.db} not found; the detector writes it "
                                 "(see --events-db)")
+    if args.action:
+        return _label_event(args)
     with EventStore(args.db) as store:
         stored = store.query(stream=args.stream, since=parse_time(args.since),
                              limit=args.limit)
+        labels = store.labels(sorted({row.get("id", "") for row in stored}))
     # Read as alert messages, so they print as `vadstream subscribe` prints live ones
     # (with "v": 1), whichever detector version stored them.
     for a in (AlertMessage.from_dict(row, topic=f"{args.db}: alert {row.get('id', '?')}")
               for row in stored):
+        label = labels.get(a.id)
         if args.json:
-            print(a.to_json())
+            print(a.to_json() if label is None else json.dumps(
+                {**json.loads(a.to_json()), "label": label}))
         else:
             end = "" if a.end_seq is None else f" end_seq {a.end_seq}"
             clip = "" if a.clip_path is None else f" clip {a.clip_path}"
+            tag = "" if label is None else f" label {label['label']} by {label['who']}"
             print(f"{a.ts:.3f} {a.stream} {a.type:6} {a.id[:12]} start_seq {a.start_seq}{end} "
-                  f"score {a.score:.1f} peak {a.peak_score:.1f}{clip}")
+                  f"score {a.score:.1f} peak {a.peak_score:.1f}{clip}{tag}")
+    return 0
+
+
+def _label_event(args: argparse.Namespace) -> int:
+    """``vadstream events label ID normal|anomaly``: label an event in the store."""
+    import getpass
+
+    from stream.store import LABELS, EventStore, UnknownEventError
+
+    if len(args.action) != 3 or args.action[0] != "label":
+        raise ValueError(f"`vadstream events {' '.join(args.action)[:80]}` is not understood: "
+                         f"`vadstream events label ID {'|'.join(LABELS)}` labels an event, "
+                         "`vadstream events` lists them")
+    _, event_id, label = args.action
+    with EventStore(args.db) as store:
+        try:
+            done = store.label(event_id, label, who=getpass.getuser(), via="cli")
+        except UnknownEventError as err:
+            raise ValueError(str(err)) from None
+    print(f"event {done['id']} ({done['stream']}) labelled {done['label']} by {done['who']}")
     return 0
 
 
@@ -620,8 +648,12 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--name", action="append", help="key pair names (default: server, client)")
     y.set_defaults(func=cmd_keys)
 
-    v = sub.add_parser("events", help="alerts from the events store")
-    v.add_argument("--db", default=EVENTS_DB, help="the detector's --events-db")
+    v = sub.add_parser("events", help="alerts from the events store; `events label ID "
+                       "normal|anomaly` labels one")
+    v.add_argument("action", nargs="*", metavar="label ID normal|anomaly",
+                   help="label an event: normal (a false alarm) or anomaly (a true one)")
+    v.add_argument("--db", "--events-db", dest="db", default=EVENTS_DB,
+                   help="the detector's --events-db")
     v.add_argument("--stream")
     v.add_argument("--since", help="Unix seconds, ISO 8601, or an age (15m, 2h)")
     v.add_argument("--limit", type=int, help="at most this many, the newest")

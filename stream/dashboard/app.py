@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
+import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -15,12 +17,12 @@ from stream.dashboard.auth import Credentials
 from stream.dashboard.clips import EventClips
 from stream.dashboard.config import ServeConfig
 from stream.dashboard.control import LiveControl, add_control_routes
-from stream.dashboard.hub import Hub
+from stream.dashboard.hub import WHO, Hub
 from stream.dashboard.login import Guard, add_login_routes
 from stream.dashboard.metrics import CONTENT_TYPE, DashboardCollector, render
 from stream.dashboard.state import LiveState, event_summary
 from stream.paths import within
-from stream.store import EventStore
+from stream.store import LABELS, EventStore, UnknownEventError
 from stream.times import parse_time
 from stream.wire.endpoints import is_loopback_host
 from stream.wire.protocol import STREAM_ID
@@ -151,6 +153,49 @@ class Api:
         return web.FileResponse(path, headers={"Content-Type": "video/mp4",
                                                "Cache-Control": "max-age=3600"})
 
+    async def label(self, request: web.Request) -> web.Response:
+        """``POST /api/events/{event}/label`` with ``{"label": "normal"|"anomaly"}``: label
+        an event in the events store, as the logged-in user (``local`` without a login).
+
+        The dashboard writes the store itself (SQLite takes a second writer beside the
+        detector), so labels work whether the detector runs or not.
+        """
+        body = await LiveControl.body(request)
+        if isinstance(body, web.Response):
+            return body
+        if set(body) != {"label"} or body["label"] not in LABELS:
+            return _error(400, f"send {{\"label\": \"normal\"}} (a false alarm) or "
+                          f"{{\"label\": \"anomaly\"}} (a true one), got "
+                          f"{json.dumps(body)[:100]}")
+        event_id = self._event_id(request)
+        if event_id is None:
+            return _error(404, f"no event {request.match_info['event'][:64]!r}: event ids are "
+                          "hex digits (see /api/events)")
+        if not Path(self.config.events_db).is_file():
+            return _error(404, f"events store {self.config.events_db} not found: labels are "
+                          "kept there (start the detector with --events-db, and `vadstream "
+                          "serve` with the same --events-db)")
+        who = request.get(WHO, "local")
+
+        def write() -> dict:
+            with EventStore(self.config.events_db) as store:
+                return store.label(event_id, body["label"], who=who, via="dashboard")
+        try:
+            done = await asyncio.to_thread(write)
+        except UnknownEventError as err:
+            return _error(404, str(err))
+        except sqlite3.OperationalError as err:
+            return _error(503, f"events store {self.config.events_db} could not take the "
+                          f"label ({err}): can this dashboard write its folder?")
+        label = {k: done[k] for k in ("label", "who", "via", "at")}
+        live = self.hub.state.events.get(event_id)
+        if live is not None:
+            live["label"] = label
+        # every open page shows it at once, not only the one whose button was pressed
+        self.hub.broadcast({"type": "label", "id": event_id, "label": label})
+        log.info("event %s labelled %s by %s", event_id, done["label"], who)
+        return web.json_response(done)
+
     async def metrics(self, _request: web.Request) -> web.Response:
         return web.Response(body=render(self.collector), headers={
             "Content-Type": CONTENT_TYPE, **NO_CACHE})
@@ -188,6 +233,7 @@ def build_app(config: ServeConfig) -> web.Application:
     app.router.add_get("/api/events/{event}/frames", api.frames)
     app.router.add_get("/api/events/{event}/frames/{seq}.jpg", api.frame)
     app.router.add_get("/api/events/{event}/clip.mp4", api.clip)
+    app.router.add_post("/api/events/{event}/label", api.label)
     app.router.add_get("/metrics", api.metrics)
     add_control_routes(app, LiveControl(config))
 

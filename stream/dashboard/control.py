@@ -73,7 +73,7 @@ class LiveControl:
         return web.json_response(result)
 
     @staticmethod
-    async def _body(request: web.Request) -> dict | web.Response:
+    async def body(request: web.Request) -> dict | web.Response:
         if request.content_type != "application/json":
             return _error(415, "send the body as JSON (Content-Type: application/json)")
         try:
@@ -96,7 +96,7 @@ class LiveControl:
 
     async def add(self, request: web.Request) -> web.Response:
         """``POST /api/streams``: a ``streams:`` entry -> the supervisor adds the camera."""
-        body = await self._body(request)
+        body = await self.body(request)
         if isinstance(body, web.Response):
             return body
         return await self._ask("supervisor", "add", stream=body)
@@ -129,7 +129,7 @@ class LiveControl:
         if stream is None:
             return _error(400, f"{request.match_info['stream']!r} is not a stream id")
         key, command = SETTINGS[request.match_info["setting"]]
-        body = await self._body(request)
+        body = await self.body(request)
         if isinstance(body, web.Response):
             return body
         if set(body) != {key}:

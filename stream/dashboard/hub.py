@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 TOPICS = ("status", "score.", "overlay.", "alert.", "eos.")
 #: Where the login middleware leaves a request's "still allowed?" check (see login.ALLOWED).
 ALLOWED: web.RequestKey[Callable[[], bool]] = web.RequestKey("allowed", object)
+#: Who sent a request, as the login middleware saw it: a user, ``token:NAME``, or ``local``
+#: (a dashboard without a login, answering this machine only).
+WHO: web.RequestKey[str] = web.RequestKey("who", str)
 #: Seconds between the batches of scores, and between status messages, sent to pages.
 SCORES_EVERY = 0.25
 STATUS_EVERY = 1.0

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from stream.dashboard.auth import AuthError, Credentials, hash_token, password_stamp
-from stream.dashboard.hub import ALLOWED
+from stream.dashboard.hub import ALLOWED, WHO
 from stream.dashboard.throttle import LoginLimiter, ThrottledError
 from stream.wire.endpoints import is_loopback_host
 
@@ -239,6 +239,7 @@ class Guard:
         if request.method in CHANGES and request.path != "/logout":
             log.info("%s %s by %s", request.method, request.path, grant.who or "(no login)")
         request[ALLOWED] = functools.partial(self.allows, grant)
+        request[WHO] = grant.who or "local"
         return await handler(request)
 
     # -- the login page --------------------------------------------------------------------

@@ -32,7 +32,8 @@ def event_summary(alert: dict) -> dict:
 
     Returns:
         ``id, stream, open, start_ts, end_ts, start_seq, end_seq, peak_score, peak_seq,
-        threshold, frames, clip, frame, boxes, recovered, clip_path`` and the URLs of its
+        threshold, frames, clip, frame, boxes, recovered, clip_path, label`` (``label,
+        who, via, at`` or None) and the URLs of its
         snapshot (``?peak=`` changes with the peak, so a browser never shows a stale one),
         frames and MP4 clip (``clip_url``: None until its ``end`` names a clip).
     """
@@ -45,7 +46,7 @@ def event_summary(alert: dict) -> dict:
             "peak_seq": alert.get("peak_seq"), "threshold": alert.get("threshold"),
             "frames": alert.get("frames"), "clip": alert.get("clip"),
             "frame": alert.get("frame"), "boxes": alert.get("boxes", []),
-            "recovered": bool(alert.get("recovered")),
+            "recovered": bool(alert.get("recovered")), "label": alert.get("label"),
             "snapshot": f"/api/events/{event_id}/snapshot.jpg?peak={alert.get('peak_seq')}",
             "frames_url": f"/api/events/{event_id}/frames",
             "clip_path": alert.get("clip_path"),
@@ -195,6 +196,8 @@ class LiveState:
     def on_alert(self, alert: AlertMessage) -> dict:
         """Take an alert; returns the event's summary."""
         event = event_summary(alert.to_dict())
+        if (known := self.events.get(event["id"])) is not None:
+            event["label"] = known.get("label")      # labelled while it was live
         self.events[event["id"]] = event
         self.events.move_to_end(event["id"])
         while len(self.events) > self.max_events:

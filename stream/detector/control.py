@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from stream.detector.allowed import ModelRefusedError, check_threshold_range
 from stream.detector.settings import StreamSettings, check_polygons, check_threshold
+from stream.store import UnknownEventError
 from stream.wire.control import RequestError
 from stream.wire.protocol import ProtocolError, check_stream_id
 
@@ -38,7 +39,7 @@ class Controls:
         self.detector = detector
         self.handlers = {"state": self.state, "threshold": self.threshold,
                          "detect": self.detect, "model": self.model, "mask": self.mask,
-                         "configure": self.configure, "end": self.end}
+                         "configure": self.configure, "end": self.end, "label": self.label}
 
     # -- helpers ---------------------------------------------------------------------------
     def _settings(self, stream: object) -> tuple[str, StreamSettings]:
@@ -191,3 +192,21 @@ class Controls:
         d.release_unused()
         log.warning("control: stream %s ended", stream)
         return {"stream": stream, "ended": state is not None}
+
+    def label(self, stream: str, id: str, label: str, who: str = "control",  # noqa: A002
+              via: str = "control") -> dict:
+        """Label one of a stream's events ``normal`` (a false alarm) or ``anomaly`` in the
+        events store (what the MQTT bridge sends: it has no store of its own)."""
+        if not isinstance(stream, str) or not isinstance(id, str):
+            raise RequestError(f"stream and id must be strings, got {stream!r} and {id!r}")
+        store = self.detector.store
+        if store is None:
+            raise RequestError("this detector keeps no events store (--events-db \"\"): "
+                               "there is no event to label")
+        try:
+            done = store.label(id, label, who=str(who)[:80], via=str(via)[:20], stream=stream)
+        except UnknownEventError as err:
+            raise RequestError(str(err)) from None
+        log.warning("control: stream %s event %s labelled %s by %s", stream, id,
+                    done["label"], done["who"])
+        return done

@@ -2,7 +2,9 @@
 
 An event goes whole: its alerts, its snapshot and its clip, rows first (one
 transaction), then the clip's file, so no row ever names a file that is gone. An open
-event, or one whose clip is still being written, is never deleted. Runs in the detector
+event, one whose clip is still being written, or one an operator labelled (``normal`` or
+``anomaly``: adapting a model learns from it) is never deleted; labelled events still
+count toward ``max_mb``, so the unlabelled ones go first. Runs in the detector
 (the store's one writer) every ``interval_s``, between frames.
 """
 
@@ -104,7 +106,8 @@ class Retention:
         """Delete what is beyond the budget or age now.
 
         Args:
-            keep: Event ids not to delete (clips still being written).
+            keep: Event ids not to delete (clips still being written); labelled events
+                are kept too.
             now: Unix time (default: the clock).
 
         Returns:
@@ -114,7 +117,8 @@ class Retention:
         now = time.time() if now is None else now
         c = self.config
         ids = plan(self.store.sizes(), int(c.max_mb * 2**20) if c.max_mb > 0 else None,
-                   now - c.max_days * 86400 if c.max_days > 0 else None, set(keep))
+                   now - c.max_days * 86400 if c.max_days > 0 else None,
+                   set(keep) | self.store.labelled())
         for path in self.store.delete_events(ids):
             file = within_any(self.roots, path)
             if file is None:

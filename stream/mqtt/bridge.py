@@ -39,6 +39,7 @@ from stream.mqtt.topics import (
     MqttTopics,
     event_payload,
     number,
+    parse_label,
     parse_model,
     parse_switch,
     parse_threshold,
@@ -123,7 +124,7 @@ class Bridge:
             return
         log.info("connected to the MQTT broker %s", self.config.broker)
         self._failures = 0
-        subscriptions = [(f"{self.config.prefix}/+/{name}/set", 1)
+        subscriptions = [(self.topics.command_filter(name), 1)
                          for name in self.config.commands]
         if self.config.discovery_prefix:
             subscriptions.append((f"{self.config.discovery_prefix}/status", 1))
@@ -410,12 +411,19 @@ class Bridge:
                 state = self._control().set_threshold(stream, value)
             elif command == "model":
                 state = self._model_control().set_model(stream, parse_model(payload))
+            elif command == "label":
+                event_id, label, who = parse_label(payload)
+                state = self._control().label(stream, event_id, label, who=who, via="mqtt")
             else:
                 state = self._control().set_detect(stream, parse_switch(payload))
         except (CommandError, ControlError) as err:
             log.warning("MQTT %s %r not applied: %s", topic, payload[:40], err)
         else:
             log.info("MQTT %s %r applied: %s", topic, payload[:40], state)
+            if command == "label":   # what was stored, for whoever labelled it
+                self._publish(self.topics.stream(stream, "event/label/state"),
+                              json.dumps(state))
+                return
             self._stream(stream).commanded_at = time.time()
             if isinstance(state.get("threshold"), (int, float)):
                 self._set_threshold(stream, float(state["threshold"]))

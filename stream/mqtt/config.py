@@ -82,8 +82,9 @@ class MqttConfig:
         command_timeout: Seconds a command waits for the detector's answer.
         curve_key: This client's CURVE ``.key_secret`` (when the detector requires CURVE).
         curve_server: The detector's public ``.key``.
-        commands: The MQTT commands acted on, of ``threshold``, ``detect`` and ``model``
-            (``<prefix>/<stream>/<command>/set``); the others are not subscribed to and
+        commands: The MQTT commands acted on, of ``threshold``, ``detect``, ``model``
+            (``<prefix>/<stream>/<command>/set``) and ``label``
+            (``<prefix>/<stream>/event/label/set``); the others are not subscribed to and
             are ignored (logged). An empty list switches every command off.
     """
 

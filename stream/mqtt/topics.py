@@ -16,7 +16,10 @@ ONLINE, OFFLINE = "online", "offline"
 EVENT_TYPES = {"start": "new", "update": "update", "end": "end"}
 #: What ``threshold/set`` takes to go back to the calibrated threshold.
 CALIBRATED = ("", "calibrated", "reset", "none", "null")
-COMMANDS = ("threshold", "detect", "model")
+COMMANDS = ("threshold", "detect", "model", "label")
+#: Each command's topic below ``<prefix>/<stream>/``.
+COMMAND_TOPICS = {"threshold": "threshold/set", "detect": "detect/set",
+                  "model": "model/set", "label": "event/label/set"}
 #: What ``model/set`` takes for the detector's default weights.
 DEFAULT_MODEL = ("", "default")
 
@@ -54,24 +57,31 @@ class MqttTopics:
     @property
     def command_filters(self) -> list[str]:
         """Subscriptions that receive every stream's commands."""
-        return [f"{self.prefix}/+/{name}/set" for name in COMMANDS]
+        return [self.command_filter(name) for name in COMMANDS]
+
+    def command_filter(self, command: str) -> str:
+        """The subscription that receives one command for every stream."""
+        return f"{self.prefix}/+/{COMMAND_TOPICS[command]}"
 
     def parse_command(self, topic: str) -> tuple[str, str]:
-        """``(stream, command)`` of a ``<prefix>/<stream>/<command>/set`` topic.
+        """``(stream, command)`` of a ``<prefix>/<stream>/<command topic>`` topic
+        (:data:`COMMAND_TOPICS`).
 
         Raises:
             CommandError: If it is no command topic, or the stream id is invalid.
         """
         head = f"{self.prefix}/"
         rest = topic[len(head):] if topic.startswith(head) else ""
-        parts = rest.split("/")
-        if len(parts) != 3 or parts[2] != "set" or parts[1] not in COMMANDS:
-            raise CommandError(f"topic {topic[:100]!r} is not {head}<stream>/threshold/set, "
-                               f"{head}<stream>/detect/set or {head}<stream>/model/set")
-        if not STREAM_ID.fullmatch(parts[0]):
-            raise CommandError(f"topic {topic[:100]!r}: stream id {parts[0][:64]!r} is invalid "
+        stream, _, tail = rest.partition("/")
+        found = [c for c, t in COMMAND_TOPICS.items() if t == tail]
+        if not stream or not found:
+            raise CommandError(f"topic {topic[:100]!r} is not "
+                               + ", ".join(f"{head}<stream>/{t}"
+                                           for t in COMMAND_TOPICS.values()))
+        if not STREAM_ID.fullmatch(stream):
+            raise CommandError(f"topic {topic[:100]!r}: stream id {stream[:64]!r} is invalid "
                                "(1-64 letters, digits, '_' or '-')")
-        return parts[0], parts[1]
+        return stream, found[0]
 
 
 def parse_threshold(payload: bytes) -> float | None:
@@ -115,6 +125,32 @@ def parse_model(payload: bytes) -> str:
     if len(text) > 4096 or "\n" in text or "\x00" in text:
         raise CommandError(f"model {text[:40]!r}... is not a weights path")
     return text
+
+
+def parse_label(payload: bytes) -> tuple[str, str, str]:
+    """An ``event/label/set`` payload: ``{"id": EVENT, "label": "normal"|"anomaly"}``, with
+    an optional ``"who"`` (recorded as ``mqtt:WHO``; else ``mqtt``).
+
+    Returns:
+        ``(event id, label, who)``; the detector checks the label and that the event is
+        the stream's.
+
+    Raises:
+        CommandError: If it is not such a JSON object.
+    """
+    text = _text(payload)
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    form = '{"id": EVENT_ID, "label": "normal"|"anomaly"}'
+    if not isinstance(body, dict) or not isinstance(body.get("id"), str) \
+            or not isinstance(body.get("label"), str) or set(body) - {"id", "label", "who"}:
+        raise CommandError(f"label {text[:60]!r} is not {form}")
+    who = body.get("who")
+    if who is not None and (not isinstance(who, str) or not 0 < len(who) <= 64):
+        raise CommandError(f"label: who must be a name of 1-64 characters, got {who!r}")
+    return body["id"], body["label"], "mqtt" if who is None else f"mqtt:{who}"
 
 
 def _text(payload: bytes) -> str:

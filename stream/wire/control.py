@@ -217,6 +217,10 @@ class ControlClient:
         """Ignore regions of a stream: polygons of [x, y] points in source pixels."""
         return self.request("mask", stream=stream, polygons=polygons)
 
+    def label(self, stream: str, event_id: str, label: str, who: str, via: str) -> dict:
+        """Label one of a stream's events ``normal`` or ``anomaly`` in the detector's store."""
+        return self.request("label", stream=stream, id=event_id, label=label, who=who, via=via)
+
     def end_stream(self, stream: str) -> dict:
         """End a stream now: score what is left, close its event, forget it."""
         return self.request("end", stream=stream)

@@ -62,6 +62,7 @@ function onJson(msg) {
       break;
     }
     case "event": upsertEvent(msg.event, true); break;
+    case "label": applyLabel(msg.id, msg.label); break;
     case "eos": {
       const s = stream(msg.stream);
       s.summary = { ...(s.summary || {}), ended: true, online: false, event_open: false };
@@ -255,6 +256,8 @@ async function loadEvents() {
 
 function upsertEvent(e, live) {
   const known = events.get(e.id);
+  // A live alert's summary may not know a label given by the CLI or MQTT: keep the known one.
+  if (!e.label && known && known.label) e.label = known.label;
   events.set(e.id, e);
   let li = document.querySelector(`li.alert[data-id="${e.id}"]`);
   if (!li) {
@@ -262,8 +265,9 @@ function upsertEvent(e, live) {
     li.className = "alert";
     li.dataset.id = e.id;
     li.innerHTML = `<img class="snapshot" alt="snapshot at the peak"><div><div class="what"></div>` +
-      `<div class="when"></div><div class="score"></div></div>`;
+      `<div class="when"></div><div class="score"></div>${LABEL_BUTTONS}</div>`;
     li.addEventListener("click", () => openEvent(e.id));
+    wireLabels(li, e.id);
     if (live && !known) li.classList.add("fresh");
   }
   const img = $("img", li);
@@ -284,6 +288,7 @@ function upsertEvent(e, live) {
     (e.clip ? ` · ${e.clip}` : "");
   $(".score", li).innerHTML = `peak <b>${fmtScore(e.peak_score)}</b> / threshold ${fmtScore(e.threshold)}` +
     ` · ${e.frames ?? "?"} frame(s)`;
+  renderLabel(li, e);
   li.classList.toggle("open", !!e.open);
   li.classList.toggle("has-clip", !!e.clip_url);
   if (streams.has(e.stream)) renderStream(streams.get(e.stream));
@@ -314,6 +319,9 @@ async function openEvent(id) {
     ["frames", e.frames], ["peak frame", e.peak_seq], ["clip", e.clip || "–"],
     ["boxes", (e.boxes || []).length]];
   $("#event-meta").innerHTML = meta.map(([k, v]) => `<div><dt>${k}</dt><dd>${escapeHtml(String(v))}</dd></div>`).join("");
+  const labelling = $("#event-labelling");
+  labelling.dataset.id = id;
+  renderLabel(labelling, e);
   stopPlayer();
   player.frames = [];
   $("#event-strip").innerHTML = "";
@@ -387,6 +395,56 @@ $("#event-dialog").addEventListener("close", () => { stopPlayer(); $("#event-vid
 function escapeHtml(text) {
   return text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 }
+
+// -- labels: POST /api/events/<id>/label ------------------------------------------------------
+const LABEL_BUTTONS = `<div class="labelling"><span class="label-tag"></span>` +
+  `<button type="button" class="label-normal" data-label="normal" title="label it normal: a false alarm">normal</button>` +
+  `<button type="button" class="label-anomaly" data-label="anomaly" title="label it anomaly: a true one">anomaly</button>` +
+  `<span class="label-msg"></span></div>`;
+
+function wireLabels(container, id) {
+  for (const button of container.querySelectorAll("button[data-label]")) {
+    button.addEventListener("click", (ev) => {
+      ev.stopPropagation();   // a click on an alert's button labels it, not opens it
+      labelEvent(id ?? container.dataset.id, button.dataset.label, container);
+    });
+  }
+}
+
+function renderLabel(container, e) {
+  const tag = $(".label-tag", container);
+  tag.textContent = e.label ? `${e.label.label} · by ${e.label.who}` : "unlabelled";
+  tag.dataset.label = e.label ? e.label.label : "";
+  tag.title = e.label ? `labelled ${e.label.label} by ${e.label.who} (${e.label.via}) at ${fmtTime(e.label.at)}` : "";
+  for (const button of container.querySelectorAll("button[data-label]")) {
+    button.classList.toggle("chosen", !!e.label && e.label.label === button.dataset.label);
+  }
+}
+
+async function labelEvent(id, label, container) {
+  const msg = $(".label-msg", container);
+  msg.textContent = "…";
+  const res = await fetch(`/api/events/${encodeURIComponent(id)}/label`, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ label }),
+  });
+  if (res.status === 401) { location.href = "/login"; return; }
+  const reply = await res.json().catch(() => ({}));
+  msg.textContent = res.ok ? "" : (reply.error || `error ${res.status}`);
+  msg.classList.toggle("warn", !res.ok);
+  if (res.ok) applyLabel(id, { label: reply.label, who: reply.who, via: reply.via, at: reply.at });
+}
+
+// A label given here or on another page (the dashboard broadcasts each one).
+function applyLabel(id, label) {
+  const e = events.get(id);
+  if (!e) return;
+  e.label = label;
+  upsertEvent(e, false);
+  const labelling = $("#event-labelling");
+  if (labelling.dataset.id === id) renderLabel(labelling, e);
+}
+
+wireLabels($("#event-labelling"), null);
 
 // -- live settings: POST /api/streams/<id>/threshold and /detect ----------------------------
 async function postSetting(s, setting, body) {
