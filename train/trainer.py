@@ -19,7 +19,7 @@ from models.contract import InputContract
 from models.registry import get_family, get_model
 from models.scoring import Scorer
 from models.weights import WeightsMeta, load_weights, save_weights
-from train.calibrate import calibrate, split_training_clips
+from train.calibrate import FALSE_ALARM_RATE, calibrate, split_training_clips
 from train.data import gather, load_clips, make_windows
 from train.optstate import load_optimizer, save_optimizer
 from train.plots import plot_histogram
@@ -53,7 +53,7 @@ class TrainConfig:
     seed: int = 0
     windows_per_epoch: int = 0
     patience: int = 3
-    false_alarm_rate: float = 0.01
+    false_alarm_rate: float = FALSE_ALARM_RATE
 
 
 def _batches(n: int, size: int, rng: np.random.Generator, cap: int) -> list[np.ndarray]:
