@@ -15,6 +15,7 @@ from models.family import ModelFamily
 from models.registry import get_family
 from models.scoring import Scorer, ScorerConfig
 from stream.config import ConfigError, build, check_keys, check_sections, load_extending
+from stream.defaults import STRIDE
 from stream.detector.engine import pick_context
 from train.image_trainer import ImageTrainConfig
 from train.trainer import TrainConfig
@@ -61,7 +62,7 @@ class DataConfig:
 
     root: str = "../shared/data/UCSDped2"
     out: str = "models/weights/ped2_stae"
-    stride: int = 5
+    stride: int = STRIDE
     kind: str = "clips"
     normal: str | None = None
 

@@ -19,6 +19,7 @@ from models.contract import InputContract
 from models.registry import get_family, get_model
 from models.scoring import Scorer
 from models.weights import WeightsMeta, load_weights, save_weights
+from stream.defaults import STRIDE
 from train.calibrate import FALSE_ALARM_RATE, calibrate, split_training_clips
 from train.data import gather, load_clips, make_windows
 from train.optstate import load_optimizer, save_optimizer
@@ -94,7 +95,7 @@ def end_epoch(state: dict, epoch: int, train_loss: float, val_loss: float, net: 
 
 def train(data: str | Path, out: str | Path, model: str = "stae", model_args: dict | None = None,
           contract: InputContract | None = None, config: TrainConfig | None = None,
-          scorer: Scorer | None = None, stride: int = 5, ctx: mx.Context | None = None,
+          scorer: Scorer | None = None, stride: int = STRIDE, ctx: mx.Context | None = None,
           resume: bool = False) -> Path:
     """Train on normal clips, keep the best checkpoint by validation loss, calibrate it.
 
