@@ -11,7 +11,7 @@ import yaml
 
 from models.scoring import PIXEL_THRESHOLD
 from stream.config import ConfigError, load_yaml
-from tests.conftest import ROOT
+from tests.conftest import ROOT, vadstream_run
 from train.config import TrainJob, load_train_config
 
 CONFIGS = ROOT / "configs"
@@ -167,3 +167,16 @@ def test_a_shipped_extending_config_is_its_base_but_for_what_it_writes(path):
     for key, value in dataclasses.asdict(job.training).items():
         if key not in (own.get("training") or {}):
             assert value == base_training[key], f"{path.name}: training.{key} not its base's"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_vadstream_train_prints_one_line_for_a_mistyped_key_in_an_extending_file(tmp_path):
+    write(tmp_path / "base.yaml", FULL)
+    child = write(tmp_path / "child.yaml",
+                  {"extends": "base.yaml", "training": {"epocs": 3}})
+    done = vadstream_run("train", "--config", str(child), "--device", "cpu")
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{child}: training: unknown key 'epocs'" in lines[0], \
+        done.stderr
