@@ -25,6 +25,10 @@ RULES = ("area", "peak", "error", "motion", "relative", "top")
 KNOWN_RULES = (*RULES, "probability")
 #: Side of the window the absolute difference is summed over.
 WINDOW = 4
+#: The per-pixel threshold of the area and peak rules, on a window's sum of 0-255 errors
+#: (4 x 255, the public Ped2 notebook's): the one home of ``scorer.pixel_threshold``'s
+#: default (the configs leave it out; calibration stores the value it used).
+PIXEL_THRESHOLD = 4 * 255.0
 #: Frames before the first scored one that scoring reads (the error's change into it).
 LOOKBACK = 1
 #: The ``motion`` rule averages this share of a frame's largest 4×4 sums (the local
@@ -140,7 +144,7 @@ class Scorer:
             smoothed: the stream's :class:`Smoother` does it, live and offline alike.
     """
 
-    def __init__(self, pixel_threshold: float = 4 * 255.0, rule: str = "area",
+    def __init__(self, pixel_threshold: float = PIXEL_THRESHOLD, rule: str = "area",
                  threshold: float = 30.0, pixel_scale: float = 255.0,
                  baseline: np.ndarray | None = None, spread: np.ndarray | None = None,
                  smooth: int = 1) -> None:
@@ -306,7 +310,7 @@ class ScorerConfig:
     threshold holds only for the length it was calibrated at, so setting ``smooth`` without
     ``threshold`` to another length is refused."""
 
-    pixel_threshold: float = 4 * 255.0
+    pixel_threshold: float = PIXEL_THRESHOLD
     rule: str = "auto"
     threshold: float | None = None
     baseline: bool = True

@@ -115,10 +115,102 @@ def build(cls: type, data: dict | None, where: str, **overrides):
         raise ConfigError(f"{where}: {err}") from err
 
 
-def check_sections(data: dict, path: str | Path, sections: typing.Iterable[str]) -> None:
-    """Fail on a top-level section that is not one of ``sections``."""
+def check_sections(data: dict, path: str | Path, sections: typing.Iterable[str],
+                   origins: dict[tuple[str, ...], Path] | None = None) -> None:
+    """Fail on a top-level section that is not one of ``sections``, naming the file that
+    wrote it (``origins``, from :func:`load_extending`; else ``path``)."""
     valid = list(sections)
     for key in data:
         if key not in valid:
-            raise ConfigError(f"{path}: unknown section {key!r}; valid sections: "
+            where = (origins or {}).get((str(key),), path)
+            raise ConfigError(f"{where}: unknown section {key!r}; valid sections: "
                               f"{', '.join(valid)}")
+
+
+#: The key with which a config names the config it builds on.
+EXTENDS = "extends"
+
+
+def load_extending(path: str | Path) -> tuple[dict, dict[tuple[str, ...], Path]]:
+    """Read a YAML config and, through its ``extends:`` key, the configs it builds on.
+
+    ``extends: base.yaml`` (a path relative to the file that names it) reads that file
+    first, then lays this one over it: mappings merge key by key, at any depth; a list,
+    a scalar or null replaces what the base says. A base may extend another in turn.
+
+    Args:
+        path: The YAML file.
+
+    Returns:
+        The merged mapping (without ``extends``), and for every key path that a file
+        wrote (``("training", "epochs")``, and ``("training",)`` for the section) the
+        file whose value won, so an error can name the file to change.
+
+    Raises:
+        ConfigError: A missing or malformed file, an ``extends`` that is not a path, or
+            a circle of files extending each other.
+    """
+    return _load_chain(Path(path), ())
+
+
+def _load_chain(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict]:
+    resolved = path.resolve()
+    if resolved in chain:
+        circle = " -> ".join(str(p) for p in (*chain, resolved))
+        raise ConfigError(f"{path}: extends circles back to itself ({circle}); "
+                          "remove one of these extends")
+    data = load_yaml(path)
+    origins = _origins(data, path)
+    if EXTENDS not in data:
+        return data, origins
+    base_name = data.pop(EXTENDS)
+    origins.pop((EXTENDS,), None)
+    if not isinstance(base_name, str) or not base_name:
+        raise ConfigError(f"{path}: extends must be the path of another config (relative "
+                          f"to this file), got {base_name!r}")
+    base_path = path.parent / base_name
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: extends {base_name!r}: {base_path} not found "
+                          "(the path is relative to the extending file)")
+    base, base_origins = _load_chain(base_path, (*chain, resolved))
+    return _merge(base, data), {**base_origins, **origins}
+
+
+def _origins(data: dict, path: Path, prefix: tuple[str, ...] = ()) -> dict:
+    """Every key path in ``data`` (nested mappings too), each mapped to ``path``."""
+    found = {}
+    for key, value in data.items():
+        found[(*prefix, str(key))] = path
+        if isinstance(value, dict):
+            found.update(_origins(value, path, (*prefix, str(key))))
+    return found
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """``over`` laid on ``base``: mappings merged key by key, anything else replaced."""
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def check_keys(cls: type, data: dict | None, section: str,
+               origins: dict[tuple[str, ...], Path]) -> None:
+    """Check each key of a merged section against ``cls`` (its name and type), naming the
+    file that wrote it: in a config that extends others, the one to change.
+
+    Raises:
+        ConfigError: ``file: section: unknown key ...`` or ``file: section.key: ...``.
+    """
+    if not isinstance(data, dict):
+        return      # build() says what is wrong with the section itself
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key, value in data.items():
+        where = f"{origins.get((section, str(key)), '?')}: {section}"
+        if key not in names:
+            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {', '.join(names)}")
+        _coerce(value, hints[key], f"{where}.{key}")

@@ -33,6 +33,11 @@ THRESHOLD_RANGE = 100.0
 #: times by default, its FLOP count being the STAE's.
 STAE_WEIGHTS = ROOT / "models" / "weights" / "ped2_stae"
 
+#: Frames between a stream's windows: the detector's default (``detector.stride``) and the
+#: stride a training config calibrates for (``data.stride``), and the one assumed for
+#: weights whose calibration recorded none.
+STRIDE = 5
+
 #: The data sets beside the repository: ``../shared/data``.
 DATA_ROOT = ROOT.parent / "shared" / "data"
 #: The UCSD Ped2 root (its ``Train/`` and ``Test/`` clips) under :data:`DATA_ROOT`.

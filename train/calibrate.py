@@ -52,13 +52,18 @@ import numpy as np
 from mxnet.gluon import HybridBlock
 
 from models.registry import get_family
-from models.scoring import RULES, Scorer, smooth_values, spread_map
+from models.scoring import PIXEL_THRESHOLD, RULES, Scorer, smooth_values, spread_map
 from models.weights import load_weights, save_weights, weights_paths
 from stream.capture.frames import resolve_clips
+from stream.defaults import STRIDE
 from train.data import load_clip
 from train.metrics import roc_auc_eer, threshold_at
 from train.offline import score_clip
 from train.plots import plot_histogram
+
+#: The share of held-out normal frames (or images) a calibrated threshold flags: the one
+#: home of ``training.false_alarm_rate``'s default, clips and images alike.
+FALSE_ALARM_RATE = 0.01
 
 #: Size (rows, columns) and speed (pixels per frame) of the synthetic object at 227×227
 #: (scaled to other frame sides); Ped2 pedestrians move about 1 px/frame at 227×227.
@@ -370,8 +375,8 @@ def recalibrate(model: str | Path, data: str | Path | None = None, stride: int |
     Args:
         model: Weights to update (their ``.json`` is rewritten).
         data: Dataset root (default: the one recorded at training).
-        stride: Detector stride (default: the recorded one, else 5).
-        false_alarm_rate: Default: the recorded one, else 0.01.
+        stride: Detector stride (default: the recorded one, else :data:`stream.defaults.STRIDE`).
+        false_alarm_rate: Default: the recorded one, else :data:`FALSE_ALARM_RATE`.
         ctx: MXNet context.
         smoothing: Moving-mean lengths to compare (:func:`calibrate`).
 
@@ -400,9 +405,9 @@ def recalibrate(model: str | Path, data: str | Path | None = None, stride: int |
                          f"under {root}; they give the baseline")
     train_clips = [load_clip(folders[n], meta.contract) for n in train_names]
     old = meta.calibration
-    stride = stride or int(old.get("stride", 5))
-    rate = false_alarm_rate or float(old.get("false_alarm_rate", 0.01))
-    scorer = Scorer(pixel_threshold=float(old.get("pixel_threshold", 4 * 255.0)),
+    stride = stride or int(old.get("stride", STRIDE))
+    rate = false_alarm_rate or float(old.get("false_alarm_rate", FALSE_ALARM_RATE))
+    scorer = Scorer(pixel_threshold=float(old.get("pixel_threshold", PIXEL_THRESHOLD)),
                     pixel_scale=meta.contract.pixel_scale)
     family = get_family(meta.model)
     stride = min(stride, family.temporal(meta).scorable)

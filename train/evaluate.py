@@ -17,6 +17,7 @@ from models.registry import get_family
 from models.scoring import RULES, TOP_SHARE, ScorerConfig
 from models.weights import load_calibration_arrays, load_weights
 from stream.capture.frames import list_frames, resolve_clips
+from stream.defaults import STRIDE
 from stream.detector.annotate import find_boxes
 from stream.detector.engine import Engine
 from stream.detector.events import EventConfig, EventTracker, FrameVerdict
@@ -188,7 +189,7 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
     except ValueError as err:
         raise ValueError(f"{model}: {err}") from None
     # As live: at most the frames one window of the model scores.
-    stride = min(stride or int(meta.calibration.get("stride", 5)),
+    stride = min(stride or int(meta.calibration.get("stride", STRIDE)),
                  family.temporal(meta).scorable)
     clips = resolve_clips(data, split="Test")
     gt = parse_gt(find_gt_file(clips[0].parent))

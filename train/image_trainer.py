@@ -29,8 +29,9 @@ from tqdm import tqdm
 
 from models.contract import InputContract
 from models.registry import get_family, get_model
-from models.scoring import Scorer, ScorerConfig, spread_map
+from models.scoring import PIXEL_THRESHOLD, Scorer, ScorerConfig, spread_map
 from models.weights import WeightsMeta, load_weights, save_weights, weights_paths
+from train.calibrate import FALSE_ALARM_RATE
 from train.images import (
     SYNTHETIC_DEFECTS,
     ImageSet,
@@ -97,7 +98,7 @@ class ImageTrainConfig:
     seed: int = 0
     images_per_epoch: int = 0
     patience: int = 3
-    false_alarm_rate: float = 0.01
+    false_alarm_rate: float = FALSE_ALARM_RATE
     augment: bool = True
     pretrained: str = ""
     freeze: int = 0
@@ -457,15 +458,17 @@ def recalibrate_images(weights: str | Path, rule_by: str | None = None,
         meta.calibration = calibrate_classifier(family, net, meta, val_set, ctx, histogram)
         arrays = None
     else:
-        rule_by = rule_by or config.get("rule_by", "synthetic")
-        threshold_by = threshold_by or config.get("threshold_by", "false_alarms")
+        rule_by = rule_by or config.get("rule_by", ImageTrainConfig.rule_by)
+        threshold_by = threshold_by or config.get("threshold_by", ImageTrainConfig.threshold_by)
         cap = false_alarm_cap if false_alarm_cap is not None else \
             float(config.get("false_alarm_cap", ImageTrainConfig.false_alarm_cap))
         # The same checks as a training config's
         ImageTrainConfig(rule_by=rule_by, threshold_by=threshold_by, false_alarm_cap=cap)
         rate = false_alarm_rate if false_alarm_rate is not None else \
-            float(meta.calibration.get("false_alarm_rate", config.get("false_alarm_rate", 0.01)))
-        scorer = Scorer(pixel_threshold=float(meta.calibration.get("pixel_threshold", 1020.0)),
+            float(meta.calibration.get("false_alarm_rate", config.get(
+                "false_alarm_rate", ImageTrainConfig.false_alarm_rate)))
+        scorer = Scorer(pixel_threshold=float(meta.calibration.get("pixel_threshold",
+                                                                   PIXEL_THRESHOLD)),
                         pixel_scale=meta.contract.pixel_scale)
         meta.calibration, arrays = calibrate_autoencoder(
             family, net, meta, train_set.subset(np.flatnonzero(train_set.labels == 0)),

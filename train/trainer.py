@@ -19,7 +19,8 @@ from models.contract import InputContract
 from models.registry import get_family, get_model
 from models.scoring import Scorer
 from models.weights import WeightsMeta, load_weights, save_weights
-from train.calibrate import calibrate, split_training_clips
+from stream.defaults import STRIDE
+from train.calibrate import FALSE_ALARM_RATE, calibrate, split_training_clips
 from train.data import gather, load_clips, make_windows
 from train.optstate import load_optimizer, save_optimizer
 from train.plots import plot_histogram
@@ -53,7 +54,7 @@ class TrainConfig:
     seed: int = 0
     windows_per_epoch: int = 0
     patience: int = 3
-    false_alarm_rate: float = 0.01
+    false_alarm_rate: float = FALSE_ALARM_RATE
 
 
 def _batches(n: int, size: int, rng: np.random.Generator, cap: int) -> list[np.ndarray]:
@@ -94,7 +95,7 @@ def end_epoch(state: dict, epoch: int, train_loss: float, val_loss: float, net: 
 
 def train(data: str | Path, out: str | Path, model: str = "stae", model_args: dict | None = None,
           contract: InputContract | None = None, config: TrainConfig | None = None,
-          scorer: Scorer | None = None, stride: int = 5, ctx: mx.Context | None = None,
+          scorer: Scorer | None = None, stride: int = STRIDE, ctx: mx.Context | None = None,
           resume: bool = False) -> Path:
     """Train on normal clips, keep the best checkpoint by validation loss, calibrate it.
 

@@ -10,6 +10,7 @@ from stream.defaults import (
     EVENTS_DB,
     FRAMES_ENDPOINT,
     PRECISIONS,
+    STRIDE,
     TOPICS_ENDPOINT,
     WEIGHTS,
 )
@@ -93,7 +94,7 @@ class DetectorConfig:
     precision: str = "auto"
     int8_calibration: str = ""
     backend: str = "mxnet"
-    stride: int = 5
+    stride: int = STRIDE
     max_batch: int = 4
     receive_hwm: int = 32
     publish_hwm: int = 1000
