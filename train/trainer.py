@@ -3,9 +3,11 @@ and calibration: the family gives the window, the loss and the rules it can be s
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -90,6 +92,15 @@ def end_epoch(state: dict, epoch: int, train_loss: float, val_loss: float, net: 
         log.info("validation loss has not improved for %d epochs: stopping", patience)
         return True
     return False
+
+
+def family_calibrator(path: str | None) -> Callable:
+    """The calibration a family names (``"module:function"``), or the reconstruction
+    one (:func:`train.calibrate.calibrate`, which ignores ``meta``) for None."""
+    if path is None:
+        return lambda *args, meta=None, **kwargs: calibrate(*args, **kwargs)
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def train(data: str | Path, out: str | Path, model: str = "stae", model_args: dict | None = None,
@@ -185,9 +196,11 @@ def train(data: str | Path, out: str | Path, model: str = "stae", model_args: di
             break
     best, _ = load_weights(out.with_name(out.name + ".best"), ctx)
     best.hybridize()
-    meta.calibration, arrays, normal = calibrate(best, val_clips, window, stride, scorer, ctx,
-                                                 config.false_alarm_rate,
-                                                 *split_training_clips(train_clips), rules=rules)
+    calibrator = family_calibrator(family.calibrator)
+    meta.calibration, arrays, normal = calibrator(best, val_clips, window, stride, scorer, ctx,
+                                                  config.false_alarm_rate,
+                                                  *split_training_clips(train_clips),
+                                                  rules=rules, meta=meta)
     rule = meta.calibration["rule"]
     plot_histogram(normal[rule], meta.calibration["thresholds"][rule],
                    out.with_name(out.name + ".calibration.png"), f"{rule} score")
