@@ -22,8 +22,9 @@ import numpy as np
 RULES = ("area", "peak", "error", "motion", "relative", "top")
 #: Every rule a shipped family scores by: the reconstruction rules above and a
 #: classifier's ``probability`` (:mod:`models.cam.family`) and an object autoencoder's
-#: ``object`` (:mod:`models.object_ae.family`).
-KNOWN_RULES = (*RULES, "probability", "object")
+#: ``object`` (:mod:`models.object_ae.family`), and a fused model's ``fused``
+#: (:mod:`models.fused.family`).
+KNOWN_RULES = (*RULES, "probability", "object", "fused")
 #: Side of the window the absolute difference is summed over.
 WINDOW = 4
 #: Frames before the first scored one that scoring reads (the error's change into it).

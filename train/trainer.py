@@ -3,11 +3,9 @@ and calibration: the family gives the window, the loss and the rules it can be s
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from models.contract import InputContract
 from models.registry import get_family, get_model
 from models.scoring import Scorer
 from models.weights import WeightsMeta, load_weights, save_weights
-from train.calibrate import calibrate, split_training_clips
+from train.calibrate import family_calibrator, split_training_clips
 from train.data import gather, load_clips, make_windows
 from train.optstate import load_optimizer, save_optimizer
 from train.plots import plot_histogram
@@ -92,15 +90,6 @@ def end_epoch(state: dict, epoch: int, train_loss: float, val_loss: float, net: 
         log.info("validation loss has not improved for %d epochs: stopping", patience)
         return True
     return False
-
-
-def family_calibrator(path: str | None) -> Callable:
-    """The calibration a family names (``"module:function"``), or the reconstruction
-    one (:func:`train.calibrate.calibrate`, which ignores ``meta``) for None."""
-    if path is None:
-        return lambda *args, meta=None, **kwargs: calibrate(*args, **kwargs)
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
 
 
 def train(data: str | Path, out: str | Path, model: str = "stae", model_args: dict | None = None,
