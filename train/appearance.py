@@ -41,6 +41,7 @@ from train.calibrate import SYNTHETIC
 from train.data import load_clip
 from train.metrics import roc_auc_eer, threshold_at
 from train.offline import score_clip
+from train.plots import plot_kind_aucs
 from train.proxies import APPEARANCE
 
 #: Crop errors (mean squared error in model units) are reported ×1000.
@@ -225,6 +226,15 @@ def fusion_figures(motion: tuple, appearance: tuple, false_alarm_rate: float,
     return out
 
 
+def plot_result(result: dict, path: Path) -> None:
+    """Bars of the AUC per kind: the object autoencoder, and each fusion candidate."""
+    rows = {"object_ae (Train014-016)": result["object_ae"]["auc"]}
+    for rule, figures in (result.get("fusion") or {}).items():
+        if isinstance(figures, dict) and "auc" in figures:
+            rows[f"{rule} (Train015-016)"] = figures["auc"]
+    plot_kind_aucs(rows, path, f"validation AUC per proxy kind ({result['weights']})")
+
+
 def _cached_scores(weights: str | Path, clips: list[np.ndarray], names: list[str],
                    ctx: mx.Context, cache: str | None) -> tuple[list[np.ndarray], dict]:
     """:func:`frame_scores` of all :data:`KINDS`, read from / written to ``cache`` (JSON)
@@ -264,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                         "models (default: --clips)")
     parser.add_argument("--rate", type=float, default=0.01)
     parser.add_argument("--json", required=True, help="where the figures go")
+    parser.add_argument("--plot", help="PNG of the AUC per kind of every candidate")
     args = parser.parse_args(argv)
     ctx = mx.cpu()
     _, meta = load_weights(args.weights, ctx)
@@ -301,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         result["fusion"] = {"clips": fusion_names, "motion_weights": str(args.motion),
                             **fusion_figures((m_normal, m_synth), a_part, args.rate)}
     Path(args.json).write_text(json.dumps(result, indent=2, default=float))
+    if args.plot:
+        plot_result(result, Path(args.plot))
     print(json.dumps(result["object_ae"], default=float))
     return 0
 

@@ -17,7 +17,7 @@ and per-frame labels (True where the object is visible), as the kinds of
   many walkers, where a frame's normal score is highest.
 
 Every pasted object's edges fade over 4 px into the frame (a crisp rectangle is an easy
-mark no real object leaves).
+mark no real object leaves), and it moves smoothly, at sub-pixel positions.
 """
 
 from __future__ import annotations
@@ -42,7 +42,12 @@ def paste_moving(frames: np.ndarray, patch: np.ndarray, start: int, stop: int, y
                  x: int, speed: float) -> tuple[np.ndarray, np.ndarray]:
     """A copy of ``frames`` with ``patch`` pasted at row ``y`` in frames ``start`` to
     ``stop`` - 1, from column ``x`` moving ``speed`` pixels per frame toward the side of
-    the frame with more room, feathered; labels where it is visible."""
+    the frame with more room, feathered; labels where it is visible.
+
+    The patch sits at its true sub-pixel column in every frame (shifted by linear
+    interpolation): rounded to whole columns, an object at half a pixel per frame would
+    jump one pixel every other frame, a jerk no walker makes and a motion model flags.
+    """
     n, side = len(frames), frames.shape[-1]
     h, w = patch.shape
     alpha = _feathered(h, w, _scaled(FEATHER, side))
@@ -50,11 +55,17 @@ def paste_moving(frames: np.ndarray, patch: np.ndarray, start: int, stop: int, y
     out = frames.copy()
     labels = np.zeros(n, bool)
     for i, t in enumerate(range(start, min(stop, n))):
-        col = round(x + direction * i * speed)
-        if col < 0 or col + w > side:
+        pos = x + direction * i * speed
+        col = int(np.floor(pos))
+        if col < 0 or col + w + 1 > side:
             break
-        under = out[t, y:y + h, col:col + w]
-        out[t, y:y + h, col:col + w] = alpha * patch + (1 - alpha) * under
+        shift = np.float32([[1, 0, pos - col], [0, 1, 0]])
+        moved = cv2.warpAffine(patch, shift, (w + 1, h), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_CONSTANT)
+        cover = cv2.warpAffine(alpha, shift, (w + 1, h), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_CONSTANT)
+        under = out[t, y:y + h, col:col + w + 1]
+        out[t, y:y + h, col:col + w + 1] = cover * moved + (1 - cover) * under
         labels[t] = True
     return out, labels
 
