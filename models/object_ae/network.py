@@ -95,12 +95,19 @@ class ObjectAE(HybridBlock):
         step: Grid step P.
         channels: Encoder channels (c1, c2, c3).
         code: Length of a crop's code.
+        error_channels: Channels a crop's error averages: 3 (appearance and both motion
+            channels) or 1 (the appearance channel alone); the same weights score either
+            way, training always reconstructs all three.
     """
 
     def __init__(self, size: int = FRAME_SIZE, window: int = WINDOW, crop: int = CROP,
                  step: int = STEP, channels: tuple[int, int, int] = (16, 32, 32),
-                 code: int = 64, **kwargs) -> None:
+                 code: int = 64, error_channels: int = 3, **kwargs) -> None:
         super().__init__(**kwargs)
+        if error_channels not in (1, 3):
+            raise ValueError(f"error_channels must be 3 (all) or 1 (appearance alone), got "
+                             f"{error_channels}")
+        self.error_channels = error_channels
         if window < 2 * LAG + 1:
             raise ValueError(f"object_ae needs a window of at least {2 * LAG + 1} frames "
                              f"(its motion channels reach {2 * LAG} frames back), got {window}")
@@ -146,7 +153,10 @@ class ObjectAE(HybridBlock):
 
     def hybrid_forward(self, F, x):  # noqa: N803 - Gluon's F convention
         crops = self.crops(F, self.channels(F, x))
-        error = F.mean(F.square(self.ae(crops) - crops), axis=(1, 2, 3))   # (N·G²,)
+        error = F.square(self.ae(crops) - crops)
+        if self.error_channels == 1:
+            error = F.slice_axis(error, axis=1, begin=0, end=1)
+        error = F.mean(error, axis=(1, 2, 3))                                # (N·G²,)
         error = F.reshape(error, shape=(-1, self.grid * self.grid))
         motion = F.reshape(self.motion(F, x), shape=(0, -1))
         return F.expand_dims(F.concat(error, motion, dim=1), axis=1)

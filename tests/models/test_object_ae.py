@@ -81,6 +81,22 @@ def test_regions_are_the_same_in_any_batch_and_find_the_walkers_of_a_real_frame(
     assert len(finder.boxes(motion, 255.0)) == 0
 
 
+def test_the_error_of_the_appearance_channel_alone_comes_from_the_same_weights():
+    net = _net()
+    x = _windows("Train002", [10])
+    both = net(mx.nd.array(x)).asnumpy()
+    alone = get_model("object_ae", **{**ARGS, "error_channels": 1},
+                      params=net.collect_params())(mx.nd.array(x)).asnumpy()
+    g2 = net.grid ** 2
+    crops = net.crops(mx.nd, net.channels(mx.nd, mx.nd.array(x)))
+    squared = np.square((net.ae(crops) - crops).asnumpy())
+    np.testing.assert_allclose(both[0, 0, :g2], squared.mean(axis=(1, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(alone[0, 0, :g2], squared[:, 0].mean(axis=(1, 2)), rtol=1e-5)
+    np.testing.assert_array_equal(alone[0, 0, g2:], both[0, 0, g2:])
+    with pytest.raises(ValueError, match="error_channels must be 3"):
+        get_model("object_ae", **{**ARGS, "error_channels": 2})
+
+
 def test_a_box_is_scored_by_the_crops_centred_in_it_or_the_nearest_one():
     centres = crop_centres(128, 32, 8)                # 16, 24, ..., 112
     assert list(box_cells(np.array([20, 30, 30, 34]), centres)) == [2 * 13 + 1]
