@@ -9,7 +9,15 @@ import numpy as np
 from mxnet.gluon import HybridBlock
 
 from models.family import ModelFamily, Temporal, check_contract
-from models.object_ae.network import FRAME_SIZE, ObjectAE, crop_centres, grid_side
+from models.object_ae.network import (
+    CROP,
+    FRAME_SIZE,
+    STEP,
+    WINDOW,
+    ObjectAE,
+    crop_centres,
+    grid_side,
+)
 from models.object_ae.regions import RegionFinder, box_cells
 from models.scoring import FrameScores, ScorerConfig, check_smooth
 from models.weights import WeightsMeta
@@ -132,7 +140,6 @@ class ObjectAEFamily(ModelFamily):
     calibrator = "train.appearance:calibrate_objects"
 
     def window(self, model_args: dict) -> int:
-        from models.object_ae.network import WINDOW
         return int(model_args.get("window", WINDOW))
 
     def temporal(self, meta: WeightsMeta) -> Temporal:
@@ -155,8 +162,8 @@ class ObjectAEFamily(ModelFamily):
     def output_shape(self, meta: WeightsMeta, frames: int) -> tuple[int, ...]:
         args = meta.model_args
         size = int(args.get("size", FRAME_SIZE))
-        net = ObjectAE(**args)
-        return (1, net.grid ** 2 + size * size)
+        grid = grid_side(size, int(args.get("crop", CROP)), int(args.get("step", STEP)))
+        return (1, grid ** 2 + size * size)
 
     def finder(self, meta: WeightsMeta) -> RegionFinder:
         """The region finder the weights were trained and calibrated with."""
