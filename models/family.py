@@ -166,6 +166,10 @@ class ModelFamily:
     #: Constructor arguments that choose a form of the network, not its weights; never in
     #: a training config's ``model:`` section.
     form_args: tuple[str, ...] = ()
+    #: ``"module:function"`` of the training-side calibration of a family whose scores
+    #: are not a reconstruction's pixel rules (called as :func:`train.calibrate.calibrate`
+    #: is, returning the same three things); None: that reconstruction calibration.
+    calibrator: str | None = None
 
     def network(self, **kwargs) -> HybridBlock:
         """Build an uninitialised network from the weights' ``model_args``."""

@@ -70,10 +70,13 @@ def _builtin() -> None:
     if "stae" not in _FAMILIES:
         from models.cam.family import CAMFamily
         from models.frame_cae.family import FrameCAEFamily
+        from models.fused.family import FusedFamily
+        from models.object_ae.family import ObjectAEFamily
         from models.predictor.family import PredictorFamily
         from models.ssim_ae.family import SSIMAEFamily
         from models.stacked_ae.family import StackedAEFamily
         from models.stae.family import STAEFamily
         for family in (STAEFamily(), PredictorFamily(), FrameCAEFamily(), StackedAEFamily(),
-                       SSIMAEFamily(), CAMFamily()):
+                       SSIMAEFamily(), CAMFamily(), ObjectAEFamily(),
+                       FusedFamily()):
             register_family(family)

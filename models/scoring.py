@@ -21,8 +21,10 @@ import numpy as np
 
 RULES = ("area", "peak", "error", "motion", "relative", "top")
 #: Every rule a shipped family scores by: the reconstruction rules above and a
-#: classifier's ``probability`` (:mod:`models.cam.family`).
-KNOWN_RULES = (*RULES, "probability")
+#: classifier's ``probability`` (:mod:`models.cam.family`) and an object autoencoder's
+#: ``object`` (:mod:`models.object_ae.family`), and a fused model's ``fused``
+#: (:mod:`models.fused.family`).
+KNOWN_RULES = (*RULES, "probability", "object", "fused")
 #: Side of the window the absolute difference is summed over.
 WINDOW = 4
 #: The per-pixel threshold of the area and peak rules, on a window's sum of 0-255 errors

@@ -38,6 +38,8 @@ TINY_FAMILIES = {
     "stacked_ae": ({"window": 4, "channels": [8, 8, 8], "size": 99}, InputContract(size=99)),
     "predictor": ({"context": 3, "size": 64, "channels": [4, 8, 8, 8], "hidden": 8},
                   InputContract(size=64)),
+    "object_ae": ({"size": 64, "window": 5, "crop": 16, "step": 8, "channels": [4, 4, 4],
+                   "code": 8}, InputContract(size=64)),
 }
 #: Variants of a family that :func:`train_tiny` also trains: name -> (family, its arguments).
 TINY_VARIANTS = {

@@ -43,6 +43,8 @@ texture) is estimated on training clips. Test clips play no part.
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -367,6 +369,15 @@ def calibrate(net: HybridBlock, clips: list[np.ndarray], window: int, stride: in
     return meta, {"baseline": baseline, "spread": spread}, normal_values
 
 
+def family_calibrator(path: str | None) -> Callable:
+    """The calibration a family names (``ModelFamily.calibrator``, ``"module:function"``),
+    or :func:`calibrate` (which takes no ``meta``) for None."""
+    if path is None:
+        return lambda *args, meta=None, **kwargs: calibrate(*args, **kwargs)
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def recalibrate(model: str | Path, data: str | Path | None = None, stride: int | None = None,
                 false_alarm_rate: float | None = None, ctx: mx.Context | None = None,
                 smoothing: tuple[int, ...] = SMOOTHING) -> dict:
@@ -411,9 +422,12 @@ def recalibrate(model: str | Path, data: str | Path | None = None, stride: int |
                     pixel_scale=meta.contract.pixel_scale)
     family = get_family(meta.model)
     stride = min(stride, family.temporal(meta).scorable)
-    meta.calibration, arrays, normal = calibrate(net, clips, meta.window, stride, scorer, ctx,
-                                                 rate, *split_training_clips(train_clips),
-                                                 rules=family.rules(meta), smoothing=smoothing)
+    calibrator = family_calibrator(family.calibrator)
+    meta.calibration, arrays, normal = calibrator(net, clips, meta.window, stride, scorer, ctx,
+                                                  rate, *split_training_clips(train_clips),
+                                                  rules=family.rules(meta), meta=meta,
+                                                  **({"smoothing": smoothing}
+                                                     if smoothing != SMOOTHING else {}))
     save_weights(net, meta, model, arrays)
     rule = meta.calibration["rule"]
     params, _ = weights_paths(model)

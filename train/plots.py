@@ -101,3 +101,21 @@ def plot_heatmap_grid(rows: dict[str, list[tuple[np.ndarray, np.ndarray, str]]],
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_kind_aucs(rows: dict[str, dict[str, float | None]], path: Path,
+                   title: str = "validation AUC per proxy kind") -> None:
+    """Grouped bars: for each candidate (a row), its AUC on each proxy kind."""
+    kinds = list(next(iter(rows.values())))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(kinds)), 3.6))
+    width = 0.8 / len(rows)
+    for i, (name, aucs) in enumerate(rows.items()):
+        values = [aucs[k] if aucs[k] is not None else np.nan for k in kinds]
+        ax.bar(np.arange(len(kinds)) + i * width - 0.4 + width / 2, values, width, label=name)
+    ax.set_xticks(np.arange(len(kinds)), kinds, rotation=30, ha="right")
+    ax.set(ylim=(0.4, 1.0), ylabel="frame AUC", title=title)
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.legend(fontsize=7, ncol=min(4, len(rows)), loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -20,7 +20,7 @@ from models.registry import get_family, get_model
 from models.scoring import Scorer
 from models.weights import WeightsMeta, load_weights, save_weights
 from stream.defaults import STRIDE
-from train.calibrate import FALSE_ALARM_RATE, calibrate, split_training_clips
+from train.calibrate import FALSE_ALARM_RATE, family_calibrator, split_training_clips
 from train.data import gather, load_clips, make_windows
 from train.optstate import load_optimizer, save_optimizer
 from train.plots import plot_histogram
@@ -186,9 +186,11 @@ def train(data: str | Path, out: str | Path, model: str = "stae", model_args: di
             break
     best, _ = load_weights(out.with_name(out.name + ".best"), ctx)
     best.hybridize()
-    meta.calibration, arrays, normal = calibrate(best, val_clips, window, stride, scorer, ctx,
-                                                 config.false_alarm_rate,
-                                                 *split_training_clips(train_clips), rules=rules)
+    calibrator = family_calibrator(family.calibrator)
+    meta.calibration, arrays, normal = calibrator(best, val_clips, window, stride, scorer, ctx,
+                                                  config.false_alarm_rate,
+                                                  *split_training_clips(train_clips),
+                                                  rules=rules, meta=meta)
     rule = meta.calibration["rule"]
     plot_histogram(normal[rule], meta.calibration["thresholds"][rule],
                    out.with_name(out.name + ".calibration.png"), f"{rule} score")

@@ -48,7 +48,8 @@ def test_convlstm_matches_gluon_conv2dlstmcell():
 def test_registry_error_lists_valid_names():
     assert {"stae", "predictor", "frame_cae", "stacked_ae"} <= set(model_names())
     with pytest.raises(ValueError, match="unknown model 'nope'; valid names: cam, frame_cae, "
-                                         "predictor, ssim_ae, stacked_ae, stae"):
+                                         "fused, object_ae, predictor, ssim_ae, stacked_ae, "
+                                         "stae"):
         get_model("nope")
     with pytest.raises(ValueError, match="bad arguments for model 'stae'"):
         get_model("stae", depth=3)
