@@ -166,6 +166,11 @@ class ModelFamily:
     #: Constructor arguments that choose a form of the network, not its weights; never in
     #: a training config's ``model:`` section.
     form_args: tuple[str, ...] = ()
+    #: Layers of the inference form (substrings of their names) that int8 quantization
+    #: keeps in fp32, where int8 would change the scores; the precision policy reads it
+    #: (:func:`stream.detector.backends.policy.fp32_layers`). Empty: every layer int8
+    #: can run is quantized.
+    int8_fp32_layers: tuple[str, ...] = ()
 
     def network(self, **kwargs) -> HybridBlock:
         """Build an uninitialised network from the weights' ``model_args``."""

@@ -20,13 +20,8 @@ from stream.detector.config import DetectorConfig
 from stream.detector.engine import Engine, get_backend
 from stream.detector.loop import Detector
 from stream.detector.onnx_int8 import reduce_range
-from stream.detector.precision import (
-    AUTO_MIN_SPEEDUP,
-    VNNI,
-    calibration_windows,
-    cpu_flags,
-    scorer_decisions,
-)
+from stream.detector.backends.policy import AUTO_MIN_SPEEDUP, scorer_decisions
+from stream.detector.precision import VNNI, calibration_windows, cpu_flags
 from stream.wire.protocol import encode_eos, encode_frame
 from stream.wire.subscriber import Subscriber
 from tests.conftest import ANY_PORT, PED2, until_eos, wait_for
