@@ -16,11 +16,11 @@ from models.weights import load_calibration_arrays
 from stream.capture.frames import load_clip
 from stream.detector import engine as engine_module
 from stream.detector import precision as precision_module
+from stream.detector.backends.policy import AUTO_MIN_SPEEDUP, scorer_decisions
 from stream.detector.config import DetectorConfig
 from stream.detector.engine import Engine, get_backend
 from stream.detector.loop import Detector
 from stream.detector.onnx_int8 import reduce_range
-from stream.detector.backends.policy import AUTO_MIN_SPEEDUP, scorer_decisions
 from stream.detector.precision import VNNI, calibration_windows, cpu_flags
 from stream.wire.protocol import encode_eos, encode_frame
 from stream.wire.subscriber import Subscriber

@@ -13,13 +13,13 @@ from models.weights import load_calibration_arrays
 from stream.capture.frames import load_clip
 from stream.detector import engine as engine_module
 from stream.detector import precision as precision_module
-from stream.detector.engine import Engine
 from stream.detector.backends.policy import (
     AUTO_MIN_SPEEDUP,
     pick_auto,
     reconstruction_changed,
     scorer_decisions,
 )
+from stream.detector.engine import Engine
 from stream.detector.precision import (
     auto_candidates,
     bf16_possible,
