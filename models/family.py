@@ -170,6 +170,11 @@ class ModelFamily:
     #: are not a reconstruction's pixel rules (called as :func:`train.calibrate.calibrate`
     #: is, returning the same three things); None: that reconstruction calibration.
     calibrator: str | None = None
+    #: Layers of the inference form (substrings of their names) that int8 quantization
+    #: keeps in fp32, where int8 would change the scores; the precision policy reads it
+    #: (:func:`stream.detector.backends.policy.fp32_layers`). Empty: every layer int8
+    #: can run is quantized.
+    int8_fp32_layers: tuple[str, ...] = ()
 
     def network(self, **kwargs) -> HybridBlock:
         """Build an uninitialised network from the weights' ``model_args``."""

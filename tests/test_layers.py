@@ -111,12 +111,7 @@ def test_allowed_directions_pass():
 #: side, so they load, but the two halves cannot be read or tested apart). Remove an entry
 #: once its circle is gone; the test below fails on any other circle, and on an entry whose
 #: circle no longer exists.
-ALLOWED_CIRCLES = (
-    # the loop builds the controls; the controls reach back into the loop's Detector
-    frozenset({"stream.detector.control", "stream.detector.loop"}),
-    # the supervisor serves the camera commands; cameras.py starts the supervisor's streams
-    frozenset({"stream.apps.cameras", "stream.apps.supervisor"}),
-)
+ALLOWED_CIRCLES: tuple[frozenset[str], ...] = ()
 
 
 def circles(sources: dict[str, tuple[str, bool]]) -> list[list[str]]:

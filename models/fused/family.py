@@ -92,6 +92,9 @@ class FusedFamily(ModelFamily):
 
     name = "fused"
     network_class = FusedNet
+    #: The motion model's exclusions (the predictor's ConvLSTM gates); the appearance
+    #: model's convolutions have none.
+    int8_fp32_layers = ("h2h", "i2h")
 
     def window(self, model_args: dict) -> int:
         return max(get_family(model_args.get("motion_model", "predictor")).window(

@@ -61,6 +61,10 @@ class PredictorFamily(ModelFamily):
 
     name = "predictor"
     network_class = Predictor
+    #: Kept in fp32 by int8: its ConvLSTM's hidden-to-hidden and input-to-hidden
+    #: convolutions, as the STAE's (:attr:`models.stae.family.STAEFamily.int8_fp32_layers`:
+    #: errors that compound over the time steps, and a graph MXNet 1.9.1 cannot build).
+    int8_fp32_layers = ("h2h", "i2h")
 
     def window(self, model_args: dict) -> int:
         return int(model_args.get("context", CONTEXT)) + 1 + bool(model_args.get("motion"))

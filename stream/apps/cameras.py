@@ -14,21 +14,46 @@ import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import yaml
 
-from stream.apps.supervisor import connect_endpoint
+from stream.apps.processes import Child
 from stream.config import ConfigError, build
 from stream.pipeline import Pipeline, StreamConfig
 from stream.wire.control import ControlClient, ControlError, NoReplyError, RequestError
+from stream.wire.endpoints import connect_endpoint
 from stream.wire.security import client_from_args
 
-if TYPE_CHECKING:
-    from stream.apps.supervisor import Supervisor
-
 log = logging.getLogger(__name__)
+
+
+class Watched(Protocol):
+    """A supervised process as the camera commands read it."""
+
+    child: Child
+
+    def describe(self) -> dict:
+        """Its state: running, pid, restarts, finished, exit code."""
+        ...
+
+
+class CaptureSupervisor(Protocol):
+    """What the camera commands need of the supervisor that keeps the processes alive
+    (:class:`stream.apps.supervisor.Supervisor` is one; it builds :class:`Cameras`, so
+    this module does not import it)."""
+
+    @property
+    def detector(self) -> Watched: ...
+
+    @property
+    def captures(self) -> Mapping[str, Watched]: ...
+
+    def add_capture(self, stream: StreamConfig) -> Watched: ...
+
+    def remove_capture(self, stream: str, timeout_s: float = 10.0) -> int | None: ...
 
 #: How long the detector may take to configure a stream (a model of its own loads weights).
 CONFIGURE_TIMEOUT_S = 60.0
@@ -64,7 +89,7 @@ class Cameras:
             ``supervisor.streams_file`` where added cameras are kept.
     """
 
-    def __init__(self, supervisor: Supervisor, pipeline: Pipeline) -> None:
+    def __init__(self, supervisor: CaptureSupervisor, pipeline: Pipeline) -> None:
         self.supervisor = supervisor
         self.configured = {s.id: s for s in pipeline.streams}
         self._in_config = dict(self.configured)   # as the config (and the detector) has them

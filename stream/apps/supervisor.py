@@ -16,18 +16,13 @@ from zmq.auth.thread import ThreadAuthenticator
 from stream.apps.processes import Child, stop_all, vadstream_command
 from stream.pipeline import Pipeline, StreamConfig
 from stream.wire.control import ControlServer
-from stream.wire.endpoints import is_loopback
+from stream.wire.endpoints import connect_endpoint, is_loopback
 from stream.wire.security import CurveServer
 
 log = logging.getLogger(__name__)
 
 #: How long the loop waits for a camera request before it looks at its children again.
 TICK_S = 0.2
-
-
-def connect_endpoint(bind: str) -> str:
-    """The endpoint a local client connects to for a bound endpoint (``*`` -> loopback)."""
-    return bind.replace("://*:", "://127.0.0.1:").replace("://0.0.0.0:", "://127.0.0.1:")
 
 
 def mqtt_command(pipeline: Pipeline) -> list[str]:
@@ -63,7 +58,7 @@ def is_finite(stream: StreamConfig) -> bool:
 
 
 class _Watched:
-    """A child with its restart schedule."""
+    """A child with its restart schedule (a :class:`stream.apps.cameras.Watched`)."""
 
     def __init__(self, child: Child, finite: bool, delay: float) -> None:
         self.child = child
@@ -87,7 +82,7 @@ class _Watched:
 
 class Supervisor:
     """The detector, the captures and the MQTT bridge (when configured), each restarted
-    when it dies.
+    when it dies (a :class:`stream.apps.cameras.CaptureSupervisor`).
 
     Args:
         config_path: The pipeline config the detector reads.

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from stream.detector.allowed import ModelRefusedError, check_threshold_range
 from stream.detector.settings import StreamSettings, check_polygons, check_threshold
@@ -16,8 +16,39 @@ from stream.wire.control import RequestError
 from stream.wire.protocol import ProtocolError, check_stream_id
 
 if TYPE_CHECKING:
-    from stream.detector.loop import Detector
+    from stream.detector.admission import Admission
     from stream.detector.runtime import ModelRuntime
+    from stream.detector.state import StreamState
+
+
+class ControlledDetector(Protocol):
+    """What the controls read and change of a detector
+    (:class:`stream.detector.loop.Detector` is one): its models, its streams' settings and
+    states, its admission; stated here so that the controls need not import the loop that
+    builds them."""
+
+    default: ModelRuntime
+    stream_models: dict[str, ModelRuntime]
+    settings: dict[str, StreamSettings]
+    streams: dict[str, StreamState]
+    admission: Admission
+
+    def load_runtime(self, weights: str) -> ModelRuntime: ...
+
+    def release_unused(self) -> list[str]: ...
+
+    def model_for(self, stream: str) -> ModelRuntime: ...
+
+    def settings_for(self, stream: str) -> StreamSettings: ...
+
+    def apply_settings(self, stream: str) -> None: ...
+
+    def end_segment(self, state: StreamState) -> None: ...
+
+    def end_stream(self, state: StreamState) -> None: ...
+
+    def forget(self, stream: str) -> None: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +66,7 @@ class Controls:
         detector: The detector whose streams they change.
     """
 
-    def __init__(self, detector: Detector) -> None:
+    def __init__(self, detector: ControlledDetector) -> None:
         self.detector = detector
         self.handlers = {"state": self.state, "threshold": self.threshold,
                          "detect": self.detect, "model": self.model, "mask": self.mask,

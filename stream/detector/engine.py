@@ -1,10 +1,11 @@
 """Batched inference of any model family's networks on the chosen device and backend
-(MXNet or onnxruntime), at the chosen or measured precision."""
+(a plug-in of :mod:`stream.detector.backends`: MXNet or onnxruntime), at the chosen
+precision or the one the precision policy measures
+(:mod:`stream.detector.backends.policy`)."""
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,26 +15,14 @@ import numpy as np
 from mxnet.gluon import HybridBlock
 
 from models.registry import get_family
-from models.weights import WeightsMeta, load_calibration_arrays, load_weights
-from stream.defaults import BACKENDS
-from stream.detector.precision import (
-    AUTO_MIN_SPEEDUP,
-    AUTO_RUNS,
-    RECON_TOLERANCE,
-    Decide,
-    auto_candidates,
-    calibration_windows,
-    convert_bf16,
-    cpu_flags,
-    isa_summary,
-    pick_auto,
-    quantize_int8,
-    reconstruction_changed,
-    resolve_precision,
-)
-from stream.detector.reuse import PRECISIONS as REUSE_PRECISIONS
-from stream.detector.reuse import SplitNetwork, build_split, mxnet_network
-from stream.detector.runner import BatchedRunner
+from models.weights import load_calibration_arrays, load_weights
+from stream.detector.backends import get_backend
+from stream.detector.backends.base import BatchedRunner
+from stream.detector.backends.policy import AUTO_MIN_SPEEDUP, Decide, check_name, measure
+from stream.detector.precision import calibration_windows, cpu_flags, isa_summary
+from stream.detector.reuse import build_split
+
+__all__ = ["DEVICES", "Engine", "get_backend", "pick_context"]
 
 log = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "gpu")
@@ -61,19 +50,20 @@ class Engine:
 
     The weights' family gives the networks (:meth:`models.family.ModelFamily.inference`:
     the STAE's inference form, the predictor, the autoencoders, the CAM classifier), run by
-    the backend (MXNet: hybridized with static memory and, on a CPU, with oneDNN's operator
-    fusion; onnxruntime: :mod:`stream.detector.onnx_backend`) at ``precision`` (see
-    :mod:`stream.detector.precision`). Callers write windows into :attr:`batch` and call
-    :meth:`run`; the network reads that buffer in place (no copy on a CPU). With
-    ``decode_last``, ``run(n, tail=True)`` outputs only each window's newest frames (what a
-    live detector scores), skipping the decoder for the others where the family has such a
-    network.
+    the backend (:class:`stream.detector.backends.base.Backend`; MXNet: hybridized with
+    static memory and, on a CPU, with oneDNN's operator fusion; onnxruntime: exported to
+    ONNX) at ``precision`` (see :mod:`stream.detector.precision`). Callers write windows
+    into :attr:`batch` and call :meth:`run`; the network reads that buffer in place (no
+    copy on a CPU). With ``decode_last``, ``run(n, tail=True)`` outputs only each window's
+    newest frames (what a live detector scores), skipping the decoder for the others where
+    the family has such a network.
 
     ``precision="auto"`` measures at start-up (a few seconds, more for int8's
     calibration): fp32 and each reduced precision this CPU has instructions for, built
     and timed at ``max_batch`` on the network :meth:`run` uses most (the tail network if
     there is one), and the decisions of those measured faster, on normal calibration
-    windows. :attr:`precision` is what it runs; :attr:`precision_report` what it measured:
+    windows (:func:`stream.detector.backends.policy.measure`). :attr:`precision` is what
+    it runs; :attr:`precision_report` what it measured:
     ``requested`` and ``precision`` always; under ``auto`` on a CPU also ``isa``,
     ``candidates``, ``batch``, ``network`` (``tail`` or ``full``), ``frames_per_s`` (input
     frames per second of each precision that ran), ``skipped`` (candidates that could not
@@ -90,13 +80,13 @@ class Engine:
             check ("" : the clips the weights were trained on).
         decode_last: Frames a tail run reconstructs (None: no tail network).
         decide: Per-frame verdicts of reconstructed windows
-            (:func:`stream.detector.precision.scorer_decisions` of the scorer that will
+            (:func:`stream.detector.backends.policy.scorer_decisions` of the scorer that will
             use them); ``auto`` takes a reduced precision only if these equal fp32's on
             every calibration window. None: its reconstructions must stay within
-            :data:`stream.detector.precision.RECON_TOLERANCE` of fp32's instead.
+            :data:`stream.detector.backends.policy.RECON_TOLERANCE` of fp32's instead.
         backend: ``mxnet`` (the default) or ``onnxruntime``
-            (:mod:`stream.detector.onnx_backend`: the same inference form exported to
-            ONNX at start-up; fp32, int8 or auto, whose candidate there is int8).
+            (:mod:`stream.detector.backends.onnxruntime_backend`: the same inference form
+            exported to ONNX at start-up; fp32, int8 or auto, whose candidate there is int8).
         reuse: Also build the encoder-reuse networks where the family splits
             (:attr:`reuse`, on the backend, fp32 or MXNet's bf16), for a live detector.
     """
@@ -174,8 +164,8 @@ class Engine:
     def _measure(self, forms: Callable[[], dict[int, HybridBlock]],
                  calibration: Callable[[], np.ndarray], decide: Decide | None
                  ) -> tuple[str, dict, dict[int, BatchedRunner]]:
-        """``auto``: time fp32 and each of the backend's candidates, check the decisions
-        of those faster; the same rule for every backend.
+        """``auto``: the precision policy (:func:`stream.detector.backends.policy.measure`)
+        on the network :meth:`run` uses most, at the full batch, on normal windows.
 
         Returns:
             The precision to run, the report (see :attr:`precision_report`) and the
@@ -186,9 +176,7 @@ class Engine:
         report = {"requested": "auto", "precision": "fp32", "isa": isa_summary(flags),
                   "candidates": list(self.backend.candidates(flags)), "batch": n,
                   "network": "tail" if hot != self.outputs else "full",
-                  "frames_per_s": {}, "skipped": {},
-                  "check": "decisions" if decide is not None else
-                  f"reconstructions within {RECON_TOLERANCE:g} grey level per 4x4 window",
+                  "frames_per_s": {}, "skipped": {}, "check": check_name(decide),
                   "checked_frames": 0, "changed": {}}
         try:
             windows = calibration()
@@ -204,48 +192,21 @@ class Engine:
             runner.run(n)   # warm-up: the graph at this batch and its memory
             return runner
 
-        runners = {"fp32": build("fp32")}
-        for p in report["candidates"]:
-            try:
-                runners[p] = build(p)
-            # e.g. oneDNN's "could not create a primitive", or an assert in MXNet's AMP:
-            # the candidate cannot run here, and fp32 always can
-            except self.backend.build_errors as err:
-                first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-                report["skipped"][p] = first
-                log.info("precision auto: %s could not build or run %s for this "
-                         "network on this CPU, skipped: %s", self.backend.runtime, p, first)
-        if len(runners) == 1:
-            report["reason"] = "no candidate could run on this CPU"
-            return "fp32", report, {hot: runners["fp32"]}
-        fps = _best_fps(runners, n, self.window, AUTO_RUNS)
-        report["frames_per_s"] = {p: round(v, 1) for p, v in fps.items()}
-        target = windows[:, self.window - hot:]   # the frames the network reconstructs
-        reference = verdicts = None
-        for p in sorted(runners, key=fps.get, reverse=True):
-            if p == "fp32" or fps[p] < AUTO_MIN_SPEEDUP * fps["fp32"]:
-                continue
-            if reference is None:
-                reference = runners["fp32"].reconstruct(windows)
-                verdicts = None if decide is None else decide(reference, target)
-            recon = runners[p].reconstruct(windows)
-            changed = reconstruction_changed(recon, reference, self.contract.pixel_scale) \
-                if decide is None else decide(recon, target) != verdicts
-            report["checked_frames"] = int(changed.size)
-            report["changed"][p] = int(changed.sum())
-            if not changed.any():
-                break   # the fastest that decides as fp32: slower ones need no check
-        chosen = pick_auto(fps, report["changed"])
-        report["precision"] = chosen
-        report["reason"] = _auto_reason(chosen, fps, report)
-        checked = ", ".join(f"{p} {k} of {report['checked_frames']}"
-                            for p, k in report["changed"].items())
-        log.info("precision auto, batch %d, %s network: frames/s %s; %s changed on %d normal "
-                 "windows: %s; running %s", n, report["network"],
-                 ", ".join(f"{p} {v:.1f}" for p, v in report["frames_per_s"].items()),
-                 report["check"], len(windows),
-                 checked or f"none checked (none {AUTO_MIN_SPEEDUP:g}x fp32)", chosen)
-        return chosen, report, {hot: runners[chosen]}
+        chosen, runner = measure(build, tuple(report["candidates"]),
+                                 tuple(self.backend.build_errors), windows, n, self.window,
+                                 hot, decide, self.contract.pixel_scale, report)
+        for p, first in report["skipped"].items():
+            log.info("precision auto: %s could not build or run %s for this network on "
+                     "this CPU, skipped: %s", self.backend.runtime, p, first)
+        if report["frames_per_s"]:
+            checked = ", ".join(f"{p} {k} of {report['checked_frames']}"
+                                for p, k in report["changed"].items())
+            log.info("precision auto, batch %d, %s network: frames/s %s; %s changed on %d "
+                     "normal windows: %s; running %s", n, report["network"],
+                     ", ".join(f"{p} {v:.1f}" for p, v in report["frames_per_s"].items()),
+                     report["check"], len(windows),
+                     checked or f"none checked (none {AUTO_MIN_SPEEDUP:g}x fp32)", chosen)
+        return chosen, report, {hot: runner}
 
     def run(self, n: int, tail: bool = False, slot: int = 0) -> np.ndarray:
         """Run the network on the first ``n`` windows of ``batches[slot]``.
@@ -274,114 +235,6 @@ class Engine:
         return self._nets[self.outputs].reconstruct(windows)
 
 
-class MXNetBackend:
-    """Runs the inference form with MXNet (oneDNN-fused on a CPU), at any precision
-    :mod:`stream.detector.precision` offers; ``auto`` is measured by the engine."""
-
-    name = "mxnet"
-    #: Who builds and runs its networks (for the engine's log lines).
-    runtime = "oneDNN"
-    #: What a CPU lacks when ``auto`` has no candidate to measure.
-    candidate_isa = "neither VNNI nor native bf16"
-    #: Errors that mean a candidate cannot be built or run here: oneDNN's "could not
-    #: create a primitive", or an assert in MXNet's AMP.
-    build_errors = (mx.base.MXNetError, AssertionError)
-    #: Precisions it runs encoder reuse at (:mod:`stream.detector.reuse`).
-    reuse_precisions = REUSE_PRECISIONS
-
-    def resolve(self, precision: str, ctx: mx.Context) -> str:
-        """:func:`stream.detector.precision.resolve_precision`."""
-        return resolve_precision(precision, ctx)
-
-    def candidates(self, flags: frozenset[str] | None = None) -> tuple[str, ...]:
-        """:func:`stream.detector.precision.auto_candidates`: int8 and bf16."""
-        return auto_candidates(flags)
-
-    def split_network(self, net: HybridBlock, inputs: list[list[np.ndarray]],
-                      outputs: list[list[np.ndarray]], ctx: mx.Context, precision: str
-                      ) -> SplitNetwork:
-        """:func:`stream.detector.reuse.mxnet_network`."""
-        return mxnet_network(net, inputs, outputs, ctx, precision)
-
-    def runner(self, net: HybridBlock, meta: WeightsMeta, ctx: mx.Context, precision: str,
-               batches: list[np.ndarray], shape: tuple[int, ...],
-               calibration: Callable[[], np.ndarray]) -> _Runner:
-        """``net`` built at ``precision`` (:func:`build_network`) over ``batches``."""
-        return _Runner(build_network(net, ctx, precision, batches[0][:1], calibration),
-                       batches, shape, ctx)
-
-
-def get_backend(name: str):
-    """The backend ``name`` (one of :data:`BACKENDS`); onnxruntime is imported only when
-    asked for.
-
-    Raises:
-        ValueError: For an unknown name, listing the valid ones.
-    """
-    if name == "mxnet":
-        return MXNetBackend()
-    if name == "onnxruntime":
-        from stream.detector.onnx_backend import OnnxRuntimeBackend
-
-        return OnnxRuntimeBackend()
-    raise ValueError(f"backend {name!r} is not one of {list(BACKENDS)}")
-
-
-class _Runner(BatchedRunner):
-    """One hybridized network over the engine's input buffer and its own output buffer."""
-
-    def __init__(self, net: HybridBlock, batches: list[np.ndarray], shape: tuple[int, ...],
-                 ctx: mx.Context) -> None:
-        self.net = net
-        self.batches = batches
-        self.outputs = [np.zeros((len(batches[0]), *shape), np.float32) for _ in batches]
-        self.ctx = ctx
-        self._views: dict[tuple[int, int], tuple[mx.nd.NDArray, mx.nd.NDArray]] = {}
-
-    def run(self, n: int, slot: int = 0) -> np.ndarray:
-        if (slot, n) not in self._views:
-            # NDArrays over the first n windows of the NumPy buffers, sharing their memory
-            self._views[slot, n] = (
-                mx.nd.from_numpy(self.batches[slot][:n], zero_copy=True),
-                mx.nd.from_numpy(self.outputs[slot][:n], zero_copy=True))
-        source, target = self._views[slot, n]
-        y = self.net(source.as_in_context(self.ctx) if self.ctx.device_type != "cpu"
-                     else source)
-        if y.dtype != np.float32:
-            y = y.astype(np.float32)
-        y.copyto(target)
-        target.wait_to_read()
-        return self.outputs[slot][:n]
-
-
-
-def _best_fps(runners: dict[str, BatchedRunner], n: int, window: int, runs: int
-              ) -> dict[str, float]:
-    """Frames (``n`` windows of ``window`` frames) per second of each runner: the best of
-    ``runs`` calls, the runners taking turns so that a change of load hits all alike."""
-    best = dict.fromkeys(runners, math.inf)
-    for _ in range(runs):
-        for name, runner in runners.items():
-            started = time.perf_counter()
-            runner.run(n)
-            best[name] = min(best[name], time.perf_counter() - started)
-    return {name: n * window / seconds for name, seconds in best.items()}
-
-
-def _auto_reason(chosen: str, fps: dict[str, float], report: dict) -> str:
-    """Why ``auto`` runs ``chosen``, in a few words."""
-    if chosen != "fp32":
-        return (f"{chosen} measured {fps[chosen] / fps['fp32']:.2f}x fp32 and changed none "
-                f"of {report['checked_frames']} {report['check']} on normal windows")
-    if report["changed"]:
-        return ("no candidate at least " f"{AUTO_MIN_SPEEDUP:g}x fp32 kept fp32's "
-                f"{report['check']}: changed " + ", ".join(
-                    f"{p} {k} of {report['checked_frames']}"
-                    for p, k in report["changed"].items()))
-    return "no candidate measured at least " + f"{AUTO_MIN_SPEEDUP:g}x fp32 (" + ", ".join(
-        f"{p} {v / fps['fp32']:.2f}x" for p, v in fps.items() if p != "fp32") + ")"
-
-
 def _once(fn: Callable[[], np.ndarray]) -> Callable[[], np.ndarray]:
     """``fn``, evaluated on the first call only."""
     cache: list[np.ndarray] = []
@@ -391,26 +244,3 @@ def _once(fn: Callable[[], np.ndarray]) -> Callable[[], np.ndarray]:
             cache.append(fn())
         return cache[0]
     return call
-
-
-def build_network(net: HybridBlock, ctx: mx.Context, precision: str, sample: np.ndarray,
-                  calibration: Callable[[], np.ndarray]) -> HybridBlock:
-    """The network to run at ``precision``, hybridized (on a CPU, oneDNN-fused).
-
-    Args:
-        net: The network (the STAE's inference form, not yet hybridized).
-        ctx: Where it runs.
-        precision: ``fp32``, ``bf16`` or ``int8`` (already resolved).
-        sample: One input batch, (1, T, S, S).
-        calibration: Returns normal windows for int8 calibration (called only for int8).
-    """
-    x = mx.nd.array(sample, ctx=ctx)
-    if precision == "int8":
-        return quantize_int8(net, calibration())
-    if precision == "bf16":
-        return convert_bf16(net, x, ctx)
-    net.hybridize(static_alloc=True, static_shape=True)
-    if ctx.device_type == "cpu":
-        # oneDNN fusion: each convolution with its activation (and the ConvLSTM's sum)
-        net.optimize_for(x, backend="MKLDNN", static_alloc=True, static_shape=True)
-    return net

@@ -1,69 +1,44 @@
-"""The model's numeric precision: what this machine runs fast and right, and the conversions.
+"""What this machine offers for the model's numeric precision: its CPU's flags, the
+precisions a device can run (:func:`resolve_precision`), the reduced ones worth measuring
+(:func:`auto_candidates`), and the normal windows int8 is calibrated and checked on
+(:func:`calibration_windows`).
 
 ``fp32`` is the reference. The reduced paths of the MXNet backend are MXNet 1.9.1's oneDNN
-ones: ``bf16`` (automatic mixed precision: convolutions in bfloat16) and ``int8``
-(post-training quantization, calibrated on normal *training* footage only); the
-onnxruntime backend has ``int8`` only (:mod:`stream.detector.onnx_int8`).
-
-``auto`` never goes by CPU flags alone (on a CPU with AMX, bf16 measured 0.75x fp32).
-The flags only name the *candidates*: int8 where the CPU has VNNI or AMX-int8, bf16
-where it has AVX512-BF16 or AMX-bf16. The engine then builds each candidate, times it
-against fp32 at its own batch, and runs it only where it is at least
-:data:`AUTO_MIN_SPEEDUP` times as fast *and* its decisions on normal calibration windows
-equal fp32's (:func:`pick_auto`); everywhere else it runs fp32.
+ones: ``bf16`` and ``int8`` (:mod:`stream.detector.backends.mxnet_backend`); the
+onnxruntime backend has ``int8`` only (:mod:`stream.detector.onnx_int8`). Which one
+``auto`` runs is the precision policy's (:mod:`stream.detector.backends.policy`): the
+flags only name the *candidates*: int8 where the CPU has VNNI or AMX-int8, bf16 where it
+has AVX512-BF16 or AMX-bf16.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-from collections.abc import Callable
 from pathlib import Path
 
 import mxnet as mx
 import numpy as np
-from mxnet.gluon import HybridBlock
 
-from models.scoring import LOOKBACK, WINDOW, Scorer, window_sum
 from models.weights import WeightsMeta
 from stream.capture.frames import list_frames, load_clip, resolve_clips
 from stream.defaults import PRECISIONS
 
-log = logging.getLogger(__name__)
+# The precision policy's names, still importable from here:
+from stream.detector.backends.policy import (  # noqa: F401
+    AUTO_MIN_SPEEDUP,
+    AUTO_RUNS,
+    RECON_TOLERANCE,
+    Decide,
+    pick_auto,
+    reconstruction_changed,
+    scorer_decisions,
+)
+
 _BF16 = frozenset({"avx512_bf16", "amx_bf16"})
 #: Flags of a CPU with int8 dot-product instructions (what int8 pays on).
 VNNI = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 _AVX512_CORE = frozenset({"avx512f", "avx512bw", "avx512vl", "avx512dq"})
-#: Layers kept in fp32 by int8 quantization: the first (one input channel, the raw
-#: frame), the last (the reconstruction itself) and the ConvLSTMs' hidden-to-hidden
-#: convolutions, whose int8 errors compound over the time steps (in int8 they made the
-#: largest pixel error 10x larger on Ped2 test windows: 0.31 instead of 0.03); and their
-#: input-to-hidden ones, computed step by step, each read by its step's fused
-#: hidden-to-hidden convolution as its sum: MXNet 1.9.1 crashes (a segmentation fault)
-#: building that graph with them in int8.
-INT8_FP32_LAYERS = ("enc1", "dec2", "h2h", "i2h")
-#: Ops left in fp32: MXNet 1.9.1 has no int8 transposed convolution, and its int8
-#: convolution-plus-sum fusion fails at run time (uint8 vs int8) on the ConvLSTM.
-INT8_FP32_OPS = ("elemwise_add", "Deconvolution", "broadcast_add")
 _REPO = Path(__file__).resolve().parents[2]
-#: Timed runs of each network at start-up under ``auto`` (after one warm-up run); the
-#: best counts, so another program's burst of CPU use lowers a figure less.
-AUTO_RUNS = 3
-#: How much faster than fp32 a reduced precision must measure for ``auto`` to take it:
-#: two best-of-3 timings of the same network on a shared machine differ by a few
-#: percent, and a change of numerics is not worth less than 10%.
-AUTO_MIN_SPEEDUP = 1.1
-#: Without a decision rule, ``auto`` accepts a reduced network whose reconstruction
-#: differs from fp32's by at most this many grey levels (0-255) per pixel, averaged
-#: over every 4x4 window. Every score is built from 4x4 sums of the residual |x̂ − x|
-#: (or its mean), and by the triangle inequality each moves by at most the 4x4 sum of
-#: |x̂_reduced − x̂_fp32|; one grey level is the resolution of the 8-bit frames that
-#: the residual is measured against.
-RECON_TOLERANCE = 1.0
-#: Per-frame verdicts of a batch: ``decide(recon, windows)`` with recon and windows
-#: (n, F, S, S), the reconstruction and the frames it reconstructs, returns a bool
-#: array (n, F') of anomalous verdicts.
-Decide = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def cpu_flags() -> frozenset[str]:
@@ -129,44 +104,6 @@ def auto_candidates(flags: frozenset[str] | None = None) -> tuple[str, ...]:
         (("bf16",) if flags & _BF16 and bf16_possible(flags) else ())
 
 
-def pick_auto(fps: dict[str, float], changed: dict[str, int]) -> str:
-    """What ``auto`` runs, from what it measured.
-
-    Args:
-        fps: Frames/s per precision, ``fp32`` included, all timed at the same batch.
-        changed: Per reduced precision that was checked, how many of its decisions on
-            normal calibration windows differ from fp32's.
-
-    Returns:
-        The fastest reduced precision that is at least :data:`AUTO_MIN_SPEEDUP` times
-        as fast as fp32 and changed no decision; ``fp32`` if none is.
-    """
-    good = [p for p in fps if p != "fp32" and changed.get(p) == 0
-            and fps[p] >= AUTO_MIN_SPEEDUP * fps["fp32"]]
-    return max(good, key=fps.get) if good else "fp32"
-
-
-def scorer_decisions(scorer: Scorer, lookback: int = LOOKBACK) -> Decide:
-    """The verdicts a detector scoring with ``scorer`` reaches on reconstructed frames:
-    every frame but the first ``lookback`` of each (those only give the error's change)."""
-    def decide(recon: np.ndarray, windows: np.ndarray) -> np.ndarray:
-        return np.stack([scorer.score(r, w, first=lookback).anomalous
-                         for r, w in zip(recon, windows, strict=True)])
-    return decide
-
-
-def reconstruction_changed(recon: np.ndarray, reference: np.ndarray,
-                           pixel_scale: float) -> np.ndarray:
-    """Per frame, whether ``recon`` differs from ``reference`` (both (n, F, S, S), model
-    units) by more than :data:`RECON_TOLERANCE` grey levels per pixel in some 4x4 window.
-
-    Returns:
-        bool (n, F).
-    """
-    sums = window_sum(np.abs(recon - reference) * pixel_scale)
-    return sums.max(axis=(-2, -1)) > RECON_TOLERANCE * WINDOW ** 2
-
-
 def _training_root(meta: WeightsMeta, data: str | Path) -> Path:
     root = Path(data or meta.provenance.get("data", ""))
     if not root.is_absolute() and not root.exists() and (_REPO / root).exists():
@@ -217,50 +154,3 @@ def calibration_windows(meta: WeightsMeta, data: str | Path = "", count: int = 1
                                 "calibration")
     step = max(1, len(windows) // count)
     return np.stack(windows[::step][:count])
-
-
-def quantize_int8(net: HybridBlock, windows: np.ndarray, batch: int = 4) -> HybridBlock:
-    """The network with its convolutions in int8 (oneDNN), calibrated on ``windows``.
-
-    Calibration takes each layer's min and max over the windows ("naive": KL-divergence
-    "entropy" calibration ruined the reconstruction here).
-
-    Args:
-        net: An fp32 :class:`models.stae.inference.InferenceSTAE` (not yet optimised).
-        windows: Normal windows, (n, T, size, size).
-        batch: Windows per calibration pass.
-
-    Returns:
-        A hybridized SymbolBlock.
-    """
-    from mxnet.contrib.quantization import quantize_net
-
-    batch = min(batch, len(windows))
-    data = mx.io.NDArrayIter(data=mx.nd.array(windows), batch_size=batch)
-    quiet = logging.getLogger("vadstream.quantize")
-    quiet.setLevel(logging.WARNING)
-    out = quantize_net(net, quantized_dtype="int8", calib_mode="naive", calib_data=data,
-                       exclude_layers_match=list(INT8_FP32_LAYERS),
-                       exclude_operators=list(INT8_FP32_OPS), ctx=mx.cpu(), logger=quiet)
-    out.hybridize(static_alloc=True, static_shape=True)
-    return out
-
-
-def convert_bf16(net: HybridBlock, sample: mx.nd.NDArray | list[mx.nd.NDArray],
-                 ctx: mx.Context) -> HybridBlock:
-    """The network with its convolutions in bfloat16 (MXNet AMP, oneDNN).
-
-    Args:
-        net: An fp32 network.
-        sample: One input batch (to build the graph); a list for a network with several
-            inputs.
-        ctx: Where it runs.
-    """
-    from mxnet.contrib import amp
-
-    net.hybridize()
-    net(*sample) if isinstance(sample, list) else net(sample)
-    out = amp.convert_hybrid_block(net, target_dtype="bfloat16", ctx=ctx,
-                                   cast_optional_params=True)
-    out.hybridize(static_alloc=True, static_shape=True)
-    return out

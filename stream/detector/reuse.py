@@ -6,11 +6,12 @@ offers a split (:meth:`models.family.ModelFamily.split`) runs here as its encode
 frames no earlier window had, whose outputs are kept per stream in a
 :class:`FeatureStore`, and its temporal part on each window's cached outputs.
 
-The networks run on the engine's backend (:mod:`stream.detector.engine`): each backend
-builds a split's networks over :class:`SplitRunner`'s buffers as a :class:`SplitNetwork`
-(MXNet: :func:`mxnet_network`, oneDNN-fused; onnxruntime:
-:class:`stream.detector.onnx_backend.OnnxNetwork`, exported to ONNX), so the runner, the
-stores and the scheduling are the same for both.
+The networks run on the engine's backend (:mod:`stream.detector.backends`): each backend
+builds a split's networks over :class:`SplitRunner`'s buffers as a
+:class:`~stream.detector.backends.base.SplitNetwork` (MXNet:
+:class:`~stream.detector.backends.mxnet_backend.MXNetNetwork`, oneDNN-fused; onnxruntime:
+:class:`~stream.detector.backends.onnxruntime_backend.OnnxNetwork`, exported to ONNX), so
+the runner, the stores and the scheduling are the same for both.
 
 Threads: the detector's loop decides which frames a job encodes (they are copied into
 :attr:`SplitRunner.fresh` then, the ring moves on); the inference thread alone encodes them,
@@ -21,9 +22,7 @@ one owner.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
 
 import mxnet as mx
 import numpy as np
@@ -31,7 +30,7 @@ from mxnet.gluon import HybridBlock
 
 from models.family import FeatureGroup, ModelFamily, Split
 from models.weights import WeightsMeta
-from stream.detector.precision import convert_bf16
+from stream.detector.backends.base import Backend, SplitNetwork
 
 log = logging.getLogger(__name__)
 
@@ -79,111 +78,10 @@ class FeatureStore:
             np.take(ring, slots, axis=0, out=out[i])
 
 
-class SplitNetwork(Protocol):
-    """One of a split's networks, built over fixed NumPy buffers: per slot, one input
-    buffer per network input and one output buffer per output, (max rows, ...) each."""
-
-    def run(self, n: int, slot: int) -> list[np.ndarray]:
-        """Run on the first ``n`` rows of the slot's inputs; the first ``n`` rows of its
-        output buffers (views), valid until the next call on that slot."""
-        ...
-
-
 #: How a backend builds a :class:`SplitNetwork`: (network, inputs per slot, outputs per
 #: slot) -> the network over those buffers.
 NetworkFactory = Callable[[HybridBlock, list[list[np.ndarray]], list[list[np.ndarray]]],
                           SplitNetwork]
-
-
-class _Net:
-    """A hybridized network over fixed NumPy input and output buffers (per slot)."""
-
-    def __init__(self, net: HybridBlock, inputs: list[list[np.ndarray]],
-                 outputs: list[list[np.ndarray]], ctx: mx.Context) -> None:
-        self.net, self.inputs, self.outputs, self.ctx = net, inputs, outputs, ctx
-        self._views: dict[tuple[int, int], tuple[list, list]] = {}
-
-    def run(self, n: int, slot: int) -> list[np.ndarray]:
-        if (slot, n) not in self._views:
-            self._views[slot, n] = (
-                [mx.nd.from_numpy(a[:n], zero_copy=True) for a in self.inputs[slot]],
-                [mx.nd.from_numpy(a[:n], zero_copy=True) for a in self.outputs[slot]])
-        sources, targets = self._views[slot, n]
-        if self.ctx.device_type != "cpu":
-            sources = [s.as_in_context(self.ctx) for s in sources]
-        ys = self.net(*sources)
-        ys = ys if isinstance(ys, (list, tuple)) else [ys]
-        for y, target in zip(ys, targets, strict=True):
-            (y if y.dtype == np.float32 else y.astype(np.float32)).copyto(target)
-        for target in targets:
-            target.wait_to_read()
-        return [a[:n] for a in self.outputs[slot]]
-
-
-def network_outputs(net: HybridBlock, sample: Sequence[mx.nd.NDArray]) -> list[np.ndarray]:
-    """``net``'s outputs on ``sample`` (one array per input) as NumPy arrays."""
-    ys = net(*sample)
-    return [y.asnumpy() for y in (ys if isinstance(ys, (list, tuple)) else [ys])]
-
-
-def random_sample(shapes: Sequence[tuple[int, ...]], ctx: mx.Context
-                  ) -> list[mx.nd.NDArray]:
-    """Random inputs in [0, 1) of ``shapes`` (seeded), to check a built network."""
-    rng = np.random.default_rng(0)
-    return [mx.nd.array(rng.random(s, np.float32), ctx=ctx) for s in shapes]
-
-
-def check_outputs(what: str, got: Sequence[np.ndarray], reference: Sequence[np.ndarray],
-                  tolerance: float, hint: str) -> None:
-    """Raise unless a built network's outputs match the network's within ``tolerance``.
-
-    Raises:
-        RuntimeError: Naming the network (``what``), the difference and ``hint``.
-    """
-    for y, ref in zip(got, reference, strict=True):
-        if y.shape != ref.shape or not np.allclose(y, ref, rtol=tolerance, atol=tolerance):
-            diff = "shapes" if y.shape != ref.shape else \
-                f"values by {np.abs(y - ref).max():.3g}"
-            raise RuntimeError(f"{what}: the built network's outputs differ from the "
-                               f"network's ({diff}); {hint}")
-
-
-#: Precisions MXNet runs a split at; int8's calibration is the whole network's, so an
-#: int8 model runs whole.
-PRECISIONS = ("fp32", "bf16")
-#: How far a built network's outputs may be from the unfused fp32 network's on random
-#: inputs: float rounding for fp32; bfloat16's 8-bit mantissa for bf16.
-_BUILD_TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2}
-
-
-def _build(net: HybridBlock, shapes: Sequence[tuple[int, ...]], ctx: mx.Context,
-           precision: str) -> HybridBlock:
-    """``net`` as the engine builds a network (hybridized with static memory and, on a
-    CPU, oneDNN-fused; bf16: :func:`stream.detector.precision.convert_bf16`), checked
-    against itself unfused in fp32 on random inputs of ``shapes``: MXNet 1.9.1's
-    ``optimize_for`` binds a graph's inputs by the order it first reads them, so a
-    network with several inputs must read them in order."""
-    sample = random_sample(shapes, ctx)
-    reference = network_outputs(net, sample)
-    if precision == "bf16":
-        net = convert_bf16(net, sample, ctx)
-    else:
-        net.hybridize(static_alloc=True, static_shape=True)
-        if ctx.device_type == "cpu":
-            net.optimize_for(*sample, backend="MKLDNN", static_alloc=True, static_shape=True)
-    check_outputs(type(net).__name__, network_outputs(net, sample), reference,
-                  _BUILD_TOLERANCE[precision], "its inputs must be read in their order "
-                  "(see above)")
-    return net
-
-
-def mxnet_network(net: HybridBlock, inputs: list[list[np.ndarray]],
-                  outputs: list[list[np.ndarray]], ctx: mx.Context, precision: str
-                  ) -> SplitNetwork:
-    """A split's network built by MXNet at ``precision`` (one of :data:`PRECISIONS`) over
-    the buffers (see :class:`SplitNetwork`)."""
-    shapes = [(1, *a.shape[1:]) for a in inputs[0]]
-    return _Net(_build(net, shapes, ctx, precision), inputs, outputs, ctx)
 
 
 class SplitRunner:
@@ -223,7 +121,6 @@ class SplitRunner:
             outputs = [[np.zeros((max_batch, *output_shapes[key]), np.float32)]
                        for _ in slots]
             self.temporal[key] = build(net, self.inputs, outputs)
-        self.busy_s = 0.0
 
     def store(self, stride: int) -> FeatureStore:
         """A stream's store for windows every ``stride`` frames: one job of
@@ -257,7 +154,6 @@ class SplitRunner:
         if len(fresh) > self.max_fresh or not 1 <= len(windows) <= self.max_batch:
             raise ValueError(f"{len(fresh)} fresh frames and {len(windows)} windows: the "
                              f"buffers hold up to {self.max_fresh} and 1..{self.max_batch}")
-        started = time.perf_counter()
         if fresh:
             encoded = self.encoder.run(len(fresh), slot)
             for row, (store, key) in enumerate(fresh):
@@ -265,9 +161,7 @@ class SplitRunner:
         inputs = self.inputs[slot]
         for i, (store, start) in enumerate(windows):
             store.gather(start, inputs, i)
-        out = self.temporal[outputs].run(len(windows), slot)[0]
-        self.busy_s += time.perf_counter() - started
-        return out
+        return self.temporal[outputs].run(len(windows), slot)[0]
 
     def steady(self, windows: int, stride: int, outputs: int) -> callable:
         """A call that does what one job of ``windows`` consecutive windows of one stream
@@ -294,16 +188,16 @@ class SplitRunner:
 def build_split(family: ModelFamily, trained: HybridBlock, meta: WeightsMeta,
                 ctx: mx.Context, precision: str, max_batch: int,
                 output_shapes: dict[int, tuple[int, ...]],
-                decode_last: int | None, backend) -> SplitRunner | None:
+                decode_last: int | None, backend: Backend) -> SplitRunner | None:
     """The encoder-reuse networks of a model at ``precision`` on ``backend`` (the
-    engine's: its ``split_network`` builds them, at its ``reuse_precisions``), or None
+    engine's: its ``split_network`` builds them, where it ``supports_reuse``), or None
     where it runs whole: its family offers no split, or the backend runs no split at
     that precision (int8 is calibrated as a whole; logged).
     """
     split = family.split(trained, meta, ctx, decode_last)
     if split is None:
         return None
-    if precision not in backend.reuse_precisions:
+    if not backend.supports_reuse(precision):
         log.info("encoder reuse: %s runs whole at %s on %s (reuse runs at %s there): each "
                  "window encodes all its frames", meta.model, precision, backend.name,
                  " or ".join(backend.reuse_precisions))

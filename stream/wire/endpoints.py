@@ -65,3 +65,8 @@ def free_loopback_port() -> int:
                 continue
         return port
     raise OSError(f"no free loopback port in {candidates.start}..{candidates.stop - 1}")
+
+
+def connect_endpoint(bind: str) -> str:
+    """The endpoint a local client connects to for a bound endpoint (``*`` -> loopback)."""
+    return bind.replace("://*:", "://127.0.0.1:").replace("://0.0.0.0:", "://127.0.0.1:")

@@ -6,27 +6,26 @@ which CPU runs it (AVX2, AVX-512 with VNNI, AMX) or on how fast it is."""
 
 import threading
 
+import mxnet as mx
 import numpy as np
 import pytest
 import zmq
 
 from models import DEFAULT_WEIGHTS, STAE_WEIGHTS, read_meta
+from models.registry import get_family
 from models.scoring import LOOKBACK, ScorerConfig
-from models.weights import load_calibration_arrays
+from models.weights import WEIGHTS_DIR, load_calibration_arrays, load_weights
 from stream.capture.frames import load_clip
+from stream.defaults import BACKENDS
 from stream.detector import engine as engine_module
 from stream.detector import precision as precision_module
+from stream.detector.backends.base import Backend
+from stream.detector.backends.policy import AUTO_MIN_SPEEDUP, fp32_layers, scorer_decisions
 from stream.detector.config import DetectorConfig
 from stream.detector.engine import Engine, get_backend
 from stream.detector.loop import Detector
 from stream.detector.onnx_int8 import reduce_range
-from stream.detector.precision import (
-    AUTO_MIN_SPEEDUP,
-    VNNI,
-    calibration_windows,
-    cpu_flags,
-    scorer_decisions,
-)
+from stream.detector.precision import VNNI, calibration_windows, cpu_flags
 from stream.wire.protocol import encode_eos, encode_frame
 from stream.wire.subscriber import Subscriber
 from tests.conftest import ANY_PORT, PED2, until_eos, wait_for
@@ -122,6 +121,42 @@ def _scores(scorer, recon: np.ndarray, windows: np.ndarray) -> np.ndarray:
     error's change), as the detector computes them."""
     return np.stack([scorer.score(r, w, first=LOOKBACK).score
                      for r, w in zip(recon, windows, strict=True)])
+
+
+def test_both_backends_implement_the_backend_interface():
+    for name in BACKENDS:
+        backend = get_backend(name)
+        assert isinstance(backend, Backend) and backend.name == name
+        assert "fp32" in backend.precisions
+        assert set(backend.reuse_precisions) <= set(backend.precisions)
+        assert [p for p in backend.precisions if backend.supports_reuse(p)] == \
+            [p for p in backend.precisions if p in backend.reuse_precisions]
+        assert set(backend.candidates(AVX2 | VNNI | {"avx512f", "avx512bw", "avx512vl",
+                                                     "avx512dq", "avx512_bf16"})) \
+            <= set(backend.precisions) - {"fp32"}
+
+
+@pytest.mark.timeout(120)
+def test_each_family_states_the_layers_int8_keeps_in_fp32_and_they_exist():
+    """The policy reads the exclusions from the families; each one the shipped STAE and
+    predictor state names a layer of their inference form (none is stale), and the image
+    families keep none."""
+    stated = {}
+    for path in sorted(WEIGHTS_DIR.glob("*.params")):
+        meta = read_meta(path)
+        layers = fp32_layers(meta)
+        assert layers == get_family(meta.model).int8_fp32_layers
+        stated[meta.model] = layers
+        if layers:
+            trained, meta = load_weights(path, mx.cpu())
+            net = get_family(meta.model).inference(trained, meta, mx.cpu(), None)
+            names = [n for form in net.values()
+                     for n in form(mx.sym.var("data")).get_internals().list_outputs()]
+            for layer in layers:
+                assert any(layer in n for n in names), f"{meta.model}: no layer {layer}"
+    assert stated["stae"] == ("enc1", "dec2", "h2h", "i2h")
+    assert stated["predictor"] == ("h2h", "i2h")
+    assert stated["frame_cae"] == stated["cam"] == ()
 
 
 @pytest.mark.slow

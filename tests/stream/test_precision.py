@@ -13,16 +13,18 @@ from models.weights import load_calibration_arrays
 from stream.capture.frames import load_clip
 from stream.detector import engine as engine_module
 from stream.detector import precision as precision_module
+from stream.detector.backends.policy import (
+    AUTO_MIN_SPEEDUP,
+    pick_auto,
+    reconstruction_changed,
+    scorer_decisions,
+)
 from stream.detector.engine import Engine
 from stream.detector.precision import (
-    AUTO_MIN_SPEEDUP,
     auto_candidates,
     bf16_possible,
     calibration_windows,
-    pick_auto,
-    reconstruction_changed,
     resolve_precision,
-    scorer_decisions,
 )
 from tests.conftest import PED2, TINY_ARGS, make_weights
 from train.offline import score_clip

@@ -87,7 +87,7 @@ def test_reuse_gives_the_whole_networks_outputs_on_a_real_clip(weights, stride, 
     _, meta = load_weights(weights)
     assert (engine.reuse.previous is not None) == bool(meta.model_args.get("motion"))
     if backend == "onnxruntime":     # the split's networks run in onnxruntime sessions
-        from stream.detector.onnx_backend import OnnxNetwork
+        from stream.detector.backends.onnxruntime_backend import OnnxNetwork
 
         assert isinstance(engine.reuse.encoder, OnnxNetwork)
         assert all(isinstance(n, OnnxNetwork) for n in engine.reuse.temporal.values())
