@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 from mxnet.gluon import HybridBlock
 
 from models.family import ModelFamily
@@ -65,18 +67,24 @@ def get_model(name: str, **kwargs) -> HybridBlock:
         raise ValueError(f"bad arguments for model {name!r}: {err}") from err
 
 
+#: The families shipped in ``models/``, as ``"module:Class"``: imported by name when a
+#: family is first looked up, as plug-ins are (``detector.plugins``), so the registry
+#: depends on no family and a family that composes others (``fused``) may look them up.
+BUILTIN_FAMILIES = (
+    "models.stae.family:STAEFamily",
+    "models.predictor.family:PredictorFamily",
+    "models.frame_cae.family:FrameCAEFamily",
+    "models.stacked_ae.family:StackedAEFamily",
+    "models.ssim_ae.family:SSIMAEFamily",
+    "models.cam.family:CAMFamily",
+    "models.object_ae.family:ObjectAEFamily",
+    "models.fused.family:FusedFamily",
+)
+
+
 def _builtin() -> None:
-    """Register the families shipped in ``models/`` (imported late: they import this)."""
+    """Register the families of :data:`BUILTIN_FAMILIES` (once)."""
     if "stae" not in _FAMILIES:
-        from models.cam.family import CAMFamily
-        from models.frame_cae.family import FrameCAEFamily
-        from models.fused.family import FusedFamily
-        from models.object_ae.family import ObjectAEFamily
-        from models.predictor.family import PredictorFamily
-        from models.ssim_ae.family import SSIMAEFamily
-        from models.stacked_ae.family import StackedAEFamily
-        from models.stae.family import STAEFamily
-        for family in (STAEFamily(), PredictorFamily(), FrameCAEFamily(), StackedAEFamily(),
-                       SSIMAEFamily(), CAMFamily(), ObjectAEFamily(),
-                       FusedFamily()):
-            register_family(family)
+        for entry in BUILTIN_FAMILIES:
+            module, cls = entry.split(":")
+            register_family(getattr(importlib.import_module(module), cls)())

@@ -9,9 +9,9 @@ import numpy as np
 
 from models.family import ModelFamily, Temporal
 from models.fused.network import FusedNet, split_output
+from models.meta import WeightsMeta
 from models.registry import get_family
 from models.scoring import FrameScores, ScorerConfig, check_smooth
-from models.weights import WeightsMeta
 
 #: The rule a fused model is scored by.
 RULE = "fused"

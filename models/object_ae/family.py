@@ -9,6 +9,7 @@ import numpy as np
 from mxnet.gluon import HybridBlock
 
 from models.family import ModelFamily, Temporal, check_contract
+from models.meta import WeightsMeta
 from models.object_ae.network import (
     CROP,
     FRAME_SIZE,
@@ -20,7 +21,6 @@ from models.object_ae.network import (
 )
 from models.object_ae.regions import RegionFinder, box_cells
 from models.scoring import FrameScores, ScorerConfig, check_smooth
-from models.weights import WeightsMeta
 
 #: The rule an object autoencoder is scored by: its worst moving object's crop error.
 RULE = "object"
