@@ -18,7 +18,7 @@ import numpy as np
 from mxnet.gluon import HybridBlock
 
 from models.contract import InputContract
-from models.scoring import KNOWN_RULES
+from models.scoring import RULES
 from stream.capture.frames import is_normal_class, list_frames, load_images
 
 
@@ -251,7 +251,7 @@ def score_images(net: HybridBlock, scorer, images: np.ndarray, ctx: mx.Context,
         ``score`` and ``anomalous``, and each rule value the scorer computes (``error``,
         ``area``, ...), of length N.
     """
-    keys = [k for k in (*KNOWN_RULES, "score") if k != "probability"]
+    keys = [*RULES, "score"]   # the reconstruction rules every FrameScores carries
     out: dict[str, list] = {k: [] for k in (*keys, "anomalous", *(("map",) if maps else ()))}
     for i in range(0, len(images), batch_size):
         x = images[i:i + batch_size, None]
