@@ -695,7 +695,7 @@ def format_bench(result: dict) -> str:
                     f"{e['rss_mb_per_camera']:.0f} MB RSS per camera (detector "
                     f"{e['rss_mb']:.0f} MB, captures {e['captures_rss_mb']:.0f} MB)"
                     if e["cameras"] else "not even one camera held")
-            lines.append(f"capacity        {name}: {e['cameras']} cameras at {e['fps']:g} fps "
+            lines.append(f"capacity        {name}: {e['cameras']} camera(s) at {e['fps']:g} fps "
                          f"held {e['seconds']:g} s with 0 dropped and p99 within "
                          f"{e['latency_budget_ms']:g} ms; {held}")
             lines.append("  tried         " + ", ".join(

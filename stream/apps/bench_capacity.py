@@ -64,7 +64,10 @@ def search_capacity(trial: Callable[[int], dict], budget_ms: float, max_cameras:
         result = {"cameras": n} | trial(n)
         result["held"] = holds(result, budget_ms)
         tried.append(result)
-        log.info("capacity: %d camera(s): %s", n, "held" if result["held"] else "failed")
+        log.info("capacity: %d camera(s): %s (%s dropped, p99 %s ms, %s scored%s)", n,
+                 "held" if result["held"] else "failed", result.get("dropped"),
+                 result.get("p99_ms"), result.get("scored_share"),
+                 f"; {result['error']}" if result.get("error") else "")
         return result["held"]
 
     best, failed, n = 0, None, 1
