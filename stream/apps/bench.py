@@ -6,9 +6,11 @@ fp32 matrix-multiply peak first, then the detector's network
 as the live detector runs it) at several batch sizes, beside its peer (the same network's
 ONNX export run by onnxruntime, in turns at each batch), the fastest reduced precision with
 its AUC change on the Ped2 test clips, what ``precision: auto`` picks beside fp32 (timed
-in turns at the live batch), and the whole multi-process pipeline
-(:mod:`stream.apps.bench_pipeline`). Every throughput is the best of three timed runs, so
-another program's burst of CPU use lowers a figure less.
+in turns at the live batch), the whole multi-process pipeline
+(:mod:`stream.apps.bench_pipeline`), and how many cameras it holds
+(:mod:`stream.apps.bench_capacity`). Every throughput is the best of three timed runs, so
+another program's burst of CPU use lowers a figure less. Any model runs; the peak
+utilization needs the STAE's FLOP count and is skipped, with why, for other families.
 """
 
 from __future__ import annotations
