@@ -29,8 +29,8 @@ WEIGHTS = ROOT / "models" / "weights" / "ped2_predictor"
 #: wide enough for any tuning a scene needs, narrow enough that no setting silently
 #: means "never alert" (a threshold above every score) or "always alert".
 THRESHOLD_RANGE = 100.0
-#: The shipped STAE weights (``models.weights.STAE_WEIGHTS``): what ``vadstream bench``
-#: times by default, its FLOP count being the STAE's.
+#: The shipped STAE weights (``models.weights.STAE_WEIGHTS``): the model whose FLOP count
+#: ``vadstream bench --model`` can set against the machine's peak.
 STAE_WEIGHTS = ROOT / "models" / "weights" / "ped2_stae"
 
 #: Frames between a stream's windows: the detector's default (``detector.stride``) and the

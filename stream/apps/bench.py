@@ -6,9 +6,11 @@ fp32 matrix-multiply peak first, then the detector's network
 as the live detector runs it) at several batch sizes, beside its peer (the same network's
 ONNX export run by onnxruntime, in turns at each batch), the fastest reduced precision with
 its AUC change on the Ped2 test clips, what ``precision: auto`` picks beside fp32 (timed
-in turns at the live batch), and the whole multi-process pipeline
-(:mod:`stream.apps.bench_pipeline`). Every throughput is the best of three timed runs, so
-another program's burst of CPU use lowers a figure less.
+in turns at the live batch), the whole multi-process pipeline
+(:mod:`stream.apps.bench_pipeline`), and how many cameras it holds
+(:mod:`stream.apps.bench_capacity`). Every throughput is the best of three timed runs, so
+another program's burst of CPU use lowers a figure less. Any model runs; the peak
+utilization needs the STAE's FLOP count and is skipped, with why, for other families.
 """
 
 from __future__ import annotations
@@ -284,7 +286,7 @@ def families_report(models: list[str | Path], device: str, seconds: float) -> li
 
 
 def peers_report(model: str | Path, device: str, batches: tuple[int, ...], seconds: float,
-                 peak: float, flop: float) -> dict | None:
+                 peak: float | None, flop: float | None) -> dict | None:
     """Each of the engine's backends (:class:`stream.detector.engine.Engine`, fp32, as the
     live detector runs them: MXNet oneDNN-fused, and onnxruntime bound in place to the
     engine's buffers) beside the peer: the same network as the project's own ONNX export
@@ -331,7 +333,8 @@ def peers_report(model: str | Path, device: str, batches: tuple[int, ...], secon
                              for b in batches} for name in engines},
             "best_backend": top,
             "best_ratio": round(best[top] / best["peer"], 3),
-            "utilization": {name: round(v * flop / peak, 3) for name, v in best.items()}}
+            "utilization": None if flop is None or peak is None else
+            {name: round(v * flop / peak, 3) for name, v in best.items()}}
 
 
 def detector_stride(model: str | Path) -> int:
@@ -435,17 +438,21 @@ def auto_report(model: str | Path, device: str, data: Path, stride: int,
         :attr:`stream.detector.engine.Engine.precision_report`).
     """
     meta = read_meta(model)
-    scorer = get_family(meta.model).scorer(meta, load_calibration_arrays(model, meta),
-                                           ScorerConfig())
+    family = get_family(meta.model)
+    scorer = family.scorer(meta, load_calibration_arrays(model, meta), ScorerConfig())
+    lookback = family.temporal(meta).lookback
+    decode = stride + lookback
     calibration = _calibration_data(model, data)
     engines = {p: Engine(model, device, p, LIVE_BATCH, calibration,
-                         decode_last=stride + LOOKBACK, decide=scorer_decisions(scorer))
+                         decode_last=decode if decode < meta.window else None,
+                         decide=scorer_decisions(scorer, lookback))
                for p in ("auto", "fp32")}
     chosen = engines["auto"].precision
     for engine in engines.values():
         engine.batch[:] = np.random.default_rng(0).random(engine.batch.shape, np.float32)
     timed = engines if chosen != "fp32" else {"fp32": engines["fp32"]}
-    best = best_times({p: (lambda e=e: e.run(LIVE_BATCH, tail=True)) for p, e in timed.items()},
+    tail = engines["fp32"].decode_last != engines["fp32"].outputs
+    best = best_times({p: (lambda e=e: e.run(LIVE_BATCH, tail=tail)) for p, e in timed.items()},
                       seconds)
     fps = {p: LIVE_BATCH * stride / t for p, t in best.items()}
     fps.setdefault("auto", fps["fp32"])   # auto runs the very fp32 network: one figure
@@ -459,7 +466,8 @@ def auto_report(model: str | Path, device: str, data: Path, stride: int,
 def run_bench(model: str | Path, device: str = "auto", seconds: float = 3.0,
               data: Path = DEFAULT_SOURCE, streams: int = 4, sweep: tuple[int, ...] = (1, 2, 4, 8),
               pipeline: bool = True, reduced: bool = True, stride: int | None = None,
-              families: list[str | Path] | None = None, peers: bool = True) -> dict:
+              families: list[str | Path] | None = None, peers: bool = True,
+              capacity: dict | None = None) -> dict:
     """Everything ``vadstream bench`` reports, measured in one run.
 
     Args:
@@ -477,45 +485,65 @@ def run_bench(model: str | Path, device: str = "auto", seconds: float = 3.0,
             ``model``'s (:func:`families_report`); None: none.
         peers: Time the same network run by onnxruntime beside the engine
             (:func:`peers_report`).
+        capacity: Keyword arguments of
+            :func:`stream.apps.bench_capacity.capacity_report` (``fps``, ``seconds``,
+            ``budget_ms``, ``max_cameras``) for the capacity search; None: no search.
+
+    Any model runs; what only some families allow is reported as skipped, with why, in
+    ``skipped``: the FLOP count (peak and utilization) is the STAE's, and encoder reuse
+    needs a family that splits into an encoder and a temporal part.
     """
     from stream.apps.bench_pipeline import pipeline_report
 
     ctx = pick_context(device)
     meta = read_meta(model)
-    if meta.model != "stae":
-        raise ValueError(f"vadstream bench --model times an STAE (its FLOP count, decoding and "
-                         f"precision checks are the STAE's), and {model} is a {meta.model}: "
-                         "time it with --families beside the shipped STAE")
-    args = meta.model_args
-    spatial = tuple(args.get("spatial_channels", (128, 64)))
-    temporal = tuple(args.get("temporal_channels", (64, 32, 64)))
     batches = GPU_BATCHES if ctx.device_type == "gpu" else CPU_BATCHES
     started = time.time()
-    peak_entry = peak_report(ctx, seconds=seconds)
-    peak = peak_entry["gflops"]
-    flop = gflop_per_frame(meta.window, spatial, temporal)
-    log.info("peak %.1f GFLOP/s; timing the model at batches %s", peak, batches)
+    skipped: dict[str, str] = {}
+    peak_entry = peak = flop = flop_training = None
+    if meta.model == "stae":
+        args = meta.model_args
+        spatial = tuple(args.get("spatial_channels", (128, 64)))
+        temporal = tuple(args.get("temporal_channels", (64, 32, 64)))
+        peak_entry = peak_report(ctx, seconds=seconds)
+        peak = peak_entry["gflops"]
+        flop = gflop_per_frame(meta.window, spatial, temporal)
+        flop_training = gflop_per_frame(meta.window, spatial, temporal, output_channels=2)
+        log.info("peak %.1f GFLOP/s", peak)
+    else:
+        skipped["utilization"] = (f"the FLOP count is the STAE's layers' and {model} is a "
+                                  f"{meta.model}: no GFLOP per frame, peak or utilization")
+        log.info("utilization skipped: %s", skipped["utilization"])
+    log.info("timing the model at batches %s", batches)
     fps = model_fps(model, device, "fp32", batches, seconds)
     best_batch = max(fps, key=fps.get)
     stride = stride or detector_stride(model)
     if not 1 <= stride <= meta.window:
         raise ValueError(f"stride must be 1..{meta.window} (the window), got {stride}")
     live_entry = live_fps(model, device, stride, seconds, data if reduced else None)
+    if not any("reuse" in kinds for kinds in live_entry["by_backend"].values()):
+        skipped["encoder_reuse"] = (
+            f"windows of {meta.window} frame(s) at stride {stride} share no frame"
+            if stride >= meta.window else
+            f"a {meta.model} does not split into an encoder and a temporal part")
     # the pipeline runs the detector's default backend (MXNet), with reuse where it splits
     live = max(live_entry["by_backend"]["mxnet"].values())
     result = {
+        "model": str(model), "family": meta.model, "window": meta.window, "stride": stride,
         "device": device_name(ctx), "context": str(ctx), "backend": "mxnet",
         "isa": isa_summary(cpu_flags()) if ctx.device_type == "cpu" else None,
         "load_average": [round(x, 2) for x in _load_average()],
-        "peak_gflops": round(peak, 1), "peak": peak_entry, "gflop_per_frame": round(flop, 3),
-        "gflop_per_frame_training_graph": round(
-            gflop_per_frame(meta.window, spatial, temporal, output_channels=2), 3),
+        "peak_gflops": None if peak is None else round(peak, 1), "peak": peak_entry,
+        "gflop_per_frame": None if flop is None else round(flop, 3),
+        "gflop_per_frame_training_graph": None if flop_training is None
+        else round(flop_training, 3),
         "model_fps": {str(b): round(v, 1) for b, v in fps.items()},
         "best_batch": best_batch,
-        "utilization": round(fps[best_batch] * flop / peak, 3),
+        "utilization": None if flop is None else round(fps[best_batch] * flop / peak, 3),
         # what the live detector's network scores per second at its stride and batch 4
         "live_scored_fps": live_entry,
-        "reduced_precision": None, "auto": None, "pipeline": None, "peers": None}
+        "reduced_precision": None, "auto": None, "pipeline": None, "peers": None,
+        "capacity": None, "skipped": skipped}
     if peers:
         log.info("peers: the same network exported to ONNX, run by onnxruntime in turns "
                  "with the engine at batches %s", batches)
@@ -534,6 +562,17 @@ def run_bench(model: str | Path, device: str = "auto", seconds: float = 3.0,
         result["pipeline"] = pipeline_report(model, device, data, streams, sweep, seconds,
                                              fps, meta.window, live, stride,
                                              live_fps=LIVE_FPS)
+    if capacity is not None:
+        from stream.apps.bench_capacity import capacity_report
+
+        searched = capacity_report(model, device, data, stride, LIVE_BATCH,
+                                   int8_calibration=_calibration_data(model, data),
+                                   **capacity)
+        top = searched[0]
+        result["capacity"] = ({k: v for k, v in top.items() if k != "tried"}
+                              | {"tried": top.get("tried", []), "searched": searched})
+    else:
+        skipped["capacity"] = "--skip-capacity"
     result["load_average_end"] = [round(x, 2) for x in _load_average()]
     result["seconds"] = round(time.time() - started, 1)
     return result
@@ -551,19 +590,23 @@ def _load_average() -> tuple[float, float, float]:
 def format_bench(result: dict) -> str:
     """The terminal table."""
     flop = result["gflop_per_frame"]
-    lines = [f"device          {result['device']} ({result['context']}"
+    lines = [f"model           {result.get('model', '?')} ({result.get('family', 'stae')})",
+             f"device          {result['device']} ({result['context']}"
              f"{', ' + result['isa'] if result.get('isa') else ''})",
              f"load average    {result['load_average'][0]:.2f} at start, "
-             f"{result['load_average_end'][0]:.2f} at end (other programs share this machine)",
-             f"peak fp32       {result['peak_gflops']:.1f} GFLOP/s (matrix multiply: "
-             f"{result['peak']['by']}, the fastest of "
-             + ", ".join(f"{k} {v:.0f}" for k, v in result["peak"]["all"].items()) + ")",
-             f"model cost      {flop:.3f} GFLOP/frame (training graph: "
-             f"{result['gflop_per_frame_training_graph']:.3f})"]
+             f"{result['load_average_end'][0]:.2f} at end (other programs share this machine)"]
+    if flop is not None:
+        lines += [f"peak fp32       {result['peak_gflops']:.1f} GFLOP/s (matrix multiply: "
+                  f"{result['peak']['by']}, the fastest of "
+                  + ", ".join(f"{k} {v:.0f}" for k, v in result["peak"]["all"].items()) + ")",
+                  f"model cost      {flop:.3f} GFLOP/frame (training graph: "
+                  f"{result['gflop_per_frame_training_graph']:.3f})"]
     for b, v in result["model_fps"].items():
-        lines.append(f"batch {b:>2}        {v:7.1f} frames/s = {v * flop:.1f} GFLOP/s")
-    lines.append(f"utilization     {result['utilization']:.3f} of the fp32 peak "
-                 f"(batch {result['best_batch']}, backend {result.get('backend', 'mxnet')})")
+        lines.append(f"batch {b:>2}        {v:7.1f} frames/s"
+                     + ("" if flop is None else f" = {v * flop:.1f} GFLOP/s"))
+    if result["utilization"] is not None:
+        lines.append(f"utilization     {result['utilization']:.3f} of the fp32 peak "
+                     f"(batch {result['best_batch']}, backend {result.get('backend', 'mxnet')})")
     peers = result.get("peers")
     if peers:
         ort = peers["onnxruntime"]
@@ -576,8 +619,8 @@ def format_bench(result: dict) -> str:
                 for name, v in peers["backends"].items()) + " frames/s")
         util = peers["utilization"]
         lines.append(f"  best          {peers['best_backend']}: {peers['best_ratio']:.2f}x "
-                     "onnxruntime; utilization " + ", ".join(
-                         f"{name} {v:.3f}" for name, v in util.items()) + " of the fp32 peak")
+                     "onnxruntime" + ("" if util is None else "; utilization " + ", ".join(
+                         f"{name} {v:.3f}" for name, v in util.items()) + " of the fp32 peak"))
     live = result["live_scored_fps"]
     lines.append(f"live network    {live['fps']:7.1f} frames/s scored at stride {live['stride']}, "
                  f"batch {live['batch']}, by {live['best']} ({live['speedup']:.2f}x MXNet's "
@@ -642,5 +685,26 @@ def format_bench(result: dict) -> str:
         slope = "-" if slope is None else f"{slope:.1f}"
         lines.append(f"RSS per stream  {slope} MB; about "
                      f"{pipe['cameras_10fps']} cameras at 10 fps (stride {live['stride']}) fit "
-                     "this machine")
+                     "this machine (estimated from the flooded runs)")
+    cap = result.get("capacity")
+    if cap:
+        for e in cap["searched"]:
+            name = f"{e['backend']} {e['precision']}{' (auto)' if e.get('auto') else ''}"
+            if "skipped" in e:
+                lines.append(f"capacity        {name}: skipped, {e['skipped']}")
+                continue
+            held = (f"p99 {e['p99_ms']:.0f} ms, {e['scored_share']:.0%} scored, "
+                    f"{e['rss_mb_per_camera']:.0f} MB RSS per camera (detector "
+                    f"{e['rss_mb']:.0f} MB, captures {e['captures_rss_mb']:.0f} MB)"
+                    if e["cameras"] else "not even one camera held")
+            lines.append(f"capacity        {name}: {e['cameras']} camera(s) at {e['fps']:g} fps "
+                         f"held {e['seconds']:g} s with 0 dropped and p99 within "
+                         f"{e['latency_budget_ms']:g} ms; {held}")
+            lines.append("  tried         " + ", ".join(
+                f"{t['cameras']}{'' if t['held'] else ' failed'}" + (
+                    f" ({t['dropped']} dropped, p99 {t['p99_ms']:.0f} ms)"
+                    if t.get("p99_ms") is not None else f" ({t.get('error', '')})")
+                for t in e["tried"]))
+    for part, why in (result.get("skipped") or {}).items():
+        lines.append(f"skipped         {part}: {why}")
     return "\n".join(lines)

@@ -70,7 +70,8 @@ def _wait_ready(sub: Subscriber, detector: Child, topics: list[str], timeout_s: 
 def run_pipeline(model: str | Path, device: str, source: str | Path, streams: int,
                  source_fps: float, seconds: float, stride: int, max_batch: int,
                  precision: str = "fp32", warmup_s: float = 3.0,
-                 ready_timeout_s: float = 180.0) -> dict:
+                 ready_timeout_s: float = 180.0, backend: str = "mxnet",
+                 int8_calibration: str = "") -> dict:
     """Run captures, detector and subscriber; measure once every stream is scored.
 
     Args:
@@ -82,15 +83,19 @@ def run_pipeline(model: str | Path, device: str, source: str | Path, streams: in
         seconds: Length of the measurement.
         stride: Detector stride.
         max_batch: Detector batch.
-        precision: Detector precision.
+        precision: Detector precision (``auto``: the one it picks is reported).
         warmup_s: Seconds after the last stream's first score before measuring.
         ready_timeout_s: How long the detector may take to start.
+        backend: Detector backend.
+        int8_calibration: Folder of normal clips for int8 ("": the weights' own).
 
     Returns:
         ``streams``, ``source_fps``, ``stride``, ``max_batch``, ``fps`` (frames scored per
         second), ``dropped`` (frames lost during the measurement), ``latency_ms``
-        (p50/p95/p99), ``rss_mb`` (the detector's largest resident set while measured)
-        and ``cpu`` (seconds of CPU per second of each part).
+        (p50/p95/p99), ``rss_mb`` (the detector's largest resident set while measured),
+        ``captures_rss_mb`` (the capture processes' resident sets, summed, at their
+        largest), ``cpu`` (seconds of CPU per second of each part), ``backend`` and
+        ``precision`` (the one the detector runs, as its status reports it).
 
     Raises:
         RuntimeError: If a process fails or nothing is scored.
@@ -107,7 +112,9 @@ def run_pipeline(model: str | Path, device: str, source: str | Path, streams: in
             "--ready-file", str(ready),
             "--model", str(model),
             "--device", device, "--precision", precision, "--stride", str(stride),
-            "--max-batch", str(max_batch), "--events-db", str(Path(tmp) / EVENTS_DB)),
+            "--max-batch", str(max_batch), "--backend", backend,
+            *(["--int8-calibration", int8_calibration] if int8_calibration else []),
+            "--events-db", str(Path(tmp) / EVENTS_DB)),
             stderr=log_file("detector"))
         children = [detector]
         sub = None
@@ -123,9 +130,10 @@ def run_pipeline(model: str | Path, device: str, source: str | Path, streams: in
             for capture in captures:
                 capture.start()
                 children.append(capture)
-            return _measure(sub, detector, captures, streams, seconds, warmup_s) | {
+            return {"precision": precision} | _measure(
+                sub, detector, captures, streams, seconds, warmup_s) | {
                 "streams": streams, "source_fps": round(source_fps, 2), "stride": stride,
-                "max_batch": max_batch, "precision": precision}
+                "max_batch": max_batch, "backend": backend}
         except RuntimeError as err:
             tail = (Path(tmp) / "detector.log").read_text(errors="replace").splitlines()
             raise RuntimeError(f"{err}; the detector's log ends: {' | '.join(tail[-3:])}") \
@@ -149,13 +157,17 @@ def _measure(sub: Subscriber, detector: Child, captures: list[Child], streams: i
                                f"(detector {'running' if detector.running else 'exited'})")
     start = time.monotonic() + warmup_s
     end = start + seconds
-    latencies, rss, frames = [], 0, 0
+    latencies, rss, captures_rss, frames, sampled = [], 0, 0, 0, 0.0
     first = last = None                     # status messages at the start and the end
     cpu0: dict[str, float] = {}
     while (now := time.monotonic()) < end:
         msg = sub.recv(100)
         if now >= start:
-            rss = max(rss, _proc_kb(detector.proc.pid, "VmRSS"))
+            if now >= sampled + 0.5:       # not per message: /proc reads cost CPU
+                sampled = now
+                rss = max(rss, _proc_kb(detector.proc.pid, "VmRSS"))
+                captures_rss = max(captures_rss, sum(_proc_kb(c.proc.pid, "VmRSS")
+                                                     for c in captures))
             if not cpu0:
                 cpu0 = _cpu_parts(detector, captures)
         if msg is None:
@@ -180,6 +192,9 @@ def _measure(sub: Subscriber, detector: Child, captures: list[Child], streams: i
             "latency_ms": {"p50": round(float(ms[0]), 1), "p95": round(float(ms[1]), 1),
                            "p99": round(float(ms[2]), 1)},
             "rss_mb": round(rss / 1024, 1),
+            "captures_rss_mb": round(captures_rss / 1024, 1),
+            # what the detector runs (precision auto resolved)
+            **({"precision": last.precision} if last.precision else {}),
             # the detector's own model throughput in this run, and its share of the time
             # (None when the run was shorter than two status messages)
             "inference": {"fps": round((last.inference.frames - first.inference.frames)

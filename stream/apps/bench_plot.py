@@ -31,8 +31,9 @@ def plot_bench(result: dict, path: Path) -> None:
     if rp and rp.get("model_fps"):
         left.plot([int(b) for b in rp["model_fps"]], list(rp["model_fps"].values()), "s-",
                   label=f"{rp['dtype']} ({rp.get('backend', 'mxnet')})")
-    left.axhline(result["peak_gflops"] / result["gflop_per_frame"], color="grey", ls="--",
-                 lw=1, label=f"fp32 peak ({result['peak_gflops']:.0f} GFLOP/s)")
+    if result.get("gflop_per_frame"):         # the STAE's FLOP count only
+        left.axhline(result["peak_gflops"] / result["gflop_per_frame"], color="grey", ls="--",
+                     lw=1, label=f"fp32 peak ({result['peak_gflops']:.0f} GFLOP/s)")
     _log2_axis(left, batches)
     left.set(xlabel="batch (windows of 10 frames)", ylabel="frames/s", ylim=(0, None),
              title="model alone")

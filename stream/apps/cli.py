@@ -25,7 +25,6 @@ from stream.defaults import (
     FRAMES_ENDPOINT,
     PED2,
     PRECISIONS,
-    STAE_WEIGHTS,
     TOPICS_ENDPOINT,
     WEIGHTS,
 )
@@ -441,12 +440,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
         # this process (the model figures) and the detectors it starts alike
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
     from stream.apps.bench import format_bench, run_bench
+    from stream.apps.bench_capacity import parse_candidates
 
     sweep = tuple(int(n) for n in args.sweep.split(",") if n.strip())
+    capacity = None if args.skip_capacity else {
+        "fps": args.capacity_fps, "seconds": args.capacity_seconds,
+        "budget_ms": args.capacity_latency_ms, "max_cameras": args.capacity_max,
+        "candidates": parse_candidates(args.capacity_only) if args.capacity_only else None}
     result = run_bench(args.model, args.device, seconds=args.seconds, data=args.data,
                        streams=args.streams, sweep=sweep, pipeline="pipeline" not in args.skip,
                        reduced="reduced" not in args.skip, stride=args.stride,
-                       families=args.families, peers="peers" not in args.skip)
+                       families=args.families, peers="peers" not in args.skip,
+                       capacity=capacity)
     result["omp_threads"] = int(os.environ["OMP_NUM_THREADS"])
     print(f"network threads {result['omp_threads']} (OpenMP, bench and detectors alike)")
     print(format_bench(result))
@@ -740,11 +745,19 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--device", choices=DEVICES, default="auto")
     k.set_defaults(func=cmd_calibrate)
 
+    from stream.apps.bench_capacity import (
+        CAPACITY_FPS,
+        CAPACITY_MAX,
+        CAPACITY_SECONDS,
+        LATENCY_BUDGET_MS,
+    )
+
     b = sub.add_parser("bench", help="throughput against this machine's peak: the model, "
-                       "reduced precision, the whole pipeline")
-    b.add_argument("--model", default=str(STAE_WEIGHTS),
-                   help="weights whose network is timed against the peak (the FLOP count is the "
-                   "STAE's; default: the shipped STAE)")
+                       "reduced precision, the whole pipeline, and how many cameras it holds")
+    b.add_argument("--model", default=str(WEIGHTS),
+                   help="weights to time, any model (default: the pipeline's, "
+                   f"{WEIGHTS.name}); peak utilization needs an STAE's FLOP count and is "
+                   "skipped for other models")
     b.add_argument("--device", choices=DEVICES, default="auto")
     b.add_argument("--seconds", type=float, default=3.0,
                    help="time per throughput figure (pipeline runs: three times this)")
@@ -761,6 +774,21 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--families", nargs="+", metavar="WEIGHTS",
                    help="other models' weights whose live scored frames/s are timed beside "
                    "--model's, in turns")
+    b.add_argument("--capacity-fps", type=float, default=CAPACITY_FPS,
+                   help="frames/s of each camera "
+                   "in the capacity search (the most cameras with 0 dropped and p99 latency "
+                   "within budget, on the real pipeline, per backend and precision)")
+    b.add_argument("--capacity-seconds", type=float, default=CAPACITY_SECONDS,
+                   help="how long each capacity trial must hold")
+    b.add_argument("--capacity-latency-ms", type=float, default=LATENCY_BUDGET_MS,
+                   help="the p99 frame-to-score latency a capacity trial must hold")
+    b.add_argument("--capacity-max", type=int, default=CAPACITY_MAX,
+                   help="the most cameras the capacity search tries")
+    b.add_argument("--capacity-only", metavar="BACKEND:PRECISION,...",
+                   help="search only these, e.g. mxnet:auto,mxnet:fp32 (default: precision "
+                   "auto, then fp32 and each precision auto would time here, on each backend)")
+    b.add_argument("--skip-capacity", action="store_true",
+                   help="leave the capacity search out (quick runs)")
     b.add_argument("--json", type=Path)
     b.add_argument("--plot", type=Path, help="PNG of frames/s by batch size and by streams")
     b.add_argument("--threads", type=int, help="OpenMP threads of the network, here and in "

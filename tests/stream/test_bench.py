@@ -7,6 +7,7 @@ import cv2
 import pytest
 
 from stream.apps.bench import LIVE_FPS, detector_stride, gflop_per_frame
+from stream.apps.bench_capacity import parse_candidates, search_capacity
 from stream.apps.bench_plot import plot_bench
 from tests.conftest import PED2, ROOT, vadstream_run
 
@@ -37,7 +38,7 @@ def test_bench_writes_every_key_and_the_plot(tiny_weights, tmp_path):
     out = vadstream_run("bench", "--model", str(tiny_weights), "--device", "cpu", "--seconds",
                         f"{seconds:g}", "--streams", "2", "--sweep", "1,2", "--data", str(PED2),
                         "--json", str(tmp_path / "b.json"), "--plot", str(tmp_path / "b.png"),
-                        timeout=600)
+                        "--skip-capacity", timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads((tmp_path / "b.json").read_text())
     peak, flop = result["peak_gflops"], result["gflop_per_frame"]
@@ -106,7 +107,7 @@ def test_bench_times_other_families_beside_the_model(tiny_weights, tiny_trained,
     predictor, cae = tiny_trained("predictor"), tiny_trained("frame_cae")
     out = vadstream_run("bench", "--model", str(tiny_weights), "--device", "cpu", "--seconds",
                         "0.3", "--skip", "reduced", "--skip", "pipeline", "--skip", "peers",
-                        "--families",
+                        "--skip-capacity", "--families",
                         str(predictor), str(cae), "--json", str(tmp_path / "b.json"),
                         timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -131,7 +132,8 @@ def test_bench_times_other_families_beside_the_model(tiny_weights, tiny_trained,
 @pytest.mark.timeout(300)
 def test_bench_reports_its_backend_and_the_onnxruntime_peer(tiny_weights, tmp_path):
     out = vadstream_run("bench", "--model", str(tiny_weights), "--device", "cpu", "--seconds",
-                        "0.2", "--skip", "reduced", "--skip", "pipeline", "--json",
+                        "0.2", "--skip", "reduced", "--skip", "pipeline", "--skip-capacity",
+                        "--json",
                         str(tmp_path / "b.json"), timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads((tmp_path / "b.json").read_text())
@@ -170,9 +172,83 @@ def test_bench_reports_its_backend_and_the_onnxruntime_peer(tiny_weights, tmp_pa
     assert "peer            onnxruntime" in out.stdout and "x onnxruntime" in out.stdout
 
 
-def test_bench_refuses_a_model_that_is_not_an_stae_with_what_to_do(tiny_trained):
+def test_the_capacity_search_doubles_then_bisects_to_the_largest_count_that_holds():
+    """The search alone, over a pipeline stand-in whose verdict is fixed per count (the
+    slow test below runs it on the real pipeline)."""
+    def trial(n):
+        return {"dropped": 0 if n <= 5 else 2 * n, "p99_ms": 300.0 if n <= 5 else 900.0}
+
+    cameras, tried = search_capacity(trial, budget_ms=1000, max_cameras=64)
+    assert cameras == 5
+    assert [t["cameras"] for t in tried] == [1, 2, 4, 8, 6, 5]
+    assert [t["held"] for t in tried] == [True, True, True, False, False, True]
+    # latency alone fails a trial too, and the bound caps the search
+    assert search_capacity(lambda n: {"dropped": 0, "p99_ms": 100.0 * n}, 450, 64)[0] == 4
+    cameras, tried = search_capacity(lambda n: {"dropped": 0, "p99_ms": 1.0}, 1000, 3)
+    assert cameras == 3 and [t["cameras"] for t in tried] == [1, 2, 3]
+    assert search_capacity(lambda n: {"dropped": 1, "p99_ms": 1.0}, 1000, 8)[0] == 0
+    with pytest.raises(ValueError, match="at least 1 camera"):
+        search_capacity(trial, 1000, 0)
+
+
+def test_capacity_only_names_what_is_wrong():
+    assert parse_candidates("mxnet:auto, onnxruntime:fp32") == [("mxnet", "auto"),
+                                                                ("onnxruntime", "fp32")]
+    with pytest.raises(ValueError, match="BACKEND:PRECISION"):
+        parse_candidates("mxnet-fp32")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_bench_times_any_model_and_finds_its_capacity_on_the_real_pipeline(tiny_trained,
+                                                                           tmp_path):
+    """A predictor, benched (it once refused any model but an STAE): what needs the STAE's
+    FLOP count is skipped with why, and the capacity search runs the real pipeline (the
+    relations between its figures, never a speed)."""
     predictor = tiny_trained("predictor")
-    out = vadstream_run("bench", "--model", str(predictor), "--device", "cpu", "--skip",
-                        "reduced", "--skip", "pipeline", timeout=120)
-    assert out.returncode != 0
-    assert "times an STAE" in out.stderr and "--families" in out.stderr
+    budget = 1000
+    out = vadstream_run("bench", "--model", str(predictor), "--device", "cpu", "--seconds",
+                        "0.2", "--skip", "reduced", "--skip", "pipeline", "--skip", "peers",
+                        "--capacity-seconds", "2", "--capacity-max", "3",
+                        "--capacity-latency-ms", str(budget),
+                        "--capacity-only", "mxnet:auto,mxnet:fp32", "--data", str(PED2),
+                        "--json", str(tmp_path / "b.json"), timeout=280)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert result["model"] == str(predictor) and result["family"] == "predictor"
+    assert result["utilization"] is None and result["peak_gflops"] is None
+    assert "STAE" in result["skipped"]["utilization"]
+    assert all(v > 0 for v in result["model_fps"].values())
+
+    capacity = result["capacity"]
+    searched = capacity["searched"]
+    # auto's pick first among equals; an explicit fp32 equal to auto's pick is not searched
+    # twice
+    assert searched[0]["auto"] or searched[0]["cameras"] > searched[1]["cameras"]
+    pairs = [(e["backend"], e["precision"]) for e in searched]
+    assert len(pairs) == len(set(pairs)) and ("mxnet", "fp32") in pairs
+    assert {k: capacity[k] for k in searched[0] if k != "tried"} == \
+        {k: v for k, v in searched[0].items() if k != "tried"}
+    assert capacity["cameras"] == max(e["cameras"] for e in searched)
+    for entry in searched:
+        assert entry["precision"] in ("fp32", "bf16", "int8") and entry["fps"] == 10
+        tried = entry["tried"]
+        held = [t["cameras"] for t in tried if t["held"]]
+        for t in tried:
+            if t.get("error"):      # overloaded before every stream was scored: failed
+                assert not t["held"] and t["cameras"] > 1
+                continue
+            assert t["held"] == (t["dropped"] == 0 and t["p99_ms"] <= budget)
+            assert 0 < t["scored_share"] and 0 < t["p50_ms"] <= t["p99_ms"]
+            assert t["cameras"] <= 3
+        # the largest count that held, every count tried above it failed
+        assert entry["cameras"] == max(held, default=0)
+        assert all(not t["held"] for t in tried if t["cameras"] > entry["cameras"])
+        assert tried[0]["cameras"] == 1
+        if entry["cameras"]:
+            best = next(t for t in tried if t["held"] and t["cameras"] == entry["cameras"])
+            assert entry["p99_ms"] == best["p99_ms"] <= budget
+            assert entry["rss_mb_per_camera"] == pytest.approx(
+                (entry["rss_mb"] + entry["captures_rss_mb"]) / entry["cameras"], abs=0.06)
+            assert entry["rss_mb"] > 0 and entry["captures_rss_mb"] > 0
+    assert "capacity" in out.stdout and "skipped         utilization" in out.stdout
