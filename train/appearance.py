@@ -34,10 +34,10 @@ from models.object_ae.family import RULE, ObjectScorer
 from models.object_ae.network import ObjectAE
 from models.object_ae.regions import RegionFinder
 from models.registry import get_family
-from models.scoring import Scorer, ScorerConfig, smooth_values
+from models.scoring import Scorer, ScorerConfig
 from models.weights import WeightsMeta, load_calibration_arrays, load_weights
 from stream.capture.frames import resolve_clips
-from train.calibrate import SYNTHETIC
+from train.calibrate import SYNTHETIC, pooled
 from train.data import load_clip
 from train.metrics import roc_auc_eer, threshold_at
 from train.offline import score_clip
@@ -73,18 +73,6 @@ def score_kinds(net: HybridBlock, window: int, scorer, ctx: mx.Context,
             synthetic[kind].append((score_clip(net, altered, window, 1, scorer, ctx)["peak"],
                                     marks))
     return normal, synthetic
-
-
-def pooled(values: list[np.ndarray], k: int, marks: list[np.ndarray] | None = None
-           ) -> np.ndarray:
-    """Clips' values through a k-frame smoother (each clip a stream), scored frames only
-    (of them, the marked ones)."""
-    out = []
-    for i, v in enumerate(values):
-        v = smooth_values(v, k)
-        keep = ~np.isnan(v) if marks is None else ~np.isnan(v) & marks[i]
-        out.append(v[keep])
-    return np.concatenate(out) if out else np.zeros(0)
 
 
 def kind_figures(normal: np.ndarray, synthetic: dict[str, list[tuple[np.ndarray, np.ndarray]]],

@@ -260,6 +260,18 @@ def estimate_baseline(net: HybridBlock, clips: list[np.ndarray], window: int, st
     return mean.astype(np.float32), spread_map(std)
 
 
+def pooled(values: list[np.ndarray], k: int, marks: list[np.ndarray] | None = None
+           ) -> np.ndarray:
+    """Clips' values through a k-frame smoother (each clip a stream), scored frames only
+    (of them, the marked ones)."""
+    out = []
+    for i, v in enumerate(values):
+        v = smooth_values(v, k)
+        keep = ~np.isnan(v) if marks is None else ~np.isnan(v) & marks[i]
+        out.append(v[keep])
+    return np.concatenate(out) if out else np.zeros(0)
+
+
 def calibrate(net: HybridBlock, clips: list[np.ndarray], window: int, stride: int,
               scorer: Scorer, ctx: mx.Context, false_alarm_rate: float,
               baseline_clips: list[np.ndarray], train_clips: list[np.ndarray] | None = None,
@@ -301,16 +313,6 @@ def calibrate(net: HybridBlock, clips: list[np.ndarray], window: int, stride: in
             for rule in rules:
                 synthetic_clips[kind][rule].append((synthetic[rule], marks))
             marks_of[kind].append(int((~np.isnan(synthetic["peak"]) & marks).sum()))
-
-    def pooled(values: list[np.ndarray], k: int, marks: list | None = None) -> np.ndarray:
-        """Clips' values through a k-frame smoother (each clip a stream), scored frames only
-        (of them, the marked ones)."""
-        out = []
-        for i, v in enumerate(values):
-            v = smooth_values(v, k)
-            keep = ~np.isnan(v) if marks is None else ~np.isnan(v) & marks[i]
-            out.append(v[keep])
-        return np.concatenate(out)
 
     by_smooth = {}
     for k in smoothing:

@@ -40,8 +40,8 @@ def _proc_kb(pid: int, key: str) -> int:
     return 0
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process so far."""
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (0 once it is gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -205,9 +205,9 @@ def _measure(sub: Subscriber, detector: Child, captures: list[Child], streams: i
 
 
 def _cpu_parts(detector: Child, captures: list[Child]) -> dict[str, float]:
-    return {"detector": _cpu_seconds(detector.proc.pid),
-            "captures": sum(_cpu_seconds(c.proc.pid) for c in captures),
-            "subscriber": _cpu_seconds(os.getpid())}
+    return {"detector": cpu_seconds(detector.proc.pid),
+            "captures": sum(cpu_seconds(c.proc.pid) for c in captures),
+            "subscriber": cpu_seconds(os.getpid())}
 
 
 def pipeline_report(model: str | Path, device: str, data: Path, streams: int,

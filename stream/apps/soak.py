@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from stream.apps.bench_pipeline import cpu_seconds
 from stream.apps.processes import Child, vadstream_command
 from stream.apps.supervisor import connect_endpoint
 from stream.defaults import EVENTS_DB, PED2, ROOT
@@ -162,15 +163,6 @@ def children(pid: int) -> dict[str, list[int]]:
         if "stream.apps.cli" in argv and argv.index("stream.apps.cli") + 1 < len(argv):
             found.setdefault(argv[argv.index("stream.apps.cli") + 1], []).append(int(entry.name))
     return found
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process so far (0 once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return 0.0
 
 
 def folder_mb(path: Path) -> tuple[float, int]:
