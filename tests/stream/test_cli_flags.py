@@ -149,6 +149,19 @@ def test_parsing_a_command_loads_no_mxnet():
     assert out.stdout.split() == ["False", "False", "True"]
 
 
+def test_the_supervisor_loads_no_mxnet_and_models_names_still_resolve():
+    """``vadstream run``'s supervisor reads a pipeline config (``models.scoring``) without
+    loading MXNet; ``from models import NAME`` still gives every exported name."""
+    code = ("import sys; from stream.apps.supervisor import Supervisor; "
+            "from stream.pipeline import load_pipeline; a = 'mxnet' in sys.modules; "
+            "import models; names = [getattr(models, n) for n in models.__all__]; "
+            "from models import WeightsMeta, get_model; "
+            "print(a, 'mxnet' in sys.modules, len(names) == len(models.__all__))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, check=True, timeout=120)
+    assert out.stdout.split() == ["False", "True", "True"]
+
+
 def test_the_configs_defaults_are_stream_defaults():
     from stream import defaults
     detector = DetectorConfig()
