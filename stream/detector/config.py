@@ -84,9 +84,10 @@ class DetectorConfig:
             (stride < window: without it each window encodes all its frames again); fp32
             and bf16 on mxnet, fp32 on onnxruntime; int8 runs the whole network (see
             ``stream.detector.reuse``).
-        drift: When a stream's scores have drifted from its model's calibration
-            (:class:`stream.detector.drift.DriftConfig`: ``enabled``, ``window``,
-            ``percentile``, ``release``, ``fallback``); reported in ``status``.
+        drift: When a stream's scores have drifted from its model's calibration, reported
+            in ``status``: ``enabled``, ``window`` (frames whose median is compared),
+            ``percentile`` (of the calibration's normal frames: the limit), ``release``
+            and ``fallback`` (see ``stream.detector.drift``).
     """
 
     bind: str = FRAMES_ENDPOINT
