@@ -8,9 +8,10 @@ scores moves up. Per stream, :class:`DriftTracker` keeps the rule values of the 
 of normal frames:
 
 - the **figure** is the median of the window's values, where a frame judged anomalous
-  counts as the threshold (it is at least that): a short event moves the median by at most
-  its share of the window, and a shift that pushes every frame over the threshold is still
-  seen (tracking only the frames judged normal would leave nothing to track then);
+  counts as the threshold it was judged against (its value is at least that): a short event
+  moves the median by at most its share of the window, and a shift that pushes every frame
+  over the threshold is still seen (tracking only the frames judged normal would leave
+  nothing to track then);
 - it **turns on** when the window is full and the figure reaches the *limit*, the
   calibration's ``percentile`` (90th by default) of its normal frames' values: more than
   half of the last ``window`` frames score where only a tenth of calibration's did;
@@ -80,7 +81,7 @@ class DriftReference:
     Args:
         limit: The figure at and above which the scores have drifted.
         median: The calibration's median of normal values (0 on the fallback).
-        threshold: The model's calibrated threshold (anomalous frames count as it).
+        threshold: The model's threshold (the fallback's base).
         source: ``calibration p90`` (or another percentile) or ``threshold fallback``.
     """
 
@@ -140,19 +141,21 @@ class DriftTracker:
         """Frames in the window."""
         return min(self._count, self.config.window)
 
-    def push(self, value: float, anomalous: bool, ts: float) -> bool | None:
+    def push(self, value: float, threshold: float, ts: float) -> bool | None:
         """Take one scored frame's rule value.
 
         Args:
-            value: Its (smoothed) rule value.
-            anomalous: Whether it was judged anomalous (it then counts as the threshold).
+            value: Its (smoothed) rule value; a value that is not finite is left out.
+            threshold: The threshold it was judged against: a frame at or above it (judged
+                anomalous) counts as it.
             ts: Its capture time.
 
         Returns:
             True when drift turns on with this frame, False when it clears, else None.
         """
-        if anomalous or not np.isfinite(value):
-            value = self.reference.threshold
+        if not np.isfinite(value):
+            return None
+        value = min(value, threshold)
         self._values[self._count % self.config.window] = value
         self._count += 1
         if self._count < self.config.window:

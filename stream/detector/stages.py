@@ -458,7 +458,7 @@ class Events(Stage):
                                           scorer.threshold, self.drift)
             state.drift = DriftTracker(reference, self.drift)
         tracker = state.drift
-        change = tracker.push(f.score, f.anomalous, f.ts)
+        change = tracker.push(f.score, f.threshold, f.ts)
         if change is not None:
             log.warning("stream %s: scores %s (median of the last %d frames %.4g; %s %.4g)",
                         state.stream, "drifted" if change else "back within calibration",

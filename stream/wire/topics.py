@@ -270,7 +270,7 @@ class DriftStatus(Record):
     Args:
         state: ``filling`` (fewer than ``window`` frames scored yet), ``ok`` or ``drift``.
         figure: The median of the last ``window`` frames' rule values (a frame judged
-            anomalous counts as the threshold); None while filling.
+            anomalous counts as the threshold it was judged against); None while filling.
         limit: The figure at and above which the stream has drifted (the calibration's
             percentile of normal frames, or the threshold fallback).
         clear: The figure below which drift clears.

@@ -28,8 +28,8 @@ def _tracker(window: int = 10, release: float = 0.5) -> DriftTracker:
     return DriftTracker(DriftReference.of(CALIBRATION, "error", 20.0, config), config)
 
 
-def _push(tracker: DriftTracker, values, anomalous: bool = False) -> list:
-    return [tracker.push(v, anomalous, float(i)) for i, v in enumerate(values)]
+def _push(tracker: DriftTracker, values, threshold: float = 20.0) -> list:
+    return [tracker.push(v, threshold, float(i)) for i, v in enumerate(values)]
 
 
 def test_the_tracker_turns_on_at_the_limit_and_clears_halfway_back_to_the_median():
@@ -55,15 +55,23 @@ def test_the_tracker_turns_on_at_the_limit_and_clears_halfway_back_to_the_median
     assert (described["limit"], described["clear"], described["frames"]) == (10.0, 7.5, 10)
 
 
-def test_anomalous_frames_count_as_the_threshold_and_a_short_event_does_not_drift():
+def test_anomalous_frames_count_as_their_threshold_and_a_short_event_does_not_drift():
     tracker = _tracker()
     _push(tracker, [5.0] * 10)
     # 4 anomalous frames of 10 (an event): the median stays at the normal frames'.
-    assert _push(tracker, [float("nan")] * 4, anomalous=True) == [None] * 4
+    assert _push(tracker, [500.0] * 4) == [None] * 4
     assert tracker.state == "ok" and tracker.figure == 5.0
+    # A value that is not finite is left out.
+    assert _push(tracker, [float("nan"), float("inf")]) == [None, None]
+    assert tracker.frames == 10 and tracker.figure == 5.0
     # Every frame over the threshold (a shift beyond it): counted at it, so drift shows.
-    _push(tracker, [500.0] * 6, anomalous=True)
+    _push(tracker, [500.0] * 6)
     assert tracker.state == "drift" and tracker.figure == 20.0
+    # Judged against a stream's lower override (8, under the limit): frames over it count
+    # as 8, and a lowered threshold alone does not make the scene drift.
+    low = _tracker()
+    _push(low, [500.0] * 10, threshold=8.0)
+    assert low.state == "ok" and low.figure == 8.0
 
 
 def test_weights_without_percentiles_fall_back_on_the_threshold():
