@@ -171,3 +171,25 @@ def test_brightened_ped2_footage_drifts_within_the_window_and_clears_when_it_ret
         stop.set()
         thread.join(30)
     assert not thread.is_alive()
+
+
+def test_the_status_drift_field_is_additive_on_the_wire():
+    """Version 1 still: a status without ``drift`` (an older detector) reads as None, one
+    with it round-trips, and a wrong type in it is named."""
+    from stream.wire.topics import TopicError, decode_topic
+
+    entry = {"received": 5, "scored": 5, "dropped": 0, "overrun": 0, "fps": 1.0, "queue": 0,
+             "event_open": False, "events": 0, "reconnects": 0, "online": True, "clip": None}
+    base = {"v": 1, "ts": 1.0, "uptime_s": 1.0, "rejected": {}, "rule": "error",
+            "threshold": 20.0, "status_interval": 1.0}
+    old = StatusMessage.from_dict({**base, "streams": {"cam": entry}})
+    assert old.streams["cam"].drift is None and "drift" not in old.to_dict()["streams"]["cam"]
+    tracker = _tracker()
+    _push(tracker, [5.0] * 10)
+    new = StatusMessage.from_dict({**base, "streams": {"cam": {**entry,
+                                                               "drift": tracker.describe()}}})
+    assert decode_topic(new.to_parts()) == new
+    assert new.streams["cam"].drift.state == "ok" and new.streams["cam"].drift.figure == 5.0
+    with pytest.raises(TopicError, match="drift"):
+        StatusMessage.from_dict({**base, "streams": {"cam": {
+            **entry, "drift": {**tracker.describe(), "limit": "high"}}}})
