@@ -64,6 +64,10 @@ def _coerce(value, tp, where: str):
                 raise ConfigError(f"{where}: expected {len(args)} values, got {value!r}")
             return tuple(_coerce(v, a, where) for v, a in zip(value, args, strict=True))
         return tuple(_coerce(v, inner, where) for v in value)
+    if dataclasses.is_dataclass(tp):   # a nested section, e.g. detector.drift
+        if isinstance(value, tp):
+            return value
+        return build(tp, value, where)
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")

@@ -95,6 +95,8 @@ def _default_text(field: dataclasses.Field) -> str | None:
         return None
     if value == "" or value is None:
         return None
+    if dataclasses.is_dataclass(value):   # a nested section: as the JSON the flag takes
+        return json.dumps(dataclasses.asdict(value))
     if isinstance(value, bool):
         return "yes" if value else "no"
     return str(value)

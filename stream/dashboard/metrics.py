@@ -105,6 +105,14 @@ class DashboardCollector(Collector):
                                   labels=["stream"])
         latency = GaugeMetricFamily("vadstream_frame_latency_seconds", "Capture to score "
                                     "time of the latest frame", labels=["stream"])
+        drift = GaugeMetricFamily("vadstream_drift", "1 while the stream's scores have "
+                                  "drifted from its model's calibration", labels=["stream"])
+        drift_figure = GaugeMetricFamily("vadstream_drift_figure", "Median of the stream's "
+                                         "recent frame values (the drift figure)",
+                                         labels=["stream"])
+        drift_limit = GaugeMetricFamily("vadstream_drift_limit", "The drift figure at and "
+                                        "above which the stream has drifted",
+                                        labels=["stream"])
         for view in views:
             entry, label = view.status, [view.id]
             online.add_metric(label, int(view.online))
@@ -116,13 +124,18 @@ class DashboardCollector(Collector):
                 rates[name].add_metric(label, view.rates[key])
             queue.add_metric(label, entry.queue)
             event_open.add_metric(label, int(entry.event_open))
+            if entry.drift is not None:
+                drift.add_metric(label, int(entry.drift.state == "drift"))
+                drift_limit.add_metric(label, entry.drift.limit)
+                if entry.drift.figure is not None:
+                    drift_figure.add_metric(label, entry.drift.figure)
             if view.last_score is not None:
                 score.add_metric(label, view.last_score.scores.score)
                 latency.add_metric(label, view.last_score.latency_ms / 1000)
         yield online
         yield from rates.values()
         yield from families.values()
-        yield from (queue, event_open, score, latency)
+        yield from (queue, event_open, score, latency, drift, drift_figure, drift_limit)
 
 
 def render(collector: DashboardCollector) -> bytes:

@@ -140,9 +140,12 @@ class StreamView:
                     "masked": None}
         if s is not None:
             settings = {k: getattr(s, k) for k in settings}
+        # its scores against its model's calibration (None: a detector that does not say)
+        drift = s.drift.to_dict() if s is not None and s.drift is not None else None
         return {"id": self.id, "online": self.online, "ended": self.ended,
                 "fps": dict(self.rates), **counts, "settings": settings,
                 "event_open": s is not None and s.event_open, "clip": clip, **latest,
+                "drift": drift,
                 "latest": f"/api/streams/{self.id}/latest.jpg" if self.latest else None}
 
 

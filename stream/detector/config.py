@@ -14,6 +14,7 @@ from stream.defaults import (
     TOPICS_ENDPOINT,
     WEIGHTS,
 )
+from stream.detector.drift import DriftConfig
 
 #: Why backend onnxruntime refuses ``bf16``, and what to use.
 ONNX_BF16_REFUSED = ("precision bf16 is not available with backend onnxruntime (its CPU "
@@ -83,6 +84,10 @@ class DetectorConfig:
             (stride < window: without it each window encodes all its frames again); fp32
             and bf16 on mxnet, fp32 on onnxruntime; int8 runs the whole network (see
             ``stream.detector.reuse``).
+        drift: When a stream's scores have drifted from its model's calibration, reported
+            in ``status``: ``enabled``, ``window`` (frames whose median is compared),
+            ``percentile`` (of the calibration's normal frames: the limit), ``release``
+            and ``fallback`` (see ``stream.detector.drift``).
     """
 
     bind: str = FRAMES_ENDPOINT
@@ -113,6 +118,7 @@ class DetectorConfig:
     curve_streams: dict = field(default_factory=dict)
     plugins: tuple[str, ...] = ()
     encoder_reuse: bool = True
+    drift: DriftConfig = field(default_factory=DriftConfig)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:

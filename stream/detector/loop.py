@@ -182,7 +182,8 @@ class Detector:
             self.scoring = Scoring()
             self.publishing = Publishing(self.publisher, annotator or Annotator())
             self.tracking = Events(self.publishing, store,
-                                   *self._housekeeping(store, clips, retention, events))
+                                   *self._housekeeping(store, clips, retention, events),
+                                   drift=config.drift)
             if self.tracking.clips is not None:
                 undo.callback(self.tracking.clips.stop)
             self.stages = (self.receiver, self.scheduler, self.infer, self.scoring, self.tracking,
@@ -379,6 +380,8 @@ class Detector:
                 "online": online, "clip": s.clip, "model": s.runtime.weights,
                 "threshold": s.threshold, "detect": s.settings.detect,
                 "paused": s.counts["paused"], "masked": bool(s.settings.mask)}
+            if s.drift is not None:
+                streams[s.stream]["drift"] = s.drift.describe()
             s.rate_mark = (now, s.counts["received"])
         for stream, last in self.gone.items():   # still reported: a camera that is down
             streams[stream] = {"online": False, "last_seen": last, "idle_ended": True}

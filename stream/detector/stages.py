@@ -22,6 +22,7 @@ import zmq
 from models.scoring import FrameScores
 from stream.detector.annotate import Annotator, find_boxes
 from stream.detector.clips import ClipFrame, ClipRecorder
+from stream.detector.drift import DriftConfig, DriftReference, DriftTracker
 from stream.detector.events import FrameVerdict
 from stream.detector.histogram import Histogram
 from stream.detector.retention import Retention
@@ -390,14 +391,18 @@ class Events(Stage):
         store: The events store (None: alerts are only published).
         clips: Records each event's clip (None: no clips).
         retention: Deletes the oldest events beyond the budget or age (None: none).
+        drift: When a stream's scores have drifted from its model's calibration (each
+            stream's :class:`DriftTracker`, reported in ``status``; default: on).
     """
 
     def __init__(self, publishing: Publishing, store: EventStore | None,
-                 clips: ClipRecorder | None = None, retention: Retention | None = None) -> None:
+                 clips: ClipRecorder | None = None, retention: Retention | None = None,
+                 drift: DriftConfig | None = None) -> None:
         self.publishing = publishing
         self.store = store
         self.clips = clips
         self.retention = retention
+        self.drift = drift or DriftConfig()
 
     def start(self) -> None:
         if self.store is None:
@@ -436,9 +441,29 @@ class Events(Stage):
             self.alert(alert, state)
         if self.clips is not None:
             self.clips.frame(state.stream, self.publishing.clip_frame(f, boxes))
+        self.track_drift(f)
         self.publishing.score(f)
         if wanted:
             self.publishing.overlay_message(f, boxes, jpeg)
+
+    def track_drift(self, f: ScoredFrame) -> None:
+        """Feed the frame to its stream's drift tracker (made on its first frame: a stream
+        that changes model starts afresh, with the new model's reference)."""
+        if not self.drift.enabled:
+            return
+        state = f.state
+        if state.drift is None:
+            scorer = state.runtime.scorer
+            reference = DriftReference.of(state.runtime.engine.meta.calibration, scorer.rule,
+                                          scorer.threshold, self.drift)
+            state.drift = DriftTracker(reference, self.drift)
+        tracker = state.drift
+        change = tracker.push(f.score, f.threshold, f.ts)
+        if change is not None:
+            log.warning("stream %s: scores %s (median of the last %d frames %.4g; %s %.4g)",
+                        state.stream, "drifted" if change else "back within calibration",
+                        tracker.frames, tracker.figure, tracker.reference.source,
+                        tracker.reference.limit)
 
     def end_of_stream(self, state: StreamState) -> None:
         end = state.tracker.close()

@@ -8,6 +8,7 @@ from collections import Counter
 import numpy as np
 
 from models.scoring import Smoother
+from stream.detector.drift import DriftTracker
 from stream.detector.events import EventTracker
 from stream.detector.ring import RingBuffer
 from stream.detector.runtime import ModelRuntime
@@ -59,6 +60,9 @@ class StreamState:
         #: Frames before this ring index are encoded (or handed to a job to encode).
         self.encoded = 0
         self._smoothed_segment = 0   # the segment the smoother holds values of
+        #: Its scores against its model's calibration (None: before its first scored
+        #: frame, or drift tracking is off); kept across clips and cuts.
+        self.drift: DriftTracker | None = None
 
     @property
     def threshold(self) -> float:

@@ -50,6 +50,7 @@ from stream.wire.security import client_from_args
 from stream.wire.subscriber import Subscriber
 from stream.wire.topics import (
     AlertMessage,
+    DriftStatus,
     OverlayMessage,
     ScoreMessage,
     StatusMessage,
@@ -77,6 +78,8 @@ class _Stream:
     snapshot: bytes | None = None        # the last snapshot published (re-sent on reconnect)
     reported: bool = False               # status reports its threshold (detectors since control)
     commanded_at: float = 0.0            # Unix time of the last command the detector applied
+    drift: bool | None = None            # its scores have drifted (None: not reported)
+    drift_attributes: str | None = None  # the drift/attributes JSON last published
 
 
 class Bridge:
@@ -249,6 +252,9 @@ class Bridge:
             model = getattr(entry, "model", None)
             if model:
                 self._set_model(stream, model, models.get(model))
+            drift = getattr(entry, "drift", None)
+            if drift is not None:
+                self._set_drift(stream, drift)
         for stream in set(self.streams) - set(status.streams):
             self._set_online(stream, False)
 
@@ -291,6 +297,22 @@ class Bridge:
                 s.calibrated = float(calibrated)
                 if s.announced:
                     self.announce(stream)
+
+    def _set_drift(self, stream: str, drift: DriftStatus) -> None:
+        """Publish ``drift`` (``ON`` while the stream's scores have drifted from its
+        model's calibration) when it changes, and ``drift/attributes`` (the status's drift
+        entry, its figure at 3 significant digits) when the state or that figure does."""
+        s = self._stream(stream)
+        on = drift.state == "drift"
+        if s.drift is not on:
+            s.drift = on
+            self._publish(self.topics.stream(stream, "drift"), switch(on), retain=True)
+        attributes = json.dumps({**drift.to_dict(), "figure": None if drift.figure is None
+                                 else float(f"{drift.figure:.3g}")})
+        if attributes != s.drift_attributes:
+            s.drift_attributes = attributes
+            self._publish(self.topics.stream(stream, "drift/attributes"), attributes,
+                          retain=True)
 
     def _set_anomaly(self, stream: str, on: bool) -> None:
         self._stream(stream).anomaly = on
@@ -378,6 +400,11 @@ class Bridge:
         if s.model is not None:
             self._publish(self.topics.stream(stream, "model/state"), s.model, retain=True)
         self._publish(self.topics.stream(stream, "anomaly"), switch(s.anomaly), retain=True)
+        if s.drift is not None:
+            self._publish(self.topics.stream(stream, "drift"), switch(s.drift), retain=True)
+        if s.drift_attributes is not None:
+            self._publish(self.topics.stream(stream, "drift/attributes"), s.drift_attributes,
+                          retain=True)
         if s.snapshot is not None:
             self._publish(self.topics.stream(stream, "snapshot"), s.snapshot, retain=True)
 

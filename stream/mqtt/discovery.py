@@ -1,4 +1,5 @@
-"""Home Assistant MQTT discovery: one device per stream with five entities.
+"""Home Assistant MQTT discovery: one device per stream with six entities (the sixth,
+``drift``, is on while the stream's scores have drifted from its model's calibration).
 
 Each entity's config is published retained on
 ``<discovery_prefix>/<component>/vadstream_<stream>/<object>/config``; Home Assistant
@@ -16,7 +17,7 @@ from stream.mqtt.topics import COMMANDS, OFF, ON, MqttTopics
 
 #: ``(component, object)`` of every entity a stream gets.
 ENTITIES = (("binary_sensor", "anomaly"), ("sensor", "score"), ("image", "snapshot"),
-            ("number", "threshold"), ("switch", "detect"))
+            ("number", "threshold"), ("switch", "detect"), ("binary_sensor", "drift"))
 #: The entities that send a command, by the command (``mqtt.commands``) they send.
 COMMAND_ENTITIES = {"threshold": "threshold", "detect": "detect"}
 #: What a weights path may end with (``save_weights`` writes ``<path>.params``, ``.json``).
@@ -90,6 +91,10 @@ def discovery_configs(topics: MqttTopics, discovery_prefix: str, stream: str,
                    "state_topic": topics.stream(stream, "detect/state"),
                    "payload_on": ON, "payload_off": OFF, "state_on": ON, "state_off": OFF,
                    "entity_category": "config"},
+        "drift": {"name": "Drift", "state_topic": topics.stream(stream, "drift"),
+                  "json_attributes_topic": topics.stream(stream, "drift/attributes"),
+                  "payload_on": ON, "payload_off": OFF, "device_class": "problem",
+                  "entity_category": "diagnostic"},
     }
     out: list[tuple[str, dict | None]] = []
     for component, obj in ENTITIES:

@@ -51,7 +51,7 @@ class MqttTopics:
     def stream(self, stream: str, name: str) -> str:
         """A stream's topic: ``anomaly``, ``score``, ``snapshot``, ``status``,
         ``threshold/state``, ``threshold/set``, ``detect/state``, ``detect/set``,
-        ``model/state`` or ``model/set``."""
+        ``model/state``, ``model/set``, ``drift`` or ``drift/attributes``."""
         return f"{self.prefix}/{stream}/{name}"
 
     @property

@@ -17,9 +17,9 @@ add something and strict where the meaning could change:
 Fields written as ``null`` when unknown: ``clip`` and ``frame`` (only replayed datasets
 have them), an alert's ``end_seq`` and ``end_ts`` (until its ``end``). Fields left out
 unless set: an alert's ``recovered`` and ``clip_path``; ``status``'s ``subscriptions``,
-``inference_s``, ``precision`` and ``inference``. A stream that the detector ended for
-idleness is reported in ``status`` as an :class:`IdleStream` (``online``, ``last_seen``,
-``idle_ended``) instead of a :class:`StreamStatus`.
+``inference_s``, ``precision`` and ``inference``, and a stream's ``drift``. A stream that
+the detector ended for idleness is reported in ``status`` as an :class:`IdleStream`
+(``online``, ``last_seen``, ``idle_ended``) instead of a :class:`StreamStatus`.
 """
 
 from __future__ import annotations
@@ -264,6 +264,34 @@ class EosMessage(TopicMessage):
 
 
 @dataclass(frozen=True, kw_only=True)
+class DriftStatus(Record):
+    """A stream's scores against its model's calibration (:mod:`stream.detector.drift`).
+
+    Args:
+        state: ``filling`` (fewer than ``window`` frames scored yet), ``ok`` or ``drift``.
+        figure: The median of the last ``window`` frames' rule values (a frame judged
+            anomalous counts as the threshold it was judged against); None while filling.
+        limit: The figure at and above which the stream has drifted (the calibration's
+            percentile of normal frames, or the threshold fallback).
+        clear: The figure below which drift clears.
+        frames: Frames in the window.
+        window: Frames the figure is the median of.
+        since: Capture time of the frame that turned drift on (None unless drifted).
+        reference: Where ``limit`` comes from: ``calibration p90`` (or another
+            percentile) or ``threshold fallback``.
+    """
+
+    state: str
+    figure: float | None
+    limit: float
+    clear: float
+    frames: int
+    window: int
+    since: float | None = None
+    reference: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class StreamStatus(Record):
     """One tracked stream in ``status``.
 
@@ -285,6 +313,8 @@ class StreamStatus(Record):
         detect: False while its detection is switched off.
         paused: Frames dropped unscored while detection was off.
         masked: Whether an ignore mask applies.
+        drift: Its scores against its model's calibration (left out before its first
+            scored frame and when drift tracking is off).
     """
 
     received: int
@@ -303,6 +333,7 @@ class StreamStatus(Record):
     detect: bool = optional(True)
     paused: int = optional(0)
     masked: bool = optional(False)
+    drift: DriftStatus | None = optional()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -139,6 +139,15 @@ function renderStream(s) {
     [...events.values()].some((e) => e.open && e.stream === s.id));
   $(".event", card).hidden = !open;
   card.classList.toggle("alarm", open);
+  // drift: the median of its recent scores is where few of the calibration's normal ones were
+  const drift = sum.ended ? null : sum.drift;
+  const drifted = !!drift && drift.state === "drift";
+  const marker = $(".drift", card);
+  marker.hidden = !drifted;
+  marker.title = drifted ? `scores drifted from calibration: median ${fmtScore(drift.figure)} ` +
+    `of the last ${drift.frames} frames ≥ ${fmtScore(drift.limit)} (${drift.reference}); ` +
+    `clears below ${fmtScore(drift.clear)}` : "";
+  card.classList.toggle("drifted", drifted);
   card.classList.toggle("stale", detector.reachable === false);
   $(".clip", card).textContent = sum.clip ? `clip ${sum.clip}` : "";
   const fps = sum.fps || {};

@@ -52,3 +52,20 @@ def test_no_stale_numbers_while_no_detector_is_reachable():
     clock.now += 10
     assert _samples(state) == {("vadstream_detector_up", ()): 0,
                                ("vadstream_dashboard_clients", ()): 0}
+
+
+def test_drift_gauges_follow_the_status_and_are_left_out_without_it():
+    state = LiveState(clock=Clock())
+    state.on_status(_status(1000.0, received=10, scored=5))
+    assert not any(name.startswith("vadstream_drift") for name, _ in _samples(state))
+    drift = {"state": "drift", "figure": 12.5, "limit": 10.0, "clear": 7.5, "frames": 600,
+             "window": 600, "since": 999.0, "reference": "calibration p90"}
+    state.on_status(_status(1001.0, received=20, scored=15, drift=drift))
+    got, cam = _samples(state), (("stream", "cam"),)
+    assert got[("vadstream_drift", cam)] == 1
+    assert (got[("vadstream_drift_figure", cam)], got[("vadstream_drift_limit", cam)]) == (
+        12.5, 10.0)
+    state.on_status(_status(1002.0, received=30, scored=25,
+                            drift={**drift, "state": "filling", "figure": None, "since": None}))
+    got = _samples(state)
+    assert got[("vadstream_drift", cam)] == 0 and ("vadstream_drift_figure", cam) not in got

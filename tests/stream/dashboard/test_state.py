@@ -109,3 +109,13 @@ def test_a_stream_ended_for_idleness_is_offline_with_no_counters():
     assert not summary["online"] and summary["received"] is None and summary["queue"] is None
     assert summary["fps"] == {"capture": 0.0, "processed": 0.0, "dropped": 0.0}
     assert summary["score"] == 3.0 and not summary["event_open"]
+
+
+def test_a_streams_drift_reaches_its_summary_and_an_older_detector_says_none():
+    state = LiveState(clock=Clock())
+    state.on_status(_status(1000.0, 10, 10))
+    assert state.streams["cam"].summary()["drift"] is None   # a detector before drift
+    drift = {"state": "drift", "figure": 12.5, "limit": 10.0, "clear": 7.5, "frames": 600,
+             "window": 600, "since": 999.0, "reference": "calibration p90"}
+    state.on_status(_status(1001.0, 20, 20, drift=drift))
+    assert state.streams["cam"].summary()["drift"] == drift
