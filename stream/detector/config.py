@@ -14,6 +14,7 @@ from stream.defaults import (
     TOPICS_ENDPOINT,
     WEIGHTS,
 )
+from stream.detector.gate import check_gate
 
 #: Why backend onnxruntime refuses ``bf16``, and what to use.
 ONNX_BF16_REFUSED = ("precision bf16 is not available with backend onnxruntime (its CPU "
@@ -83,6 +84,13 @@ class DetectorConfig:
             (stride < window: without it each window encodes all its frames again); fp32
             and bf16 on mxnet, fp32 on onnxruntime; int8 runs the whole network (see
             ``stream.detector.reuse``).
+        gate: The motion gate (:mod:`stream.detector.gate`): a window in which nothing
+            moves (the largest 4×4 sum of its frames' change at most a bound calibrated
+            on normal clips) is scored without the network, reported ``gated`` with the
+            calibrated still score, below the threshold. ``off``; ``auto`` (where the
+            weights carry a calibrated gate, the scorer does not smooth and windows hold
+            two frames or more); ``on`` (refused where ``auto`` would not gate); or a
+            number: that bound.
     """
 
     bind: str = FRAMES_ENDPOINT
@@ -113,6 +121,7 @@ class DetectorConfig:
     curve_streams: dict = field(default_factory=dict)
     plugins: tuple[str, ...] = ()
     encoder_reuse: bool = True
+    gate: float | str = "off"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -121,6 +130,7 @@ class DetectorConfig:
             raise ValueError(f"backend {self.backend!r} is not one of {list(BACKENDS)}")
         if self.backend == "onnxruntime" and self.precision == "bf16":
             raise ValueError(ONNX_BF16_REFUSED)
+        check_gate(self.gate)
         if bool(self.curve_secret_key) != bool(self.curve_allowed):
             raise ValueError("CURVE needs both curve_secret_key and curve_allowed")
         counts = {"stride": self.stride, "max_batch": self.max_batch,

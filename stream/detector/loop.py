@@ -378,7 +378,8 @@ class Detector:
                 "events": s.counts["events"], "reconnects": s.counts["reconnects"],
                 "online": online, "clip": s.clip, "model": s.runtime.weights,
                 "threshold": s.threshold, "detect": s.settings.detect,
-                "paused": s.counts["paused"], "masked": bool(s.settings.mask)}
+                "paused": s.counts["paused"], "masked": bool(s.settings.mask),
+                "gated": s.counts["gated"]}
             s.rate_mark = (now, s.counts["received"])
         for stream, last in self.gone.items():   # still reported: a camera that is down
             streams[stream] = {"online": False, "last_seen": last, "idle_ended": True}
