@@ -11,23 +11,35 @@ any window of the normal clips themselves (there, someone always walks: such mot
 never still). The gated score is the largest rule value any still window within the bound
 reached.
 
-Usage: ``python -m train.gate WEIGHTS TRAIN_FOLDER [--write]``.
+Usage: ``python -m train.gate calibrate WEIGHTS TRAIN_FOLDER [--write]``; and
+``python -m train.gate verify WEIGHTS SOURCE...`` runs the live detector (in-process, real
+sockets) on each clip folder or video with the gate off and on and reports whether every
+frame's decision is equal and the share of frames gated.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import threading
+import time
 from pathlib import Path
 
+import cv2
 import mxnet as mx
 import numpy as np
+import zmq
 
 from models.registry import get_family
 from models.scoring import ScorerConfig
 from models.weights import load_calibration_arrays, load_weights, weights_paths
-from stream.capture.frames import load_clip
+from stream.capture.frames import list_frames, load_clip
+from stream.defaults import STRIDE
+from stream.detector.config import DetectorConfig
 from stream.detector.gate import window_motion
+from stream.detector.loop import Detector
+from stream.wire.protocol import encode_eos, encode_frame
+from stream.wire.subscriber import Subscriber
 from train.offline import score_clip
 
 #: Noise levels tried (the largest 4×4 sum of change they allow, 0-255 scale).
@@ -93,14 +105,101 @@ def calibrate(weights: str | Path, clips: list[Path], bases: int = 2, seed: int 
                       "of the normal clips; score: the highest still score within it"}
 
 
+def read_source(source: str | Path) -> list[np.ndarray]:
+    """The frames of a clip folder or a video file (BGR)."""
+    source = Path(source)
+    if source.is_dir():
+        return [cv2.imread(str(p)) for p in list_frames(source)]
+    capture, frames = cv2.VideoCapture(str(source)), []
+    while (read := capture.read())[0]:
+        frames.append(read[1])
+    capture.release()
+    if not frames:
+        raise ValueError(f"{source}: no frames read; give a clip folder or a video file")
+    return frames
+
+
+def live_scores(weights: str | Path, frames: list[np.ndarray], gate: str | float,
+                stride: int = STRIDE, timeout: float = 600) -> list[dict]:
+    """Every ``score`` message the live detector (in-process, real loopback sockets,
+    fp32 on the CPU) publishes for ``frames`` sent as one stream under ``gate``.
+
+    Raises:
+        TimeoutError: If the stream's end is not reported within ``timeout`` seconds.
+    """
+    det = Detector(DetectorConfig(bind="tcp://127.0.0.1:*", publish="tcp://127.0.0.1:*",
+                                  control="", model=str(weights), device="cpu",
+                                  precision="fp32", stride=stride, events_db="",
+                                  gate=gate))
+    stop = threading.Event()
+    thread = threading.Thread(target=det.run, args=(stop,))
+    thread.start()
+    sub = Subscriber(det.endpoints["publish"], ["score.cam", "eos.cam", "status"])
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    live: list[dict] = []
+    end = time.monotonic() + timeout
+
+    def read() -> bool:
+        if time.monotonic() > end:
+            raise TimeoutError(f"the detector did not end stream cam in {timeout} s")
+        m = sub.recv()
+        if m is not None and m.topic == "score.cam":
+            live.append(m.payload)
+        return m is not None and m.topic == "eos.cam"
+    try:
+        while not (m := sub.recv()) or m.topic != "status":   # subscribed
+            read()
+        push.connect(det.endpoints["bind"])
+        for i, image in enumerate(frames):
+            push.send_multipart(encode_frame("cam", i, 1.0 + i, image))
+            while i - (live[-1]["seq"] if live else 0) > 16:   # never overrun the ring
+                read()
+        push.send_multipart(encode_eos("cam"))
+        while not read():
+            pass
+    finally:
+        push.close(linger=0)
+        sub.close()
+        stop.set()
+        thread.join(30)
+    return live
+
+
+def verify(weights: str | Path, source: str | Path, gate: str | float = "auto",
+           stride: int = STRIDE) -> dict:
+    """Live decisions on ``source`` with the gate off and with ``gate``: equal or not,
+    and the share of scored frames gated."""
+    frames = read_source(source)
+    off = live_scores(weights, frames, "off", stride)
+    on = live_scores(weights, frames, gate, stride)
+    return {"source": Path(source).name, "frames": len(frames), "scored": len(on),
+            "same_frames": [s["seq"] for s in off] == [s["seq"] for s in on],
+            "equal": [(s["seq"], s["anomalous"]) for s in off]
+            == [(s["seq"], s["anomalous"]) for s in on],
+            "anomalous": sum(s["anomalous"] for s in off),
+            "gated": sum(s.get("gated", False) for s in on),
+            "gated_share": round(sum(s.get("gated", False) for s in on) / max(1, len(on)), 4)}
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``python -m train.gate WEIGHTS TRAIN_FOLDER [--write]``."""
+    """``python -m train.gate calibrate|verify ...`` (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m train.gate", description=__doc__)
-    parser.add_argument("weights")
-    parser.add_argument("train", help="folder of normal training clip folders")
-    parser.add_argument("--write", action="store_true",
-                        help="store the gate in the weights' metadata")
+    sub = parser.add_subparsers(dest="command", required=True)
+    cal = sub.add_parser("calibrate", help="derive the gate on normal training clips")
+    cal.add_argument("weights")
+    cal.add_argument("train", help="folder of normal training clip folders")
+    cal.add_argument("--write", action="store_true",
+                     help="store the gate in the weights' metadata")
+    ver = sub.add_parser("verify", help="live decisions with the gate off and on")
+    ver.add_argument("weights")
+    ver.add_argument("sources", nargs="+", help="clip folders or video files")
+    ver.add_argument("--gate", default="auto")
+    ver.add_argument("--stride", type=int, default=STRIDE)
     args = parser.parse_args(argv)
+    if args.command == "verify":
+        for source in args.sources:
+            print(json.dumps(verify(args.weights, source, args.gate, args.stride)), flush=True)
+        return
     clips = sorted(p for p in Path(args.train).iterdir() if p.is_dir())
     gate = calibrate(args.weights, clips)
     print(json.dumps(gate, indent=2))

@@ -188,7 +188,7 @@ class Scheduler(Stage):
     def _window(state: StreamState, start: int, first: int, job: Job, still: bool) -> Window:
         """The window (its frames already in the job's next row, :meth:`_still`)."""
         runtime, ring = state.runtime, state.ring
-        row = None if still else job.rows
+        network_row = None if still else job.rows
         if runtime.reuse is not None and not still:
             # the frames of the window's context no earlier window encoded (all of them
             # after a cut or an overrun): copied for the encoder, the ring moves on
@@ -207,7 +207,7 @@ class Scheduler(Stage):
         n = end - first
         w = Window(state, start, first, state.clip, state.segment, ring.read("seq", first, n),
                    ring.read("ts", first, n), ring.read("frame", first, n),
-                   ring.read("src", first, n), state.base + start, row)
+                   ring.read("src", first, n), state.base + start, network_row)
         state.next_start = start + runtime.stride
         state.scored = end
         return w
