@@ -14,12 +14,24 @@ from stream.defaults import (
     TOPICS_ENDPOINT,
     WEIGHTS,
 )
-from stream.detector.gate import check_gate
 
 #: Why backend onnxruntime refuses ``bf16``, and what to use.
 ONNX_BF16_REFUSED = ("precision bf16 is not available with backend onnxruntime (its CPU "
                      "provider has no bfloat16 convolution): use int8, fp32 or auto, or "
                      "backend mxnet for bf16")
+
+#: ``detector.gate``'s words (or a number: the bound itself; :mod:`stream.detector.gate`).
+GATE_MODES = ("off", "auto", "on")
+
+
+def check_gate(setting: object) -> None:
+    """Raise ValueError unless ``setting`` is one of :data:`GATE_MODES` or a bound ≥ 0."""
+    if isinstance(setting, str) and setting in GATE_MODES:
+        return
+    if isinstance(setting, (int, float)) and not isinstance(setting, bool) and setting >= 0:
+        return
+    raise ValueError(f"detector.gate must be one of {list(GATE_MODES)} or a motion bound "
+                     f"(a number at least 0), got {setting!r}")
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.scoring import window_sum
-
-#: ``detector.gate``'s words (or a number: the bound itself).
-GATE_MODES = ("off", "auto", "on")
+from stream.detector.config import check_gate
 
 
 def window_motion(frames: np.ndarray, pixel_scale: float) -> float:
@@ -65,16 +63,6 @@ class Gate:
     def still(self, frames: np.ndarray, threshold: float) -> bool:
         """Whether a window may skip the network under a stream's ``threshold``."""
         return self.score < threshold and window_motion(frames, self.pixel_scale) <= self.bound
-
-
-def check_gate(setting: object) -> None:
-    """Raise ValueError unless ``setting`` is one of :data:`GATE_MODES` or a bound ≥ 0."""
-    if isinstance(setting, str) and setting in GATE_MODES:
-        return
-    if isinstance(setting, (int, float)) and not isinstance(setting, bool) and setting >= 0:
-        return
-    raise ValueError(f"detector.gate must be one of {list(GATE_MODES)} or a motion bound "
-                     f"(a number at least 0), got {setting!r}")
 
 
 def gate_for(setting: str | float, calibration: dict, window: int, smooth: int,
