@@ -166,10 +166,20 @@ def live_scores(weights: str | Path, frames: list[np.ndarray], gate: str | float
 
 
 def verify(weights: str | Path, source: str | Path, gate: str | float = "auto",
-           stride: int = STRIDE) -> dict:
+           stride: int = STRIDE, head: int | None = None, hold: int = 0) -> dict:
     """Live decisions on ``source`` with the gate off and with ``gate``: equal or not,
-    and the share of scored frames gated."""
-    frames = read_source(source)
+    and the share of scored frames gated.
+
+    Args:
+        weights: Weights stem.
+        source: Clip folder or video file.
+        gate: ``detector.gate`` for the gated run.
+        stride: The detector's stride.
+        head: Only the first ``head`` frames (None: all).
+        hold: Then the last of them repeated this many times (a still stretch).
+    """
+    frames = read_source(source)[:head]
+    frames += frames[-1:] * hold
     off = live_scores(weights, frames, "off", stride)
     on = live_scores(weights, frames, gate, stride)
     return {"source": Path(source).name, "frames": len(frames), "scored": len(on),
@@ -178,7 +188,9 @@ def verify(weights: str | Path, source: str | Path, gate: str | float = "auto",
             == [(s["seq"], s["anomalous"]) for s in on],
             "anomalous": sum(s["anomalous"] for s in off),
             "gated": sum(s.get("gated", False) for s in on),
-            "gated_share": round(sum(s.get("gated", False) for s in on) / max(1, len(on)), 4)}
+            "gated_share": round(sum(s.get("gated", False) for s in on) / max(1, len(on)), 4),
+            "highest_ungated_score_held": max((s["scores"]["score"] for s in off
+                                               if s["seq"] >= len(frames) - hold), default=None)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -195,10 +207,14 @@ def main(argv: list[str] | None = None) -> None:
     ver.add_argument("sources", nargs="+", help="clip folders or video files")
     ver.add_argument("--gate", default="auto")
     ver.add_argument("--stride", type=int, default=STRIDE)
+    ver.add_argument("--head", type=int, help="only the first HEAD frames of each source")
+    ver.add_argument("--hold", type=int, default=0,
+                     help="then its last frame repeated HOLD times (a still stretch)")
     args = parser.parse_args(argv)
     if args.command == "verify":
         for source in args.sources:
-            print(json.dumps(verify(args.weights, source, args.gate, args.stride)), flush=True)
+            print(json.dumps(verify(args.weights, source, args.gate, args.stride, args.head,
+                                    args.hold)), flush=True)
         return
     clips = sorted(p for p in Path(args.train).iterdir() if p.is_dir())
     gate = calibrate(args.weights, clips)
