@@ -182,6 +182,7 @@ def verify(weights: str | Path, source: str | Path, gate: str | float = "auto",
     frames += frames[-1:] * hold
     off = live_scores(weights, frames, "off", stride)
     on = live_scores(weights, frames, gate, stride)
+    gated = {s["seq"] for s in on if s.get("gated")}
     return {"source": Path(source).name, "frames": len(frames), "scored": len(on),
             "same_frames": [s["seq"] for s in off] == [s["seq"] for s in on],
             "equal": [(s["seq"], s["anomalous"]) for s in off]
@@ -189,8 +190,9 @@ def verify(weights: str | Path, source: str | Path, gate: str | float = "auto",
             "anomalous": sum(s["anomalous"] for s in off),
             "gated": sum(s.get("gated", False) for s in on),
             "gated_share": round(sum(s.get("gated", False) for s in on) / max(1, len(on)), 4),
-            "highest_ungated_score_held": max((s["scores"]["score"] for s in off
-                                               if s["seq"] >= len(frames) - hold), default=None)}
+            # what the network scored the frames the gate skipped
+            "highest_ungated_score_of_gated": max(
+                (s["scores"]["score"] for s in off if s["seq"] in gated), default=None)}
 
 
 def main(argv: list[str] | None = None) -> None:
