@@ -67,8 +67,9 @@ def test_gated_detector_decides_as_ungated_and_skips_a_still_stretch(tiny_traine
     threshold = read_meta(weights).calibration["thresholds"][gate["rule"]]
     assert gate["score"] < threshold and gate["bound"] > 0
 
-    moving = _frames("Test001", 24)
-    frames = moving + [moving[-1]] * 12        # a real frame held still: a still stretch
+    clip = _frames("Test001", 36)
+    moving, held, after = clip[:24], [clip[23]] * 12, clip[24:]
+    frames = moving + held + after             # a real frame held still, then walkers again
     off = live_scores(weights, frames, "off")
     on = live_scores(weights, frames, "auto")
     assert [s["seq"] for s in on] == [s["seq"] for s in off]
@@ -78,8 +79,15 @@ def test_gated_detector_decides_as_ungated_and_skips_a_still_stretch(tiny_traine
     assert gated, "no window of the still stretch was gated"
     # only windows wholly inside the still stretch (their frames all equal) are gated
     window = read_meta(weights).window
-    assert all(s["seq"] >= len(moving) - 1 + window - 1 for s in gated)
+    still_end = len(moving) + len(held) - 1
+    assert all(len(moving) - 1 + window - 1 <= s["seq"] <= still_end for s in gated)
     assert all(s["scores"]["score"] == pytest.approx(gate["score"]) for s in gated)
     assert not any(s["anomalous"] for s in gated)
-    # the stretch's last frames, whose windows hold nothing but the held frame, are gated
-    assert gated[-1]["seq"] == len(frames) - 1
+    # the stretch's last frame, whose window holds nothing but the held frame, is gated
+    assert gated[-1]["seq"] == still_end
+    # after it the network runs again (its encoder afresh) and scores as ungated
+    later = [(a["scores"]["score"], b["scores"]["score"]) for a, b in zip(off, on, strict=True)
+             if a["seq"] > still_end]
+    assert later and not any(b.get("gated") for b in on if b["seq"] > still_end)
+    ungated, gated_run = np.array(later).T
+    np.testing.assert_allclose(gated_run, ungated, rtol=1e-4, atol=1e-3)
