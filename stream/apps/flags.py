@@ -62,6 +62,14 @@ def _json_value(text: str):
         raise argparse.ArgumentTypeError(f"{text!r} is not JSON ({err.msg})") from None
 
 
+def _number_or_word(text: str) -> float | str:
+    """A flag that takes a number or a word (``--gate 96`` / ``--gate auto``)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def _flag_kwargs(hint) -> dict:
     """``add_argument`` keywords for a field of type ``hint``."""
     origin = typing.get_origin(hint)
@@ -69,6 +77,8 @@ def _flag_kwargs(hint) -> dict:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if len(args) == 1:
             return _flag_kwargs(args[0])
+        if set(args) == {float, str}:
+            return {"type": _number_or_word}
     elif origin is typing.Literal:
         values = typing.get_args(hint)
         return {"choices": list(values), "type": type(values[0])}

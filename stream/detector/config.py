@@ -21,6 +21,19 @@ ONNX_BF16_REFUSED = ("precision bf16 is not available with backend onnxruntime (
                      "provider has no bfloat16 convolution): use int8, fp32 or auto, or "
                      "backend mxnet for bf16")
 
+#: ``detector.gate``'s words (or a number: the bound itself; :mod:`stream.detector.gate`).
+GATE_MODES = ("off", "auto", "on")
+
+
+def check_gate(setting: object) -> None:
+    """Raise ValueError unless ``setting`` is one of :data:`GATE_MODES` or a bound ≥ 0."""
+    if isinstance(setting, str) and setting in GATE_MODES:
+        return
+    if isinstance(setting, (int, float)) and not isinstance(setting, bool) and setting >= 0:
+        return
+    raise ValueError(f"detector.gate must be one of {list(GATE_MODES)} or a motion bound "
+                     f"(a number at least 0), got {setting!r}")
+
 
 @dataclass(frozen=True)
 class DetectorConfig:
@@ -88,6 +101,13 @@ class DetectorConfig:
             in ``status``: ``enabled``, ``window`` (frames whose median is compared),
             ``percentile`` (of the calibration's normal frames: the limit), ``release``
             and ``fallback`` (see ``stream.detector.drift``).
+        gate: The motion gate (:mod:`stream.detector.gate`): a window in which nothing
+            moves (the largest 4×4 sum of its frames' change at most a bound calibrated
+            on normal clips) is scored without the network, reported ``gated`` with the
+            calibrated still score, below the threshold. ``off``; ``auto`` (where the
+            weights carry a calibrated gate, the scorer does not smooth and windows hold
+            two frames or more); ``on`` (refused where ``auto`` would not gate); or a
+            number: that bound.
     """
 
     bind: str = FRAMES_ENDPOINT
@@ -119,6 +139,7 @@ class DetectorConfig:
     plugins: tuple[str, ...] = ()
     encoder_reuse: bool = True
     drift: DriftConfig = field(default_factory=DriftConfig)
+    gate: float | str = "off"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -127,6 +148,7 @@ class DetectorConfig:
             raise ValueError(f"backend {self.backend!r} is not one of {list(BACKENDS)}")
         if self.backend == "onnxruntime" and self.precision == "bf16":
             raise ValueError(ONNX_BF16_REFUSED)
+        check_gate(self.gate)
         if bool(self.curve_secret_key) != bool(self.curve_allowed):
             raise ValueError("CURVE needs both curve_secret_key and curve_allowed")
         counts = {"stride": self.stride, "max_batch": self.max_batch,

@@ -379,7 +379,8 @@ class Detector:
                 "events": s.counts["events"], "reconnects": s.counts["reconnects"],
                 "online": online, "clip": s.clip, "model": s.runtime.weights,
                 "threshold": s.threshold, "detect": s.settings.detect,
-                "paused": s.counts["paused"], "masked": bool(s.settings.mask)}
+                "paused": s.counts["paused"], "masked": bool(s.settings.mask),
+                "gated": s.counts["gated"]}
             if s.drift is not None:
                 streams[s.stream]["drift"] = s.drift.describe()
             s.rate_mark = (now, s.counts["received"])

@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from models.registry import get_family
-from models.scoring import ScorerConfig
+from models.scoring import FrameScores, ScorerConfig
 from models.weights import load_calibration_arrays, read_meta
 from stream.detector.config import DetectorConfig
 from stream.detector.engine import Engine
+from stream.detector.gate import gate_for
 from stream.detector.precision import scorer_decisions
 from stream.detector.reuse import FeatureStore
 
@@ -65,6 +66,10 @@ class ModelRuntime:
         self.contract = self.engine.contract
         #: Encoder reuse (None: each window runs the whole network).
         self.reuse = self.engine.reuse
+        #: The motion gate (None: every window runs the network).
+        self.gate = gate_for(config.gate, meta.calibration, self.window,
+                             getattr(self.scorer, "smooth", 1), self.contract.pixel_scale,
+                             self.weights)
         #: Frames a stream's ring holds: a window and two strides of slack.
         self.capacity = self.window + 2 * self.stride
 
@@ -103,6 +108,17 @@ class ModelRuntime:
         engine.frames_run += len(windows) * self.window
         return out
 
+    def gated_scores(self, n: int) -> FrameScores:
+        """The scores of ``n`` frames of a still window (no network ran): the rule value
+        is the gate's calibrated still score, every other value 0, no pixel anomalous."""
+        size = self.contract.size
+        zeros = np.zeros(n, np.float32)
+        plane = np.zeros((n, size, size), np.float32)
+        return FrameScores(error=zeros, area=zeros.astype(np.int64), peak=zeros,
+                           motion=zeros, relative=zeros, top=zeros,
+                           score=np.full(n, self.gate.score), anomalous=np.zeros(n, bool),
+                           map=plane, mask=plane.astype(bool), sums=plane)
+
     def first_scored(self, start: int, scored: int) -> int:
         """The first frame the window starting at ``start`` scores, when the frames before
         ``scored`` already are."""
@@ -120,4 +136,6 @@ class ModelRuntime:
         return {"weights": self.weights, "model": self.engine.meta.model,
                 "window": self.window, "stride": self.stride, "rule": self.scorer.rule,
                 "threshold": self.scorer.threshold, "precision": self.engine.precision,
-                "encoder_reuse": self.reuse is not None}
+                "encoder_reuse": self.reuse is not None,
+                "gate": None if self.gate is None else {"bound": self.gate.bound,
+                                                        "score": self.gate.score}}

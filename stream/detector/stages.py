@@ -75,6 +75,7 @@ class Window:
     frame: np.ndarray
     src: np.ndarray     # the scored frames' source images (copied: the ring moves on)
     key: int = 0        # its first frame's key in the stream's feature store (reuse)
+    row: int | None = 0  # its row in the job's input and output (None: gated, still)
 
 
 @dataclass
@@ -97,10 +98,17 @@ class Job:
     #: the runtime's ``reuse.fresh[slot]``: their stream's store and key.
     fresh: list[tuple[FeatureStore, int]] = field(default_factory=list)
 
-    def run(self) -> np.ndarray:
-        """The forward pass (on the inference thread)."""
-        return self.runtime.run(self.fresh, [(w.state.features, w.key) for w in self.windows],
-                                self.tail, self.slot)
+    @property
+    def rows(self) -> int:
+        """Windows the network runs on (the others are gated: still)."""
+        return sum(w.row is not None for w in self.windows)
+
+    def run(self) -> np.ndarray | None:
+        """The forward pass (on the inference thread); None when every window is gated."""
+        if not self.rows:
+            return None
+        return self.runtime.run(self.fresh, [(w.state.features, w.key) for w in self.windows
+                                             if w.row is not None], self.tail, self.slot)
 
 
 class Scheduler(Stage):
@@ -143,7 +151,7 @@ class Scheduler(Stage):
         ``ending`` also gets a window aligned to its newest frame for its leftovers."""
         runtime = job.runtime
         for state in states:
-            while len(job.windows) < runtime.max_batch:
+            while job.rows < runtime.max_batch:
                 if state.ready:
                     start = state.next_start
                 elif state is ending and self.leftover(state):
@@ -151,10 +159,11 @@ class Scheduler(Stage):
                 else:
                     break
                 begin = runtime.first_scored(start, state.scored)
-                full = runtime.needs_full(start, begin)
-                if full and job.windows:   # the tail windows taken so far go first
+                still = self._still(state, start, job)
+                full = not still and runtime.needs_full(start, begin)
+                if full and job.rows:   # the tail windows taken so far go first
                     return
-                job.windows.append(self._window(state, start, begin, job))
+                job.windows.append(self._window(state, start, begin, job, still))
                 if full:
                     job.tail = False
                     return
@@ -168,11 +177,20 @@ class Scheduler(Stage):
             and not state.ready
 
     @staticmethod
-    def _window(state: StreamState, start: int, first: int, job: Job) -> Window:
+    def _still(state: StreamState, start: int, job: Job) -> bool:
+        """Read the window into the job's next input row; whether the model's motion gate
+        finds it still under the stream's threshold (it then needs no network)."""
+        runtime = state.runtime
+        row = runtime.engine.batches[job.slot][job.rows]
+        state.ring.read("x", start, runtime.window, out=row)
+        return runtime.gate is not None and runtime.gate.still(row, state.threshold)
+
+    @staticmethod
+    def _window(state: StreamState, start: int, first: int, job: Job, still: bool) -> Window:
+        """The window (its frames already in the job's next row, :meth:`_still`)."""
         runtime, ring = state.runtime, state.ring
-        ring.read("x", start, runtime.window,
-                  out=runtime.engine.batches[job.slot][len(job.windows)])
-        if runtime.reuse is not None:
+        network_row = None if still else job.rows
+        if runtime.reuse is not None and not still:
             # the frames of the window's context no earlier window encoded (all of them
             # after a cut or an overrun): copied for the encoder, the ring moves on
             fresh = runtime.reuse.fresh[job.slot]
@@ -190,7 +208,7 @@ class Scheduler(Stage):
         n = end - first
         w = Window(state, start, first, state.clip, state.segment, ring.read("seq", first, n),
                    ring.read("ts", first, n), ring.read("frame", first, n),
-                   ring.read("src", first, n), state.base + start)
+                   ring.read("src", first, n), state.base + start, network_row)
         state.next_start = start + runtime.stride
         state.scored = end
         return w
@@ -252,7 +270,8 @@ class Inference(Stage):
             except BaseException as err:  # noqa: BLE001 - handed to the loop, raised there
                 job.error = err
             job.seconds = time.perf_counter() - started
-            self.histogram.observe(job.seconds)
+            if job.rows:   # a job of gated windows only ran no network
+                self.histogram.observe(job.seconds)
             job.done.set()
             self._signal.send(b"")
 
@@ -283,6 +302,7 @@ class ScoredFrame:
     anomalous: bool   # at smooth 1), and the verdict on it
     threshold: float  # the stream's threshold the verdict is against
     mask: np.ndarray  # its anomalous pixels (model resolution) under that threshold
+    gated: bool = False  # scored without the network (a still window)
 
 
 class Scoring(Stage):
@@ -293,15 +313,20 @@ class Scoring(Stage):
     def score(self, job: Job) -> list[ScoredFrame]:
         runtime = job.runtime
         batch = runtime.engine.batches[job.slot]
-        offset = runtime.window - job.output.shape[1]   # outputs cover the newest frames
+        # outputs cover the newest frames
+        offset = 0 if job.output is None else runtime.window - job.output.shape[1]
         frames = []
         scorer = runtime.scorer
-        for i, w in enumerate(job.windows):
+        for w in job.windows:
             state = w.state
-            ignore = state.ignore()
-            extra = {} if ignore is None else {"ignore": ignore}
-            scores = scorer.score(job.output[i], batch[i, offset:],
-                                  w.first - w.start - offset, **extra)
+            if w.row is None:   # still: the gate's score, no network
+                scores = runtime.gated_scores(len(w.seq))
+                state.counts["gated"] += len(w.seq)
+            else:
+                ignore = state.ignore()
+                extra = {} if ignore is None else {"ignore": ignore}
+                scores = scorer.score(job.output[w.row], batch[w.row, offset:],
+                                      w.first - w.start - offset, **extra)
             state.counts["scored"] += len(w.seq)
             threshold = state.threshold
             # A rule whose map is thresholded at the frame threshold marks its pixels at
@@ -314,7 +339,7 @@ class Scoring(Stage):
                 frames.append(ScoredFrame(state, seq, float(w.ts[j]),
                                           None if frame < 0 else frame, w.clip, w.src[j],
                                           scores, j, value, value >= threshold, threshold,
-                                          mask))
+                                          mask, w.row is None))
         return frames
 
 
@@ -360,7 +385,7 @@ class Publishing(Stage):
                           relative=_finite_or_none(s.relative[j]),
                           top=_finite_or_none(s.top[j])),
             threshold=f.threshold, rule=scorer.rule, anomalous=f.anomalous,
-            latency_ms=round((time.time() - f.ts) * 1000, 2)))
+            latency_ms=round((time.time() - f.ts) * 1000, 2), gated=f.gated))
 
     def overlay_message(self, f: ScoredFrame, boxes: list, jpeg: bytes) -> None:
         self._send(OverlayMessage(stream=f.state.stream, seq=f.seq, ts=f.ts, clip=f.clip,

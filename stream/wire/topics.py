@@ -150,6 +150,9 @@ class ScoreMessage(FrameMessage):
         rule: The frame rule.
         anomalous: Whether the score reached the threshold.
         latency_ms: Capture to publish time.
+        gated: Scored without the network: its window was still (the detector's motion
+            gate); ``scores.score`` is the calibrated still score, the other rule values 0
+            (left out while false).
     """
 
     KIND = "score"
@@ -158,6 +161,7 @@ class ScoreMessage(FrameMessage):
     rule: str
     anomalous: bool
     latency_ms: float
+    gated: bool = optional(False)
 
 
 @dataclass(frozen=True, kw_only=True)
