@@ -13,6 +13,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import mxnet as mx
@@ -147,6 +149,19 @@ def reserve_port() -> int:
         _RESERVED[port] = lock
         return port
     raise RuntimeError(f"no free port in {candidates}")
+
+
+def call_json(method: str, url: str, body: dict | None = None) -> tuple[int, dict]:
+    """An HTTP request with an optional JSON body: its status and its JSON reply (an
+    error status too)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json"} if data else {})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as res:
+            return res.status, json.loads(res.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
 
 
 def vadstream(*args: str, **kwargs) -> subprocess.Popen:

@@ -3,11 +3,8 @@ made here), the dashboard's write API adding a camera and changing it through th
 supervisor's and the detector's CURVE endpoints, and clients without keys left unanswered."""
 
 import dataclasses
-import json
 import shutil
 import threading
-import urllib.error
-import urllib.request
 
 import pytest
 import yaml
@@ -17,19 +14,9 @@ from stream.dashboard.config import ServeConfig
 from stream.wire.control import ControlClient, NoReplyError
 from stream.wire.security import CurveClient, make_keys
 from tests.conftest import PED2, reserve_port, stop, vadstream, wait_for
+from tests.conftest import call_json as _call
 
 pytestmark = pytest.mark.slow   # starts processes
-
-
-def _call(method: str, url: str, body: dict | None = None) -> tuple[int, dict]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json"} if data else {})
-    try:
-        with urllib.request.urlopen(req, timeout=120) as res:
-            return res.status, json.loads(res.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
 
 
 def _answers(endpoint: str, curve: CurveClient | None) -> bool:

@@ -2,13 +2,10 @@
 run` runs: the supervisor starts and stops real captures, the detector scores real Ped2
 frames, the dashboard serves real HTTP."""
 
-import json
 import os
 import signal
 import subprocess
 import threading
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -18,17 +15,7 @@ from stream.dashboard.app import run_serve
 from stream.dashboard.config import ServeConfig
 from stream.wire.control import ControlClient, NoReplyError
 from tests.conftest import PED2, reserve_port, stop, vadstream, wait_for
-
-
-def _call(method: str, url: str, body: dict | None = None) -> tuple[int, dict]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json"} if data else {})
-    try:
-        with urllib.request.urlopen(req, timeout=120) as res:
-            return res.status, json.loads(res.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
+from tests.conftest import call_json as _call
 
 
 def _stream(base: str, stream: str) -> dict | None:

@@ -11,18 +11,9 @@ import yaml
 
 from stream.capture.frames import list_frames
 from tests.conftest import PED2, make_weights, reserve_port, stop, vadstream, wait_for
-from tests.stream.mqtt.broker import Mosquitto, Recorder, need_mosquitto
+from tests.stream.mqtt.broker import Recorder, need_mosquitto
 
 pytestmark = need_mosquitto
-
-
-@pytest.fixture
-def broker(tmp_path):
-    folder = tmp_path / "broker"
-    folder.mkdir()
-    b = Mosquitto(folder).start()
-    yield b
-    b.stop()
 
 
 def _clip(tmp_path, frames: int = 20):

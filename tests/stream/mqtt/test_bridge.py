@@ -46,15 +46,6 @@ def _topic(name: str) -> str:
 
 
 @pytest.fixture
-def broker(tmp_path):
-    folder = tmp_path / "broker"
-    folder.mkdir()
-    b = Mosquitto(folder).start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
 def clip(tmp_path):
     """The first 20 frames of Ped2's Test001 (real frames; a random model finds every
     frame anomalous, so a looped replay holds one event open until told otherwise)."""

@@ -15,18 +15,9 @@ import pytest
 from stream.wire.control import ControlClient
 from stream.wire.security import CurveClient, make_keys
 from tests.conftest import ANY_PORT, start_detector, stop, vadstream, wait_for
-from tests.stream.mqtt.broker import Mosquitto, Recorder, need_mosquitto
+from tests.stream.mqtt.broker import Recorder, need_mosquitto
 
 pytestmark = [pytest.mark.slow, need_mosquitto]
-
-
-@pytest.fixture
-def broker(tmp_path):
-    folder = tmp_path / "broker"
-    folder.mkdir()
-    b = Mosquitto(folder).start()
-    yield b
-    b.stop()
 
 
 def _refusals(log) -> list[str]:
