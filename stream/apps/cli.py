@@ -424,7 +424,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     cal = recalibrate(args.model, args.data, stride=args.stride,
                       false_alarm_rate=args.false_alarm_rate, ctx=pick_context(args.device),
                       smoothing=smoothing)
-    mean = ", ".join(f"{r} {a:.3f}" for r, a in cal["selection"]["mean_auc"].items())
+    selection = cal.get("selection", {})
+    by = selection.get("mean_auc") or {f"smoothing {k}": v["mean_auc"]
+                                       for k, v in selection.get("smoothing", {}).items()}
+    mean = ", ".join(f"{r} {a:.3f}" for r, a in by.items())
     print(f"rule {cal['rule']} threshold {cal['thresholds'][cal['rule']]:.2f} over "
           f"{cal['frames']} normal frames, smoothed over {cal['smooth']} frame(s) "
           f"(synthetic-anomaly AUC: {mean})")
