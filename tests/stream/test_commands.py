@@ -21,8 +21,7 @@ COMMANDS = {"capture", "detect", "subscribe", "record", "serve", "mqtt", "keys",
             "soak", "export", "evaluate"}
 #: Arguments written by hand: positionals (a verb and its operands, ``cluster``'s
 #: subcommand) and the console's output flags.
-HAND_WRITTEN = {"help", "action", "name", "cluster_command", "json_lines", "pretty",
-                "status_every"}
+HAND_WRITTEN = {"help", "action", "name", "cluster_command", "json_lines", "pretty"}
 
 
 def _subparsers(parser: argparse.ArgumentParser, prefix: str = ""

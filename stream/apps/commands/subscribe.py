@@ -16,7 +16,7 @@ from stream.apps.commands.common import (
     stop_on_signals,
 )
 from stream.apps.flags import flag
-from stream.defaults import TOPICS_ENDPOINT
+from stream.defaults import STATUS_EVERY_S, TOPICS_ENDPOINT
 
 
 @dataclass(frozen=True)
@@ -29,12 +29,15 @@ class SubscribeOptions:
             as readable lines)
         save_overlays: folder for overlay JPEGs
         count: exit after this many messages (0: never)
+        status_every: readable lines: print the detector's status at most every S seconds
+            (0: never)
     """
 
     connect: str = TOPICS_ENDPOINT
     topic: list[str] | None = flag(None, action="append")
     save_overlays: Path | None = None
     count: int = 0
+    status_every: float = flag(STATUS_EVERY_S, metavar="S")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,14 +72,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _console_flags(parser: argparse.ArgumentParser) -> None:
-    """``subscribe``'s output flags (added on first use: the console module reads the wire
-    protocol, which loads OpenCV)."""
-    from stream.apps.console import STATUS_EVERY_S, add_output_flags
+    """``--json-lines`` and ``--pretty`` (added on first use: the console module reads the
+    wire protocol, which loads OpenCV)."""
+    from stream.apps.console import add_output_flags
 
     add_output_flags(parser)
-    parser.add_argument("--status-every", type=float, default=STATUS_EVERY_S, metavar="S",
-                        help="readable lines: print the detector's status at most every S "
-                        "seconds (0: never; default %(default)g)")
 
 
 def cmd_subscribe(args: argparse.Namespace) -> int:
@@ -96,7 +96,7 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
                     curve=client_from_args(curve.curve_key, curve.curve_server)) as sub:
         if human:
             print_human(sub, sys.stdout, stop, save_overlays=opts.save_overlays,
-                        count=opts.count, status_every_s=args.status_every)
+                        count=opts.count, status_every_s=opts.status_every)
         else:
             print_messages(sub, sys.stdout, stop, save_overlays=opts.save_overlays,
                            count=opts.count)
