@@ -177,8 +177,12 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, skip: Iterab
             kwargs.setdefault("metavar", name.upper().replace("-", "_"))
         # Docstrings mark code as ``x``; a terminal shows it plain.
         text = docs.get(field.name, field.name.replace("_", " ")).replace("``", "")
-        default = (shown if isinstance(shown, str) else None if not shown
-                   or kwargs.get("action") == "store_true" else _default_text(field))
+        if isinstance(shown, str):
+            default = shown
+        elif shown and kwargs.get("action") != "store_true":
+            default = _default_text(field)
+        else:                                 # a switch's default goes without saying
+            default = None
         if default is not None:
             text = f"{text} (default: {default})"
         # argparse formats help with %: a literal one is written %%.
