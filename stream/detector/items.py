@@ -2,9 +2,10 @@
 frames taken in (:class:`Received`), cuts and stream ends (:class:`Cut`,
 :class:`StreamEnd`), batches of windows (:class:`Batch`) and status ticks (:class:`Tick`).
 
-Every item that reaches the last stage carries what it publishes (``messages``): the
-stages before put topic messages there, and only :class:`stream.detector.publish.Publishing`
-sends them.
+Only the last stage, :class:`stream.detector.publish.Publishing`, sends topics: the stages
+before it put the messages they make (alerts, status) on the items (``messages`` of a
+:class:`ScoredFrame`, :class:`StreamEnd` or :class:`Tick`); a frame's score and overlay it
+makes from the frame itself.
 """
 
 from __future__ import annotations
