@@ -11,7 +11,7 @@ from stream.detector.annotating import clip_frame, draw
 from stream.detector.clips import ClipRecorder
 from stream.detector.drift import DriftConfig, DriftReference, DriftTracker
 from stream.detector.events import FrameVerdict
-from stream.detector.items import Batch, ScoredFrame, StreamEnd, Tick
+from stream.detector.items import ScoredFrame, StreamEnd, Tick
 from stream.detector.retention import Retention
 from stream.detector.stages import Stage
 from stream.detector.state import StreamState
@@ -26,7 +26,7 @@ class Events(Stage):
     snapshot) before it is put on its item for publishing, and events a killed detector
     left open are ended at start (published with the first tick). Each event's MP4 clip
     is recorded (its path in the ``end`` alert) and the store is kept within its budget
-    and age, both at each :class:`Tick`, between batches.
+    and age, both at each :class:`Tick`, between frames.
 
     Args:
         store: The events store (None: alerts are only published).
@@ -58,15 +58,14 @@ class Events(Stage):
             self.retention.check_files()
             self.retention.run()
 
-    def process(self, item: Batch | Tick) -> None:
-        """A batch: track, store and record each frame, in order. A tick: store the clips
-        finished since the last; apply retention when due."""
+    def process(self, item: ScoredFrame | Tick) -> None:
+        """A scored frame: track, store and record it. A tick: store the clips finished
+        since the last; apply retention when due."""
         if isinstance(item, Tick):
             item.messages[:0], self._recovered = self._recovered, []
             self._housekeeping()
-            return
-        for f in item.frames:
-            self.frame(f)
+        else:
+            self.frame(item)
 
     def _housekeeping(self) -> None:
         if self.store is None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from stream.detector.annotate import Annotator
 from stream.detector.clips import ClipFrame
-from stream.detector.items import Batch, ScoredFrame
+from stream.detector.items import ScoredFrame
 from stream.detector.stages import Stage
 from stream.wire.publisher import Publisher
 
@@ -44,10 +44,8 @@ class Annotating(Stage):
         self.publisher = publisher
         self.annotator = annotator
 
-    def process(self, batch: Batch) -> Batch:
-        for f in batch.frames:
-            if self.publisher.wants(f"overlay.{f.state.stream}"):
-                if f.jpeg is None:
-                    f.jpeg = draw(self.annotator, f)
-                f.overlay = True
-        return batch
+    def process(self, f: ScoredFrame) -> None:
+        if self.publisher.wants(f"overlay.{f.state.stream}"):
+            if f.jpeg is None:
+                f.jpeg = draw(self.annotator, f)
+            f.overlay = True

@@ -165,8 +165,9 @@ class Detector:
             self.publishing = Publishing(self.publisher)
             self.stages = (self.receiver, self.ring, self.scheduler, self.infer, self.scoring,
                            self.tracking, self.annotating, self.publishing)
-            #: What runs after the network, in order, on each batch.
-            self.after = (self.scoring, self.tracking, self.annotating, self.publishing)
+            #: What each scored frame goes through, in order (one frame after another, as
+            #: they are scored, so each is published as soon as it is ready).
+            self.per_frame = (self.tracking, self.annotating, self.publishing)
             self._queued: Batch | None = None    # assembled, waiting for the network
             self.started = time.time()
             self._last_status = 0.0
@@ -266,13 +267,15 @@ class Detector:
             stage.on_stream_end(end)
 
     def _post(self, batch: Batch | None) -> None:
-        """Put a batch the network ran through the stages after it (score, events,
-        annotate, publish), then the stream ends that waited on it; give back its
-        buffers."""
+        """Score a batch the network ran, put each of its frames through the stages after
+        scoring (events, annotate, publish), then the stream ends that waited on it; give
+        back its buffers."""
         if batch is None:
             return
-        for stage in self.after:
-            stage.process(batch)
+        self.scoring.process(batch)
+        for frame in batch.frames:
+            for stage in self.per_frame:
+                stage.process(frame)
         for end in batch.ends:
             self._end(end)
         batch.runtime.give_back(batch.buffers)

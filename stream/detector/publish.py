@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from stream.detector.items import Batch, ScoredFrame, StreamEnd, Tick
+from stream.detector.items import ScoredFrame, StreamEnd, Tick
 from stream.detector.stages import Stage
 from stream.detector.state import COUNTS
 from stream.wire.publisher import Publisher
@@ -55,15 +55,12 @@ class Publishing(Stage):
     def __init__(self, publisher: Publisher) -> None:
         self.publisher = publisher
 
-    def process(self, item: Batch | Tick) -> None:
-        if isinstance(item, Tick):
-            self._send_all(item.messages)
-            return
-        for f in item.frames:
-            self._send_all(f.messages)
-            self._send(score_message(f))
-            if f.overlay:
-                self._send(overlay_message(f))
+    def process(self, item: ScoredFrame | Tick) -> None:
+        self._send_all(item.messages)
+        if isinstance(item, ScoredFrame):
+            self._send(score_message(item))
+            if item.overlay:
+                self._send(overlay_message(item))
 
     def on_stream_end(self, end: StreamEnd) -> None:
         self._send_all(end.messages)
