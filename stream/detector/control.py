@@ -5,69 +5,34 @@ shows in ``status``."""
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import logging
-from typing import TYPE_CHECKING, Protocol
 
 from stream.detector.allowed import ModelRefusedError, check_threshold_range
+from stream.detector.runtime import ModelRuntime
 from stream.detector.settings import StreamSettings, check_polygons, check_threshold
-from stream.store import UnknownEventError
+from stream.detector.streams import StreamRegistry, takes_masks
+from stream.store import EventStore, UnknownEventError
 from stream.wire.control import RequestError
 from stream.wire.protocol import ProtocolError, check_stream_id
 
-if TYPE_CHECKING:
-    from stream.detector.admission import Admission
-    from stream.detector.runtime import ModelRuntime
-    from stream.detector.state import StreamState
-
-
-class ControlledDetector(Protocol):
-    """What the controls read and change of a detector
-    (:class:`stream.detector.loop.Detector` is one): its models, its streams' settings and
-    states, its admission; stated here so that the controls need not import the loop that
-    builds them."""
-
-    default: ModelRuntime
-    stream_models: dict[str, ModelRuntime]
-    settings: dict[str, StreamSettings]
-    streams: dict[str, StreamState]
-    admission: Admission
-
-    def load_runtime(self, weights: str) -> ModelRuntime: ...
-
-    def release_unused(self) -> list[str]: ...
-
-    def model_for(self, stream: str) -> ModelRuntime: ...
-
-    def settings_for(self, stream: str) -> StreamSettings: ...
-
-    def apply_settings(self, stream: str) -> None: ...
-
-    def end_segment(self, state: StreamState) -> None: ...
-
-    def end_stream(self, state: StreamState) -> None: ...
-
-    def forget(self, stream: str) -> None: ...
-
-
 log = logging.getLogger(__name__)
 
-
-def takes_masks(runtime: ModelRuntime) -> bool:
-    """Whether the model's scorer can leave out an ignore mask (its ``score`` has
-    ``ignore``)."""
-    return "ignore" in inspect.signature(runtime.scorer.score).parameters
+__all__ = ["Controls", "takes_masks"]
 
 
 class Controls:
-    """The handlers of the detector's control commands (``handlers`` by name).
+    """The handlers of the detector's control commands (``handlers`` by name). They change
+    the streams' registry only; a change that ends a stream's segment queues a cut there,
+    which the pipeline runs after the request (:meth:`StreamRegistry.cut`).
 
     Args:
-        detector: The detector whose streams they change.
+        streams: The registry of the streams they change.
+        store: The events store (``label``; None: the detector keeps none).
     """
 
-    def __init__(self, detector: ControlledDetector) -> None:
-        self.detector = detector
+    def __init__(self, streams: StreamRegistry, store: EventStore | None = None) -> None:
+        self.streams = streams
+        self.store = store
         self.handlers = {"state": self.state, "threshold": self.threshold,
                          "detect": self.detect, "model": self.model, "mask": self.mask,
                          "configure": self.configure, "end": self.end, "label": self.label}
@@ -80,13 +45,13 @@ class Controls:
             check_stream_id(stream)
         except ProtocolError as err:
             raise RequestError(str(err)) from None
-        return stream, self.detector.settings_for(stream)
+        return stream, self.streams.settings_for(stream)
 
     def describe(self, stream: str) -> dict:
         """One stream's settings, as every reply and ``state`` report them."""
-        d = self.detector
+        d = self.streams
         runtime = d.model_for(stream)
-        state = d.streams.get(stream)
+        state = d.states.get(stream)
         return {"stream": stream, **d.settings_for(stream).describe(
                     runtime.scorer.threshold, runtime.weights),
                 "tracked": state is not None}
@@ -94,8 +59,8 @@ class Controls:
     # -- commands --------------------------------------------------------------------------
     def state(self) -> dict:
         """Every configured or tracked stream's settings."""
-        d = self.detector
-        ids = sorted({*d.settings, *d.streams})
+        d = self.streams
+        ids = sorted({*d.settings, *d.states})
         return {"streams": {s: self.describe(s) for s in ids}}
 
     def threshold(self, stream: str, value: float | None) -> dict:
@@ -103,8 +68,8 @@ class Controls:
         frame on."""
         stream, settings = self._settings(stream)
         settings.threshold = check_threshold_range(
-            check_threshold(value), self.detector.model_for(stream).scorer.threshold)
-        self.detector.apply_settings(stream)
+            check_threshold(value), self.streams.model_for(stream).scorer.threshold)
+        self.streams.apply_settings(stream)
         log.warning("control: stream %s threshold %s", stream,
                     "calibrated" if value is None else f"{settings.threshold:g}")
         return self.describe(stream)
@@ -117,9 +82,9 @@ class Controls:
             raise RequestError(f"on must be true or false, got {on!r}")
         if settings.detect != on:
             settings.detect = on
-            state = self.detector.streams.get(stream)
+            state = self.streams.states.get(stream)
             if not on and state is not None:
-                self.detector.end_segment(state)
+                self.streams.cut(state, eos=False)
             log.warning("control: stream %s detection %s", stream, "on" if on else "off")
         return self.describe(stream)
 
@@ -130,7 +95,7 @@ class Controls:
         if not isinstance(weights, str):
             raise RequestError(f"weights must be a path string (\"\": the default), got "
                                f"{weights!r}")
-        d = self.detector
+        d = self.streams
         runtime = self._load(weights)
         if settings.mask and not takes_masks(runtime):
             raise RequestError(f"{weights}'s scorer cannot ignore masked regions; clear the "
@@ -144,14 +109,14 @@ class Controls:
             settings.threshold = None
             d.apply_settings(stream)
         settings.model = weights
-        d.stream_models[stream] = runtime
+        d.models[stream] = runtime
         d.admission.configure(stream)
-        state = d.streams.get(stream)
+        state = d.states.get(stream)
         if state is not None and state.runtime is not runtime:
             # What it sent is scored later, on the old model: with the settings of now, not
             # a threshold or mask then set for the new one.
             state.settings = dataclasses.replace(settings, _ignore={})
-            d.end_stream(state)   # its next frame starts it afresh on the new model
+            d.cut(state, eos=True)   # its next frame starts it afresh on the new model
         log.warning("control: stream %s model %s -> %s", stream, before.weights,
                     runtime.weights)
         d.release_unused()
@@ -159,7 +124,7 @@ class Controls:
 
     def _load(self, weights: str) -> ModelRuntime:
         """The runtime of ``weights`` ("" : the default), loaded once."""
-        d = self.detector
+        d = self.streams
         try:
             return d.load_runtime(weights) if weights else d.default
         except ModelRefusedError as err:
@@ -174,8 +139,8 @@ class Controls:
             polygons = check_polygons(polygons)
         except ValueError as err:
             raise RequestError(str(err)) from None
-        if polygons and not takes_masks(self.detector.model_for(stream)):
-            raise RequestError(f"{self.detector.model_for(stream).weights}'s scorer cannot "
+        if polygons and not takes_masks(self.streams.model_for(stream)):
+            raise RequestError(f"{self.streams.model_for(stream).weights}'s scorer cannot "
                                "ignore masked regions")
         settings.set_mask(polygons)
         log.warning("control: stream %s mask of %d polygon(s)", stream, len(polygons))
@@ -205,7 +170,7 @@ class Controls:
         settings.set_mask(())   # the new mask is set below, after the model it is for
         if model != settings.model:
             self.model(stream, model)
-        self.detector.admission.configure(stream)
+        self.streams.admission.configure(stream)
         self.threshold(stream, threshold)
         self.mask(stream, list(mask))
         self.detect(stream, detect)
@@ -215,10 +180,10 @@ class Controls:
         """End a stream now (a camera removed): score what it sent, end its event, forget
         its settings unless it is in the pipeline config."""
         stream, _ = self._settings(stream)
-        d = self.detector
-        state = d.streams.get(stream)
+        d = self.streams
+        state = d.states.get(stream)
         if state is not None:
-            d.end_stream(state)
+            d.cut(state, eos=True)
         d.forget(stream)
         d.release_unused()
         log.warning("control: stream %s ended", stream)
@@ -230,7 +195,7 @@ class Controls:
         events store (what the MQTT bridge sends: it has no store of its own)."""
         if not isinstance(stream, str) or not isinstance(id, str):
             raise RequestError(f"stream and id must be strings, got {stream!r} and {id!r}")
-        store = self.detector.store
+        store = self.store
         if store is None:
             raise RequestError("this detector keeps no events store (--events-db \"\"): "
                                "there is no event to label")

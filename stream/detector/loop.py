@@ -1,68 +1,58 @@
-"""The detector: receive and admit frames, ring them per stream, schedule windows, infer,
-score, track events, annotate and publish, as a pipeline of stages
-(:mod:`stream.detector.stages`)."""
+"""The detector: a pipeline of stages, read top to bottom.
+
+receive and admit (:class:`Receiver`) -> ring (:class:`Ring`) -> schedule windows
+(:class:`Scheduler`) -> infer, batched, on a worker thread (:class:`Inference`) -> score
+(:class:`Scoring`) -> events, store, snapshots, clips (:class:`Events`) -> annotate
+(:class:`Annotating`) -> publish (:class:`Publishing`, the only stage that sends).
+
+Frames, cuts and stream ends travel as items (:mod:`stream.detector.items`) through one
+queue; the controls change the streams' registry (:class:`StreamRegistry`) and queue the
+cuts they make there. While the network runs batch *k*, the loop scores, annotates and
+publishes batch *k - 1* and takes in the frames of batch *k + 1*.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
 
 import zmq
 
 from models.scoring import ScorerConfig
-from models.weights import weights_paths
-from stream.detector.admission import Admission
-from stream.detector.allowed import ModelFolders, check_threshold_range
+from stream.detector.alerts import Events
 from stream.detector.annotate import Annotator
+from stream.detector.annotating import Annotating
 from stream.detector.clips import ClipConfig, ClipRecorder
 from stream.detector.config import DetectorConfig
-from stream.detector.control import Controls, takes_masks
+from stream.detector.control import Controls
 from stream.detector.events import EventConfig
 from stream.detector.histogram import Histogram
-from stream.detector.receive import Receiver
+from stream.detector.inference import Inference
+from stream.detector.items import Batch, Cut, Received, StreamEnd, Tick
+from stream.detector.publish import Publishing
+from stream.detector.receive import Receiver, Ring
 from stream.detector.retention import Retention, RetentionConfig
 from stream.detector.runtime import ModelRuntime
-from stream.detector.settings import StreamSettings, check_polygons, check_threshold
-from stream.detector.stages import (
-    Events,
-    Inference,
-    Job,
-    Publishing,
-    Scheduler,
-    Scoring,
-)
-from stream.detector.state import COUNTS, StreamState
+from stream.detector.settings import StreamSettings
+from stream.detector.stages import Scheduler, Scoring
+from stream.detector.streams import StreamEntry, StreamRegistry
 from stream.store import EventStore
 from stream.wire.control import ControlServer
 from stream.wire.endpoints import is_loopback
+from stream.wire.protocol import EndOfStream, Frame
 from stream.wire.publisher import Publisher
 from stream.wire.security import CurveServer
+from stream.wire.topics import StatusMessage
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Detector", "DetectorConfig", "is_loopback"]
-
-
-class StreamEntry(Protocol):
-    """What the detector reads of a configured stream (``streams:`` in the pipeline; its
-    ``threshold``, ``detect`` and ``mask`` are read where present)."""
-
-    id: str
-    model: str
-
-
-def entry_settings(entry: StreamEntry) -> StreamSettings:
-    """A configured stream's initial live settings."""
-    return StreamSettings(threshold=check_threshold(getattr(entry, "threshold", None)),
-                          detect=getattr(entry, "detect", True), model=entry.model,
-                          mask=check_polygons(getattr(entry, "mask", ())))
+__all__ = ["Detector", "DetectorConfig", "StreamEntry", "is_loopback"]
 
 
 def load_plugins(modules: Sequence[str]) -> None:
@@ -105,33 +95,26 @@ class Detector:
                  retention: RetentionConfig | None = None) -> None:
         self.config = config
         load_plugins(config.plugins)
-        scorer = scorer or ScorerConfig()
-        self.runtimes: dict[str, ModelRuntime] = {}
-        self.default = self._runtime(config.model, scorer)
-        self._scorer_config = scorer
-        self.stream_models = {s.id: self._runtime(s.model, scorer) if s.model else self.default
-                              for s in streams}
-        #: What may be loaded while running: the allowed folders and the configured models.
-        self.model_folders = ModelFolders(config.model_dirs,
-                                          [config.model, *(s.model for s in streams)])
-        #: Live settings by stream id: the configured streams', and any set over control.
-        self.settings = {s.id: entry_settings(s) for s in streams}
-        self._configured = frozenset(self.settings)
-        for stream, settings in self.settings.items():
-            if settings.mask and not takes_masks(self.stream_models[stream]):
-                raise ValueError(f"stream {stream}: {self.stream_models[stream].weights}'s "
-                                 "scorer cannot ignore masked regions; remove its mask")
-            try:
-                check_threshold_range(settings.threshold,
-                                      self.stream_models[stream].scorer.threshold)
-            except ValueError as err:
-                raise ValueError(f"stream {stream}: {err}") from None
-        self.scorer = self.default.scorer
-        self.streams: dict[str, StreamState] = {}
-        self.inference = Histogram()   # seconds per forward pass
         ctx = context or zmq.Context.instance()
         curve = (CurveServer(config.curve_secret_key, config.curve_allowed)
                  if config.curve_secret_key else None)
+        key_streams = curve.bound_streams(config.curve_streams) if curve else None
+        #: The pipeline's queue: frames, cuts and stream ends, in the order they came.
+        self.queue: deque[Received | Cut] = deque()
+        self.registry = StreamRegistry(config, scorer or ScorerConfig(), streams, self.queue,
+                                       key_streams)
+        registry = self.registry
+        # What the status, the tests and the commands read of the registry.
+        self.runtimes = registry.runtimes
+        self.default = registry.default
+        self.scorer = self.default.scorer
+        self.stream_models = registry.models
+        self.settings = registry.settings
+        self.streams = registry.states
+        self.admission = registry.admission
+        self.gone = registry.gone
+        self.inference = Histogram()   # seconds per forward pass
+        annotator = annotator or Annotator()
         # What is opened is closed again if a later step fails (a port in use, a locked
         # store), so a retry in the same process starts clean.
         with contextlib.ExitStack() as undo:
@@ -152,8 +135,11 @@ class Detector:
             undo.callback(self.publisher.close)
             self.endpoints = {"bind": self._pull.getsockopt_string(zmq.LAST_ENDPOINT),
                               "publish": self.publisher.socket.getsockopt_string(zmq.LAST_ENDPOINT)}
-            self.controls = Controls(self)
-            key_streams = curve.bound_streams(config.curve_streams) if curve else None
+            store = EventStore(config.events_db, exclusive=True) if config.events_db else None
+            self.store = store
+            if store is not None:
+                undo.callback(store.close)
+            self.controls = Controls(registry, store)
             # cameras' keys send their streams' frames; they change no settings
             self.control = (ControlServer(config.control, self.controls.handlers, ctx, curve,
                                           refused=frozenset(key_streams or ()))
@@ -161,42 +147,38 @@ class Detector:
             if self.control is not None:
                 undo.callback(self.control.close)
                 self.endpoints["control"] = self.control.endpoint
-            store = EventStore(config.events_db, exclusive=True) if config.events_db else None
-            self.store = store
-            if store is not None:
-                undo.callback(store.close)
-            self.receiver = Receiver(
-                self._pull, Admission(
-                    [*self.stream_models, *config.allow], max_streams=config.max_streams,
-                    max_bytes=config.max_buffer_mb * 2**20, probation=config.probation,
-                    allow_unknown=config.allow_unknown,
-                    key_streams=key_streams,
-                    window=self.default.window),
-                self.streams, self.model_for, events or EventConfig(), self._finish,
-                config.max_batch, self._settings_of_new)
-            self.admission = self.receiver.admission
+            # The stages, top to bottom.
+            self.receiver = Receiver(self._pull, registry, events or EventConfig(),
+                                     config.max_batch)
             self.rejected = self.receiver.rejected
-            self.gone = self.receiver.gone
-            self.scheduler = Scheduler()
+            self.ring = Ring()
+            self.scheduler = Scheduler(registry)
             self.infer = Inference(ctx, self.inference)
             self.scoring = Scoring()
-            self.publishing = Publishing(self.publisher, annotator or Annotator())
-            self.tracking = Events(self.publishing, store,
-                                   *self._housekeeping(store, clips, retention, events),
+            self.tracking = Events(store, annotator,
+                                   *self._housekeeping(store, annotator, clips, retention,
+                                                       events),
                                    drift=config.drift)
             if self.tracking.clips is not None:
                 undo.callback(self.tracking.clips.stop)
-            self.stages = (self.receiver, self.scheduler, self.infer, self.scoring, self.tracking,
-                           self.publishing)
-            self._queued: Job | None = None    # assembled, waiting for the network
+            self.annotating = Annotating(self.publisher, annotator)
+            self.publishing = Publishing(self.publisher)
+            self.stages = (self.receiver, self.ring, self.scheduler, self.infer, self.scoring,
+                           self.tracking, self.annotating, self.publishing)
+            #: What each scored frame goes through, in order (one frame after another, as
+            #: they are scored, so each is published as soon as it is ready).
+            self.per_frame = (self.tracking, self.annotating, self.publishing)
+            self._queued: Batch | None = None    # assembled, waiting for the network
             self.started = time.time()
             self._last_status = 0.0
-            self.infer.start()   # the one stage with a thread
-            undo.callback(self.infer.stop)
+            self.infer.on_start()   # the one stage with a thread
+            undo.callback(self.infer.on_stop)
             for stage in self.stages:
                 if stage is not self.infer:
-                    stage.start()
+                    stage.on_start()
             undo.pop_all()   # all opened: close() owns them now
+        # The first tick: the end alerts of events a killed detector left open.
+        self._tick(Tick())
         for endpoint in (config.bind, config.publish, config.control):
             if endpoint and not is_loopback(endpoint) and curve is None:
                 log.warning("%s is reachable beyond this machine and unauthenticated: anyone "
@@ -208,155 +190,126 @@ class Detector:
         log.info("detector: frames on %s, topics on %s, %d configured stream(s)",
                  self.endpoints["bind"], self.endpoints["publish"], len(self.stream_models))
 
-    def _housekeeping(self, store: EventStore | None, clips: ClipConfig | None,
-                      retention: RetentionConfig | None, events: EventConfig | None,
+    def _housekeeping(self, store: EventStore | None, annotator: Annotator,
+                      clips: ClipConfig | None, retention: RetentionConfig | None,
+                      events: EventConfig | None,
                       ) -> tuple[ClipRecorder | None, Retention | None]:
         """The clip recorder and retention of the events store (None without a store)."""
         if store is None:
             return None, None
         clips, retention = clips or ClipConfig(), retention or RetentionConfig()
         root = Path(self.config.events_db).parent
-        recorder = (ClipRecorder(clips, clips.folder(self.config.events_db), root,
-                                 self.publishing.annotator,
+        recorder = (ClipRecorder(clips, clips.folder(self.config.events_db), root, annotator,
                                  lead_frames=(events or EventConfig()).open_frames)
                     if clips.enabled else None)
         return recorder, (Retention(retention, store, root, clips.folder(self.config.events_db))
                           if retention.active else None)
 
-    def _runtime(self, weights: str, scorer: ScorerConfig) -> ModelRuntime:
-        key = str(weights_paths(weights)[0].resolve())   # a stem and its .params: one model
-        if key not in self.runtimes:
-            self.runtimes[key] = ModelRuntime(weights, self.config, scorer)
-        return self.runtimes[key]
-
-    # -- per-stream settings (the control channel's) -----------------------------------------
+    # -- the registry, for callers that hold the detector ---------------------------------
     def load_runtime(self, weights: str) -> ModelRuntime:
-        """The runtime of ``weights``, loaded once (under the detector's scorer config),
-        when the configuration allows it (:class:`ModelFolders`).
-
-        Raises:
-            ModelRefusedError: The same for a missing file and a forbidden one.
-        """
-        return self._runtime(self.model_folders.check(weights), self._scorer_config)
+        """The runtime of ``weights``, loaded once (:meth:`StreamRegistry.load_runtime`)."""
+        return self.registry.load_runtime(weights)
 
     def release_unused(self) -> list[str]:
-        """Forget the loaded models no stream uses (neither set to it, nor still being
-        scored on it), the default aside; returns their weights."""
-        used = {id(self.default), *map(id, self.stream_models.values()),
-                *(id(s.runtime) for s in self.streams.values())}
-        gone = [key for key, runtime in self.runtimes.items() if id(runtime) not in used]
-        for key in gone:
-            log.warning("model %s released: no stream uses it", self.runtimes.pop(key).weights)
-        return gone
+        """Forget the loaded models no stream uses (:meth:`StreamRegistry.release_unused`)."""
+        return self.registry.release_unused()
 
     def model_for(self, stream: str) -> ModelRuntime:
         """The model a stream is (or would be) scored with."""
-        return self.stream_models.get(stream, self.default)
+        return self.registry.model_for(stream)
 
     def settings_for(self, stream: str) -> StreamSettings:
-        """A stream's live settings, kept from the first time they are asked for (a
-        control request): those it is tracked with, or defaults for when it arrives."""
-        settings = self.settings.get(stream)
-        if settings is None:
-            state = self.streams.get(stream)
-            settings = state.settings if state is not None else StreamSettings()
-            self.settings[stream] = settings
-        return settings
+        """A stream's live settings (:meth:`StreamRegistry.settings_for`)."""
+        return self.registry.settings_for(stream)
 
-    def _settings_of_new(self, stream: str) -> StreamSettings:
-        """The settings a newly admitted stream starts with: kept ones, else defaults that
-        are not kept (a flood of stream ids leaves no settings behind)."""
-        return self.settings.get(stream) or StreamSettings()
+    # -- the items' way through the stages --------------------------------------------------
+    def accept(self, msg: Frame | EndOfStream) -> None:
+        """Put one decoded message through receive and ring (and any cut it makes)."""
+        for item in self.receiver.accept(msg):
+            self._push(item)
 
-    def apply_settings(self, stream: str) -> None:
-        """Carry a changed threshold to the stream's event tracker (what alerts report)."""
-        state = self.streams.get(stream)
-        if state is not None:
-            state.tracker.threshold = state.threshold
+    def _push(self, item: Received | Cut) -> None:
+        """Queue an item and put the queue through: frames into the rings, cuts through
+        scheduling (what a cut stream sent is scheduled before any later frame of it)."""
+        self.queue.append(item)
+        self._flow()
 
-    def end_segment(self, state: StreamState) -> None:
-        """Score what a stream sent so far and end its open event; it stays tracked."""
-        self._finish(state, eos=False)
+    def _flow(self) -> None:
+        while self.queue:
+            item = self.queue.popleft()
+            if isinstance(item, Cut):
+                self._cut(item)
+            else:
+                self.ring.process(item)
 
-    def end_stream(self, state: StreamState) -> None:
-        """Score what a stream sent, end its event, report its end and forget its frames;
-        its next frame starts it afresh (on its current model)."""
-        self._finish(state, eos=True)
+    def _cut(self, cut: Cut) -> None:
+        """A stream (or clip) ended: schedule what is left of it, batched with other
+        streams' windows, and end it once those frames are emitted (its
+        :class:`StreamEnd` rides on the last batch that holds them). Its ring is free at
+        once (a scheduled window carries its frames), so a new clip's frames are taken in
+        while the network is still busy with the old."""
+        state = cut.state
+        while state.ready or self.scheduler.leftover(state):
+            if self._queued is not None:
+                self._advance()
+            self._queued = self.scheduler.process(cut)
+        unscored = max(0, state.ring.count - state.scored)
+        state.reset()
+        end = StreamEnd(state, cut.eos, unscored)
+        latest = self._queued or self.infer.pending
+        if latest is not None:
+            latest.ends.append(end)
+        else:
+            self._end(end)
 
-    def forget(self, stream: str) -> None:
-        """Drop a stream's live settings and model (unless it is in the pipeline config)."""
-        if stream in self._configured:
+    def _end(self, end: StreamEnd) -> None:
+        for stage in self.stages:
+            stage.on_stream_end(end)
+
+    def _post(self, batch: Batch | None) -> None:
+        """Score a batch the network ran, put each of its frames through the stages after
+        scoring (events, annotate, publish), then the stream ends that waited on it; give
+        back its buffers."""
+        if batch is None:
             return
-        self.settings.pop(stream, None)
-        self.stream_models.pop(stream, None)
-        self.admission.release(stream)
+        self.scoring.process(batch)
+        for frame in batch.frames:
+            for stage in self.per_frame:
+                stage.process(frame)
+        for end in batch.ends:
+            self._end(end)
+        batch.runtime.give_back(batch.buffers)
 
-    # -- infer, score, events, publish ----------------------------------------------------
-    def _post(self, job: Job | None) -> None:
-        """Score a finished job and emit its frames (events, store, overlays, topics),
-        then run what waited for them."""
-        if job is None:
-            return
-        for frame in self.scoring.score(job):
-            self.tracking.frame(frame)
-        for then in job.then:
-            then()
-
-    def _free_slot(self, *busy: Job | None) -> int:
-        """An engine input slot no running, queued or ``busy`` job holds."""
-        used = {j.slot for j in (self.infer.pending, self._queued, *busy) if j is not None}
-        return next(slot for slot in (0, 1) if slot not in used)
+    def _tick(self, tick: Tick) -> None:
+        """Put a tick through the stages that take one: events (housekeeping), publish."""
+        self.tracking.process(tick)
+        self.publishing.process(tick)
 
     def _pump(self) -> None:
-        """Keep the network busy: when it is free, start the next job (the queued one, or
-        the ready windows), then score the one that just finished while the new one runs."""
+        """Keep the network busy: when it is free, start the next batch (the queued one, or
+        the ready windows), then emit the one that just finished while the new one runs."""
         if not self.infer.busy:
             self._advance(take=True)
 
     def _advance(self, take: bool = False) -> None:
-        """Wait for the running job, start the queued one (topped up with ready windows)
+        """Wait for the running batch, start the queued one (topped up with ready windows)
         or, with ``take`` and none queued, the ready windows; emit the finished one."""
         done = self.infer.collect()
-        job, self._queued = self._queued, None
-        streams = list(self.streams.values())
-        if job is not None:
-            self.scheduler.fill(job, streams)
+        batch, self._queued = self._queued, None
+        if batch is not None:
+            self.scheduler.process(batch)
         elif take:
-            job = self.scheduler.take(streams, self._free_slot(done))
-        if job is not None:
-            self.infer.submit(job)
+            batch = self.scheduler.process()
+        if batch is not None:
+            self.infer.process(batch)
         self._post(done)
 
-    def _finish(self, state: StreamState, eos: bool) -> None:
-        """A stream (or clip) ended: schedule what is left of it, batched with other
-        streams' windows, and close its event and report its end once those frames are
-        emitted. Its ring is free at once (a scheduled window carries its frames), so a
-        new clip's frames are taken in while the network is still busy with the old."""
-        while state.ready or self.scheduler.leftover(state):
-            if self._queued is not None:
-                self._advance()
-            self._queued = self.scheduler.take(list(self.streams.values()),
-                                               self._free_slot(), first=state, last=True)
-        unscored = max(0, state.ring.count - state.scored)
-        state.reset()
-        if eos:
-            del self.streams[state.stream]
-        ended = functools.partial(self._ended, state, eos, unscored)
-        latest = self._queued or self.infer.pending
-        if latest is not None:
-            latest.then.append(ended)
-            latest.ending.add(state.stream)
-        else:
-            ended()
-
-    def _ended(self, state: StreamState, eos: bool, unscored: int) -> None:
-        state.counts["unscored"] += unscored
-        for stage in self.stages:
-            stage.end_of_stream(state)
-        state.peak.reset()
-        if eos:
-            self.publishing.eos(state.stream, {k: state.counts[k] for k in COUNTS})
-            log.info("stream %s ended: %s", state.stream, dict(state.counts))
+    def flush(self) -> None:
+        """Run and emit every batch scheduled or in the network (the ready windows that
+        no batch holds wait for the next turn)."""
+        self._flow()
+        while self.infer.pending is not None or self._queued is not None:
+            self._advance()
 
     # -- status and loop -------------------------------------------------------------------
     def status(self) -> dict:
@@ -411,9 +364,11 @@ class Detector:
         if self.publisher.socket in events:
             self.publisher.read_subscriptions()
         if self._pull in events:
-            self.receiver.drain()
+            for item in self.receiver.process():
+                self._push(item)
         if self.control is not None and self.control.socket in events:
             self.control.serve_pending()
+            self._flow()   # the cuts the requests made
         self._pump()
         now = time.monotonic()
         if now - self._last_status >= self.config.status_interval:
@@ -422,12 +377,12 @@ class Detector:
                           if now - s.last_seen > self.config.idle_timeout]:
                 log.warning("stream %s sent nothing for %.0f s: ending it", state.stream,
                             self.config.idle_timeout)
-                self._finish(state, eos=True)
+                self.registry.cut(state, eos=True)
+                self._flow()
                 self.gone[state.stream] = time.time() - (now - state.last_seen)
                 while len(self.gone) > self.config.max_streams:   # bounded: oldest out
                     self.gone.pop(next(iter(self.gone)))
-            self.publishing.status(self.status())
-            self.tracking.tick()   # finished clips into the store, retention when due
+            self._tick(Tick([StatusMessage.from_dict(self.status(), topic="status")]))
 
     def run(self, stop: threading.Event) -> None:
         """Serve until ``stop`` is set; then end every open event and close the sockets."""
@@ -446,21 +401,19 @@ class Detector:
                 self.step()
         finally:
             try:
-                while self.infer.pending is not None or self._queued is not None:
-                    self._advance()
-                for state in list(self.streams.values()):
-                    self.tracking.end_of_stream(state)
+                self.flush()
+                for state in list(self.streams.values()):   # their open events end
+                    self._end(StreamEnd(state, eos=False, unscored=0))
             finally:
                 self.close()
 
     def close(self) -> None:
         """Stop the stages and close both sockets and the events store."""
         for stage in reversed(self.stages):
-            stage.stop()
+            stage.on_stop()
         self._pull.close()
         self.publisher.close()
         if self.control is not None:
             self.control.close()
         if self._auth is not None:
             self._auth.stop()
-

@@ -1,4 +1,5 @@
-"""Receive and admit: the detector's first stage, from the frame socket into the rings."""
+"""Receive and admit, then ring: the detector's first stages, from the frame socket into
+the streams' rings."""
 
 from __future__ import annotations
 
@@ -7,54 +8,45 @@ import math
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import asdict
 
 import zmq
 
-from stream.detector.admission import Admission
 from stream.detector.events import EventConfig, EventTracker
-from stream.detector.runtime import ModelRuntime
-from stream.detector.settings import StreamSettings
-from stream.detector.stages import InferenceError, Stage
+from stream.detector.inference import InferenceError
+from stream.detector.items import Cut, Received
+from stream.detector.stages import Stage
 from stream.detector.state import StreamState
+from stream.detector.streams import StreamRegistry
 from stream.wire.protocol import EndOfStream, Frame, ProtocolError, decode_message
 
 log = logging.getLogger(__name__)
 
 
 class Receiver(Stage):
-    """Takes frames off the socket, admits their streams, and puts them in the rings.
+    """Takes messages off the socket and admits their streams: its items are the frames
+    to ring (:class:`Received`) and the cuts their streams' ends and restarts make
+    (:class:`Cut`), in the order they came.
 
-    Bad messages are dropped and counted per reason in ``rejected``; a stream's end, or
-    a cut within it (another clip, a restarted capture), is handed to ``finish``.
+    Bad messages are dropped and counted per reason in ``rejected``.
 
     Args:
         socket: The bound PULL socket.
-        admission: Who gets in.
-        streams: The tracked streams, by id (shared with the loop).
-        model_for: The model a new stream is scored with, by its id.
+        streams: The streams' registry (models, settings, admission, tracked states).
         events: Event hysteresis of new streams' trackers.
-        finish: ``finish(state, eos)``: score what is left of a stream and end it.
-        max_batch: Windows that make a batch (draining stops there).
-        settings_for: A stream's live settings, by its id (None: defaults for all).
+        max_batch: Windows that make a batch (taking in stops there).
     """
 
-    def __init__(self, socket: zmq.Socket, admission: Admission,
-                 streams: dict[str, StreamState], model_for: Callable[[str], ModelRuntime],
-                 events: EventConfig, finish: Callable[[StreamState, bool], None],
-                 max_batch: int,
-                 settings_for: Callable[[str], StreamSettings] | None = None) -> None:
+    def __init__(self, socket: zmq.Socket, streams: StreamRegistry, events: EventConfig,
+                 max_batch: int) -> None:
         self.socket = socket
-        self.admission = admission
-        self.streams = streams
-        self.model_for = model_for
+        self.registry = streams
+        self.admission = streams.admission
+        self.streams = streams.states
         self.events = events
-        self.finish = finish
         self.max_batch = max_batch
-        self.settings_for = settings_for or (lambda stream: StreamSettings())
         self.rejected = Counter()
-        self.gone: dict[str, float] = {}   # streams ended for idleness -> last frame time
 
     def reject(self, reason: str, detail: str) -> None:
         self.rejected[reason] += 1
@@ -66,14 +58,16 @@ class Receiver(Stage):
         return sum(s.ready for s in self.streams.values())
 
     def held(self) -> bool:
-        """Whether :meth:`drain` would take nothing in (a batch is ready or a ring full)."""
+        """Whether :meth:`process` would take nothing in (a batch is ready or a ring full)."""
         return (self.ready_windows() >= self.max_batch
                 or any(s.full for s in self.streams.values()))
 
-    def drain(self) -> None:
-        """Take in queued frames until a full batch of windows is ready or a stream's ring
-        is full of unscheduled frames; what is left waits in the socket queue (and the
-        capture drops once that is full), so a flooded detector never overwrites frames."""
+    def process(self) -> Iterator[Received | Cut]:
+        """The items of the queued messages, one message at a time, until a full batch of
+        windows is ready or a stream's ring is full of unscheduled frames (checked before
+        each message, once the caller has put the items before it through the stages);
+        what is left waits in the socket queue (and the capture drops once that is full),
+        so a flooded detector never overwrites frames."""
         while not self.held():
             try:
                 parts = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -82,7 +76,7 @@ class Receiver(Stage):
             try:
                 msg = decode_message(parts)
                 self.admission.check_sender(msg.stream, _user_id(parts))
-                self.accept(msg)
+                yield from self.accept(msg)
             except ProtocolError as err:
                 self.reject(err.reason, str(err))
                 continue
@@ -94,14 +88,17 @@ class Receiver(Stage):
                 self.reject("error", f"{type(err).__name__}: {err}")
                 continue
 
-    def accept(self, msg: Frame | EndOfStream) -> StreamState | None:
+    def accept(self, msg: Frame | EndOfStream) -> Iterator[Received | Cut]:
+        """Admit one message's stream and count it; its items: the frame to ring (none
+        for a paused stream's), after the cut that a frame of another segment makes (the
+        stream's clip and count change only once the caller has put the cut through)."""
         state = self.streams.get(msg.stream)
         if isinstance(msg, EndOfStream):
             if state is not None:
                 if msg.frames is not None and msg.frames > state.last_seq + 1:
                     state.counts["dropped"] += msg.frames - state.last_seq - 1
-                self.finish(state, True)
-            return None
+                yield self._cut(state, eos=True)
+            return
         if state is None:
             state = self.admit(msg)
         elif msg.image.shape != state.shape:
@@ -110,7 +107,7 @@ class Receiver(Stage):
         if msg.clip != state.clip or msg.seq <= state.last_seq:
             # A cut: another clip, or a restarted capture counting from 0 again.
             if state.ring.count:
-                self.finish(state, False)
+                yield self._cut(state, eos=False)
             state.clip = msg.clip
             state.last_seq = -1
         if msg.seq > state.last_seq + 1 and state.last_seq >= 0:
@@ -125,7 +122,44 @@ class Receiver(Stage):
         state.counts["received"] += 1
         if not state.settings.detect:   # switched off: seen (online), never scored
             state.counts["paused"] += 1
-            return state
+            return
+        yield Received(state, msg)
+
+    def _cut(self, state: StreamState, eos: bool) -> Cut:
+        """The cut of a stream's segment (``eos``: it ends; from now on untracked)."""
+        if eos:
+            del self.streams[state.stream]
+        return Cut(state, eos)
+
+    def admit(self, msg: Frame) -> StreamState:
+        runtime = self.registry.model_for(msg.stream)
+        need = runtime.capacity * (msg.image.nbytes + 4 * math.prod(runtime.contract.shape)
+                                   + 24) + runtime.store_bytes
+        victim = self.admission.admit(msg.stream, need, self.streams)
+        if victim is not None:
+            log.info("stream %s evicted after probation (%d frame(s), quiet): %s takes its "
+                     "place", victim, self.streams[victim].received, msg.stream)
+            self.rejected["evicted"] += 1
+            del self.streams[victim]
+        settings = self.registry.settings_of_new(msg.stream)
+        threshold = (runtime.scorer.threshold if settings.threshold is None
+                     else settings.threshold)
+        state = StreamState(msg.stream, msg.image.shape, runtime,
+                            EventTracker(msg.stream, threshold, **asdict(self.events)),
+                            settings)
+        self.streams[msg.stream] = state
+        self.registry.gone.pop(msg.stream, None)
+        log.info("new stream %s (%s)", msg.stream, "x".join(map(str, msg.image.shape)))
+        return state
+
+
+class Ring(Stage):
+    """Preprocesses each received frame with its stream's model's contract into the
+    stream's ring. A ring full of unscheduled frames (possible only when windows are
+    skipped) drops its oldest, counted as ``overrun``."""
+
+    def process(self, item: Received) -> None:
+        state, msg = item.state, item.frame
         ring = state.ring
         if state.full:
             # The next window's first frame would be overwritten: skip the oldest frames.
@@ -139,28 +173,6 @@ class Receiver(Stage):
         ring.fields["seq"][slot] = msg.seq
         ring.fields["ts"][slot] = msg.ts
         ring.fields["frame"][slot] = -1 if msg.frame is None else msg.frame
-        return state
-
-    def admit(self, msg: Frame) -> StreamState:
-        runtime = self.model_for(msg.stream)
-        need = runtime.capacity * (msg.image.nbytes + 4 * math.prod(runtime.contract.shape)
-                                   + 24) + runtime.store_bytes
-        victim = self.admission.admit(msg.stream, need, self.streams)
-        if victim is not None:
-            log.info("stream %s evicted after probation (%d frame(s), quiet): %s takes its "
-                     "place", victim, self.streams[victim].received, msg.stream)
-            self.rejected["evicted"] += 1
-            del self.streams[victim]
-        settings = self.settings_for(msg.stream)
-        threshold = (runtime.scorer.threshold if settings.threshold is None
-                     else settings.threshold)
-        state = StreamState(msg.stream, msg.image.shape, runtime,
-                            EventTracker(msg.stream, threshold, **asdict(self.events)),
-                            settings)
-        self.streams[msg.stream] = state
-        self.gone.pop(msg.stream, None)
-        log.info("new stream %s (%s)", msg.stream, "x".join(map(str, msg.image.shape)))
-        return state
 
 
 def _user_id(parts: list) -> str | None:

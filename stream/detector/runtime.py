@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,25 @@ from stream.detector.precision import scorer_decisions
 from stream.detector.reuse import FeatureStore
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Buffers:
+    """One of a model's two sets of preallocated arrays: its networks are built over them
+    and read them in place (zero-copy), so a batch fills them and the network reads them
+    without a copy. A batch holds one set from scheduling to publishing
+    (:meth:`ModelRuntime.lend`, :meth:`ModelRuntime.give_back`), so the next batch is
+    filled while the network runs this one.
+    """
+
+    #: (max batch, window, *contract) windows the network reads.
+    inputs: np.ndarray
+    #: Encoder reuse: the frames a batch encodes (None without reuse)...
+    fresh: np.ndarray | None
+    #: ...and each one's predecessor, where the encoder reads it (None: it reads none).
+    previous: np.ndarray | None
+    #: Which of the engine's bound networks reads these (the runtime's business only).
+    lane: int
 
 
 class ModelRuntime:
@@ -72,6 +92,28 @@ class ModelRuntime:
                              self.weights)
         #: Frames a stream's ring holds: a window and two strides of slack.
         self.capacity = self.window + 2 * self.stride
+        reuse = self.reuse
+        self._free = [Buffers(inputs, None if reuse is None else reuse.fresh[lane],
+                              None if reuse is None or reuse.previous is None
+                              else reuse.previous[lane], lane)
+                      for lane, inputs in enumerate(self.engine.batches)]
+
+    def lend(self) -> Buffers:
+        """A free set of buffers for a new batch (the first free one).
+
+        Raises:
+            RuntimeError: If both are held (a batch must be given back first).
+        """
+        if not self._free:
+            raise RuntimeError(f"{self.weights}: both input buffers are held by batches; "
+                               "give one back before scheduling another")
+        buffers = min(self._free, key=lambda b: b.lane)
+        self._free.remove(buffers)
+        return buffers
+
+    def give_back(self, buffers: Buffers) -> None:
+        """Return a batch's buffers once it is published."""
+        self._free.append(buffers)
 
     @property
     def max_batch(self) -> int:
@@ -92,18 +134,18 @@ class ModelRuntime:
         """Bytes of one stream's :meth:`new_store`."""
         return 0 if self.reuse is None else self.reuse.store_bytes(self.stride)
 
-    def run(self, fresh: Sequence[tuple[FeatureStore, int]],
-            windows: Sequence[tuple[FeatureStore, int]], tail: bool, slot: int
-            ) -> np.ndarray:
-        """One job's forward pass: with encoder reuse, encode the ``fresh`` frames and
-        run the temporal network on the cached ``windows``; else the whole network on
-        the windows in ``engine.batches[slot]``. The output as :meth:`Engine.run`'s."""
+    def run(self, buffers: Buffers, fresh: Sequence[tuple[FeatureStore, int]],
+            windows: Sequence[tuple[FeatureStore, int]], tail: bool) -> np.ndarray:
+        """One batch's forward pass on its ``buffers``: with encoder reuse, encode the
+        ``fresh`` frames (in ``buffers.fresh``) and run the temporal network on the cached
+        ``windows``; else the whole network on the windows in ``buffers.inputs``. The
+        output as :meth:`Engine.run`'s: a view valid until these buffers run again."""
         engine = self.engine
         if self.reuse is None:
-            return engine.run(len(windows), tail=tail, slot=slot)
+            return engine.run(len(windows), tail=tail, slot=buffers.lane)
         started = time.perf_counter()
         out = self.reuse.run(fresh, windows, engine.decode_last if tail else engine.outputs,
-                             slot)
+                             buffers.lane)
         engine.busy_s += time.perf_counter() - started
         engine.frames_run += len(windows) * self.window
         return out

@@ -54,10 +54,10 @@ class StreamState:
         self.segment = 0
         #: Encoder outputs of its frames (encoder reuse; None: none), owned by the
         #: inference thread, by frame key ``base`` + ring index: ``base`` counts the frames
-        #: of earlier segments, so a key is never reused while a job may read it.
+        #: of earlier segments, so a key is never reused while a batch may read it.
         self.features = runtime.new_store()
         self.base = 0
-        #: Frames before this ring index are encoded (or handed to a job to encode).
+        #: Frames before this ring index are encoded (or handed to a batch to encode).
         self.encoded = 0
         self._smoothed_segment = 0   # the segment the smoother holds values of
         #: Its scores against its model's calibration (None: before its first scored

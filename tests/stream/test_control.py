@@ -217,12 +217,11 @@ def test_frames_sent_before_a_model_swap_keep_their_settings_whatever_changes_ne
         emit = det.tracking.frame
         det.tracking.frame = lambda f: (decided.append(f.threshold), emit(f))[1]
         for i, image in enumerate(_intruder_clip(det.default.window + 4)):
-            det.receiver.accept(decode_message(encode_frame("swap", i, 1.0 + i, image)))
+            det.accept(decode_message(encode_frame("swap", i, 1.0 + i, image)))
         det.controls.model("swap", str(tiny_weights))
         det.controls.threshold("swap", 123.0)   # the tiny weights' calibrated: 30
         det.controls.mask("swap", [PATH])
-        while det.infer.pending is not None or det._queued is not None:
-            det._advance()
+        det.flush()
         assert decided and set(decided) == {det.default.scorer.threshold}
         assert det.controls.describe("swap")["threshold"] == 123.0
     finally:

@@ -221,7 +221,7 @@ def test_review_fixes_top_needs_its_baseline_and_smoothing_is_whole_frames():
 
 
 def test_a_score_message_never_carries_nan():
-    from stream.detector.stages import _finite_or_none
+    from stream.detector.publish import _finite_or_none
     assert _finite_or_none(np.float32(2.5)) == 2.5
     assert _finite_or_none(np.float32("nan")) is None
     assert _finite_or_none(np.float64("inf")) is None
