@@ -80,6 +80,7 @@ def _stop_on_signals() -> threading.Event:
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
+    from models.contract import read_contract
     from stream.capture.pusher import FramePusher, run_capture
     from stream.wire.security import client_from_args
 
@@ -93,7 +94,8 @@ def cmd_capture(args: argparse.Namespace) -> int:
         log.info("capturing %s as stream %s to %s", source.name, args.stream_id, args.connect)
         stats = run_capture(source, args.stream_id, pusher, encoding=args.encoding,
                             fps=args.fps, loop=args.loop, stop=stop,
-                            max_backoff_s=args.max_backoff)
+                            max_backoff_s=args.max_backoff,
+                            fit=read_contract(args.fit) if args.fit else None)
     log.info("capture %s done: %d read, %d sent, %d dropped", args.stream_id, stats.read,
              stats.sent, stats.dropped)
     return 0
@@ -439,8 +441,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise RuntimeError("--threads must take effect before MXNet loads")
         # this process (the model figures) and the detectors it starts alike
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
-    from stream.apps.bench import format_bench, run_bench
-    from stream.apps.bench_capacity import parse_candidates
+    from stream.bench.capacity import parse_candidates
+    from stream.bench.report import format_bench, run_bench
 
     sweep = tuple(int(n) for n in args.sweep.split(",") if n.strip())
     capacity = None if args.skip_capacity else {
@@ -451,7 +453,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                        streams=args.streams, sweep=sweep, pipeline="pipeline" not in args.skip,
                        reduced="reduced" not in args.skip, stride=args.stride,
                        families=args.families, peers="peers" not in args.skip,
-                       capacity=capacity)
+                       capacity=capacity, gate=_gate_setting(args.gate))
     result["omp_threads"] = int(os.environ["OMP_NUM_THREADS"])
     print(f"network threads {result['omp_threads']} (OpenMP, bench and detectors alike)")
     print(format_bench(result))
@@ -459,10 +461,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     if args.plot:
-        from stream.apps.bench_plot import plot_bench
+        from stream.bench.plot import plot_bench
 
         plot_bench(result, args.plot)
     return 0
+
+
+def _gate_setting(text: str) -> str | float:
+    """``--gate``: on, off or a bound.
+
+    Raises:
+        ValueError: For anything else, saying what to give.
+    """
+    if text in ("on", "off"):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--gate {text!r}: give on, off or a bound (a number)") from None
 
 
 def cmd_soak(args: argparse.Namespace) -> int:
@@ -602,6 +618,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--loop", action="store_true", help="replay a finite source forever")
     c.add_argument("--encoding", choices=["raw", "jpeg"], default="raw")
     c.add_argument("--hwm", type=int, default=8, help="frames queued before dropping")
+    c.add_argument("--fit", metavar="WEIGHTS", help="send frames greyed and resized to these "
+                   "weights' input size (the detector would do it: the same pixels reach the "
+                   "network, a fraction of the bytes and of its CPU time)")
     c.add_argument("--watchdog", type=float, default=10.0,
                    help="seconds without frames before a stream URL is reconnected")
     c.add_argument("--max-backoff", type=float, default=30.0,
@@ -745,7 +764,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--device", choices=DEVICES, default="auto")
     k.set_defaults(func=cmd_calibrate)
 
-    from stream.apps.bench_capacity import (
+    from stream.bench.capacity import (
         CAPACITY_FPS,
         CAPACITY_MAX,
         CAPACITY_SECONDS,
@@ -789,6 +808,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "auto, then fp32 and each precision auto would time here, on each backend)")
     b.add_argument("--skip-capacity", action="store_true",
                    help="leave the capacity search out (quick runs)")
+    b.add_argument("--gate", default="on", help="the motion gate for the gated share (windows "
+                   "of the test clips it skips): on (the weights' calibrated gate), off (not "
+                   "measured) or a bound (4x4 sum of frame change, 0-255)")
     b.add_argument("--json", type=Path)
     b.add_argument("--plot", type=Path, help="PNG of frames/s by batch size and by streams")
     b.add_argument("--threads", type=int, help="OpenMP threads of the network, here and in "

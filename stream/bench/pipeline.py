@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stream.apps.processes import ANY_PORT, Child, stop_all, vadstream_command, wait_ready_file
 from stream.defaults import EVENTS_DB
+from stream.processes import ANY_PORT, Child, stop_all, vadstream_command, wait_ready_file
 from stream.wire.subscriber import Subscriber
 from stream.wire.topics import ScoreMessage, StatusMessage, StreamStatus
 
