@@ -448,7 +448,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     capacity = None if args.skip_capacity else {
         "fps": args.capacity_fps, "seconds": args.capacity_seconds,
         "budget_ms": args.capacity_latency_ms, "max_cameras": args.capacity_max,
-        "candidates": parse_candidates(args.capacity_only) if args.capacity_only else None}
+        "candidates": parse_candidates(args.capacity_only) if args.capacity_only else None,
+        "fit": args.capacity_fit}
     result = run_bench(args.model, args.device, seconds=args.seconds, data=args.data,
                        streams=args.streams, sweep=sweep, pipeline="pipeline" not in args.skip,
                        reduced="reduced" not in args.skip, stride=args.stride,
@@ -806,6 +807,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--capacity-only", metavar="BACKEND:PRECISION,...",
                    help="search only these, e.g. mxnet:auto,mxnet:fp32 (default: precision "
                    "auto, then fp32 and each precision auto would time here, on each backend)")
+    b.add_argument("--capacity-fit", action="store_true",
+                   help="the capacity search's captures fit their frames to the model "
+                   "(a stream's fit: true): greyed and resized in the capture")
     b.add_argument("--skip-capacity", action="store_true",
                    help="leave the capacity search out (quick runs)")
     b.add_argument("--gate", default="on", help="the motion gate for the gated share (windows "

@@ -129,7 +129,8 @@ def capacity_report(model: str | Path, device: str, data: Path, stride: int, max
                     fps: float = CAPACITY_FPS, seconds: float = CAPACITY_SECONDS,
                     budget_ms: float = LATENCY_BUDGET_MS, max_cameras: int = CAPACITY_MAX,
                     int8_calibration: str = "",
-                    candidates: list[tuple[str, str]] | None = None) -> list[dict]:
+                    candidates: list[tuple[str, str]] | None = None,
+                    fit: bool = False) -> list[dict]:
     """The capacity search (:func:`search_capacity`) for each (backend, precision) of
     :func:`capacity_candidates` (or ``candidates``), each on the real pipeline.
 
@@ -148,6 +149,7 @@ def capacity_report(model: str | Path, device: str, data: Path, stride: int, max
         max_cameras: The most cameras tried.
         int8_calibration: int8's calibration clips ("": the weights' own).
         candidates: (backend, precision) pairs instead of this machine's.
+        fit: The captures fit their frames to the model (``vadstream capture --fit``).
 
     Returns:
         One entry per pair, the one with the most cameras first (ties: the order
@@ -182,7 +184,7 @@ def capacity_report(model: str | Path, device: str, data: Path, stride: int, max
             try:
                 run = run_pipeline(model, device, source, n, fps, seconds, stride, max_batch,
                                    precision=precision, warmup_s=warmup, backend=backend,
-                                   int8_calibration=int8_calibration)
+                                   int8_calibration=int8_calibration, fit=fit)
             except RuntimeError as err:
                 if n == 1:
                     raise
@@ -221,7 +223,7 @@ def capacity_report(model: str | Path, device: str, data: Path, stride: int, max
                  "captures_rss_mb": best["captures_rss_mb"] if best else None,
                  "scored_share": best["scored_share"] if best else None,
                  "backend": backend, "precision": resolved.get("precision", precision),
-                 "auto": precision == "auto", "latency_budget_ms": budget_ms,
+                 "auto": precision == "auto", "latency_budget_ms": budget_ms, "fit": fit,
                  "seconds": seconds, "max_cameras": max_cameras,
                  "tried": [{k: t.get(k) for k in ("cameras", "dropped", "p99_ms", "p50_ms",
                                                   "scored_share", "scored_fps", "held",

@@ -55,7 +55,8 @@ def run_bench(model: str | Path, device: str = "auto", seconds: float = 3.0,
             (:func:`peers_report`).
         capacity: Keyword arguments of
             :func:`stream.bench.capacity.capacity_report` (``fps``, ``seconds``,
-            ``budget_ms``, ``max_cameras``) for the capacity search; None: no search.
+            ``budget_ms``, ``max_cameras``, ``candidates``, ``fit``) for the capacity
+            search; None: no search.
         gate: The motion gate for ``gated_share`` (:func:`stream.bench.gated.gated_share`):
             ``on`` (the weights' calibrated gate) or a bound; ``off``: not measured.
 
@@ -259,7 +260,8 @@ def format_bench(result: dict) -> str:
     cap = result.get("capacity")
     if cap:
         for e in cap["searched"]:
-            name = f"{e['backend']} {e['precision']}{' (auto)' if e.get('auto') else ''}"
+            name = (f"{e['backend']} {e['precision']}{' (auto)' if e.get('auto') else ''}"
+                    f"{', fitted captures' if e.get('fit') else ''}")
             if "skipped" in e:
                 lines.append(f"capacity        {name}: skipped, {e['skipped']}")
                 continue

@@ -12,9 +12,9 @@ from models.weights import read_meta
 from stream.apps.supervisor import capture_command
 from stream.capture.frames import list_frames
 from stream.defaults import WEIGHTS
-from stream.pipeline import StreamConfig
+from stream.pipeline import StreamConfig, load_pipeline
 from stream.wire.protocol import Frame, decode_message
-from tests.conftest import PED2, stop, vadstream
+from tests.conftest import PED2, ROOT, stop, vadstream
 
 CLIP = PED2 / "Test" / "Test001"
 
@@ -79,3 +79,12 @@ def test_a_fitting_capture_sends_the_models_pixels():
         stop(proc)
         pull.close(0)
         context.term()
+
+
+def test_the_32_camera_config_fits_every_stream():
+    """``configs/pipeline_32.yaml`` (docs/results/bench.md's 32-camera run) loads: 32 Ped2
+    test clips at 10 fps, each capture fitting its frames."""
+    pipeline = load_pipeline(ROOT / "configs" / "pipeline_32.yaml")
+    assert len(pipeline.streams) == 32 and len({s.id for s in pipeline.streams}) == 32
+    assert all(s.fit and s.fps == 10 and s.loop for s in pipeline.streams)
+    assert pipeline.detector.backend == "onnxruntime"
