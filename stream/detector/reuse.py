@@ -37,7 +37,7 @@ from mxnet.gluon import HybridBlock
 
 from models.family import FeatureGroup, ModelFamily, Split
 from models.weights import WeightsMeta
-from stream.detector.backends.base import Backend, SplitNetwork
+from stream.detector.backends.base import Backend, Int8SplitError, SplitNetwork
 from stream.detector.backends.policy import check_name, reconstruction_changed
 
 log = logging.getLogger(__name__)
@@ -327,8 +327,9 @@ def build_split(family: ModelFamily, trained: HybridBlock, meta: WeightsMeta,
         runner = SplitRunner(split, tuple(meta.contract.shape), output_shapes, max_batch,
                              build, samples)
     # a precision the backend cannot build for this split (oneDNN's "could not create a
-    # primitive", an op its int8 tools cannot quantise): the whole network still runs
-    except tuple(backend.build_errors) as err:
+    # primitive", an op its int8 tools cannot quantise, an int8 split far from fp32 on
+    # normal inputs): the whole network still runs
+    except (*backend.build_errors, Int8SplitError) as err:
         log.warning("encoder reuse: %s cannot build %s's split at %s (%s): it runs whole",
                     backend.name, meta.model, precision,
                     (str(err).strip().splitlines() or [type(err).__name__])[0])

@@ -136,21 +136,27 @@ def calibration_sample(calibration: Sequence[np.ndarray], rows: int, ctx: mx.Con
 INT8_BUILD_TOLERANCE = 0.25
 
 
+class Int8SplitError(RuntimeError):
+    """A split network built at int8 strays too far from fp32 on normal inputs (weights
+    whose ranges int8 cannot hold, or an input read in the wrong place): encoder reuse
+    leaves that model whole (:func:`stream.detector.reuse.build_split`)."""
+
+
 def check_int8_outputs(what: str, got: Sequence[np.ndarray],
                        reference: Sequence[np.ndarray], hint: str) -> None:
     """Raise unless an int8 network's outputs are within :data:`INT8_BUILD_TOLERANCE`
     of the fp32 network's largest output magnitude.
 
     Raises:
-        RuntimeError: Naming the network (``what``), the difference and ``hint``.
+        Int8SplitError: Naming the network (``what``), the difference and ``hint``.
     """
     for y, ref in zip(got, reference, strict=True):
         scale = float(np.abs(ref).max()) or 1.0
         if y.shape != ref.shape or np.abs(y - ref).max() > INT8_BUILD_TOLERANCE * scale:
             diff = "shapes" if y.shape != ref.shape else \
                 f"values by {np.abs(y - ref).max() / scale:.3g} of their range"
-            raise RuntimeError(f"{what} at int8: the built network's outputs differ from "
-                               f"the fp32 network's ({diff}); {hint}")
+            raise Int8SplitError(f"{what} at int8: the built network's outputs differ from "
+                                 f"the fp32 network's ({diff}); {hint}")
 
 
 def check_outputs(what: str, got: Sequence[np.ndarray], reference: Sequence[np.ndarray],

@@ -86,7 +86,8 @@ class MXNetBackend:
 
         Raises:
             ValueError: For a precision it runs no split at, or int8 without calibration.
-            RuntimeError: If the built network's outputs differ from the network's.
+            RuntimeError: If the built network's outputs differ from the network's
+                (:class:`~stream.detector.backends.base.Int8SplitError` at int8).
         """
         if not self.supports_reuse(precision):
             raise ValueError(f"backend mxnet runs encoder reuse at "

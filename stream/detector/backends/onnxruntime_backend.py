@@ -152,7 +152,8 @@ class OnnxRuntimeBackend:
             ValueError: For a precision it runs no split at, or int8 without calibration.
             ExportError: If the network cannot be exported (naming the op).
             QuantizationError: If int8 cannot quantise it.
-            RuntimeError: If the session's outputs differ from MXNet's.
+            RuntimeError: If the session's outputs differ from MXNet's
+                (:class:`~stream.detector.backends.base.Int8SplitError` at int8).
         """
         if not self.supports_reuse(precision):
             raise ValueError(f"backend onnxruntime runs encoder reuse at "
