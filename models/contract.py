@@ -7,10 +7,14 @@ is prepared the same way everywhere.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
+
+from models.paths import weights_paths
 
 _INTERPOLATIONS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}
 
@@ -50,15 +54,17 @@ class InputContract:
         """Factor from model units to the 0-255 intensity scale (for differences)."""
         return 255.0 * self.std
 
-    def preprocess(self, frame: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Turn one source frame into a model input.
+    def fit(self, frame: np.ndarray) -> np.ndarray:
+        """A source frame greyed and resized to the contract's size, still uint8: what
+        :meth:`preprocess` does before scaling. A capture that sends fitted frames
+        (``vadstream capture --fit``) hands the detector the very pixels it would have
+        made itself, at a fraction of the bytes and of its CPU time.
 
         Args:
             frame: uint8 image, (H, W) grayscale or (H, W, 3) BGR as OpenCV reads it.
-            out: Optional float32 (size, size) array to write into (no allocation).
 
         Returns:
-            float32 (size, size) array in model units.
+            uint8 (size, size); the frame itself where it already fits.
 
         Raises:
             ValueError: If the frame is not a uint8 grayscale or 3-channel image.
@@ -74,6 +80,22 @@ class InputContract:
         if frame.shape != (self.size, self.size):
             frame = cv2.resize(frame, (self.size, self.size),
                                interpolation=_INTERPOLATIONS[self.interpolation])
+        return frame
+
+    def preprocess(self, frame: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Turn one source frame into a model input.
+
+        Args:
+            frame: uint8 image, (H, W) grayscale or (H, W, 3) BGR as OpenCV reads it.
+            out: Optional float32 (size, size) array to write into (no allocation).
+
+        Returns:
+            float32 (size, size) array in model units.
+
+        Raises:
+            ValueError: If the frame is not a uint8 grayscale or 3-channel image.
+        """
+        frame = self.fit(frame)
         if out is None:
             out = np.empty((self.size, self.size), np.float32)
         scale = 1.0 / self.pixel_scale
@@ -85,3 +107,21 @@ class InputContract:
     def to_dict(self) -> dict:
         """The contract as plain JSON-ready values (for the weights' metadata)."""
         return asdict(self)
+
+
+def read_contract(weights: str | Path) -> InputContract:
+    """The input contract recorded in a weights stem's ``.json``, read without loading
+    MXNet (for a capture that fits its frames).
+
+    Raises:
+        FileNotFoundError: If the ``.json`` is missing, saying what to give.
+        ValueError: If it records no valid contract.
+    """
+    _, meta = weights_paths(weights)
+    if not meta.is_file():
+        raise FileNotFoundError(f"weights metadata {meta} not found: give the weights the "
+                                "stream is scored with (a stem with its .json)")
+    data = json.loads(meta.read_text()).get("contract")
+    if not isinstance(data, dict):
+        raise ValueError(f"{meta} records no input contract; retrain with `vadstream train`")
+    return InputContract(**data)

@@ -17,6 +17,7 @@ import numpy as np
 from mxnet.gluon import HybridBlock
 
 from models.meta import WeightsError, WeightsMeta
+from models.paths import weights_paths
 from models.registry import get_model
 
 #: Where the project's shipped weights live.
@@ -25,13 +26,6 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "ped2_predictor"
 #: The shipped Chong & Tay STAE (what ``vadstream bench`` times by default).
 STAE_WEIGHTS = WEIGHTS_DIR / "ped2_stae"
-
-
-def weights_paths(path: str | Path) -> tuple[Path, Path]:
-    """The ``.params`` and ``.json`` paths for a weights stem or either file."""
-    path = Path(path)
-    stem = path.with_suffix("") if path.suffix in (".params", ".json") else path
-    return stem.with_name(stem.name + ".params"), stem.with_name(stem.name + ".json")
 
 
 def calibration_path(path: str | Path) -> Path:

@@ -37,6 +37,11 @@ class StreamConfig:
             map and boxes never count (a tree in the wind, a screen, a road).
         curve_key: The capture's CURVE ``.key_secret`` (when the detector requires CURVE).
         curve_server: The detector's public ``.key``.
+        fit: The capture sends each frame greyed and resized to its model's input size
+            (:meth:`models.contract.InputContract.fit`): the network sees the very same
+            pixels, the capture does the work the detector would (a fraction of the bytes
+            and of the detector's CPU time); overlays, snapshots and clips are then at
+            that size, so no ``mask`` (it is in source pixels).
     """
 
     id: str
@@ -50,9 +55,13 @@ class StreamConfig:
     mask: tuple[tuple[tuple[float, float], ...], ...] = ()
     curve_key: str = ""
     curve_server: str = ""
+    fit: bool = False
 
     def __post_init__(self) -> None:
         check_stream_id(self.id)
+        if self.fit and self.mask:
+            raise ValueError(f"stream {self.id}: fit sends frames at the model's input size "
+                             "and mask is in source pixels; drop one of them")
         check_threshold(self.threshold)
         object.__setattr__(self, "mask", check_polygons(self.mask))
         if self.encoding not in ENCODINGS:

@@ -1,7 +1,8 @@
 """The layers import one way only: every import of every module, read with ``ast``.
 
 ``models`` <- ``stream.{wire,capture,detector}`` (and the shared ``stream.store``,
-``config``, ``pipeline``, ``defaults``, ``times``) <- ``train`` <- ``stream.apps``;
+``config``, ``pipeline``, ``defaults``, ``times``, ``processes``) <- ``train`` <-
+``stream.bench`` (the bench's measurements) <- ``stream.apps``;
 ``stream.dashboard`` reads ``stream.wire`` and the store only, and never loads MXNet.
 Imports inside functions count as much as those at the top of a module.
 
@@ -21,7 +22,8 @@ from tests.conftest import ROOT
 PACKAGES = ("models", "stream", "train")
 #: The parts of stream below the commands (and below train).
 RUNTIME = ("stream.wire", "stream.capture", "stream.detector", "stream.store", "stream.config",
-           "stream.pipeline", "stream.dashboard", "stream.defaults", "stream.times")
+           "stream.pipeline", "stream.dashboard", "stream.defaults", "stream.times",
+           "stream.processes")
 #: (importer prefixes, forbidden import prefixes, why).
 RULES = (
     (("models",), ("stream", "train", "tests"), "models imports nothing of ours"),
@@ -30,6 +32,7 @@ RULES = (
      "the dashboard reads stream.wire and the store only, and never loads MXNet"),
     (("stream.defaults",), ("models", "mxnet"), "the defaults load nothing heavy"),
     (("train",), ("stream.apps",), "train sits below the commands"),
+    (("stream.bench",), ("stream.apps",), "the bench's measurements sit below the commands"),
 )
 
 

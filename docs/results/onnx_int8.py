@@ -19,7 +19,7 @@ import mxnet as mx
 import numpy as np
 
 from models import STAE_WEIGHTS
-from stream.apps.bench import cpu_name
+from stream.bench.timing import cpu_name
 from stream.detector.engine import Engine
 from stream.detector.precision import cpu_flags, isa_summary
 from train.evaluate import evaluate

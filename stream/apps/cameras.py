@@ -20,9 +20,9 @@ from typing import Protocol
 
 import yaml
 
-from stream.apps.processes import Child
 from stream.config import ConfigError, build
 from stream.pipeline import Pipeline, StreamConfig
+from stream.processes import Child
 from stream.wire.control import ControlClient, ControlError, NoReplyError, RequestError
 from stream.wire.endpoints import connect_endpoint
 from stream.wire.security import client_from_args

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from models.weights import read_meta
-from stream.apps.processes import ANY_PORT, Child, stop_all, vadstream_command, wait_ready_file
 from stream.dashboard.config import split_host_port
 from stream.defaults import DASHBOARD_HTTP, EVENTS_DB, PED2
+from stream.processes import ANY_PORT, Child, stop_all, vadstream_command, wait_ready_file
 from stream.wire.subscriber import Subscriber
 from stream.wire.topics import AlertMessage, EosMessage, ScoreMessage, StatusMessage
 

@@ -30,11 +30,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from stream.apps.bench_pipeline import cpu_seconds
-from stream.apps.processes import Child, vadstream_command
 from stream.apps.supervisor import connect_endpoint
+from stream.bench.pipeline import cpu_seconds
 from stream.defaults import EVENTS_DB, PED2, ROOT
 from stream.pipeline import load_pipeline
+from stream.processes import Child, vadstream_command
 from stream.wire.endpoints import free_loopback_port
 from stream.wire.subscriber import Subscriber
 from stream.wire.topics import AlertMessage, StatusMessage, StreamStatus

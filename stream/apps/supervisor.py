@@ -13,8 +13,8 @@ from pathlib import Path
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
-from stream.apps.processes import Child, stop_all, vadstream_command
 from stream.pipeline import Pipeline, StreamConfig
+from stream.processes import Child, stop_all, vadstream_command
 from stream.wire.control import ControlServer
 from stream.wire.endpoints import connect_endpoint, is_loopback
 from stream.wire.security import CurveServer
@@ -39,10 +39,13 @@ def mqtt_command(pipeline: Pipeline) -> list[str]:
     return vadstream_command("mqtt", *pipeline.mqtt.to_argv(**endpoints))
 
 
-def capture_command(stream: StreamConfig, connect: str) -> list[str]:
-    """The ``vadstream capture`` command line for one configured stream."""
+def capture_command(stream: StreamConfig, connect: str, model: str = "") -> list[str]:
+    """The ``vadstream capture`` command line for one configured stream (``model``: the
+    detector's, for a stream that fits its frames to its model and names none)."""
     argv = vadstream_command("capture", "--source", stream.source, "--stream-id", stream.id,
                              "--connect", connect, "--encoding", stream.encoding)
+    if stream.fit:
+        argv += ["--fit", stream.model or model]
     if stream.fps is not None:
         argv += ["--fps", str(stream.fps)]
     if stream.loop:
@@ -97,6 +100,8 @@ class Supervisor:
                  on_detector_restart: Callable[[], None] | None = None) -> None:
         self.config = pipeline.supervisor
         self.connect = connect_endpoint(pipeline.detector.bind)
+        #: The detector's model: what a fitting capture's stream is scored with by default.
+        self.model = pipeline.detector.model
         self.detector = _Watched(
             Child("detector", vadstream_command("detect", "--config", str(config_path),
                                                 *(extra_detect_args or []))),
@@ -117,7 +122,8 @@ class Supervisor:
 
     def add_capture(self, stream: StreamConfig) -> _Watched:
         """Start (and from now on supervise) the capture of ``stream``."""
-        watched = _Watched(Child(f"capture {stream.id}", capture_command(stream, self.connect)),
+        watched = _Watched(Child(f"capture {stream.id}",
+                                 capture_command(stream, self.connect, self.model)),
                            is_finite(stream), self.config.restart_delay)
         self.captures[stream.id] = watched
         watched.start(time.monotonic())

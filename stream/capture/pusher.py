@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import zmq
 
+from models.contract import InputContract
 from stream.capture.sources import URL_SCHEMES, FrameSource, open_source
 from stream.wire.protocol import check_stream_id, encode_eos, encode_frame
 from stream.wire.security import CurveClient
@@ -163,8 +164,8 @@ def _reconnect(source: FrameSource, stream: str, attempt: int, max_backoff_s: fl
 
 def run_capture(source: FrameSource, stream: str, pusher: FramePusher, encoding: str = "raw",
                 fps: float | None = None, loop: bool = False, wait_s: float = 10.0,
-                stop: threading.Event | None = None, max_backoff_s: float = 30.0
-                ) -> CaptureStats:
+                stop: threading.Event | None = None, max_backoff_s: float = 30.0,
+                fit: InputContract | None = None) -> CaptureStats:
     """Read ``source`` and push every frame until it ends (or ``stop`` is set).
 
     Args:
@@ -180,6 +181,8 @@ def run_capture(source: FrameSource, stream: str, pusher: FramePusher, encoding:
         stop: Event that ends the loop.
         max_backoff_s: Longest wait between reconnection attempts of a live source that
             stopped delivering (cameras and stream URLs are never given up on).
+        fit: Send each frame fitted to this model input contract (greyed and resized:
+            :meth:`models.contract.InputContract.fit`), not as read.
 
     Returns:
         Counts of frames read, sent and dropped.
@@ -208,7 +211,8 @@ def run_capture(source: FrameSource, stream: str, pusher: FramePusher, encoding:
             if item is None:
                 break
         attempt = 0
-        parts = encode_frame(stream, stats.read, time.time(), item.image, encoding,
+        image = item.image if fit is None else fit.fit(item.image)
+        parts = encode_frame(stream, stats.read, time.time(), image, encoding,
                              clip=item.clip, frame=item.index,
                              reconnects=stats.reconnects if source.live else None)
         stats.read += 1

@@ -94,9 +94,10 @@ class DetectorConfig:
             (:func:`models.registry.register_family`) that weights may then name.
         encoder_reuse: Encode each frame once where the model's family splits its
             network into a per-frame encoder and a temporal part and windows overlap
-            (stride < window: without it each window encodes all its frames again); fp32
-            and bf16 on mxnet, fp32 on onnxruntime; int8 runs the whole network (see
-            ``stream.detector.reuse``).
+            (stride < window: without it each window encodes all its frames again); at
+            fp32, bf16 and int8 on mxnet, fp32 and int8 on onnxruntime (int8: each split
+            network calibrated on its own, kept where it decides as the whole network;
+            see ``stream.detector.reuse``).
         drift: When a stream's scores have drifted from its model's calibration, reported
             in ``status``: ``enabled``, ``window`` (frames whose median is compared),
             ``percentile`` (of the calibration's normal frames: the limit), ``release``

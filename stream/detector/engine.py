@@ -88,7 +88,7 @@ class Engine:
             (:mod:`stream.detector.backends.onnxruntime_backend`: the same inference form
             exported to ONNX at start-up; fp32, int8 or auto, whose candidate there is int8).
         reuse: Also build the encoder-reuse networks where the family splits
-            (:attr:`reuse`, on the backend, fp32 or MXNet's bf16), for a live detector.
+            (:attr:`reuse`, on the backend, at the precision it runs), for a live detector.
     """
 
     def __init__(self, weights: str | Path, device: str = "auto", precision: str = "auto",
@@ -150,7 +150,8 @@ class Engine:
         #: backend; None: whole only.
         self.reuse = build_split(self.family, trained, self.meta, self.ctx, resolved,
                                  max_batch, {k: self._shape(k) for k in shapes},
-                                 decode_last, self.backend) if reuse else None
+                                 decode_last, self.backend, calibration, self.reconstruct,
+                                 decide) if reuse else None
         self.busy_s, self.frames_run = 0.0, 0
         reason = self.precision_report.get("reason")
         log.info("model %s (%s) on %s with %s, precision %s%s", weights, self.meta.model,

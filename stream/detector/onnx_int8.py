@@ -36,14 +36,17 @@ def reduce_range(flags: frozenset[str]) -> bool:
     return not flags & precisions.VNNI
 
 
-def quantize_int8(model, windows: np.ndarray, flags: frozenset[str] | None = None) -> bytes:
+def quantize_int8(model, windows: np.ndarray | dict[str, np.ndarray],
+                  flags: frozenset[str] | None = None) -> bytes:
     """``model`` with its convolutions in int8, calibrated on ``windows``.
 
     Args:
         model: An fp32 ``onnx.ModelProto`` (:func:`models.export.inference_onnx`), one
-            input named :data:`models.export.INPUT`.
+            input named :data:`models.export.INPUT`; or one with several inputs (an
+            encoder-reuse split's network, :func:`models.export.network_to_onnx`).
         windows: Normal windows (n, T, S, S), float32, in the contract's units; each is
-            one calibration batch.
+            one calibration batch. For several inputs: per input name, its samples
+            (n, ...), sample i of each making batch i.
         flags: CPU flags (default: this CPU's), for :func:`reduce_range`.
 
     Returns:
@@ -75,16 +78,18 @@ def quantize_int8(model, windows: np.ndarray, flags: frozenset[str] | None = Non
     for i, node in enumerate(model.graph.node):
         node.name = node.name or f"{node.op_type}_{i}"
 
+    named = {INPUT: windows} if isinstance(windows, np.ndarray) else dict(windows)
+    count = len(next(iter(named.values())))
+
     class Windows(CalibrationDataReader):
-        """One calibration window per batch."""
+        """One calibration window (sample of each input) per batch."""
 
         def __init__(self) -> None:
-            self.batches = iter(np.ascontiguousarray(windows[i:i + 1], np.float32)
-                                for i in range(len(windows)))
+            self.batches = iter({k: np.ascontiguousarray(a[i:i + 1], np.float32)
+                                 for k, a in named.items()} for i in range(count))
 
         def get_next(self) -> dict | None:
-            batch = next(self.batches, None)
-            return None if batch is None else {INPUT: batch}
+            return next(self.batches, None)
 
     with tempfile.TemporaryDirectory(prefix="vadstream-int8-") as tmp:
         source, prepared, quantised = (Path(tmp) / f for f in ("fp32.onnx", "pre.onnx",
@@ -110,6 +115,6 @@ def quantize_int8(model, windows: np.ndarray, flags: frozenset[str] | None = Non
                                     "or backend mxnet") from err
         out = quantised.read_bytes()
     log.info("int8 for onnxruntime: convolutions quantised on %d normal windows%s in %.1f s",
-             len(windows), ", 7-bit weights (no VNNI)" if reduce_range(flags) else "",
+             count, ", 7-bit weights (no VNNI)" if reduce_range(flags) else "",
              time.perf_counter() - started)
     return out

@@ -6,9 +6,12 @@ import json
 import cv2
 import pytest
 
-from stream.apps.bench import LIVE_FPS, detector_stride, gflop_per_frame
-from stream.apps.bench_capacity import parse_candidates, search_capacity
-from stream.apps.bench_plot import plot_bench
+from stream.bench.capacity import parse_candidates, search_capacity
+from stream.bench.network import LIVE_FPS, detector_stride
+from stream.bench.peak import gflop_per_frame
+from stream.bench.plot import plot_bench
+from stream.defaults import BACKENDS
+from stream.detector.backends import get_backend
 from tests.conftest import PED2, ROOT, vadstream_run
 
 
@@ -97,6 +100,8 @@ def test_bench_writes_every_key_and_the_plot(tiny_weights, tmp_path):
     assert all(row["fps"] > 0 and row["rss_mb"] > 0 for row in pipe["sweep"])
     assert pipe["flood"]["streams"] == 2 and pipe["cameras_10fps"] >= 0
 
+    # tiny weights carry no calibrated gate: the gated share is skipped, saying why
+    assert result["gated_share"] is None and "gate" in result["skipped"]["gated_share"]
     assert (tmp_path / "b.png").stat().st_size > 10_000
     assert "utilization" in out.stdout and "pipeline" in out.stdout and "auto" in out.stdout
 
@@ -212,7 +217,7 @@ def test_bench_times_any_model_and_finds_its_capacity_on_the_real_pipeline(tiny_
                         "--capacity-seconds", "2", "--capacity-max", "3",
                         "--capacity-latency-ms", str(budget),
                         "--capacity-only", "mxnet:auto,mxnet:fp32", "--data", str(PED2),
-                        "--json", str(tmp_path / "b.json"), timeout=280)
+                        "--gate", "30", "--json", str(tmp_path / "b.json"), timeout=280)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads((tmp_path / "b.json").read_text())
     assert result["model"] == str(predictor) and result["family"] == "predictor"
@@ -222,6 +227,18 @@ def test_bench_times_any_model_and_finds_its_capacity_on_the_real_pipeline(tiny_
 
     capacity = result["capacity"]
     searched = capacity["searched"]
+    # the figures issue 27 asks of the JSON, and their relations (never a speed)
+    assert {"cameras", "fps", "p99_ms", "rss_mb_per_camera", "backend",
+            "precision"} <= set(capacity)
+    # what `auto` considers on this CPU: fp32 on each backend and each of its candidates
+    considered = {(name, p) for name in BACKENDS
+                  for p in ("fp32", *get_backend(name).candidates())}
+    assert all((e["backend"], e["precision"]) in considered for e in searched)
+    gated = result["gated_share"]
+    assert gated["setting"] == 30 and gated["bound"] == 30 and gated["clips"] == 6
+    assert 0 <= gated["skipped"] <= gated["windows"] and gated["windows"] > 0
+    assert 0 <= gated["share"] <= 1
+    assert gated["share"] == pytest.approx(gated["skipped"] / gated["windows"], abs=5e-5)
     # auto's pick first among equals; an explicit fp32 equal to auto's pick is not searched
     # twice
     assert searched[0]["auto"] or searched[0]["cameras"] > searched[1]["cameras"]
@@ -251,4 +268,12 @@ def test_bench_times_any_model_and_finds_its_capacity_on_the_real_pipeline(tiny_
             assert entry["rss_mb_per_camera"] == pytest.approx(
                 (entry["rss_mb"] + entry["captures_rss_mb"]) / entry["cameras"], abs=0.06)
             assert entry["rss_mb"] > 0 and entry["captures_rss_mb"] > 0
+            assert 0 < entry["p50_ms"] <= entry["p99_ms"]
+            # cameras x fps x the share scored = the frames scored per second (each figure
+            # rounded: the share to 0.001, the frames/s to 0.1 before the share is taken)
+            offered = entry["cameras"] * entry["fps"]
+            assert entry["scored_fps"] == pytest.approx(entry["scored_share"] * offered,
+                                                        abs=0.0005 * offered + 0.05)
+            assert entry["scored_fps"] <= offered * 1.1   # never more than offered
     assert "capacity" in out.stdout and "skipped         utilization" in out.stdout
+    assert "gated share" in out.stdout

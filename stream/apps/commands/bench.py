@@ -1,6 +1,6 @@
 """``vadstream bench`` (throughput against the machine's peak) and ``vadstream soak`` (the
 pipeline for a while, sampling what could grow). The measurements themselves live in
-``stream.apps.bench*`` and ``stream.apps.soak``."""
+``stream.bench`` and ``stream.apps.soak``."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from stream.apps.bench_capacity import (
+from stream.apps.commands.common import DEVICES, add_options, options
+from stream.apps.flags import flag
+from stream.bench.capacity import (
     CAPACITY_FPS,
     CAPACITY_MAX,
     CAPACITY_SECONDS,
     LATENCY_BUDGET_MS,
 )
-from stream.apps.commands.common import DEVICES, add_options, options
-from stream.apps.flags import flag
 from stream.defaults import PED2, PRECISIONS, WEIGHTS
 
 
@@ -49,6 +49,11 @@ class BenchOptions:
         capacity_only: search only these, e.g. mxnet:auto,mxnet:fp32 (default: precision
             auto, then fp32 and each precision auto would time here, on each backend)
         skip_capacity: leave the capacity search out (quick runs)
+        capacity_fit: the capacity search's captures fit their frames to the model (a
+            stream's fit: true): greyed and resized in the capture
+        gate: the motion gate for the gated share (windows of the test clips it skips): on
+            (the weights' calibrated gate), off (not measured) or a bound (4x4 sum of frame
+            change, 0-255)
         json: write the results here
         plot: PNG of frames/s by batch size and by streams
         threads: OpenMP threads of the network, here and in the detectors the bench starts
@@ -71,6 +76,8 @@ class BenchOptions:
     capacity_max: int = CAPACITY_MAX
     capacity_only: str | None = flag(None, metavar="BACKEND:PRECISION,...")
     skip_capacity: bool = False
+    capacity_fit: bool = False
+    gate: str = "on"
     json: Path | None = None
     plot: Path | None = None
     threads: int | None = None
@@ -125,6 +132,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.set_defaults(func=cmd_soak)
 
 
+def _gate_setting(text: str) -> str | float:
+    """``--gate``: on, off or a bound.
+
+    Raises:
+        ValueError: For anything else, saying what to give.
+    """
+    if text in ("on", "off"):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--gate {text!r}: give on, off or a bound (a number)") from None
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Measure, print the figures, write the JSON and plot asked for."""
     import json
@@ -135,19 +156,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise RuntimeError("--threads must take effect before MXNet loads")
         # this process (the model figures) and the detectors it starts alike
         os.environ["OMP_NUM_THREADS"] = str(opts.threads)
-    from stream.apps.bench import format_bench, run_bench
-    from stream.apps.bench_capacity import parse_candidates
+    from stream.bench.capacity import parse_candidates
+    from stream.bench.report import format_bench, run_bench
 
     sweep = tuple(int(n) for n in opts.sweep.split(",") if n.strip())
     capacity = None if opts.skip_capacity else {
         "fps": opts.capacity_fps, "seconds": opts.capacity_seconds,
         "budget_ms": opts.capacity_latency_ms, "max_cameras": opts.capacity_max,
-        "candidates": parse_candidates(opts.capacity_only) if opts.capacity_only else None}
+        "candidates": parse_candidates(opts.capacity_only) if opts.capacity_only else None,
+        "fit": opts.capacity_fit}
     result = run_bench(opts.model, opts.device, seconds=opts.seconds, data=opts.data,
                        streams=opts.streams, sweep=sweep, pipeline="pipeline" not in opts.skip,
                        reduced="reduced" not in opts.skip, stride=opts.stride,
                        families=opts.families, peers="peers" not in opts.skip,
-                       capacity=capacity)
+                       capacity=capacity, gate=_gate_setting(opts.gate))
     result["omp_threads"] = int(os.environ["OMP_NUM_THREADS"])
     print(f"network threads {result['omp_threads']} (OpenMP, bench and detectors alike)")
     print(format_bench(result))
@@ -155,7 +177,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         opts.json.parent.mkdir(parents=True, exist_ok=True)
         opts.json.write_text(json.dumps(result, indent=2) + "\n")
     if opts.plot:
-        from stream.apps.bench_plot import plot_bench
+        from stream.bench.plot import plot_bench
 
         plot_bench(result, opts.plot)
     return 0

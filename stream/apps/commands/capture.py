@@ -16,7 +16,7 @@ from stream.apps.commands.common import (
     options,
     stop_on_signals,
 )
-from stream.apps.flags import add_dataclass_flags
+from stream.apps.flags import add_dataclass_flags, flag
 from stream.defaults import FRAMES_ENDPOINT
 
 
@@ -34,6 +34,9 @@ class CaptureOptions:
         hwm: frames queued before dropping
         watchdog: seconds without frames before a stream URL is reconnected
         max_backoff: longest wait between reconnection attempts
+        fit: send frames greyed and resized to these weights' input size (the detector
+            would do it: the same pixels reach the network, a fraction of the bytes and of
+            its CPU time)
     """
 
     source: str
@@ -45,6 +48,7 @@ class CaptureOptions:
     hwm: int = 8
     watchdog: float = 10.0
     max_backoff: float = 30.0
+    fit: str | None = flag(None, metavar="WEIGHTS")
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_capture(args: argparse.Namespace) -> int:
     """Push the source's frames until it ends (a live one: until stopped)."""
+    from models.contract import read_contract
     from stream.capture.pusher import FramePusher, open_with_retry, run_capture
     from stream.wire.security import client_from_args
 
@@ -94,7 +99,8 @@ def cmd_capture(args: argparse.Namespace) -> int:
         log.info("capturing %s as stream %s to %s", source.name, opts.stream_id, opts.connect)
         stats = run_capture(source, opts.stream_id, pusher, encoding=opts.encoding,
                             fps=opts.fps, loop=opts.loop, stop=stop,
-                            max_backoff_s=opts.max_backoff)
+                            max_backoff_s=opts.max_backoff,
+                            fit=read_contract(opts.fit) if opts.fit else None)
     log.info("capture %s done: %d read, %d sent, %d dropped", opts.stream_id, stats.read,
              stats.sent, stats.dropped)
     return 0

@@ -98,10 +98,13 @@ class Backend(Protocol):
         ...
 
     def split_network(self, net: HybridBlock, inputs: list[list[np.ndarray]],
-                      outputs: list[list[np.ndarray]], ctx: mx.Context, precision: str
-                      ) -> SplitNetwork:
+                      outputs: list[list[np.ndarray]], ctx: mx.Context, precision: str,
+                      calibration: list[np.ndarray] | None = None,
+                      keep_fp32: Sequence[str] = ()) -> SplitNetwork:
         """One of a split's networks built at ``precision`` over the buffers (see
-        :class:`SplitNetwork`), checked against ``net``."""
+        :class:`SplitNetwork`), checked against ``net``; int8 is calibrated on
+        ``calibration`` (normal samples, one array per input, (n, ...) each) and keeps
+        the layers named by ``keep_fp32`` (substrings) in fp32 where the backend can."""
         ...
 
 
@@ -116,6 +119,44 @@ def random_sample(shapes: Sequence[tuple[int, ...]], ctx: mx.Context
     """Random inputs in [0, 1) of ``shapes`` (seeded), to check a built network."""
     rng = np.random.default_rng(0)
     return [mx.nd.array(rng.random(s, np.float32), ctx=ctx) for s in shapes]
+
+
+def calibration_sample(calibration: Sequence[np.ndarray], rows: int, ctx: mx.Context
+                       ) -> list[mx.nd.NDArray]:
+    """The first ``rows`` calibration samples of each input, to check an int8 network
+    on normal inputs (random ones lie outside its calibrated ranges)."""
+    return [mx.nd.array(np.ascontiguousarray(c[:rows], np.float32), ctx=ctx)
+            for c in calibration]
+
+
+#: How far an int8 split network's outputs may be from fp32's on normal samples, relative
+#: to the largest fp32 output: int8 activations resolve 1/255 of each layer's calibrated
+#: range, and a few layers' rounding adds up (measured 0.02-0.05 on the shipped weights);
+#: an input read in the wrong place gives errors of the order of the outputs themselves.
+INT8_BUILD_TOLERANCE = 0.25
+
+
+class Int8SplitError(RuntimeError):
+    """A split network built at int8 strays too far from fp32 on normal inputs (weights
+    whose ranges int8 cannot hold, or an input read in the wrong place): encoder reuse
+    leaves that model whole (:func:`stream.detector.reuse.build_split`)."""
+
+
+def check_int8_outputs(what: str, got: Sequence[np.ndarray],
+                       reference: Sequence[np.ndarray], hint: str) -> None:
+    """Raise unless an int8 network's outputs are within :data:`INT8_BUILD_TOLERANCE`
+    of the fp32 network's largest output magnitude.
+
+    Raises:
+        Int8SplitError: Naming the network (``what``), the difference and ``hint``.
+    """
+    for y, ref in zip(got, reference, strict=True):
+        scale = float(np.abs(ref).max()) or 1.0
+        if y.shape != ref.shape or np.abs(y - ref).max() > INT8_BUILD_TOLERANCE * scale:
+            diff = "shapes" if y.shape != ref.shape else \
+                f"values by {np.abs(y - ref).max() / scale:.3g} of their range"
+            raise Int8SplitError(f"{what} at int8: the built network's outputs differ from "
+                                 f"the fp32 network's ({diff}); {hint}")
 
 
 def check_outputs(what: str, got: Sequence[np.ndarray], reference: Sequence[np.ndarray],

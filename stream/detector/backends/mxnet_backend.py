@@ -11,6 +11,7 @@ engine's whole networks (:class:`MXNetRunner`) and encoder reuse's split network
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import mxnet as mx
@@ -20,6 +21,8 @@ from mxnet.gluon import HybridBlock
 from models.weights import WeightsMeta
 from stream.detector.backends.base import (
     BatchedRunner,
+    calibration_sample,
+    check_int8_outputs,
     check_outputs,
     network_outputs,
     random_sample,
@@ -31,9 +34,9 @@ from stream.detector.precision import auto_candidates, resolve_precision
 #: transposed convolution, and its int8 convolution-plus-sum fusion fails at run time
 #: (uint8 vs int8) on the ConvLSTM.
 INT8_FP32_OPS = ("elemwise_add", "Deconvolution", "broadcast_add")
-#: Precisions MXNet runs a split at; int8's calibration is the whole network's, so an
-#: int8 model runs whole.
-REUSE_PRECISIONS = ("fp32", "bf16")
+#: Precisions MXNet runs a split at: int8 calibrates each split network on its own
+#: normal inputs (:func:`stream.detector.reuse.split_calibration`).
+REUSE_PRECISIONS = ("fp32", "bf16", "int8")
 #: How far a built split network's outputs may be from the unfused fp32 network's on
 #: random inputs: float rounding for fp32; bfloat16's 8-bit mantissa for bf16.
 _BUILD_TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2}
@@ -71,27 +74,40 @@ class MXNetBackend:
         return MXNetRunner(built, batches, shape, ctx)
 
     def split_network(self, net: HybridBlock, inputs: list[list[np.ndarray]],
-                      outputs: list[list[np.ndarray]], ctx: mx.Context, precision: str
-                      ) -> MXNetNetwork:
+                      outputs: list[list[np.ndarray]], ctx: mx.Context, precision: str,
+                      calibration: list[np.ndarray] | None = None,
+                      keep_fp32: Sequence[str] = ()) -> MXNetNetwork:
         """A split's network built at ``precision`` (one of :data:`REUSE_PRECISIONS`) over
-        the buffers, checked against itself unfused in fp32 on random inputs: MXNet
-        1.9.1's ``optimize_for`` binds a graph's inputs by the order it first reads them,
-        so a network with several inputs must read them in order.
+        the buffers, checked against itself unfused in fp32 (on random inputs; int8: on
+        its first normal ``calibration`` samples, within
+        :data:`~stream.detector.backends.base.INT8_BUILD_TOLERANCE`): MXNet 1.9.1's
+        ``optimize_for`` binds a graph's inputs by the order it first reads them, so a
+        network with several inputs must read them in order.
 
         Raises:
-            ValueError: For a precision it runs no split at.
-            RuntimeError: If the built network's outputs differ from the network's.
+            ValueError: For a precision it runs no split at, or int8 without calibration.
+            RuntimeError: If the built network's outputs differ from the network's
+                (:class:`~stream.detector.backends.base.Int8SplitError` at int8).
         """
         if not self.supports_reuse(precision):
             raise ValueError(f"backend mxnet runs encoder reuse at "
                              f"{' or '.join(REUSE_PRECISIONS)}, not {precision}; set "
                              "detector.encoder_reuse: false")
+        hint = "its inputs must be read in their order (see above)"
+        if precision == "int8":
+            if calibration is None:
+                raise ValueError("encoder reuse at int8 needs calibration samples")
+            sample = calibration_sample(calibration, 2, ctx)
+            reference = network_outputs(net, sample)
+            built = quantize_int8(net, calibration, keep_fp32)
+            check_int8_outputs(type(net).__name__, network_outputs(built, sample),
+                               reference, hint)
+            return MXNetNetwork(built, inputs, outputs, ctx)
         sample = random_sample([(1, *a.shape[1:]) for a in inputs[0]], ctx)
         reference = network_outputs(net, sample)
         built = build_network(net, ctx, precision, sample)
         check_outputs(type(built).__name__, network_outputs(built, sample), reference,
-                      _BUILD_TOLERANCE[precision], "its inputs must be read in their order "
-                      "(see above)")
+                      _BUILD_TOLERANCE[precision], hint)
         return MXNetNetwork(built, inputs, outputs, ctx)
 
 
@@ -187,9 +203,11 @@ def build_network(net: HybridBlock, ctx: mx.Context, precision: str,
     return net
 
 
-def quantize_int8(net: HybridBlock, windows: np.ndarray, keep_fp32: Sequence[str] = (),
-                  batch: int = 4) -> HybridBlock:
-    """The network with its convolutions in int8 (oneDNN), calibrated on ``windows``.
+def quantize_int8(net: HybridBlock, windows: np.ndarray | Sequence[np.ndarray],
+                  keep_fp32: Sequence[str] = (), batch: int = 4) -> HybridBlock:
+    """The network with its convolutions in int8 (oneDNN), calibrated on ``windows``
+    (a sequence of arrays: one per input of a network with several, as Gluon's export
+    names them ``data0``, ``data1``, ...).
 
     Calibration takes each layer's min and max over the windows ("naive": KL-divergence
     "entropy" calibration ruined the reconstruction here).
@@ -206,8 +224,12 @@ def quantize_int8(net: HybridBlock, windows: np.ndarray, keep_fp32: Sequence[str
     """
     from mxnet.contrib.quantization import quantize_net
 
-    batch = min(batch, len(windows))
-    data = mx.io.NDArrayIter(data=mx.nd.array(windows), batch_size=batch)
+    arrays = [windows] if isinstance(windows, np.ndarray) else list(windows)
+    batch = min(batch, len(arrays[0]))
+    named = OrderedDict([("data", arrays[0])]) if len(arrays) == 1 else \
+        OrderedDict((f"data{i}", a) for i, a in enumerate(arrays))
+    data = mx.io.NDArrayIter(data=OrderedDict((k, mx.nd.array(a)) for k, a in named.items()),
+                             batch_size=batch)
     quiet = logging.getLogger("vadstream.quantize")
     quiet.setLevel(logging.WARNING)
     out = quantize_net(net, quantized_dtype="int8", calib_mode="naive", calib_data=data,

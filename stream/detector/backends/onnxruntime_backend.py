@@ -10,14 +10,15 @@ provider has no bfloat16 convolution (MXNet's oneDNN has: ``detector.backend: mx
 
 Encoder reuse (:mod:`stream.detector.reuse`): a split's encoder and temporal networks,
 exported alike (several inputs and outputs), each run by its own session over the
-:class:`~stream.detector.reuse.SplitRunner`'s buffers (:class:`OnnxNetwork`), at fp32
-(int8, calibrated as a whole, runs the whole network).
+:class:`~stream.detector.reuse.SplitRunner`'s buffers (:class:`OnnxNetwork`), at fp32 or
+int8 (each network quantised on its own normal inputs:
+:func:`stream.detector.reuse.split_calibration`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import mxnet as mx
 import numpy as np
@@ -29,6 +30,8 @@ from stream.defaults import PRECISIONS
 from stream.detector import precision as precisions
 from stream.detector.backends.base import (
     BatchedRunner,
+    calibration_sample,
+    check_int8_outputs,
     check_outputs,
     network_outputs,
     random_sample,
@@ -76,7 +79,7 @@ class OnnxRuntimeBackend:
     runtime = "onnxruntime"
     precisions = ("fp32", "int8")
     candidate_isa = "neither VNNI nor AMX-int8 (int8 is onnxruntime's reduced precision)"
-    reuse_precisions = ("fp32",)
+    reuse_precisions = ("fp32", "int8")
 
     def resolve(self, precision: str, ctx: mx.Context) -> str:
         """The precision to run: ``fp32``, ``int8``, or ``auto`` where there is a candidate
@@ -135,23 +138,33 @@ class OnnxRuntimeBackend:
         return OnnxRunner(onnx_session(data, _threads()), batches, shape)
 
     def split_network(self, net: HybridBlock, inputs: list[list[np.ndarray]],
-                      outputs: list[list[np.ndarray]], ctx: mx.Context, precision: str
-                      ) -> OnnxNetwork:
-        """A split's network (:mod:`stream.detector.reuse`) exported to ONNX, in a session
-        over the buffers (its threads not spinning), checked against MXNet's outputs on
-        random inputs.
+                      outputs: list[list[np.ndarray]], ctx: mx.Context, precision: str,
+                      calibration: list[np.ndarray] | None = None,
+                      keep_fp32: Sequence[str] = ()) -> OnnxNetwork:
+        """A split's network (:mod:`stream.detector.reuse`) exported to ONNX (int8: its
+        convolutions quantised, calibrated on ``calibration``, all of them as for the
+        whole network: ``keep_fp32`` is MXNet's), in a session over the buffers (its
+        threads not spinning), checked against MXNet's outputs: on random inputs (fp32),
+        on its first normal samples (int8, within
+        :data:`~stream.detector.backends.base.INT8_BUILD_TOLERANCE`).
 
         Raises:
-            ValueError: For a precision other than fp32.
+            ValueError: For a precision it runs no split at, or int8 without calibration.
             ExportError: If the network cannot be exported (naming the op).
-            RuntimeError: If the session's outputs differ from MXNet's.
+            QuantizationError: If int8 cannot quantise it.
+            RuntimeError: If the session's outputs differ from MXNet's
+                (:class:`~stream.detector.backends.base.Int8SplitError` at int8).
         """
         if not self.supports_reuse(precision):
-            raise ValueError(f"backend onnxruntime runs encoder reuse at fp32, not "
-                             f"{precision}; set detector.encoder_reuse: false")
+            raise ValueError(f"backend onnxruntime runs encoder reuse at "
+                             f"{' or '.join(self.reuse_precisions)}, not {precision}; set "
+                             "detector.encoder_reuse: false")
+        if precision == "int8" and calibration is None:
+            raise ValueError("encoder reuse at int8 needs calibration samples")
         what = type(net).__name__
         shapes = [(1, *a.shape[1:]) for a in inputs[0]]
-        sample = random_sample(shapes, ctx)
+        sample = random_sample(shapes, ctx) if precision == "fp32" else \
+            calibration_sample(calibration, 2, ctx)
         reference = network_outputs(net, sample)
         try:
             model = network_to_onnx(net, *shapes)
@@ -162,11 +175,16 @@ class OnnxRuntimeBackend:
         # spinning after its run would take the cores the next one needs (measured at
         # 2 threads on 2 cores, the STAE at stride 5, batch 4: reuse 118 scored frames/s
         # spinning, 163 not).
-        session = onnx_session(model.SerializeToString(), _threads(), spin=False)
         names = input_names(len(shapes))
+        data = model.SerializeToString() if precision == "fp32" else quantize_int8(
+            model, dict(zip(names, calibration, strict=True)))
+        session = onnx_session(data, _threads(), spin=False)
         got = session.run(None, {k: x.asnumpy() for k, x in zip(names, sample, strict=True)})
-        check_outputs(f"{what} exported to ONNX", got, reference, SPLIT_TOLERANCE,
-                      "the export reorders or mistranslates an input or output")
+        hint = "the export reorders or mistranslates an input or output"
+        if precision == "fp32":
+            check_outputs(f"{what} exported to ONNX", got, reference, SPLIT_TOLERANCE, hint)
+        else:
+            check_int8_outputs(f"{what} exported to ONNX", got, reference, hint)
         return OnnxNetwork(session, inputs, outputs)
 
 

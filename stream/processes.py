@@ -1,4 +1,5 @@
-"""Child processes of ``vadstream run`` and ``vadstream demo``: start, watch, stop."""
+"""Child processes of ``vadstream run``, ``vadstream demo`` and the bench's pipeline: start,
+watch, stop (``vadstream`` commands run as subprocesses; nothing here imports them)."""
 
 from __future__ import annotations
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stream.apps.processes import ANY_PORT, Child, stop_all, vadstream_command, wait_ready_file
 from stream.defaults import EVENTS_DB
+from stream.processes import ANY_PORT, Child, stop_all, vadstream_command, wait_ready_file
 from stream.wire.subscriber import Subscriber
 from stream.wire.topics import ScoreMessage, StatusMessage, StreamStatus
 
@@ -71,7 +71,7 @@ def run_pipeline(model: str | Path, device: str, source: str | Path, streams: in
                  source_fps: float, seconds: float, stride: int, max_batch: int,
                  precision: str = "fp32", warmup_s: float = 3.0,
                  ready_timeout_s: float = 180.0, backend: str = "mxnet",
-                 int8_calibration: str = "") -> dict:
+                 int8_calibration: str = "", fit: bool = False) -> dict:
     """Run captures, detector and subscriber; measure once every stream is scored.
 
     Args:
@@ -88,6 +88,8 @@ def run_pipeline(model: str | Path, device: str, source: str | Path, streams: in
         ready_timeout_s: How long the detector may take to start.
         backend: Detector backend.
         int8_calibration: Folder of normal clips for int8 ("": the weights' own).
+        fit: The captures send frames fitted to the model's input contract
+            (``vadstream capture --fit``: greyed and resized there, not in the detector).
 
     Returns:
         ``streams``, ``source_fps``, ``stride``, ``max_batch``, ``fps`` (frames scored per
@@ -125,7 +127,8 @@ def run_pipeline(model: str | Path, device: str, source: str | Path, streams: in
             _wait_ready(sub, detector, topics[:2], ready_timeout_s)
             captures = [Child(f"capture{k}", vadstream_command(
                 "capture", "--source", str(source), "--stream-id", f"cam{k}", "--connect",
-                bound["bind"], "--fps", f"{source_fps:g}", "--loop"),
+                bound["bind"], "--fps", f"{source_fps:g}", "--loop",
+                *(["--fit", str(model)] if fit else [])),
                 stderr=log_file(f"capture{k}")) for k in range(streams)]
             for capture in captures:
                 capture.start()
@@ -133,7 +136,7 @@ def run_pipeline(model: str | Path, device: str, source: str | Path, streams: in
             return {"precision": precision} | _measure(
                 sub, detector, captures, streams, seconds, warmup_s) | {
                 "streams": streams, "source_fps": round(source_fps, 2), "stride": stride,
-                "max_batch": max_batch, "backend": backend}
+                "max_batch": max_batch, "backend": backend, "fit": fit}
         except RuntimeError as err:
             tail = (Path(tmp) / "detector.log").read_text(errors="replace").splitlines()
             raise RuntimeError(f"{err}; the detector's log ends: {' | '.join(tail[-3:])}") \

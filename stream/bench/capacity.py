@@ -1,7 +1,7 @@
 """How many cameras this machine watches, for ``vadstream bench``: the capacity search.
 
 Each trial is a run of the real multi-process pipeline
-(:func:`stream.apps.bench_pipeline.run_pipeline`: ``vadstream capture`` processes
+(:func:`stream.bench.pipeline.run_pipeline`: ``vadstream capture`` processes
 replaying the Ped2 test clips into a ``vadstream detect``, its score and overlay topics
 subscribed) with N cameras at a given frame rate, held for a while. A trial holds when no
 frame was dropped and the p99 latency from a frame's capture to its score stays within
@@ -129,7 +129,8 @@ def capacity_report(model: str | Path, device: str, data: Path, stride: int, max
                     fps: float = CAPACITY_FPS, seconds: float = CAPACITY_SECONDS,
                     budget_ms: float = LATENCY_BUDGET_MS, max_cameras: int = CAPACITY_MAX,
                     int8_calibration: str = "",
-                    candidates: list[tuple[str, str]] | None = None) -> list[dict]:
+                    candidates: list[tuple[str, str]] | None = None,
+                    fit: bool = False) -> list[dict]:
     """The capacity search (:func:`search_capacity`) for each (backend, precision) of
     :func:`capacity_candidates` (or ``candidates``), each on the real pipeline.
 
@@ -148,18 +149,20 @@ def capacity_report(model: str | Path, device: str, data: Path, stride: int, max
         max_cameras: The most cameras tried.
         int8_calibration: int8's calibration clips ("": the weights' own).
         candidates: (backend, precision) pairs instead of this machine's.
+        fit: The captures fit their frames to the model (``vadstream capture --fit``).
 
     Returns:
         One entry per pair, the one with the most cameras first (ties: the order
-        searched): ``cameras``, ``fps``, ``p99_ms`` and ``rss_mb_per_camera`` (the
+        searched): ``cameras``, ``fps``, ``p99_ms``, ``p50_ms``, ``scored_fps`` (frames
+        scored per second over all cameras) and ``rss_mb_per_camera`` (the
         detector's and the captures' resident sets at that count over the cameras) of the
         largest count that held (``None`` where none did), ``rss_mb`` (the detector's),
         ``captures_rss_mb``, ``scored_share``, ``backend``, ``precision`` (as run),
         ``auto`` (whether ``precision: auto`` chose it), ``latency_budget_ms``,
         ``seconds`` and ``tried``: each trial's ``cameras``, ``dropped``, ``p99_ms``,
-        ``scored_share``, ``held`` (and ``error`` where it did not run through).
+        ``scored_share``, ``scored_fps``, ``held`` (and ``error`` where it did not run through).
     """
-    from stream.apps.bench_pipeline import run_pipeline
+    from stream.bench.pipeline import run_pipeline
     from stream.detector.engine import pick_context
 
     if fps <= 0 or seconds <= 0 or budget_ms <= 0:
@@ -181,7 +184,7 @@ def capacity_report(model: str | Path, device: str, data: Path, stride: int, max
             try:
                 run = run_pipeline(model, device, source, n, fps, seconds, stride, max_batch,
                                    precision=precision, warmup_s=warmup, backend=backend,
-                                   int8_calibration=int8_calibration)
+                                   int8_calibration=int8_calibration, fit=fit)
             except RuntimeError as err:
                 if n == 1:
                     raise
@@ -192,6 +195,7 @@ def capacity_report(model: str | Path, device: str, data: Path, stride: int, max
             return {"dropped": run["dropped"], "p99_ms": run["latency_ms"]["p99"],
                     "p50_ms": run["latency_ms"]["p50"],
                     "scored_share": round(run["fps"] / (n * fps), 3),
+                    "scored_fps": round(run["fps"], 2),
                     "rss_mb": run["rss_mb"], "captures_rss_mb": run["captures_rss_mb"]}
 
         log.info("capacity: %s %s, %g frames/s per camera, p99 within %g ms, %g s per "
@@ -211,16 +215,19 @@ def capacity_report(model: str | Path, device: str, data: Path, stride: int, max
         best = next((t for t in tried if t["cameras"] == cameras and t["held"]), None)
         entry = {"cameras": cameras, "fps": fps,
                  "p99_ms": best["p99_ms"] if best else None,
+                 "p50_ms": best["p50_ms"] if best else None,
+                 "scored_fps": best["scored_fps"] if best else None,
                  "rss_mb_per_camera": round((best["rss_mb"] + best["captures_rss_mb"])
                                             / cameras, 1) if best else None,
                  "rss_mb": best["rss_mb"] if best else None,
                  "captures_rss_mb": best["captures_rss_mb"] if best else None,
                  "scored_share": best["scored_share"] if best else None,
                  "backend": backend, "precision": resolved.get("precision", precision),
-                 "auto": precision == "auto", "latency_budget_ms": budget_ms,
+                 "auto": precision == "auto", "latency_budget_ms": budget_ms, "fit": fit,
                  "seconds": seconds, "max_cameras": max_cameras,
                  "tried": [{k: t.get(k) for k in ("cameras", "dropped", "p99_ms", "p50_ms",
-                                                  "scored_share", "held", "error")
+                                                  "scored_share", "scored_fps", "held",
+                                                  "error")
                             if k != "error" or t.get("error")} for t in tried]}
         entries.append(entry)
     searched = [e for e in entries if "skipped" not in e]
