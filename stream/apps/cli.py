@@ -677,6 +677,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_users_parser(sub)
 
+    from stream.apps.commands import adapt
+
+    adapt.register(sub)
+
     m = sub.add_parser("demo", help="the whole pipeline on UCSD Ped2 (or --source), or on "
                        "cast parts passing a camera (--conveyor)", populate=_output_flags)
     m.add_argument("--source", help="any capture source (default: UCSD Ped2 test clips in "
