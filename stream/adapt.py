@@ -83,7 +83,7 @@ class AdaptConfig:
             raise ValueError("adapt.normal_clips and adapt.windows_per_epoch must be at "
                              f"least 0 (0: all), got {self.normal_clips} and "
                              f"{self.windows_per_epoch}")
-        if not 0 <= self.margin < 1 or not 0 <= self.false_alarm_rate < 1:
+        if not 0 <= self.margin <= 1 or not 0 <= self.false_alarm_rate < 1:
             raise ValueError(f"adapt.margin and adapt.false_alarm_rate must be within 0..1, "
                              f"got {self.margin} and {self.false_alarm_rate}")
         if not self.learning_rate > 0 or not self.poll_s > 0:
