@@ -356,6 +356,7 @@ def adapt(stream: str, weights: str, events_db: str | Path, config: AdaptConfig,
         say("fine-tuning", epoch=0, epochs=config.epochs, done=0.0)
         net = adapter.fine_tune(normal, [c.frames for c in normal_events])
     net.hybridize(static_alloc=True)
+    adapter.net.hybridize(static_alloc=True)
     say("recalibrating")
     meta, arrays = adapter.recalibrate(net, normal, [c.frames for c in normal_events],
                                        threshold_only)
@@ -363,7 +364,6 @@ def adapt(stream: str, weights: str, events_db: str | Path, config: AdaptConfig,
     result.threshold = {"rule": rule, "before": adapter.meta.calibration["thresholds"][rule],
                         "after": meta.calibration["thresholds"][rule]}
     say("validating")
-    adapter.net.hybridize(static_alloc=True)
     before = adapter.proxy_recall(adapter.net, adapter.meta, adapter.arrays, proxies)
     after = adapter.proxy_recall(net, meta, arrays, proxies)
     fa = adapter.clip_verdicts(net, meta, arrays, normal_events)

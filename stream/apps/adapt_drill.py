@@ -1,10 +1,10 @@
 """``vadstream adapt drill``: the feedback loop measured on UCSD Ped2, through real
 processes (``vadstream detect``, ``capture``, ``adapt``).
 
-The change: **a new lamp** lights the upper right of the walkway. Every frame's grey level
-is multiplied by ``1 + 0.8·g``, where ``g`` is a Gaussian pool of light (σ a fifth of the
-frame's width, centred 30 % down and 70 % across), clipped at white. Normal, but never in
-the training footage.
+The change: **a new fence panel** stands in the walkway's upper middle: vertical bars
+(light and dark grey, about 8 px each at Ped2's 360×240) over a box a fifth of the frame high
+and a quarter wide, in every frame. Normal (it stays, nothing moves), but never in the
+training footage: the shipped model reproduces the fine bars poorly and flags them.
 
 1. Test001–006 (unchanged) play on stream ``walkway`` under the shipped model: live recall
    (the share of anomalous frames the detector flags) and the anomalous intervals that
@@ -43,13 +43,14 @@ from stream.wire.topics import AlertMessage, EosMessage, ScoreMessage, StatusMes
 
 log = logging.getLogger(__name__)
 
-CHANGE = ("a new lamp lights the upper right of the walkway: grey levels x (1 + 0.8 g), g a "
-          "Gaussian pool of light (sigma 0.2 of the frame width) centred 30 % down and 70 % "
-          "across, clipped at white; on Train001-004 (played, labelled) and Train005 (looped "
+CHANGE = ("a new fence panel stands in view: vertical bars (grey 217 and 77, 8 and 9 px wide "
+          "at 360x240) over a box 19 % of the frame high and 28 % wide, 31 % down and 55 % "
+          "across, in every frame; on Train001-004 (played, labelled) and Train005 (looped "
           "while adapting)")
-LAMP_GAIN = 0.8
-LAMP_CENTRE = (0.3, 0.7)
-LAMP_SIGMA = 0.2
+#: The panel's box (top, left, height, width) as shares of the frame, and its bars.
+PANEL = (40 / 128, 70 / 128, 24 / 128, 36 / 128)
+BARS = (217, 77)
+BAR_PERIOD = 6 / 128
 PLAYED = ("Train001", "Train002", "Train003", "Train004")
 BUSY = "Train005"
 LABELLED = 3
@@ -59,13 +60,16 @@ STREAM = "walkway"
 IDLE_S = 120.0
 
 
-def light(image: np.ndarray) -> np.ndarray:
-    """A grey frame under the new lamp."""
+def fence(image: np.ndarray) -> np.ndarray:
+    """A grey frame with the fence panel in view."""
     h, w = image.shape[:2]
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    cy, cx = LAMP_CENTRE[0] * h, LAMP_CENTRE[1] * w
-    pool = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (LAMP_SIGMA * w) ** 2))
-    return np.clip(image.astype(np.float32) * (1 + LAMP_GAIN * pool), 0, 255).astype(np.uint8)
+    top, left = round(PANEL[0] * h), round(PANEL[1] * w)
+    rows, cols = round(PANEL[2] * h), round(PANEL[3] * w)
+    period = BAR_PERIOD * w
+    bright = (np.arange(cols) % period) < period / 2
+    out = image.copy()
+    out[top:top + rows, left:left + cols] = np.where(bright, BARS[0], BARS[1]).astype(np.uint8)
+    return out
 
 
 def write_changed(names: tuple[str, ...], out: Path) -> Path:
@@ -76,7 +80,7 @@ def write_changed(names: tuple[str, ...], out: Path) -> Path:
         target.mkdir(parents=True, exist_ok=True)
         for i, path in enumerate(list_frames(folders[name]), 1):
             grey = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-            cv2.imwrite(str(target / f"{i:03d}.png"), light(grey))
+            cv2.imwrite(str(target / f"{i:03d}.png"), fence(grey))
     return out / "Train"
 
 

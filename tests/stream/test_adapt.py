@@ -44,6 +44,18 @@ def test_adapt_settings_are_checked_and_read_from_the_pipeline_config(tmp_path):
         load_pipeline(config)
 
 
+def test_run_starts_the_automatic_adaptation_beside_the_detector_only_when_asked(tmp_path):
+    from stream.apps.supervisor import Supervisor
+
+    config = tmp_path / "pipeline.yaml"
+    for auto, expected in ((False, []), (True, ["adapt"])):
+        config.write_text(f"adapt:\n  auto: {str(auto).lower()}\n")
+        sup = Supervisor(config, load_pipeline(config))
+        assert [w.child.name for w in sup.services] == expected
+    argv = sup.services[0].child.argv
+    assert argv[-4:] == ["adapt", "--watch", "--config", str(config)]
+
+
 def test_a_labelled_classifiers_parts_go_into_class_folders(tmp_path):
     from train.adapt import adapt, collect_parts
 
@@ -191,11 +203,12 @@ def test_an_adaptation_that_fails_a_check_is_refused_and_changes_nothing(tmp_pat
         stop(proc)
 
 
-def test_the_drill_lamp_brightens_only_its_pool_of_light():
-    from stream.apps.adapt_drill import light
+def test_the_drill_fence_covers_its_box_only():
+    from stream.apps.adapt_drill import BARS, fence
 
     grey = np.full((240, 360), 100, np.uint8)
-    lit = light(grey)
-    assert lit[72, 252] == 180          # the centre: x 1.8
-    assert lit[230, 10] == 100          # far corner: unchanged
-    assert (lit >= grey).all()
+    fenced = fence(grey)
+    changed = np.argwhere(fenced != grey)
+    assert changed.min(axis=0).tolist() == [75, 197] and changed.max(axis=0).tolist() == [119,
+                                                                                         297]
+    assert set(np.unique(fenced[75:120, 197:298])) == set(BARS)
