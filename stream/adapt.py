@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,7 +129,10 @@ class AdaptRecord:
 
     def next_stem(self, base: str) -> Path:
         """The stem of the next adapted weights of ``base`` (``<base>-a<N>``)."""
-        name = Path(base).name.split("-a")[0]
+        name = Path(base).name
+        for suffix in (".params", ".json"):
+            name = name.removesuffix(suffix)
+        name = re.sub(r"-a\d+$", "", name)     # an adapted copy's copy: numbered anew
         n = 1
         while (self.folder / f"{name}-a{n}.params").exists():
             n += 1

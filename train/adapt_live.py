@@ -141,7 +141,8 @@ def _entry(result: AdaptResult) -> dict:
 
 def rollback(stream: str, config: AdaptConfig, control: str,
              echo: Callable[[str], None] | None = None) -> dict:
-    """Put back the weights the stream's live adapted ones replaced.
+    """Put back the weights the stream's live adapted ones replaced (an adaptation of an
+    adaptation steps back one at a time; weights no adaptation put live stay).
 
     Returns:
         The history entry of the rollback.
@@ -152,8 +153,7 @@ def rollback(stream: str, config: AdaptConfig, control: str,
     record = AdaptRecord(config.out_dir, stream)
     with ControlClient(control, timeout_s=SWAP_TIMEOUT_S) as client:
         live = current_weights(client, stream)
-        swaps = [e for e in record.history() if e.get("action") in ("adapt", "threshold",
-                                                                      "rollback")]
+        swaps = [e for e in record.history() if e.get("action") in ("adapt", "threshold")]
         entry = next((e for e in reversed(swaps) if _same(e["weights"], live)), None)
         if entry is None:
             raise ValueError(f"stream {stream} runs {live}, which no adaptation in "
