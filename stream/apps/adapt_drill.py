@@ -25,6 +25,7 @@ import json
 import logging
 import shutil
 import signal
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,7 +112,9 @@ class Drill:
         config.write_text(json.dumps({   # JSON is YAML
             "detector": {"model": str(WEIGHTS),
                          "model_dirs": [str(WEIGHTS.parent), str(self.work / "adapted")]},
-            "clips": {"overlay": False}}))
+            "clips": {"overlay": False},
+            # configured: the detector keeps its settings (and model) between plays
+            "streams": [{"id": STREAM, "source": "the drill's captures"}]}))
         ready = self.work / "detector.ready.json"
         detector = Child("detector", vadstream_command(
             "--quiet", "detect", "--config", str(config), "--bind", ANY_PORT, "--publish",
@@ -220,7 +223,7 @@ def run_drill(out: Path, config: AdaptConfig, work: Path | None = None) -> int:
     Returns:
         0 when the adaptation went live, 3 when it was refused.
     """
-    work = work or out.with_name(out.stem + "_work")
+    work = work or Path(tempfile.gettempdir()) / "vadstream_adapt_drill"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     changed = write_changed(PLAYED, work / "changed")
@@ -244,7 +247,9 @@ def run_drill(out: Path, config: AdaptConfig, work: Path | None = None) -> int:
         adapter = Child("adapt", vadstream_command(*argv))
         started = time.monotonic()
         adapter.start()
-        code = adapter.proc.wait()
+        while adapter.poll() is None:
+            drill.sub.recv(500)      # the busy stream's scores, read as they come
+        code = adapter.poll()
         adapt_s = time.monotonic() - started
         result = json.loads((work / "adapt.json").read_text())
         busy_capture.stop(signal.SIGINT)     # the busy stream: it sends its end

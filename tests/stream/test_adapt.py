@@ -192,7 +192,8 @@ def test_an_adaptation_that_fails_a_check_is_refused_and_changes_nothing(tmp_pat
                              "--false-alarm-rate", "0.5", "--normal-clips", "2",
                              "--proxy-clips", "1", timeout=800)
         assert done.returncode == 3, done.stdout + done.stderr
-        refusal = [line for line in done.stdout.splitlines() if "refused" in line]
+        refusal = [line for line in done.stdout.splitlines()
+                   if line.startswith("adapt: refused:")]
         assert refusal == [refusal[0]] and "check false_alarms failed" in refusal[0]
         assert f"event {event_id} labelled normal would still raise" in refusal[0]
         assert _same(_live_model(ends["control"]), str(weights))

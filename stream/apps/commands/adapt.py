@@ -76,7 +76,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     if args.action == "drill":
         from stream.apps.adapt_drill import run_drill
 
-        _low_priority(config)
+        # Not lowered here: the drill's detector runs at this process's priority, its
+        # `vadstream adapt` child lowers its own.
         return run_drill(args.json or Path("adapt_drill.json"), config)
     events_db = args.events_db or pipe.detector.events_db
     control = args.control or (connect_endpoint(pipe.detector.control)
