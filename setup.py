@@ -4,8 +4,9 @@ setup(
     name="vadstream",
     version="0.1.0",
     description=("Real-time video anomaly detection: MXNet Gluon models of normal footage (a "
-                 "ConvLSTM next-frame predictor by default) score camera streams live and "
-                 "publish alerts over ZeroMQ, a dashboard and MQTT"),
+                 "ConvLSTM next-frame predictor by default; image models for parts on a "
+                 "conveyor) score camera streams live and publish alerts over ZeroMQ, a "
+                 "dashboard and MQTT"),
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["models", "models.*", "stream", "stream.*",
                                     "train", "train.*"]),

@@ -83,6 +83,22 @@ def load_calibration_arrays(path: str | Path, meta: WeightsMeta) -> dict[str, np
     return {n: loaded[n].asnumpy() for n in names}
 
 
+def resolve_weights(name: str) -> str:
+    """A weights stem as given, or shipped weights by name.
+
+    Args:
+        name: A weights stem (``models/weights/ped2_stae``, ``out/cam``), or the name of
+            weights under :data:`WEIGHTS_DIR` (``ped2_predictor``, ``casting_cam``, ...).
+
+    Returns:
+        ``name`` when its ``.json`` is there, else the shipped weights of that name when
+        they are, else ``name`` unchanged (for the loader's error to name).
+    """
+    if not Path(f"{name}.json").is_file() and (WEIGHTS_DIR / f"{name}.json").is_file():
+        return str(WEIGHTS_DIR / name)
+    return name
+
+
 def read_meta(path: str | Path) -> WeightsMeta:
     """Read and check the metadata of a weights file.
 

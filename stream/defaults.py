@@ -49,6 +49,9 @@ EVENTS_DB = "events.sqlite3"
 #: ``HOST:PORT`` the dashboard (``vadstream serve``) listens on.
 DASHBOARD_HTTP = "127.0.0.1:8080"
 
+#: Seconds between two status lines of ``vadstream subscribe`` on a console, by default.
+STATUS_EVERY_S = 30.0
+
 #: The network's precisions (``detector.precision``; see ``stream.detector.precision``).
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 #: The network's runtimes (``detector.backend``; see ``stream.detector.engine``).

@@ -42,7 +42,7 @@ from train.data import load_clip
 from train.metrics import roc_auc_eer, threshold_at
 from train.offline import score_clip
 from train.plots import plot_kind_aucs
-from train.proxies import APPEARANCE
+from train.proxies import APPEARANCE, CONFIRM
 
 #: Crop errors (mean squared error in model units) are reported ×1000.
 ERROR_SCALE = 1000.0
@@ -50,6 +50,8 @@ ERROR_SCALE = 1000.0
 SMOOTHING = (1, 5)
 #: Every proxy kind: the motion ones of :mod:`train.calibrate`, the appearance ones.
 KINDS = {**SYNTHETIC, **APPEARANCE}
+#: Kind sets by name: the eight that choose, the three that only confirm, and all.
+KIND_SETS = {"choice": KINDS, "confirm": CONFIRM, "all": {**KINDS, **CONFIRM}}
 
 
 def _network(net: HybridBlock) -> ObjectAE:
@@ -224,17 +226,20 @@ def plot_result(result: dict, path: Path) -> None:
 
 
 def _cached_scores(weights: str | Path, clips: list[np.ndarray], names: list[str],
-                   ctx: mx.Context, cache: str | None) -> tuple[list[np.ndarray], dict]:
-    """:func:`frame_scores` of all :data:`KINDS`, read from / written to ``cache`` (JSON)
-    when given and it was computed for the same weights and clips."""
-    key = {"weights": str(weights), "clips": names, "kinds": list(KINDS)}
+                   ctx: mx.Context, cache: str | None, kinds: dict | None = None
+                   ) -> tuple[list[np.ndarray], dict]:
+    """:func:`frame_scores` of ``kinds`` (all :data:`KINDS` by default), read from /
+    written to ``cache`` (JSON) when given and it was computed for the same weights,
+    clips and kinds."""
+    kinds = KINDS if kinds is None else kinds
+    key = {"weights": str(weights), "clips": names, "kinds": list(kinds)}
     if cache and Path(cache).is_file():
         stored = json.loads(Path(cache).read_text())
         if stored["key"] == key:
             return ([np.array(v, float) for v in stored["normal"]],
                     {q: [(np.array(v, float), np.array(m, bool)) for v, m in pairs]
                      for q, pairs in stored["synthetic"].items()})
-    normal, synthetic = frame_scores(weights, clips, ctx, KINDS)
+    normal, synthetic = frame_scores(weights, clips, ctx, kinds)
     if cache:
         Path(cache).write_text(json.dumps({
             "key": key, "normal": [v.tolist() for v in normal],
@@ -261,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fusion-clips", default="", help="clips held out by both "
                         "models (default: --clips)")
     parser.add_argument("--rate", type=float, default=0.01)
+    parser.add_argument("--kinds", choices=sorted(KIND_SETS), default="choice",
+                        help="proxy kinds: `choice` (the eight that chose), `confirm` (the "
+                        "three that only confirm), or `all`")
     parser.add_argument("--json", required=True, help="where the figures go")
     parser.add_argument("--plot", help="PNG of the AUC per kind of every candidate")
     args = parser.parse_args(argv)
@@ -271,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     if any(n.lower().startswith("test") for n in [*names, *fusion_names]):
         raise SystemExit("validation reads normal training clips only, never Test clips")
     clips = _load_clips(Path(args.data), names, meta)
-    a_normal, a_synth = frame_scores(args.weights, clips, ctx, KINDS)
+    kinds = KIND_SETS[args.kinds]
+    a_normal, a_synth = frame_scores(args.weights, clips, ctx, kinds)
     calibrated = meta.calibration.get("thresholds", {}).get(RULE)
     by_smooth = {}
     for k in SMOOTHING:
@@ -282,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         by_smooth[str(k)] = figures
     smooth = (int(meta.calibration["smooth"]) if calibrated is not None else
               max(SMOOTHING, key=lambda k: (by_smooth[str(k)]["mean_auc"], -k)))
-    result = {"weights": str(args.weights), "clips": names,
+    result = {"weights": str(args.weights), "clips": names, "kinds": list(kinds),
               "epochs": meta.provenance.get("epochs"),
               "threshold": "calibrated" if calibrated is not None else
                            f"{1 - args.rate:.0%} quantile of the held-out normal frames "
@@ -294,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         _, m_meta = load_weights(args.motion, ctx)
         m_clips = _load_clips(Path(args.data), fusion_names, m_meta)
         m_normal, m_synth = _cached_scores(args.motion, m_clips, fusion_names, ctx,
-                                           args.motion_cache)
+                                           args.motion_cache, kinds)
         a_part = ([a_normal[i] for i in keep], {q: [v[i] for i in keep]
                                                 for q, v in a_synth.items()})
         result["fusion"] = {"clips": fusion_names, "motion_weights": str(args.motion),

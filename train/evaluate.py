@@ -205,7 +205,9 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
         s = score_clip(net, frames, meta.window, stride, sc, ctx, maps=masks is not None)
         labels = frame_labels(len(frames), gt[int(number.group(1))])
         r = ClipResult(clip.name, labels, fill_unscored(s["score"]), s["anomalous"],
-                       {rule: fill_unscored(s[rule]) for rule in RULES},
+                       {rule: fill_unscored(s[rule] if rule in s else s["score"])
+                        for rule in (*RULES, *family.rules(meta))
+                        if rule in s or rule == sc.rule},
                        frame_difference_scores(frames, meta.contract.pixel_scale))
         if masks is not None and len(masks) == len(frames):
             step = slice(None, None, PIXEL_STEP)
@@ -229,7 +231,7 @@ def evaluate(model: str | Path, data: str | Path, stride: int | None = None,
     labels = np.concatenate([r.labels for r in results])
     every_rule = {}
     for rule in family.rules(meta):  # for comparison only: calibration chose the rule
-        if any(np.isnan(r.values[rule]).any() for r in results):
+        if any(rule not in r.values or np.isnan(r.values[rule]).any() for r in results):
             continue      # not computable for these weights (relative: no spread map)
         paper, online = pooled_aucs([r.labels for r in results],
                                     [r.values[rule] for r in results])

@@ -22,6 +22,8 @@ mark no real object leaves), and it moves smoothly, at sub-pixel positions.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -146,4 +148,71 @@ APPEARANCE = {
     "texture_walk": inject_texture_walk,
     "walker_wide": inject_walker_wide,
     "crowd": inject_crowd,
+}
+
+
+# Confirmation kinds (issue 25): defined after the choices above were made, scored only to
+# confirm them. Real objects that are not walkers, and a walker in a shape no walker has,
+# each moving at walking pace along paths the kinds above do not take.
+
+#: The shared data root (beside the repository) and the folders the photographs come
+#: from (a casting part, a brick crack).
+DATA = Path("../shared/data")
+PART_PHOTO = "casting/train/ok_front"
+CRACK_PHOTO = "cracks/Positive"
+#: How much taller ``walker_tall`` stands than the walker it is cut from.
+TALL = 1.6
+
+
+def photo_object(folder: str | Path, side: int, data: str | Path | None = None,
+                 size: tuple[int, int] = TEXTURE_SIZE) -> np.ndarray:
+    """The first photograph (by name) of ``folder`` under the shared data, grey, scaled to
+    the frames' 0-1 range and resized to ``size`` at 227×227."""
+    root = Path(data) if data else DATA
+    files = sorted(p for p in (root / folder).iterdir()
+                   if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not files:
+        raise FileNotFoundError(f"no photograph in {root / folder}; pass the shared data root")
+    grey = cv2.imread(str(files[0]), cv2.IMREAD_GRAYSCALE)
+    h, w = _size(size, side)
+    return cv2.resize(grey, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+
+
+def _first_half_walk(frames: np.ndarray, patch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``patch`` at walking pace over the clip's first half, through the busiest box of
+    that half."""
+    n, side = len(frames), frames.shape[-1]
+    h, w = patch.shape
+    y, x = _busiest_box(frames[:max(2, n // 2)], h, w)
+    return paste_moving(frames, patch, 0, n // 2, y, x, _scaled(WALKING_SPEED, side))
+
+
+def inject_part_walk(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``part_walk``: a photographed casting part, cyclist-sized, at walking pace."""
+    return _first_half_walk(frames, photo_object(PART_PHOTO, frames.shape[-1]))
+
+
+def inject_crack_walk(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``crack_walk``: a photographed brick crack, cyclist-sized, at walking pace."""
+    return _first_half_walk(frames, photo_object(CRACK_PHOTO, frames.shape[-1]))
+
+
+def inject_walker_tall(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``walker_tall``: the busiest walker box at the clip's first quarter, stretched to
+    TALL times its height and mirrored, at walking pace over the clip's middle half."""
+    n, side = len(frames), frames.shape[-1]
+    h, w = _size(WALKER_SIZE, side)
+    y, x = _busiest_box(frames, h, w)
+    walker = frames[n // 4, y:y + h, x:x + w]
+    patch = np.ascontiguousarray(cv2.resize(walker, (w, round(h * TALL)),
+                                            interpolation=cv2.INTER_LINEAR)[:, ::-1])
+    y = min(y, side - patch.shape[0])
+    return paste_moving(frames, patch, n // 4, 3 * n // 4, y, x, _scaled(WALKING_SPEED, side))
+
+
+#: The confirmation kinds, by name (never used to choose anything).
+CONFIRM = {
+    "part_walk": inject_part_walk,
+    "crack_walk": inject_crack_walk,
+    "walker_tall": inject_walker_tall,
 }

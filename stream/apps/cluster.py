@@ -142,29 +142,3 @@ def cmd_cluster_drill(args: argparse.Namespace) -> int:
     ok = (report["alerts_missing"] == 0 and not report["leftover_processes"]
           and all(s["scored_after"] > 0 for s in report["streams"].values()))
     return 0 if ok else 1
-
-
-def add_cluster_parser(sub) -> None:
-    """``vadstream cluster status|drill``."""
-    from stream.defaults import STAE_WEIGHTS
-
-    c = sub.add_parser("cluster", help="a Ray cluster of detector shards: status, drill")
-    csub = c.add_subparsers(dest="cluster_command", required=True)
-    s = csub.add_parser("status", help="shards, their nodes, cameras, frames/s, alerts")
-    s.add_argument("--address", default="auto", help="Ray address (auto: the one here)")
-    s.add_argument("--namespace", default="vadstream")
-    s.add_argument("--config", type=Path, help="the cluster config `vadstream run` runs: "
-                   "its address and namespace (address: local: the embedded Ray's)")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_cluster_status)
-    d = csub.add_parser("drill", help="failover drill on a local multi-node Ray cluster")
-    d.add_argument("--nodes", type=int, default=3, help="Ray nodes (one CPU each)")
-    d.add_argument("--streams", type=int, default=4, help="Ped2 clips replayed as cameras")
-    d.add_argument("--kill-after", type=float, default=20.0,
-                   help="seconds of scoring before a worker node is SIGKILLed")
-    d.add_argument("--after", type=float, default=15.0,
-                   help="seconds measured once the killed node's cameras score again")
-    d.add_argument("--fps", type=float, default=5.0, help="replay rate of each camera")
-    d.add_argument("--model", default=str(STAE_WEIGHTS))
-    d.add_argument("--json", type=Path, help="write the report here")
-    d.set_defaults(func=cmd_cluster_drill)

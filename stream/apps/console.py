@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from stream.defaults import STATUS_EVERY_S
 from stream.wire.topics import (
     AlertMessage,
     EosMessage,
@@ -42,8 +43,6 @@ if TYPE_CHECKING:
 #: and overlays come at the frame rate, and subscribing to overlays makes the detector
 #: draw every frame, so they are printed only when asked for.
 HUMAN_TOPICS = ("alert.", "eos.", "status")
-#: Seconds between two status lines, by default.
-STATUS_EVERY_S = 30.0
 _COLOURS = {"START": "\033[1;31m", "UPDATE": "\033[33m", "END": "\033[32m"}
 _RESET = "\033[0m"
 

@@ -9,6 +9,13 @@ Types: ``str``, ``int``, ``float``, ``Path``; ``bool`` as ``--x/--no-x``;
 ``Literal[...]`` as choices; ``T | None`` as ``T``; ``tuple[T, ...]`` and ``list[T]`` as
 one or more values (``tuple[A, B]``: exactly two); anything else (a mapping, say) as
 JSON text, checked against the type by ``stream.config.build``.
+
+A command's own options (no YAML underneath) are a dataclass too, added with
+``defaults=True``: the fields' defaults are the flags' defaults. A field's
+``metadata={"flag": {...}}`` holds ``add_argument`` keywords that replace the generated
+ones (``action="append"``, ``metavar``, ``choices``), ``aliases`` (more names of the
+same flag) and ``show_default`` (False: the help names the default in its own words; a
+string: the default as the help shows it); :func:`flag` writes such a field.
 """
 
 from __future__ import annotations
@@ -55,6 +62,16 @@ def docstring_args(cls: type) -> dict[str, str]:
     return out
 
 
+def flag(default=dataclasses.MISSING, *, default_factory=dataclasses.MISSING,
+         **argparse_kwargs) -> dataclasses.Field:
+    """A dataclass field whose flag takes ``argparse_kwargs`` (``aliases``: more names).
+
+    Example: ``topic: list[str] | None = flag(None, action="append")``.
+    """
+    return dataclasses.field(default=default, default_factory=default_factory,
+                             metadata={"flag": argparse_kwargs})
+
+
 def _json_value(text: str):
     try:
         return json.loads(text)
@@ -87,7 +104,7 @@ def _flag_kwargs(hint) -> dict:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(set(args)) == 1 and args[0] in (str, int, float):
                 return {"nargs": len(args), "type": args[0]}
-        elif args and args[0] in (str, int, float):
+        elif args and args[0] in (str, int, float, Path):
             return {"nargs": "*", "type": args[0]}
     elif hint is bool:
         return {"action": argparse.BooleanOptionalAction}
@@ -96,14 +113,16 @@ def _flag_kwargs(hint) -> dict:
     return {"type": _json_value, "metavar": "JSON"}
 
 
+def _default_value(field: dataclasses.Field):
+    """The field's default (``dataclasses.MISSING``: it has none)."""
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
 def _default_text(field: dataclasses.Field) -> str | None:
-    if field.default is not dataclasses.MISSING:
-        value = field.default
-    elif field.default_factory is not dataclasses.MISSING:
-        value = field.default_factory()
-    else:
-        return None
-    if value == "" or value is None:
+    value = _default_value(field)
+    if value is dataclasses.MISSING or value == "" or value is None or value == []:
         return None
     if dataclasses.is_dataclass(value):   # a nested section: as the JSON the flag takes
         return json.dumps(dataclasses.asdict(value))
@@ -114,7 +133,8 @@ def _default_text(field: dataclasses.Field) -> str | None:
 
 def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, skip: Iterable[str] = (),
                         rename: Mapping[str, str] | None = None,
-                        choices: Mapping[str, Iterable] | None = None) -> list[str]:
+                        choices: Mapping[str, Iterable] | None = None,
+                        defaults: bool = False) -> list[str]:
     """Add one flag per field of dataclass ``cls``; each stores under the field's name.
 
     Args:
@@ -124,6 +144,10 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, skip: Iterab
         rename: Field name -> flag name without dashes (default: the name with ``_`` as
             ``-``), e.g. ``{"history_s": "history"}``.
         choices: Field name -> the values a flag accepts.
+        defaults: False (a config section): a flag not given is None, leaving the value to
+            the YAML or the dataclass. True (a command's own options): the field's default
+            is the flag's, a field with no default is a required flag, and a ``bool`` that
+            defaults to False is a plain switch (``--x``, no ``--no-x``).
 
     Returns:
         The flags added, e.g. ``["--bind", "--max-batch"]``.
@@ -137,17 +161,32 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, skip: Iterab
             continue
         name = rename.get(field.name, field.name.replace("_", "-"))
         kwargs = _flag_kwargs(hints[field.name])
+        value = _default_value(field) if defaults else None
+        if value is dataclasses.MISSING:
+            kwargs["required"], value = True, None
+        elif defaults and hints[field.name] is bool and value is False:
+            kwargs = {"action": "store_true"}
         if field.name in choices:
             kwargs["choices"] = list(choices[field.name])
+        given = dict(field.metadata.get("flag", {}))
+        aliases, shown = given.pop("aliases", ()), given.pop("show_default", True)
+        if "action" in given and "nargs" not in given:
+            kwargs.pop("nargs", None)         # an appended flag takes one value a time
+        kwargs.update(given)
         if "action" not in kwargs and "choices" not in kwargs:
             kwargs.setdefault("metavar", name.upper().replace("-", "_"))
         # Docstrings mark code as ``x``; a terminal shows it plain.
         text = docs.get(field.name, field.name.replace("_", " ")).replace("``", "")
-        default = _default_text(field)
+        if isinstance(shown, str):
+            default = shown
+        elif shown and kwargs.get("action") != "store_true":
+            default = _default_text(field)
+        else:                                 # a switch's default goes without saying
+            default = None
         if default is not None:
             text = f"{text} (default: {default})"
         # argparse formats help with %: a literal one is written %%.
-        parser.add_argument(f"--{name}", dest=field.name, default=None,
+        parser.add_argument(f"--{name}", *aliases, dest=field.name, default=value,
                             help=text.replace("%", "%%"), **kwargs)
         added.append(f"--{name}")
     return added

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from stream.dashboard.auth import Credentials
 from stream.dashboard.config import auth_path
-from stream.defaults import EVENTS_DB
 
 
 def _credentials(args: argparse.Namespace) -> Credentials:
@@ -55,20 +54,3 @@ def cmd_users(args: argparse.Namespace) -> int:
         if not data["users"] and not data["tokens"]:
             print(f"no users or tokens in {creds.path}", file=sys.stderr)
     return 0
-
-
-def add_users_parser(sub: argparse._SubParsersAction) -> None:
-    """``vadstream users add|token|remove|list``."""
-    p = sub.add_parser("users", help="the dashboard's login: users (browser) and tokens "
-                       "(API clients)")
-    p.add_argument("action", choices=["add", "token", "remove", "list"],
-                   help="add NAME: a user (its password asked, or --password-file); token "
-                   "[NAME]: print a new API token; remove NAME; list")
-    p.add_argument("name", nargs="?", help="user name (add, remove) or token name (token)")
-    p.add_argument("--password-file", type=Path, help="read the password from this file's "
-                   "first line instead of asking")
-    p.add_argument("--auth-file", help="the credentials file (default: dashboard-users.json "
-                   "beside --events-db); `vadstream serve --auth-file` the same")
-    p.add_argument("--events-db", default=EVENTS_DB, help="the events store the dashboard "
-                   "reads (its --events-db)")
-    p.set_defaults(func=cmd_users)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import zmq
 
-from stream.capture.sources import FrameSource
+from stream.capture.sources import URL_SCHEMES, FrameSource, open_source
 from stream.wire.protocol import check_stream_id, encode_eos, encode_frame
 from stream.wire.security import CurveClient
 
@@ -110,6 +110,40 @@ class CaptureStats:
 def backoff_delay(attempt: int, max_backoff_s: float) -> float:
     """Seconds to wait before reconnection attempt ``attempt`` (0, 1, ...): 0.5 s doubling."""
     return min(max_backoff_s, 0.5 * 2 ** min(attempt, 16))
+
+
+def open_with_retry(spec: str, stop: threading.Event, fps: float | None = None,
+                    timeout_s: float = 10.0, max_backoff_s: float = 30.0
+                    ) -> FrameSource | None:
+    """Open a capture's source; a camera or stream URL that is down is retried with
+    backoff (:func:`backoff_delay`) until it answers or ``stop`` is set.
+
+    Args:
+        spec: Camera index, URL, video file or folder (as ``open_source`` takes it).
+        stop: Set to give up waiting.
+        fps: Replay rate, as ``open_source`` takes it.
+        timeout_s: Seconds a stream URL may give no frames (``open_source``'s watchdog).
+        max_backoff_s: Longest wait between attempts.
+
+    Returns:
+        The open source, or None when ``stop`` was set first.
+
+    Raises:
+        OSError: A file or folder that cannot be opened (never retried).
+    """
+    live = spec.isdigit() or spec.lower().startswith(URL_SCHEMES)
+    attempt = 0
+    while not stop.is_set():
+        try:
+            return open_source(spec, fps=fps, timeout_s=timeout_s)
+        except OSError as err:
+            if not live:
+                raise
+            delay = backoff_delay(attempt, max_backoff_s)
+            log.warning("%s; retrying in %.1f s (attempt %d)", err, delay, attempt + 1)
+            attempt += 1
+            stop.wait(delay)
+    return None
 
 
 def _reconnect(source: FrameSource, stream: str, attempt: int, max_backoff_s: float,

@@ -90,3 +90,16 @@ def test_a_fused_stream_scores_live_as_offline(fused, tmp_path):
     for i, s in live:
         assert s["score"] == pytest.approx(offline["score"][i], rel=1e-3, abs=1e-3)
     assert {m["model"] for m in status["models"]} == {"fused"}
+
+
+@pytest.mark.timeout(300)
+def test_evaluate_reports_a_fused_model_with_its_own_rule(fused, tmp_path):
+    from tests.train.test_evaluate import _bike_clip_dataset
+    from train.evaluate import evaluate
+
+    result, clips = evaluate(fused[2], _bike_clip_dataset(tmp_path))
+    (clip,) = clips
+    assert np.isfinite(clip.scores).all() and len(clip.scores) == 180
+    assert result["rule"] == "fused" and set(result["rules"]) == {"fused"}
+    assert result["rules"]["fused"]["frame_auc_online"] == result["frame_auc_online"]
+    assert 0.0 <= result["recall_online"] <= 1.0 and "intervals_with_event" in result["events"]

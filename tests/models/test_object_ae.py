@@ -170,3 +170,28 @@ def test_the_ped2_config_holds_three_clips_out_and_builds_the_network():
     assert job.contract.size == job.model_args["size"] == 128
     net = get_model(job.model, **job.model_args)
     assert net.grid == 13 and get_family("object_ae").window(job.model_args) == 8
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_vadstream_train_trains_the_family_from_the_shipped_config(tmp_path):
+    """`vadstream train --config` on a file extending configs/ped2_object_ae.yaml (tiny
+    network, one short epoch, three real clips): weights the family scores with its rule."""
+    import yaml
+
+    from models import load_weights
+    from tests.conftest import ROOT, tiny_dataset, vadstream_run
+
+    data = tiny_dataset(tmp_path / "data")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        "extends": str(ROOT / "configs" / "ped2_object_ae.yaml"),
+        "data": {"root": str(data), "out": str(tmp_path / "w")},
+        "model": {"size": 64, "window": 5, "crop": 16, "step": 8, "channels": [4, 4, 4],
+                  "code": 8},
+        "training": {"epochs": 1, "batch_size": 4, "windows_per_epoch": 8, "val_clips": 1}}))
+    done = vadstream_run("train", "--config", str(config), "--device", "cpu", timeout=280)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _, meta = load_weights(tmp_path / "w", mx.cpu())
+    assert meta.model == "object_ae" and meta.window == 5
+    assert meta.calibration["rule"] == "object" and meta.calibration["thresholds"]["object"] > 0

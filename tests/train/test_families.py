@@ -88,3 +88,18 @@ def test_recalibrating_a_one_frame_model_keeps_to_the_rules_it_can_compute(tiny_
     assert set(cal["thresholds"]) == set(cal["rules"])
     assert cal["stride"] == 1          # one frame per window: every window scores its frame
     assert read_meta(tmp_path / "w").calibration == cal
+
+
+def test_vadstream_calibrate_recalibrates_object_ae_weights_and_says_so(tiny_trained, tmp_path,
+                                                                        capsys):
+    trained = tiny_trained("object_ae")
+    for suffix in (".params", ".json", ".calib"):
+        if trained.with_suffix(suffix).exists():
+            shutil.copy(trained.with_suffix(suffix), tmp_path / f"w{suffix}")
+    from stream.apps.cli import main
+
+    assert main(["calibrate", "--model", str(tmp_path / "w")]) == 0
+    line = capsys.readouterr().out
+    cal = read_meta(tmp_path / "w").calibration
+    assert cal["rule"] == "object" and f"{cal['thresholds']['object']:.2f}" in line
+    assert "smoothing 1" in line and "smoothing 5" in line
