@@ -11,12 +11,47 @@ import logging
 import os
 import signal
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from stream.adapt import AdaptConfig
 from stream.apps.flags import add_dataclass_flags, overrides_from_args
 
 log = logging.getLogger("vadstream")
+CONFIG = Path("configs/pipeline.yaml")
+
+
+@dataclass(frozen=True)
+class AdaptOptions:
+    """``vadstream adapt``'s own options (its settings: :class:`stream.adapt.AdaptConfig`).
+
+    Args:
+        stream: the stream to adapt
+        rollback: put back the weights this stream's adapted ones replaced
+        threshold_only: keep the network; recalibrate its threshold from the normal
+            footage (when drift says the scene shifted)
+        parts: a labelled classifier (cam): copy its labelled parts into class folders for
+            its next training
+        watch: adapt every stream automatically as labels accumulate (what `vadstream run`
+            starts with adapt.auto)
+        config: the pipeline config (its adapt:, detector.events_db, detector.control,
+            mqtt:)
+        events_db: the detector's events store (default: the config's)
+        control: the detector's control endpoint (default: the config's)
+        weights: the weights to adapt (default: those the detector scores the stream with)
+        json: write the result (the drill's figures) here
+    """
+
+    stream: str = ""
+    rollback: str = ""
+    threshold_only: bool = False
+    parts: bool = False
+    watch: bool = False
+    config: Path = CONFIG
+    events_db: str = ""
+    control: str = ""
+    weights: str = ""
+    json: Path | None = None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,25 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("action", nargs="?", choices=("drill",),
                    help="drill: the Ped2 drill (a scene change, labels, adaptation, Test "
                    "clips before and after)")
-    a.add_argument("--stream", help="the stream to adapt")
-    a.add_argument("--rollback", metavar="STREAM",
-                   help="put back the weights the stream's adapted ones replaced")
-    a.add_argument("--threshold-only", action="store_true",
-                   help="keep the network; recalibrate its threshold from the normal footage "
-                   "(when drift says the scene shifted)")
-    a.add_argument("--parts", action="store_true", help="a labelled classifier (cam): copy "
-                   "its labelled parts into class folders for its next training")
-    a.add_argument("--watch", action="store_true", help="adapt every stream automatically as "
-                   "labels accumulate (what `vadstream run` starts with adapt.auto)")
-    a.add_argument("--config", type=Path, default=Path("configs/pipeline.yaml"),
-                   help="the pipeline config (its adapt:, detector.events_db, "
-                   "detector.control, mqtt:)")
-    a.add_argument("--events-db", help="the detector's events store (default: the config's)")
-    a.add_argument("--control", help="the detector's control endpoint (default: the "
-                   "config's)")
-    a.add_argument("--weights", default="", help="the weights to adapt (default: those the "
-                   "detector scores the stream with)")
-    a.add_argument("--json", type=Path, help="write the result (the drill's figures) here")
+    add_dataclass_flags(a, AdaptOptions)
     group = a.add_argument_group("adapt: settings (stream.adapt.AdaptConfig)")
     add_dataclass_flags(group, AdaptConfig)
     a.set_defaults(func=cmd_adapt)
@@ -55,7 +72,8 @@ def _settings(args: argparse.Namespace):
     """The pipeline config and its ``adapt:`` with the flags given laid over it."""
     from stream.pipeline import load_pipeline
 
-    pipe = load_pipeline(args.config if args.config.is_file() else None)
+    path = args.config or CONFIG
+    pipe = load_pipeline(path if path.is_file() else None)
     given = overrides_from_args(args, AdaptConfig)
     if "normal" in given:
         given["normal"] = tuple(given["normal"])
@@ -119,8 +137,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     from train.adapt_live import adapt_live
 
     try:
-        result = adapt_live(args.stream, config, events_db, control, args.threshold_only,
-                            args.weights, mqtt=pipe.mqtt, echo=print)
+        result = adapt_live(args.stream, config, events_db, control, bool(args.threshold_only),
+                            args.weights or "", mqtt=pipe.mqtt, echo=print)
     except AdaptRefused as err:
         print(f"adapt: refused: {err}")
         if args.json:
