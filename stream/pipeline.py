@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from models.scoring import ScorerConfig
+from stream.adapt import AdaptConfig
 from stream.config import ConfigError, build, check_sections, load_yaml
 from stream.defaults import SUPERVISOR_ENDPOINT
 from stream.detector.annotate import Annotator
@@ -127,11 +128,13 @@ class Pipeline:
     mqtt: MqttConfig = MqttConfig()
     clips: ClipConfig = field(default_factory=ClipConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
 
 
 SECTIONS = {"detector": DetectorConfig, "scorer": ScorerConfig, "events": EventConfig,
             "annotator": AnnotatorConfig, "supervisor": SupervisorConfig,
-            "mqtt": MqttConfig, "clips": ClipConfig, "retention": RetentionConfig}
+            "mqtt": MqttConfig, "clips": ClipConfig, "retention": RetentionConfig,
+            "adapt": AdaptConfig}
 
 
 def load_pipeline(path: str | Path | None, events: dict | None = None,

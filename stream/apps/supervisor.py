@@ -112,6 +112,10 @@ class Supervisor:
         self.services = ([_Watched(Child("mqtt", mqtt_command(pipeline)), False,
                                    self.config.restart_delay)]
                          if pipeline.mqtt.active else [])
+        if pipeline.adapt.auto:   # low priority, its own process (stream.adapt.AdaptConfig)
+            self.services.append(_Watched(Child("adapt", vadstream_command(
+                "adapt", "--watch", "--config", str(config_path))), False,
+                self.config.restart_delay))
         self.on_detector_restart = on_detector_restart
 
     def start(self) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from stream.adapt import AdaptRecord
 from stream.dashboard.auth import Credentials
 from stream.dashboard.clips import EventClips
 from stream.dashboard.config import ServeConfig
@@ -79,6 +80,21 @@ class Api:
             return _error(404, f"no overlay of stream {stream!r} yet: is it sending frames, "
                           "and is the detector reachable?")
         return web.Response(body=view.latest.jpeg, content_type="image/jpeg", headers=NO_CACHE)
+
+    async def adapt(self, request: web.Request) -> web.Response:
+        """A stream's running adaptation (``progress``: its last stage, or null) and its
+        last ten swaps, rollbacks and refusals (``vadstream adapt``)."""
+        stream = request.match_info["stream"]
+        if not STREAM_ID.fullmatch(stream):
+            return _error(404, f"no stream {stream[:40]!r}: stream ids are letters, digits, "
+                          "'_' and '-'")
+        record = AdaptRecord(self.config.adapt_dir, stream)
+        try:
+            progress, history = record.read_progress(), record.history()[-10:]
+        except (OSError, ValueError) as err:
+            return _error(500, f"cannot read {record.folder}: {err}")
+        return web.json_response({"stream": stream, "progress": progress,
+                                  "history": history}, headers=NO_CACHE)
 
     async def events(self, request: web.Request) -> web.Response:
         query = request.query
@@ -228,6 +244,7 @@ def build_app(config: ServeConfig) -> web.Application:
     app.router.add_get("/ws", hub.serve_page)
     app.router.add_get("/api/streams", api.streams)
     app.router.add_get("/api/streams/{stream}/latest.jpg", api.latest)
+    app.router.add_get("/api/streams/{stream}/adapt", api.adapt)
     app.router.add_get("/api/events", api.events)
     app.router.add_get("/api/events/{event}/snapshot.jpg", api.snapshot)
     app.router.add_get("/api/events/{event}/frames", api.frames)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from stream.adapt import ADAPTED_DIR
 from stream.defaults import (
     CONTROL_ENDPOINT,
     DASHBOARD_HTTP,
@@ -60,6 +61,8 @@ class ServeConfig:
             ``auto``: when the login itself came over TLS; ``always``: behind a proxy that
             ends TLS (the dashboard then sees plain HTTP; forwarded headers are not
             trusted, as anyone can send them).
+        adapt_dir: The adaptations' folder (``adapt.out_dir``): ``/api/streams/<id>/adapt``
+            reads each stream's progress and history there.
     """
 
     connect: str = TOPICS_ENDPOINT
@@ -76,6 +79,7 @@ class ServeConfig:
     supervisor: str = SUPERVISOR_ENDPOINT
     auth_file: str = ""
     secure_cookies: str = "auto"
+    adapt_dir: str = ADAPTED_DIR
 
     def __post_init__(self) -> None:
         split_host_port(self.http)

@@ -24,6 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from stream.detector.annotate import Annotator
@@ -50,6 +51,9 @@ class ClipConfig:
         crf: H.264 quality (x264's constant rate factor: 18 near lossless, 28 small).
         dir: Folder of the clips ("" : ``clips`` beside the events store); each is
             ``<dir>/<stream>/<event id>.mp4``.
+        overlay: Draw the overlay (tint, boxes, score) on the clip's frames; false: the
+            source frames as they came, what ``vadstream adapt`` learns a false alarm from
+            best (a drawn tint or box would be learnt as part of the scene).
     """
 
     enabled: bool = True
@@ -60,6 +64,7 @@ class ClipConfig:
     buffer_mb: float = 64.0
     crf: int = 23
     dir: str = ""
+    overlay: bool = True
 
     def __post_init__(self) -> None:
         if self.pre_s < 0 or self.post_s < 0 or self.max_s <= 0:
@@ -310,8 +315,7 @@ class ClipRecorder:
                     event_id, f = args
                     writer = writers.get(event_id)
                     if writer is not None:
-                        writer.write(self.annotator.draw(f.source, f.mask, f.boxes, f.label,
-                                                         f.anomalous, heat=f.heat))
+                        writer.write(self._image(f))
                 else:
                     self._close(writers.pop(args[0].id, None), args[0])
             except Exception as err:  # noqa: BLE001 - a clip fails, the detector goes on
@@ -327,6 +331,15 @@ class ClipRecorder:
                     self._done.append({"id": event_id, "failed": True})
         for writer in writers.values():   # opened but never closed: cannot happen via stop()
             writer.close()
+
+    def _image(self, f: ClipFrame) -> np.ndarray:
+        """A clip frame: the overlay, or the source as BGR (``overlay`` false)."""
+        if self.config.overlay:
+            return self.annotator.draw(f.source, f.mask, f.boxes, f.label, f.anomalous,
+                                       heat=f.heat)
+        if f.source.ndim == 2 or f.source.shape[2] == 1:
+            return cv2.cvtColor(f.source, cv2.COLOR_GRAY2BGR)
+        return f.source
 
     def _close(self, writer, clip: OpenClip) -> None:
         if writer is not None:

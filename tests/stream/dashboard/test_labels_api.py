@@ -84,3 +84,25 @@ def test_label_an_event_over_the_api_of_a_real_serve(tmp_path):
         assert [(h["label"], h["who"]) for h in store.label_history(EVENT)] == [
             ("normal", "local"), ("anomaly", "alice")]
         assert store.labels()[EVENT]["label"] == "anomaly"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_streams_adaptation_progress_and_history_over_the_api(tmp_path):
+    from stream.adapt import AdaptRecord
+
+    record = AdaptRecord(tmp_path / "adapted", "cam1")
+    record.append({"action": "adapt", "weights": "a1", "previous": "w", "labels": [EVENT]})
+    record.progress("live", weights="a1", previous="w")
+    proc, base = _serve("--connect", f"tcp://127.0.0.1:{reserve_port()}",
+                        "--events-db", str(tmp_path / "none.sqlite3"), "--control", "",
+                        "--supervisor", "", "--adapt-dir", str(tmp_path / "adapted"))
+    try:
+        body = _json(f"{base}/api/streams/cam1/adapt")
+        assert body["progress"]["stage"] == "live" and body["progress"]["weights"] == "a1"
+        assert [(e["action"], e["weights"], e["labels"]) for e in body["history"]] == [
+            ("adapt", "a1", [EVENT])]
+        assert _json(f"{base}/api/streams/cam2/adapt") == {"stream": "cam2",
+                                                          "progress": None, "history": []}
+    finally:
+        stop(proc)
