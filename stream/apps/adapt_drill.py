@@ -34,9 +34,9 @@ import cv2
 import numpy as np
 
 from stream.adapt import AdaptConfig
-from stream.processes import ANY_PORT, Child, stop_all, vadstream_command, wait_ready_file
 from stream.capture.frames import list_frames, resolve_clips
 from stream.defaults import PED2, WEIGHTS
+from stream.processes import ANY_PORT, Child, stop_all, vadstream_command, wait_ready_file
 from stream.store import EventStore
 from stream.wire.control import ControlClient
 from stream.wire.subscriber import Subscriber
