@@ -6,13 +6,16 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import zmq
 
-from models.contract import InputContract
 from stream.capture.sources import URL_SCHEMES, FrameSource, open_source
 from stream.wire.protocol import check_stream_id, encode_eos, encode_frame
 from stream.wire.security import CurveClient
+
+if TYPE_CHECKING:
+    from models.contract import InputContract
 
 log = logging.getLogger(__name__)
 

@@ -81,9 +81,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.set_defaults(func=cmd_collect)
 
 
+def _fit_contract(weights: str | None):
+    """The input contract of ``weights`` for ``--fit`` (None without it); model code is
+    imported only then, so a plain capture loads none."""
+    if not weights:
+        return None
+    from models.contract import read_contract
+
+    return read_contract(weights)
+
+
 def cmd_capture(args: argparse.Namespace) -> int:
     """Push the source's frames until it ends (a live one: until stopped)."""
-    from models.contract import read_contract
     from stream.capture.pusher import FramePusher, open_with_retry, run_capture
     from stream.wire.security import client_from_args
 
@@ -100,7 +109,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
         stats = run_capture(source, opts.stream_id, pusher, encoding=opts.encoding,
                             fps=opts.fps, loop=opts.loop, stop=stop,
                             max_backoff_s=opts.max_backoff,
-                            fit=read_contract(opts.fit) if opts.fit else None)
+                            fit=_fit_contract(opts.fit))
     log.info("capture %s done: %d read, %d sent, %d dropped", opts.stream_id, stats.read,
              stats.sent, stats.dropped)
     return 0
