@@ -26,6 +26,7 @@ from pathlib import Path
 
 import yaml
 
+from stream.bench.pipeline import cpu_seconds
 from stream.defaults import PED2, WEIGHTS
 from stream.wire.subscriber import Subscriber
 from stream.wire.topics import StatusMessage, StreamStatus
@@ -80,14 +81,6 @@ def status(sub: Subscriber, timeout: float) -> StatusMessage:
 def totals(msg: StatusMessage) -> dict[str, int]:
     live = [s for s in msg.streams.values() if isinstance(s, StreamStatus)]
     return {k: sum(getattr(s, k) for s in live) for k in COUNTS} | {"streams": len(live)}
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return 0.0
 
 
 def processes(marks: tuple[bytes, ...]) -> dict[int, str]:
